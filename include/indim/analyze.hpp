@@ -1,0 +1,91 @@
+// The analysis: per matrix records of intruder dimensions, and the end-to-end run.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "indim/backend.hpp"
+#include "indim/match.hpp"
+
+namespace indim {
+
+/// @brief The eps values every summary shows: 0.1, 0.2, ..., 0.9.
+std::vector<double> eps_sweep();
+/// @brief The user's eps values merged with the sweep, sorted, duplicates removed.
+std::vector<double> eps_grid(const std::vector<double>& user_eps);
+/// @brief Canonical text of an eps value, used as a JSON key and CSV column suffix ("0.5").
+std::string eps_key(double eps);
+
+/// @brief The result for one matrix of one tuned checkpoint on one side.
+struct MatrixResult {
+  int tuned_index = 0;         ///< position of the tuned checkpoint on the command line
+  std::string name;            ///< base tensor name
+  std::string tuned_name;
+  int layer = -1;
+  std::string type;            ///< e.g. "self_attn.q_proj"
+  std::vector<int64_t> shape;  ///< [out, in] as analysed
+  std::string dtype;           ///< tuned tensor's dtype
+  std::string side = "left";
+  int k = 0;                   ///< vectors compared (min(k, rank))
+  bool identical = false;      ///< tuned bytes equal base bytes: no decomposition needed
+  std::vector<double> maxcos;  ///< per tuned vector j < k
+  std::vector<int64_t> argmax;
+  std::vector<double> sigma;       ///< tuned sigma_j, j < k
+  std::vector<double> sigma_ratio; ///< sigma_j / sigma_0
+  std::vector<double> eps;         ///< eps grid the counts refer to
+  std::vector<int> counts;         ///< intruders at each eps: #{j : maxcos_j < eps}
+  double seconds = 0;
+  int count_at(double e) const;
+};
+
+/// @brief Fills eps/counts of `r` from its maxcos for the given eps grid.
+void count_intruders(MatrixResult& r, const std::vector<double>& eps);
+
+/// @brief Progress of a run: matrices done, total, and the matrix just finished.
+using ProgressFn = std::function<void(int done, int total, const std::string& what)>;
+
+struct AnalyzeOptions {
+  std::string base;
+  std::vector<std::string> tuned;
+  std::string out_dir;
+  int k = 10;
+  std::vector<double> eps{0.5};
+  Precision precision = Precision::F32;
+  Side side = Side::Left;
+  std::string backend = "auto";
+  SelectOptions select;
+  bool resume = false;
+  ProgressFn progress;                           ///< optional
+  std::function<void(const std::string&)> note;  ///< optional: lines for stderr
+};
+
+struct TunedSummary {
+  std::string path;
+  int matrices = 0;
+  std::vector<double> eps;
+  std::vector<int> totals;  ///< intruders summed over matrices, per eps
+};
+
+struct AnalyzeResult {
+  std::vector<MatrixResult> records;  ///< plan order
+  std::vector<TunedSummary> tuned;
+  std::vector<double> eps;
+  std::string backend;
+  double seconds = 0;
+  int resumed = 0;  ///< records taken from the journal instead of recomputed
+  std::string report_json, matrices_csv, journal;
+};
+
+/// @brief Runs the analysis and writes report.json, matrices.csv and journal.jsonl into
+/// `out_dir`. Throws indim::BadInput / UsageError / Error.
+AnalyzeResult analyze(const AnalyzeOptions& options);
+
+/// @brief Computes one matrix's record from a tuned/base decomposition pair (fills maxcos,
+/// argmax, sigma, ratio, counts).
+MatrixResult intruder_record(Backend& backend, const Decomposition& tuned,
+                             const Decomposition& base, Side side, int k,
+                             const std::vector<double>& eps);
+
+}  // namespace indim

@@ -1,0 +1,82 @@
+// Compute backends: decompose a matrix into singular vectors, and compare two vector sets.
+// Host-only interface; the CUDA backend implements it behind the same types.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace indim {
+
+enum class Precision { F32, F64 };
+const char* precision_name(Precision p);
+
+/// @brief Which singular vectors a decomposition keeps.
+enum class Side { Left, Right, Both };
+const char* side_name(Side s);
+
+/// @brief A dense row-major matrix.
+template <typename T>
+struct Dense {
+  int64_t rows = 0;
+  int64_t cols = 0;
+  std::vector<T> data;
+  T& at(int64_t r, int64_t c) { return data[static_cast<size_t>(r * cols + c)]; }
+  const T& at(int64_t r, int64_t c) const { return data[static_cast<size_t>(r * cols + c)]; }
+};
+
+/// @brief Singular vectors as columns of a row-major [dim, count] matrix, in the precision of
+/// the decomposition (exactly one of f32/f64 is filled).
+struct Vectors {
+  Precision precision = Precision::F32;
+  int64_t dim = 0;
+  int64_t count = 0;
+  std::vector<float> f32;
+  std::vector<double> f64;
+  double at(int64_t i, int64_t j) const {
+    const size_t idx = static_cast<size_t>(i * count + j);
+    return precision == Precision::F32 ? f32[idx] : f64[idx];
+  }
+};
+
+/// @brief Economy SVD of an [out, in] weight: singular values (descending, all min(out, in) of
+/// them) and the kept left (U, dim = out) and/or right (V, dim = in) vectors.
+struct Decomposition {
+  std::vector<double> sigma;
+  Vectors left;
+  Vectors right;
+};
+
+/// @brief Per tuned vector j < k: max_i |<y_j, x_i>| over all base vectors, and its argmax.
+struct Similarity {
+  std::vector<double> maxcos;
+  std::vector<int64_t> argmax;
+};
+
+/// @brief A compute backend. Implementations may keep workspaces between calls.
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string name() const = 0;
+  virtual Precision precision() const = 0;
+  /// @brief Economy SVD of `w` ([out, in], row-major, as stored by nn.Linear), keeping the
+  /// first `keep` vectors on `side` (keep <= 0 or > min(out, in): all). `label` names the
+  /// tensor in errors. `w` is consumed as workspace.
+  virtual Decomposition decompose(Dense<float>&& w, Side side, int64_t keep,
+                                  const std::string& label) = 0;
+  virtual Decomposition decompose(Dense<double>&& w, Side side, int64_t keep,
+                                  const std::string& label) = 0;
+  /// @brief The first k columns of `tuned` against every column of `base` (same dim).
+  virtual Similarity compare(const Vectors& tuned, const Vectors& base, int64_t k) = 0;
+};
+
+/// @brief The LAPACK/BLAS backend.
+std::unique_ptr<Backend> make_cpu_backend(Precision precision);
+
+/// @brief Resolves `name` ("auto", "cpu" or "cuda"). `note` receives a line for stderr when
+/// "auto" falls back to the CPU. Throws indim::UsageError when the named backend is unavailable.
+std::unique_ptr<Backend> make_backend(const std::string& name, Precision precision,
+                                      std::string* note);
+
+}  // namespace indim

@@ -1,0 +1,48 @@
+// A checkpoint: one safetensors file, or a sharded set behind a `*.safetensors.index.json`.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "indim/safetensors.hpp"
+
+namespace indim {
+
+/// @brief A tensor of a checkpoint: the file that holds it and its header entry.
+struct TensorRef {
+  const SafetensorsFile* file = nullptr;
+  const TensorInfo* info = nullptr;
+};
+
+/// @brief An opened, validated checkpoint.
+class Checkpoint {
+ public:
+  /// @brief Opens a `.safetensors` file, a `*.safetensors.index.json`, or a directory holding
+  /// either (an index is preferred; several loose files without an index are an error).
+  /// Throws indim::BadInput naming the file and the problem.
+  static Checkpoint open(const std::string& path);
+
+  const std::string& path() const { return path_; }
+  /// "safetensors" or "sharded".
+  const std::string& kind() const { return kind_; }
+  const std::vector<std::shared_ptr<SafetensorsFile>>& files() const { return files_; }
+  /// @brief Tensors by name.
+  const std::map<std::string, TensorRef>& tensors() const { return tensors_; }
+  const TensorRef* find(const std::string& name) const;
+  uint64_t total_bytes() const;
+  std::vector<std::string> warnings() const;
+
+ private:
+  std::string path_, kind_;
+  std::vector<std::shared_ptr<SafetensorsFile>> files_;
+  std::map<std::string, TensorRef> tensors_;
+};
+
+/// @brief Writes a shard index (`weight_map` tensor -> shard file name) atomically.
+void write_shard_index(const std::string& path, const std::map<std::string, std::string>& weight_map,
+                       uint64_t total_size);
+
+}  // namespace indim

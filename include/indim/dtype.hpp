@@ -1,0 +1,41 @@
+// Element types of the safetensors format and conversion of the analysable ones to float/double.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string_view>
+
+namespace indim {
+
+/// @brief Every dtype the safetensors format defines (safetensors `enum Dtype`).
+enum class DType {
+  BOOL, U8, I8, F8_E5M2, F8_E4M3, F8_E8M0, F8_E4M3FNUZ, F8_E5M2FNUZ,
+  I16, U16, F16, BF16, I32, U32, F32, I64, U64, F64, C64, F4, F6_E2M3, F6_E3M2,
+};
+
+/// @brief Parses a safetensors dtype string ("BF16", "F32", ...); nullopt when unknown.
+std::optional<DType> parse_dtype(std::string_view s);
+/// @brief The safetensors spelling of a dtype.
+const char* dtype_name(DType t);
+/// @brief Bits per element (F4 is 4, the F6 types 6).
+int dtype_bits(DType t);
+/// @brief True for the dtypes indim analyses: F64, F32, F16, BF16.
+bool dtype_is_analysable(DType t);
+
+/// @brief Exact bf16 -> fp32 (bf16 is the top half of an fp32).
+float bf16_to_float(uint16_t bits);
+/// @brief Exact IEEE half -> fp32, subnormals, infinities and NaN included.
+float fp16_to_float(uint16_t bits);
+/// @brief fp32 -> bf16, round to nearest even; NaN stays NaN.
+uint16_t float_to_bf16(float f);
+/// @brief fp32 -> IEEE half, round to nearest even; overflow gives inf, NaN stays NaN.
+uint16_t float_to_fp16(float f);
+
+/// @brief Converts n little-endian elements of an analysable dtype at `src` (any alignment) to
+/// float. Throws indim::Error for a dtype that is not analysable.
+void convert_elements(const void* src, DType t, size_t n, float* dst);
+/// @brief As above, to double.
+void convert_elements(const void* src, DType t, size_t n, double* dst);
+
+}  // namespace indim

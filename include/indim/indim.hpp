@@ -1,0 +1,12 @@
+// indim: find intruder dimensions in fine-tuned checkpoints. The library's one include.
+#pragma once
+
+#include "indim/analyze.hpp"
+#include "indim/backend.hpp"
+#include "indim/checkpoint.hpp"
+#include "indim/demo.hpp"
+#include "indim/dtype.hpp"
+#include "indim/error.hpp"
+#include "indim/match.hpp"
+#include "indim/report.hpp"
+#include "indim/safetensors.hpp"

@@ -1,0 +1,150 @@
+// CPU backend: LAPACK ?gesdd (falling back to ?gesvd) for the SVD, BLAS ?gemm for similarity.
+//
+// Layout: an nn.Linear weight W [out, in] stored row-major is, to column-major LAPACK, the
+// matrix A = W^T [in, out] with lda = in. From A = U' S V'^T we get W = V' S U'^T, so
+//   left vectors of W  (U_W) = V'  -> LAPACK's VT' [r, out] column-major, i.e. exactly U_W
+//                                     row-major [out, r] with no copy;
+//   right vectors of W (V_W) = U'  -> LAPACK's U' [in, r] column-major, transposed on output.
+#include <cblas.h>
+#include <lapacke.h>
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+
+#include "indim/backend.hpp"
+#include "indim/error.hpp"
+
+namespace indim {
+
+namespace {
+
+lapack_int gesdd(char jobz, lapack_int m, lapack_int n, float* a, lapack_int lda, float* s,
+                 float* u, lapack_int ldu, float* vt, lapack_int ldvt) {
+  return LAPACKE_sgesdd(LAPACK_COL_MAJOR, jobz, m, n, a, lda, s, u, ldu, vt, ldvt);
+}
+lapack_int gesdd(char jobz, lapack_int m, lapack_int n, double* a, lapack_int lda, double* s,
+                 double* u, lapack_int ldu, double* vt, lapack_int ldvt) {
+  return LAPACKE_dgesdd(LAPACK_COL_MAJOR, jobz, m, n, a, lda, s, u, ldu, vt, ldvt);
+}
+lapack_int gesvd(lapack_int m, lapack_int n, float* a, lapack_int lda, float* s, float* u,
+                 lapack_int ldu, float* vt, lapack_int ldvt, float* superb) {
+  return LAPACKE_sgesvd(LAPACK_COL_MAJOR, 'S', 'S', m, n, a, lda, s, u, ldu, vt, ldvt, superb);
+}
+lapack_int gesvd(lapack_int m, lapack_int n, double* a, lapack_int lda, double* s, double* u,
+                 lapack_int ldu, double* vt, lapack_int ldvt, double* superb) {
+  return LAPACKE_dgesvd(LAPACK_COL_MAJOR, 'S', 'S', m, n, a, lda, s, u, ldu, vt, ldvt, superb);
+}
+
+void gemm_tn(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
+             int64_t ldb, float* c) {
+  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, m, n, k, 1.0f, a, lda, b, ldb, 0.0f, c, n);
+}
+void gemm_tn(int64_t m, int64_t n, int64_t k, const double* a, int64_t lda, const double* b,
+             int64_t ldb, double* c) {
+  cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, m, n, k, 1.0, a, lda, b, ldb, 0.0, c, n);
+}
+
+template <typename T>
+std::vector<T>& storage(Vectors& v);
+template <>
+std::vector<float>& storage<float>(Vectors& v) { return v.f32; }
+template <>
+std::vector<double>& storage<double>(Vectors& v) { return v.f64; }
+template <typename T>
+const std::vector<T>& cstorage(const Vectors& v) { return storage<T>(const_cast<Vectors&>(v)); }
+
+// Copies the first `keep` columns of a row-major [rows, cols] block (transposed if asked).
+template <typename T>
+Vectors take_columns(const T* src, int64_t rows, int64_t cols, int64_t keep, bool col_major) {
+  Vectors v;
+  v.precision = std::is_same<T, float>::value ? Precision::F32 : Precision::F64;
+  v.dim = rows;
+  v.count = keep;
+  auto& out = storage<T>(v);
+  out.resize(static_cast<size_t>(rows * keep));
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t j = 0; j < keep; ++j)
+      out[i * keep + j] = col_major ? src[i + j * rows] : src[i * cols + j];
+  return v;
+}
+
+template <typename T>
+Decomposition decompose_impl(Dense<T>&& w, Side side, int64_t keep, const std::string& label) {
+  const int64_t out = w.rows, in = w.cols;
+  if (out <= 0 || in <= 0) throw BadInput(label + ": cannot decompose an empty matrix");
+  if (out > INT32_MAX || in > INT32_MAX || out * in > (int64_t(1) << 40))
+    throw BadInput(label + ": matrix too large for the CPU backend");
+  const int64_t r = std::min(out, in);
+  if (keep <= 0 || keep > r) keep = r;
+  const lapack_int m = static_cast<lapack_int>(in), n = static_cast<lapack_int>(out);
+  std::vector<T> s(r), u(static_cast<size_t>(in * r)), vt(static_cast<size_t>(r * out));
+  std::vector<T> copy = w.data;  // gesdd destroys its input; gesvd needs it again on failure
+  lapack_int info = gesdd('S', m, n, w.data.data(), m, s.data(), u.data(), m, vt.data(), r);
+  if (info > 0) {
+    std::vector<T> superb(r);
+    info = gesvd(m, n, copy.data(), m, s.data(), u.data(), m, vt.data(), r, superb.data());
+  }
+  if (info != 0)
+    throw Error(label + ": LAPACK SVD failed (info " + std::to_string(info) +
+                (info > 0 ? ", did not converge)" : ", illegal argument)"));
+  Decomposition d;
+  d.sigma.assign(s.begin(), s.end());
+  if (side != Side::Right) d.left = take_columns(vt.data(), out, r, keep, false);
+  if (side != Side::Left) d.right = take_columns(u.data(), in, r, keep, true);
+  return d;
+}
+
+template <typename T>
+Similarity compare_impl(const Vectors& tuned, const Vectors& base, int64_t k) {
+  k = std::min(k, tuned.count);
+  const int64_t nb = base.count;
+  std::vector<T> c(static_cast<size_t>(k * nb));
+  if (k > 0 && nb > 0)
+    gemm_tn(k, nb, tuned.dim, cstorage<T>(tuned).data(), tuned.count, cstorage<T>(base).data(),
+            nb, c.data());
+  Similarity sim;
+  for (int64_t j = 0; j < k; ++j) {
+    double best = -1.0;
+    int64_t arg = 0;
+    for (int64_t i = 0; i < nb; ++i) {
+      const double v = std::fabs(static_cast<double>(c[j * nb + i]));
+      if (v > best) best = v, arg = i;
+    }
+    sim.maxcos.push_back(best < 0 ? 0.0 : best);
+    sim.argmax.push_back(arg);
+  }
+  return sim;
+}
+
+class CpuBackend final : public Backend {
+ public:
+  explicit CpuBackend(Precision p) : precision_(p) {}
+  std::string name() const override { return "cpu"; }
+  Precision precision() const override { return precision_; }
+  Decomposition decompose(Dense<float>&& w, Side side, int64_t keep,
+                          const std::string& label) override {
+    return decompose_impl(std::move(w), side, keep, label);
+  }
+  Decomposition decompose(Dense<double>&& w, Side side, int64_t keep,
+                          const std::string& label) override {
+    return decompose_impl(std::move(w), side, keep, label);
+  }
+  Similarity compare(const Vectors& tuned, const Vectors& base, int64_t k) override {
+    if (tuned.dim != base.dim || tuned.precision != base.precision)
+      throw Error("compare: vector sets differ in dimension or precision");
+    return tuned.precision == Precision::F32 ? compare_impl<float>(tuned, base, k)
+                                             : compare_impl<double>(tuned, base, k);
+  }
+
+ private:
+  Precision precision_;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_cpu_backend(Precision precision) {
+  return std::make_unique<CpuBackend>(precision);
+}
+
+}  // namespace indim

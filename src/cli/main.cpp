@@ -1,0 +1,230 @@
+// indim command line: analyze, inspect, demo. Exit codes: 0 ok, 1 usage, 2 bad input,
+// 3 runtime failure, 4 --fail-on-intruders exceeded.
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+
+#include "cli/progress.hpp"
+#include "indim/indim.hpp"
+
+namespace fs = std::filesystem;
+using namespace indim;
+
+namespace {
+
+constexpr int kExitIntruders = 4;
+
+struct AnalyzeArgs {
+  std::string base;
+  std::vector<std::string> tuned;
+  std::string out = "results";
+  int k = 10;
+  std::vector<double> eps{0.5};
+  std::string precision = "fp32";
+  std::string side = "left";
+  std::string backend = "auto";
+  std::vector<std::string> include, exclude;
+  bool resume = false;
+  bool quiet = false;
+  int fail_on = -1;
+};
+
+void add_compute_options(CLI::App* cmd, AnalyzeArgs& a) {
+  cmd->add_option("--k", a.k, "Top singular vectors of the tuned matrix to test")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--eps", a.eps, "Intruder threshold(s), comma separated; the first is primary")
+      ->delimiter(',')
+      ->capture_default_str();
+  cmd->add_option("--precision", a.precision, "Arithmetic of the decomposition")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"fp32", "fp64"}));
+  cmd->add_option("--side", a.side, "Singular vectors to compare")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"left", "right", "both"}));
+  cmd->add_option("--backend", a.backend, "Compute backend")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+}
+
+AnalyzeOptions to_options(const AnalyzeArgs& a) {
+  AnalyzeOptions o;
+  o.base = a.base;
+  o.tuned = a.tuned;
+  o.out_dir = a.out;
+  o.k = a.k;
+  o.eps = a.eps;
+  o.precision = a.precision == "fp64" ? Precision::F64 : Precision::F32;
+  o.side = a.side == "right" ? Side::Right : a.side == "both" ? Side::Both : Side::Left;
+  o.backend = a.backend;
+  o.select.include = a.include;
+  o.select.exclude = a.exclude;
+  o.resume = a.resume;
+  o.note = [](const std::string& s) { std::cerr << s << "\n"; };
+  return o;
+}
+
+AnalyzeResult run_with_progress(AnalyzeOptions o) {
+  cli::ProgressBar bar;
+  o.progress = [&bar](int done, int total, const std::string& what) {
+    bar.update(done, total, what);
+  };
+  AnalyzeResult r = analyze(o);
+  bar.finish();
+  return r;
+}
+
+int total_at(const AnalyzeResult& r, double eps) {
+  int n = 0;
+  for (const auto& m : r.records) n += m.count_at(eps);
+  return n;
+}
+
+int cmd_analyze(const AnalyzeArgs& a) {
+  AnalyzeResult r = run_with_progress(to_options(a));
+  if (!a.quiet) std::cout << format_summary(r, a.eps.front(), a.k);
+  std::cout << "\nwrote " << r.report_json << ", " << r.matrices_csv << ", " << r.journal;
+  if (r.resumed > 0) std::cout << " (" << r.resumed << " records resumed from the journal)";
+  std::cout << "\n";
+  if (a.fail_on >= 0 && total_at(r, a.eps.front()) > a.fail_on) {
+    std::cerr << "indim: " << total_at(r, a.eps.front()) << " intruder dimensions at eps "
+              << eps_key(a.eps.front()) << " exceed --fail-on-intruders " << a.fail_on << "\n";
+    return kExitIntruders;
+  }
+  return kExitOk;
+}
+
+std::string shape_text(const std::vector<uint64_t>& s) {
+  std::string t = "[";
+  for (size_t i = 0; i < s.size(); ++i) t += (i ? ", " : "") + std::to_string(s[i]);
+  return t + "]";
+}
+
+int cmd_inspect(const std::string& base_path, const std::string& tuned_path,
+                const SelectOptions& select) {
+  Checkpoint base = Checkpoint::open(base_path);
+  for (const auto& w : base.warnings()) std::cerr << "warning: " << w << "\n";
+  std::printf("%s: %s, %zu file(s), %zu tensors, %llu bytes\n", base_path.c_str(),
+              base.kind().c_str(), base.files().size(), base.tensors().size(),
+              static_cast<unsigned long long>(base.total_bytes()));
+  if (tuned_path.empty()) {
+    for (const auto& [name, ref] : base.tensors())
+      std::printf("  %-60s %-8s %-18s%s\n", name.c_str(), dtype_name(ref.info->dtype),
+                  shape_text(ref.info->shape).c_str(),
+                  dtype_is_analysable(ref.info->dtype) ? "" : "  (dtype not analysable)");
+    return kExitOk;
+  }
+  Checkpoint tuned = Checkpoint::open(tuned_path);
+  for (const auto& w : tuned.warnings()) std::cerr << "warning: " << w << "\n";
+  std::printf("%s: %s, %zu file(s), %zu tensors, %llu bytes\n", tuned_path.c_str(),
+              tuned.kind().c_str(), tuned.files().size(), tuned.tensors().size(),
+              static_cast<unsigned long long>(tuned.total_bytes()));
+  MatchTable t = match_checkpoints(base, tuned, select);
+  int selected = 0, mismatched = 0;
+  std::printf("\nmatched (%zu):\n", t.pairs.size());
+  for (const auto& p : t.pairs) {
+    const char* mark = !p.shapes_equal ? "SHAPE" : p.selected ? "yes" : "-";
+    selected += p.selected && p.shapes_equal ? 1 : 0;
+    mismatched += p.shapes_equal ? 0 : 1;
+    std::string tn = p.tuned_name == p.base_name ? "" : "  <- " + p.tuned_name;
+    std::string shapes = shape_text(p.base.info->shape);
+    if (!p.shapes_equal) shapes += " vs " + shape_text(p.tuned.info->shape);
+    std::printf("  %-5s %-55s %-5s/%-5s %-16s %s%s\n", mark, p.base_name.c_str(),
+                dtype_name(p.base.info->dtype), dtype_name(p.tuned.info->dtype), shapes.c_str(),
+                p.reason.c_str(), tn.c_str());
+  }
+  std::printf("\nbase only (%zu):\n", t.base_only.size());
+  for (const auto& n : t.base_only) std::printf("  %s\n", n.c_str());
+  std::printf("\ntuned only (%zu):\n", t.tuned_only.size());
+  for (const auto& n : t.tuned_only) std::printf("  %s\n", n.c_str());
+  std::printf("\n%d selected for analysis, %d shape mismatches\n", selected, mismatched);
+  return kExitOk;
+}
+
+int cmd_demo(const std::string& dir, AnalyzeArgs a) {
+  std::cout << "indim demo: writing a generated Llama-style base, a full fine-tune and a LoRA "
+               "fine-tune (bf16 safetensors) to "
+            << dir << "\n";
+  DemoPaths p = generate_demo(dir);
+  a.base = p.base;
+  a.tuned = {p.full, p.lora};
+  a.out = (fs::path(dir) / "results").string();
+  AnalyzeResult r = run_with_progress(to_options(a));
+  std::cout << "\n" << format_summary(r, a.eps.front(), a.k);
+  const double eps = a.eps.front();
+  int full = 0, lora = 0, lora_mats = 0;
+  for (const auto& m : r.records) {
+    (m.tuned_index == 0 ? full : lora) += m.count_at(eps);
+    if (m.tuned_index == 1 && m.count_at(eps) > 0) ++lora_mats;
+  }
+  std::cout << "\n[0] full fine-tune: " << full << " intruder dimensions\n"
+            << "[1] LoRA fine-tune: " << lora << " intruder dimensions, in " << lora_mats
+            << " matrices (the LoRA touched q_proj and v_proj)\n"
+            << "\nwrote " << r.report_json << " and " << r.matrices_csv << "\n"
+            << "next: indim analyze " << p.base << " " << p.lora << " --out my-results\n";
+  return kExitOk;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"indim: find intruder dimensions in fine-tuned checkpoints"};
+  app.set_version_flag("--version", std::string(INDIM_VERSION));
+  app.require_subcommand(1);
+  app.footer(
+      "Exit codes: 0 ok, 1 usage error, 2 bad input, 3 runtime failure, 4 intruders above "
+      "--fail-on-intruders.");
+
+  AnalyzeArgs a;
+  auto* analyze_cmd = app.add_subcommand("analyze", "Compare fine-tunes against their base");
+  analyze_cmd->add_option("base", a.base, "Base checkpoint: file, shard index or directory")
+      ->required();
+  analyze_cmd->add_option("tuned", a.tuned, "Fine-tuned checkpoint(s)")->required();
+  analyze_cmd->add_option("--out", a.out, "Output directory")->capture_default_str();
+  add_compute_options(analyze_cmd, a);
+  analyze_cmd->add_option("--include", a.include, "Regex of base tensor names to analyse");
+  analyze_cmd->add_option("--exclude", a.exclude, "Regex of base tensor names to skip");
+  analyze_cmd->add_flag("--resume", a.resume, "Skip matrices already in the journal");
+  analyze_cmd->add_flag("-q,--quiet", a.quiet, "No summary table");
+  analyze_cmd->add_option("--fail-on-intruders", a.fail_on,
+                          "Exit 4 when the total at the primary eps exceeds N");
+
+  std::string ibase, ituned;
+  SelectOptions isel;
+  auto* inspect_cmd = app.add_subcommand("inspect", "List tensors, or the base/tuned match table");
+  inspect_cmd->add_option("base", ibase, "Checkpoint")->required();
+  inspect_cmd->add_option("tuned", ituned, "Fine-tuned checkpoint to match against the base");
+  inspect_cmd->add_option("--include", isel.include, "Regex of base tensor names to analyse");
+  inspect_cmd->add_option("--exclude", isel.exclude, "Regex of base tensor names to skip");
+
+  std::string demo_dir = "indim-demo";
+  AnalyzeArgs d;
+  auto* demo_cmd = app.add_subcommand("demo", "Generate a base, a full and a LoRA fine-tune, and "
+                                              "analyse them");
+  demo_cmd->add_option("--out", demo_dir, "Directory for the generated files and results")
+      ->capture_default_str();
+  add_compute_options(demo_cmd, d);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int rc = app.exit(e);
+    return rc == 0 ? kExitOk : kExitUsage;
+  }
+  try {
+    if (*analyze_cmd) return cmd_analyze(a);
+    if (*inspect_cmd) return cmd_inspect(ibase, ituned, isel);
+    if (*demo_cmd) return cmd_demo(demo_dir, d);
+  } catch (const UsageError& e) {
+    std::cerr << "indim: usage error: " << e.what() << "\n";
+    return kExitUsage;
+  } catch (const BadInput& e) {
+    std::cerr << "indim: bad input: " << e.what() << "\n";
+    return kExitBadInput;
+  } catch (const std::exception& e) {
+    std::cerr << "indim: error: " << e.what() << "\n";
+    return kExitRuntime;
+  }
+  return kExitUsage;
+}

@@ -1,0 +1,148 @@
+#include <cblas.h>
+#include <lapacke.h>
+
+#include <cmath>
+#include <filesystem>
+#include <map>
+
+#include "indim/checkpoint.hpp"
+#include "indim/demo.hpp"
+#include "indim/error.hpp"
+#include "indim/safetensors.hpp"
+
+namespace fs = std::filesystem;
+
+namespace indim {
+
+Dense<double> random_orthonormal(int64_t rows, int64_t cols, std::mt19937_64& rng) {
+  if (cols > rows) throw Error("random_orthonormal: needs rows >= cols");
+  std::normal_distribution<double> g(0.0, 1.0);
+  // Column-major Gaussian [rows, cols]; its Q factor has orthonormal columns.
+  std::vector<double> a(static_cast<size_t>(rows * cols)), tau(static_cast<size_t>(cols));
+  for (auto& x : a) x = g(rng);
+  const auto m = static_cast<lapack_int>(rows), n = static_cast<lapack_int>(cols);
+  if (LAPACKE_dgeqrf(LAPACK_COL_MAJOR, m, n, a.data(), m, tau.data()) != 0 ||
+      LAPACKE_dorgqr(LAPACK_COL_MAJOR, m, n, n, a.data(), m, tau.data()) != 0)
+    throw Error("random_orthonormal: QR failed");
+  Dense<double> q{rows, cols, std::vector<double>(a.size())};
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t j = 0; j < cols; ++j) q.at(i, j) = a[static_cast<size_t>(i + j * rows)];
+  return q;
+}
+
+Dense<double> compose_svd(const Dense<double>& u, const std::vector<double>& s,
+                          const Dense<double>& v) {
+  const int64_t r = static_cast<int64_t>(s.size());
+  Dense<double> us = u;
+  for (int64_t i = 0; i < u.rows; ++i)
+    for (int64_t l = 0; l < r; ++l) us.at(i, l) *= s[l];
+  Dense<double> w{u.rows, v.rows, std::vector<double>(static_cast<size_t>(u.rows * v.rows))};
+  cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, u.rows, v.rows, r, 1.0, us.data.data(),
+              us.cols, v.data.data(), v.cols, 0.0, w.data.data(), w.cols);
+  return w;
+}
+
+Dense<double> random_weight(int64_t out, int64_t in, double scale, std::mt19937_64& rng) {
+  const int64_t r = std::min(out, in);
+  std::vector<double> s(static_cast<size_t>(r));
+  for (int64_t i = 0; i < r; ++i) s[i] = scale * std::pow(static_cast<double>(i + 1), -0.6);
+  return compose_svd(random_orthonormal(out, r, rng), s, random_orthonormal(in, r, rng));
+}
+
+namespace {
+
+TensorData tensor(const std::string& name, const Dense<double>& m, DType dtype) {
+  std::vector<float> f(m.data.begin(), m.data.end());
+  return {name, dtype, {static_cast<uint64_t>(m.rows), static_cast<uint64_t>(m.cols)},
+          encode_floats(f, dtype)};
+}
+
+TensorData vector_tensor(const std::string& name, int64_t n, double value, DType dtype) {
+  std::vector<float> f(static_cast<size_t>(n), static_cast<float>(value));
+  return {name, dtype, {static_cast<uint64_t>(n)}, encode_floats(f, dtype)};
+}
+
+void write_sharded(const std::string& dir, const std::vector<TensorData>& tensors, int shards) {
+  fs::create_directories(dir);
+  if (shards <= 1) {
+    write_safetensors((fs::path(dir) / "model.safetensors").string(), tensors);
+    return;
+  }
+  std::map<std::string, std::string> weight_map;
+  uint64_t total = 0;
+  const size_t per = (tensors.size() + shards - 1) / shards;
+  for (int s = 0; s < shards; ++s) {
+    char name[64];
+    std::snprintf(name, sizeof name, "model-%05d-of-%05d.safetensors", s + 1, shards);
+    std::vector<TensorData> part;
+    for (size_t i = s * per; i < std::min(tensors.size(), (s + 1) * per); ++i) {
+      part.push_back(tensors[i]);
+      weight_map[tensors[i].name] = name;
+      total += tensors[i].bytes.size();
+    }
+    write_safetensors((fs::path(dir) / name).string(), part);
+  }
+  write_shard_index((fs::path(dir) / "model.safetensors.index.json").string(), weight_map, total);
+}
+
+}  // namespace
+
+DemoPaths generate_demo(const std::string& dir, const DemoOptions& o) {
+  std::mt19937_64 rng(o.seed);
+  std::normal_distribution<double> g(0.0, 1.0);
+  std::vector<TensorData> base, full, lora;
+  auto all = [&](TensorData t) {
+    base.push_back(t), full.push_back(t), lora.push_back(std::move(t));
+  };
+  all(tensor("model.embed_tokens.weight", random_weight(o.vocab, o.hidden, 1.0, rng), o.dtype));
+  struct Proj {
+    const char* name;
+    int out, in;
+    bool lora;
+  };
+  const Proj projs[] = {
+      {"self_attn.q_proj", o.hidden, o.hidden, true},   {"self_attn.k_proj", o.kv_dim, o.hidden, false},
+      {"self_attn.v_proj", o.kv_dim, o.hidden, true},   {"self_attn.o_proj", o.hidden, o.hidden, false},
+      {"mlp.gate_proj", o.intermediate, o.hidden, false}, {"mlp.up_proj", o.intermediate, o.hidden, false},
+      {"mlp.down_proj", o.hidden, o.intermediate, false},
+  };
+  for (int l = 0; l < o.layers; ++l) {
+    const std::string prefix = "model.layers." + std::to_string(l) + ".";
+    all(vector_tensor(prefix + "input_layernorm.weight", o.hidden, 1.0, o.dtype));
+    all(vector_tensor(prefix + "post_attention_layernorm.weight", o.hidden, 1.0, o.dtype));
+    for (const Proj& p : projs) {
+      const std::string name = prefix + p.name + ".weight";
+      Dense<double> w0 = random_weight(p.out, p.in, 1.0, rng);
+      // Full fine-tune: a small dense update (spectral norm about 1% of sigma_0).
+      Dense<double> wf = w0;
+      const double sd = 0.01 / (std::sqrt(double(p.out)) + std::sqrt(double(p.in)));
+      for (auto& x : wf.data) x += sd * g(rng);
+      base.push_back(tensor(name, w0, o.dtype));
+      full.push_back(tensor(name, wf, o.dtype));
+      if (!p.lora) {
+        lora.push_back(base.back());
+        continue;
+      }
+      // LoRA fine-tune, merged: W0 + B A of rank r with singular values 0.9 .. 0.4 of sigma_0,
+      // along random directions the base does not have.
+      std::vector<double> d(o.lora_rank);
+      for (int i = 0; i < o.lora_rank; ++i)
+        d[i] = 0.9 - 0.5 * i / std::max(1, o.lora_rank - 1);
+      Dense<double> delta = compose_svd(random_orthonormal(p.out, o.lora_rank, rng), d,
+                                        random_orthonormal(p.in, o.lora_rank, rng));
+      for (size_t i = 0; i < delta.data.size(); ++i) delta.data[i] += w0.data[i];
+      lora.push_back(tensor(name, delta, o.dtype));
+    }
+  }
+  all(vector_tensor("model.norm.weight", o.hidden, 1.0, o.dtype));
+  all(tensor("lm_head.weight", random_weight(o.vocab, o.hidden, 1.0, rng), o.dtype));
+
+  DemoPaths paths{(fs::path(dir) / "base").string(), (fs::path(dir) / "full").string(),
+                  (fs::path(dir) / "lora").string()};
+  write_sharded(paths.base, base, o.base_shards);
+  write_sharded(paths.full, full, 1);
+  write_sharded(paths.lora, lora, 1);
+  return paths;
+}
+
+}  // namespace indim

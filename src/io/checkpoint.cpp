@@ -1,0 +1,132 @@
+#include "indim/checkpoint.hpp"
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "indim/error.hpp"
+#include "io/atomic_file.hpp"
+#include "io/json_strict.hpp"
+
+namespace fs = std::filesystem;
+
+namespace indim {
+
+namespace {
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// Finds the checkpoint file inside a directory: the one index, else the one safetensors file.
+std::string resolve_directory(const std::string& dir) {
+  std::vector<std::string> indexes, files;
+  for (const auto& e : fs::directory_iterator(dir)) {
+    const std::string name = e.path().filename().string();
+    if (ends_with(name, ".safetensors.index.json")) indexes.push_back(e.path().string());
+    else if (ends_with(name, ".safetensors")) files.push_back(e.path().string());
+  }
+  if (fs::exists(fs::path(dir) / "adapter_config.json"))
+    throw BadInput(dir + ": this is a PEFT adapter folder (adapter_config.json); merging adapters "
+                         "is not supported yet: merge it into the base with PEFT and save the "
+                         "result as safetensors");
+  if (indexes.size() > 1)
+    throw BadInput(dir + ": holds " + std::to_string(indexes.size()) +
+                   " shard indexes; name the one to use");
+  if (indexes.size() == 1) return indexes[0];
+  if (files.size() == 1) return files[0];
+  if (files.empty()) {
+    for (const char* legacy : {"pytorch_model.bin", "pytorch_model.bin.index.json"})
+      if (fs::exists(fs::path(dir) / legacy))
+        throw BadInput(dir + ": holds " + legacy +
+                       " (PyTorch pickle), which indim does not read; convert it to safetensors");
+    throw BadInput(dir + ": no .safetensors file or shard index found");
+  }
+  throw BadInput(dir + ": holds " + std::to_string(files.size()) +
+                 " .safetensors files but no *.safetensors.index.json; name the file to use");
+}
+
+void check_shard_name(const std::string& index, const std::string& tensor, const std::string& shard) {
+  if (shard.empty() || shard.find('/') != std::string::npos ||
+      shard.find('\\') != std::string::npos || shard == "." || shard == "..")
+    throw BadInput(index + ": tensor '" + tensor + "': shard path \"" + shard +
+                   "\" must be a plain file name in the index's directory");
+}
+
+}  // namespace
+
+Checkpoint Checkpoint::open(const std::string& path) {
+  std::error_code ec;
+  if (!fs::exists(path, ec)) throw BadInput(path + ": no such file or directory");
+  std::string file = fs::is_directory(path, ec) ? resolve_directory(path) : path;
+  Checkpoint c;
+  c.path_ = path;
+  if (!ends_with(file, ".index.json")) {
+    c.kind_ = "safetensors";
+    c.files_.push_back(SafetensorsFile::open(file));
+    for (const auto& t : c.files_[0]->tensors()) c.tensors_[t.name] = {c.files_[0].get(), &t};
+    return c;
+  }
+
+  c.kind_ = "sharded";
+  nlohmann::json j = detail::read_json_file(file);
+  if (!j.is_object() || !j.contains("weight_map") || !j["weight_map"].is_object())
+    throw BadInput(file + ": no \"weight_map\" object");
+  const fs::path dir = fs::path(file).parent_path();
+  std::map<std::string, size_t> shard_of_file;
+  for (const auto& [tensor, shard_v] : j["weight_map"].items()) {
+    if (!shard_v.is_string())
+      throw BadInput(file + ": tensor '" + tensor + "': weight_map value is not a string");
+    const std::string shard = shard_v.get<std::string>();
+    check_shard_name(file, tensor, shard);
+    auto it = shard_of_file.find(shard);
+    if (it == shard_of_file.end()) {
+      const fs::path sp = dir / shard;
+      if (!fs::exists(sp, ec))
+        throw BadInput(file + ": tensor '" + tensor + "': shard " + shard + " does not exist");
+      c.files_.push_back(SafetensorsFile::open(sp.string()));
+      it = shard_of_file.emplace(shard, c.files_.size() - 1).first;
+    }
+    const SafetensorsFile* sf = c.files_[it->second].get();
+    const TensorInfo* info = sf->find(tensor);
+    if (info == nullptr)
+      throw BadInput(file + ": tensor '" + tensor + "' is listed in " + shard +
+                     ", which does not contain it");
+    c.tensors_[tensor] = {sf, info};
+  }
+  // A tensor stored in two shards is ambiguous even if the index names only one of them.
+  std::map<std::string, std::string> seen;
+  for (const auto& f : c.files_)
+    for (const auto& t : f->tensors()) {
+      auto [it, fresh] = seen.emplace(t.name, f->path());
+      if (!fresh)
+        throw BadInput(file + ": tensor '" + t.name + "' is stored in two shards: " + it->second +
+                       " and " + f->path());
+    }
+  return c;
+}
+
+const TensorRef* Checkpoint::find(const std::string& name) const {
+  auto it = tensors_.find(name);
+  return it == tensors_.end() ? nullptr : &it->second;
+}
+
+uint64_t Checkpoint::total_bytes() const {
+  uint64_t n = 0;
+  for (const auto& f : files_) n += f->file_size();
+  return n;
+}
+
+std::vector<std::string> Checkpoint::warnings() const {
+  std::vector<std::string> w;
+  for (const auto& f : files_)
+    w.insert(w.end(), f->header().warnings.begin(), f->header().warnings.end());
+  return w;
+}
+
+void write_shard_index(const std::string& path, const std::map<std::string, std::string>& weight_map,
+                       uint64_t total_size) {
+  nlohmann::json j = {{"metadata", {{"total_size", total_size}}}, {"weight_map", weight_map}};
+  detail::write_file_atomic(path, j.dump(2) + "\n");
+}
+
+}  // namespace indim

@@ -1,0 +1,18 @@
+// Strict JSON parsing for untrusted headers and configs (nlohmann-json underneath).
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <string>
+#include <string_view>
+
+namespace indim::detail {
+
+/// Parses `text` as one JSON value surrounded only by whitespace. Rejects what nlohmann would
+/// silently accept: NUL bytes (they end nlohmann's input), a byte-order mark, and duplicate keys at
+/// any level. Throws indim::BadInput("<what>: <problem>").
+nlohmann::json parse_json_strict(std::string_view text, const std::string& what);
+
+/// Reads a whole (small) file and parses it strictly. Throws indim::BadInput naming the file.
+nlohmann::json read_json_file(const std::string& path);
+
+}  // namespace indim::detail

@@ -1,0 +1,263 @@
+// The end-to-end run: open and match checkpoints, plan, stream matrices through the backend
+// one pair at a time, journal each record, then write the reports.
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <optional>
+
+#include "indim/analyze.hpp"
+#include "indim/error.hpp"
+#include "io/atomic_file.hpp"
+#include "pipeline/journal.hpp"
+#include "report/report.hpp"
+
+namespace fs = std::filesystem;
+
+namespace indim {
+
+namespace {
+
+constexpr const char* kSchemaVersion = "1.0";
+
+std::string shape_text(const std::vector<uint64_t>& s) {
+  std::string t = "[";
+  for (size_t i = 0; i < s.size(); ++i) t += (i ? ", " : "") + std::to_string(s[i]);
+  return t + "]";
+}
+
+void validate(const AnalyzeOptions& o) {
+  if (o.tuned.empty()) throw UsageError("analyze needs a base and at least one tuned checkpoint");
+  if (o.out_dir.empty()) throw UsageError("--out must name a directory");
+  if (o.k < 1) throw UsageError("--k must be at least 1");
+  if (o.eps.empty()) throw UsageError("--eps needs at least one value");
+  for (double e : o.eps)
+    if (!(e > 0.0 && e <= 1.0)) throw UsageError("--eps values must lie in (0, 1]");
+}
+
+nlohmann::json checkpoint_json(const Checkpoint& c) {
+  nlohmann::json files = nlohmann::json::array();
+  for (const auto& f : c.files()) {
+    struct stat st {};
+    ::stat(f->path().c_str(), &st);
+    files.push_back({{"path", f->path()}, {"bytes", f->file_size()}, {"mtime", st.st_mtime}});
+  }
+  return {{"path", c.path()}, {"kind", c.kind()}, {"tensors", c.tensors().size()},
+          {"bytes", c.total_bytes()}, {"files", files}};
+}
+
+// One (tuned checkpoint, base tensor) pair to analyse.
+struct Unit {
+  int tuned_index;
+  MatchedPair pair;
+};
+
+// Base tensors in storage order (file, then offset): reads stream through each file once.
+std::vector<std::pair<std::string, std::vector<Unit>>> make_plan(
+    const Checkpoint& base, const std::vector<MatchTable>& tables) {
+  std::map<std::string, std::vector<Unit>> by_name;
+  for (size_t t = 0; t < tables.size(); ++t)
+    for (const auto& p : tables[t].pairs)
+      if (p.selected) by_name[p.base_name].push_back({static_cast<int>(t), p});
+  std::map<const SafetensorsFile*, size_t> file_rank;
+  for (size_t i = 0; i < base.files().size(); ++i) file_rank[base.files()[i].get()] = i;
+  std::vector<std::pair<std::string, std::vector<Unit>>> plan(by_name.begin(), by_name.end());
+  std::stable_sort(plan.begin(), plan.end(), [&](const auto& a, const auto& b) {
+    const TensorRef& ra = a.second.front().pair.base;
+    const TensorRef& rb = b.second.front().pair.base;
+    return std::make_pair(file_rank[ra.file], ra.info->begin) <
+           std::make_pair(file_rank[rb.file], rb.info->begin);
+  });
+  return plan;
+}
+
+void check_pair(const MatchedPair& p) {
+  if (!p.shapes_equal)
+    throw BadInput(p.base.file->path() + ": tensor '" + p.base_name + "' " +
+                   shape_text(p.base.info->shape) + " does not match " + p.tuned.file->path() +
+                   ": tensor '" + p.tuned_name + "' " + shape_text(p.tuned.info->shape));
+  for (const TensorRef* r : {&p.base, &p.tuned})
+    if (!dtype_is_analysable(r->info->dtype))
+      throw BadInput(r->file->path() + ": tensor '" + r->info->name + "' has dtype " +
+                     dtype_name(r->info->dtype) +
+                     ", which indim cannot analyse (F64, F32, F16, BF16); --exclude it");
+}
+
+template <typename T>
+Dense<T> load_matrix(const TensorRef& r) {
+  Dense<T> m;
+  m.rows = static_cast<int64_t>(r.info->shape[0]);
+  m.cols = static_cast<int64_t>(r.info->shape[1]);
+  m.data.resize(static_cast<size_t>(m.rows * m.cols));
+  convert_elements(r.file->data(*r.info), r.info->dtype, m.data.size(), m.data.data());
+  r.file->release(*r.info);
+  for (size_t i = 0; i < m.data.size(); ++i)
+    if (!std::isfinite(m.data[i]))
+      throw BadInput(r.file->path() + ": tensor '" + r.info->name +
+                     "' holds a non-finite value at [" + std::to_string(i / m.cols) + ", " +
+                     std::to_string(i % m.cols) + "]");
+  return m;
+}
+
+Decomposition decompose(Backend& b, const TensorRef& r, Side side, int64_t keep) {
+  const std::string label = r.file->path() + ": tensor '" + r.info->name + "'";
+  if (b.precision() == Precision::F32) return b.decompose(load_matrix<float>(r), side, keep, label);
+  return b.decompose(load_matrix<double>(r), side, keep, label);
+}
+
+bool bytes_identical(const TensorRef& a, const TensorRef& b) {
+  return a.info->dtype == b.info->dtype && a.info->nbytes() == b.info->nbytes() &&
+         std::memcmp(a.file->data(*a.info), b.file->data(*b.info), a.info->nbytes()) == 0;
+}
+
+// A tuned tensor equal to its base keeps every direction: maxcos 1 at its own index.
+MatrixResult identical_record(const Decomposition& base, Side side, int k,
+                              const std::vector<double>& eps) {
+  MatrixResult r;
+  r.side = side_name(side);
+  r.identical = true;
+  r.k = static_cast<int>(std::min<size_t>(k, base.sigma.size()));
+  for (int j = 0; j < r.k; ++j) {
+    r.maxcos.push_back(1.0);
+    r.argmax.push_back(j);
+    r.sigma.push_back(base.sigma[j]);
+    r.sigma_ratio.push_back(base.sigma[0] > 0 ? base.sigma[j] / base.sigma[0] : 0.0);
+  }
+  count_intruders(r, eps);
+  return r;
+}
+
+std::vector<Side> sides_of(Side s) {
+  if (s == Side::Both) return {Side::Left, Side::Right};
+  return {s};
+}
+
+}  // namespace
+
+AnalyzeResult analyze(const AnalyzeOptions& o) {
+  validate(o);
+  const auto t0 = std::chrono::steady_clock::now();
+  auto note = [&](const std::string& s) {
+    if (o.note) o.note(s);
+  };
+  Checkpoint base = Checkpoint::open(o.base);
+  std::vector<Checkpoint> tuned;
+  std::vector<MatchTable> tables;
+  for (const auto& p : o.tuned) {
+    tuned.push_back(Checkpoint::open(p));
+    tables.push_back(match_checkpoints(base, tuned.back(), o.select));
+  }
+  for (const auto* c : {&base}) for (const auto& w : c->warnings()) note("warning: " + w);
+  for (const auto& c : tuned) for (const auto& w : c.warnings()) note("warning: " + w);
+  for (size_t t = 0; t < tables.size(); ++t) {
+    int n = 0;
+    for (const auto& p : tables[t].pairs)
+      if (p.selected) check_pair(p), ++n;
+    if (n == 0)
+      throw BadInput(o.tuned[t] + ": no matrix selected for analysis against " + o.base +
+                     " (see `indim inspect BASE TUNED`, or use --include)");
+  }
+  const auto plan = make_plan(base, tables);
+
+  std::string backend_note;
+  std::unique_ptr<Backend> backend = make_backend(o.backend, o.precision, &backend_note);
+  if (!backend_note.empty()) note(backend_note);
+
+  AnalyzeResult res;
+  res.eps = eps_grid(o.eps);
+  res.backend = backend->name();
+  std::error_code ec;
+  fs::create_directories(o.out_dir, ec);
+  if (!fs::is_directory(o.out_dir)) throw Error(o.out_dir + ": cannot create output directory");
+  res.journal = (fs::path(o.out_dir) / "journal.jsonl").string();
+  res.report_json = (fs::path(o.out_dir) / "report.json").string();
+  res.matrices_csv = (fs::path(o.out_dir) / "matrices.csv").string();
+
+  nlohmann::json header = {
+      {"indim_journal", 1},
+      {"schema_version", kSchemaVersion},
+      {"inputs", {{"base", checkpoint_json(base)}, {"tuned", nlohmann::json::array()}}},
+      {"settings",
+       {{"k", o.k}, {"eps", o.eps}, {"eps_grid", res.eps}, {"precision", precision_name(o.precision)},
+        {"side", side_name(o.side)}, {"backend", backend->name()}, {"algo", "exact"},
+        {"include", o.select.include}, {"exclude", o.select.exclude}}}};
+  for (const auto& c : tuned) header["inputs"]["tuned"].push_back(checkpoint_json(c));
+  detail::Journal journal(res.journal, header, o.resume);
+
+  const auto sides = sides_of(o.side);
+  int total = 0;
+  for (const auto& [name, units] : plan) total += static_cast<int>(units.size() * sides.size());
+  int done = 0;
+  std::map<detail::RecordKey, MatrixResult> records;
+  for (const auto& [name, units] : plan) {
+    std::optional<Decomposition> base_d;
+    for (const Unit& u : units) {
+      for (Side s : sides) {
+        auto key = detail::RecordKey{u.tuned_index, name, side_name(s)};
+        auto prev = journal.previous().find(key);
+        if (prev != journal.previous().end()) records[key] = prev->second, ++res.resumed;
+      }
+      const bool pending = std::any_of(sides.begin(), sides.end(), [&](Side s) {
+        return !records.count({u.tuned_index, name, side_name(s)});
+      });
+      if (!pending) {
+        done += static_cast<int>(sides.size());
+        continue;
+      }
+      const auto start = std::chrono::steady_clock::now();
+      if (!base_d) base_d = decompose(*backend, u.pair.base, o.side, 0);
+      const bool same = bytes_identical(u.pair.base, u.pair.tuned);
+      std::optional<Decomposition> tuned_d;
+      if (!same) tuned_d = decompose(*backend, u.pair.tuned, o.side, o.k);
+      const double secs =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      for (Side s : sides) {
+        MatrixResult r = same ? identical_record(*base_d, s, o.k, res.eps)
+                              : intruder_record(*backend, *tuned_d, *base_d, s, o.k, res.eps);
+        r.tuned_index = u.tuned_index;
+        r.name = name;
+        r.tuned_name = u.pair.tuned_name;
+        r.layer = layer_index(name);
+        r.type = matrix_type(name);
+        r.shape = {static_cast<int64_t>(u.pair.base.info->shape[0]),
+                   static_cast<int64_t>(u.pair.base.info->shape[1])};
+        r.dtype = dtype_name(u.pair.tuned.info->dtype);
+        r.seconds = secs / static_cast<double>(sides.size());
+        journal.append(r);
+        records[{u.tuned_index, name, r.side}] = r;
+        ++done;
+        if (o.progress) o.progress(done, total, name);
+      }
+      u.pair.tuned.file->release(*u.pair.tuned.info);
+    }
+    if (!units.empty()) units.front().pair.base.file->release(*units.front().pair.base.info);
+  }
+
+  // Records in plan order: tuned checkpoint, then storage order of the base.
+  for (size_t t = 0; t < tuned.size(); ++t) {
+    TunedSummary sum;
+    sum.path = o.tuned[t];
+    sum.eps = res.eps;
+    sum.totals.assign(res.eps.size(), 0);
+    for (const auto& [name, units] : plan)
+      for (Side s : sides) {
+        auto it = records.find({static_cast<int>(t), name, side_name(s)});
+        if (it == records.end()) continue;
+        res.records.push_back(it->second);
+        ++sum.matrices;
+        for (size_t e = 0; e < res.eps.size(); ++e) sum.totals[e] += it->second.count_at(res.eps[e]);
+      }
+    res.tuned.push_back(sum);
+  }
+  res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+
+  detail::write_file_atomic(res.report_json,
+                            detail::build_report(res, header, o.eps.front()).dump(2) + "\n");
+  detail::write_file_atomic(res.matrices_csv, detail::build_matrices_csv(res, o.k));
+  return res;
+}
+
+}  // namespace indim

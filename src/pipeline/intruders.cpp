@@ -1,0 +1,71 @@
+// The definition (DESIGN.md): y_j = U[:, j] for j < k; maxcos_j = max_i |<y_j, U0[:, i]>| over
+// all base vectors; y_j is an intruder at eps iff maxcos_j < eps.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+
+#include "indim/analyze.hpp"
+#include "indim/error.hpp"
+
+namespace indim {
+
+std::vector<double> eps_sweep() {
+  return {0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9};
+}
+
+std::vector<double> eps_grid(const std::vector<double>& user_eps) {
+  std::vector<double> all = eps_sweep();
+  for (double e : user_eps) all.push_back(e);
+  std::sort(all.begin(), all.end());
+  std::vector<double> out;
+  for (double e : all)
+    if (out.empty() || eps_key(e) != eps_key(out.back())) out.push_back(e);
+  return out;
+}
+
+std::string eps_key(double eps) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.6g", eps);
+  return buf;
+}
+
+int MatrixResult::count_at(double e) const {
+  for (size_t i = 0; i < eps.size(); ++i)
+    if (eps_key(eps[i]) == eps_key(e)) return counts[i];
+  int n = 0;
+  for (double m : maxcos) n += m < e ? 1 : 0;
+  return n;
+}
+
+void count_intruders(MatrixResult& r, const std::vector<double>& eps) {
+  r.eps = eps;
+  r.counts.clear();
+  for (double e : eps) {
+    int n = 0;
+    for (double m : r.maxcos) n += m < e ? 1 : 0;
+    r.counts.push_back(n);
+  }
+}
+
+MatrixResult intruder_record(Backend& backend, const Decomposition& tuned,
+                             const Decomposition& base, Side side, int k,
+                             const std::vector<double>& eps) {
+  const Vectors& t = side == Side::Right ? tuned.right : tuned.left;
+  const Vectors& b = side == Side::Right ? base.right : base.left;
+  Similarity s = backend.compare(t, b, k);
+  MatrixResult r;
+  r.side = side_name(side);
+  r.k = static_cast<int>(s.maxcos.size());
+  r.maxcos = s.maxcos;
+  r.argmax = s.argmax;
+  const double s0 = tuned.sigma.empty() ? 0.0 : tuned.sigma[0];
+  for (int j = 0; j < r.k; ++j) {
+    const double sj = j < static_cast<int>(tuned.sigma.size()) ? tuned.sigma[j] : 0.0;
+    r.sigma.push_back(sj);
+    r.sigma_ratio.push_back(s0 > 0 ? sj / s0 : 0.0);
+  }
+  count_intruders(r, eps);
+  return r;
+}
+
+}  // namespace indim

@@ -1,0 +1,144 @@
+#include "report/report.hpp"
+
+#include <cstdio>
+#include <ctime>
+#include <sstream>
+
+#include "indim/error.hpp"
+#include "report/records.hpp"
+
+namespace indim::detail {
+
+nlohmann::ordered_json record_to_json(const MatrixResult& r, double primary_eps) {
+  nlohmann::ordered_json j;
+  j["tuned_index"] = r.tuned_index;
+  j["name"] = r.name;
+  j["tuned_name"] = r.tuned_name;
+  j["layer"] = r.layer;
+  j["type"] = r.type;
+  j["shape"] = r.shape;
+  j["dtype"] = r.dtype;
+  j["side"] = r.side;
+  j["k"] = r.k;
+  j["identical"] = r.identical;
+  j["maxcos"] = r.maxcos;
+  j["argmax"] = r.argmax;
+  j["sigma"] = r.sigma;
+  j["sigma_ratio"] = r.sigma_ratio;
+  nlohmann::ordered_json counts = nlohmann::ordered_json::object();
+  for (size_t i = 0; i < r.eps.size(); ++i) counts[eps_key(r.eps[i])] = r.counts[i];
+  j["counts"] = counts;
+  if (primary_eps > 0) {
+    nlohmann::ordered_json list = nlohmann::ordered_json::array();
+    for (int i = 0; i < r.k; ++i)
+      if (r.maxcos[i] < primary_eps)
+        list.push_back({{"j", i}, {"sigma", r.sigma[i]}, {"sigma_ratio", r.sigma_ratio[i]},
+                        {"argmax", r.argmax[i]}, {"maxcos", r.maxcos[i]}});
+    j["intruders"] = {{"eps", primary_eps}, {"vectors", list}};
+  }
+  j["seconds"] = r.seconds;
+  return j;
+}
+
+MatrixResult record_from_json(const nlohmann::json& j) {
+  try {
+    MatrixResult r;
+    r.tuned_index = j.at("tuned_index").get<int>();
+    r.name = j.at("name").get<std::string>();
+    r.tuned_name = j.at("tuned_name").get<std::string>();
+    r.layer = j.at("layer").get<int>();
+    r.type = j.at("type").get<std::string>();
+    r.shape = j.at("shape").get<std::vector<int64_t>>();
+    r.dtype = j.at("dtype").get<std::string>();
+    r.side = j.at("side").get<std::string>();
+    r.k = j.at("k").get<int>();
+    r.identical = j.at("identical").get<bool>();
+    r.maxcos = j.at("maxcos").get<std::vector<double>>();
+    r.argmax = j.at("argmax").get<std::vector<int64_t>>();
+    r.sigma = j.at("sigma").get<std::vector<double>>();
+    r.sigma_ratio = j.at("sigma_ratio").get<std::vector<double>>();
+    for (const auto& [key, n] : j.at("counts").items()) {
+      r.eps.push_back(std::stod(key));
+      r.counts.push_back(n.get<int>());
+    }
+    r.seconds = j.at("seconds").get<double>();
+    if (r.maxcos.size() != static_cast<size_t>(r.k) || r.argmax.size() != r.maxcos.size() ||
+        r.sigma.size() != r.maxcos.size() || r.sigma_ratio.size() != r.maxcos.size())
+      throw Error("array lengths differ from k");
+    return r;
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(std::string("journal record: ") + e.what());
+  } catch (const std::logic_error& e) {
+    throw Error(std::string("journal record: ") + e.what());
+  }
+}
+
+nlohmann::ordered_json build_report(const AnalyzeResult& res, const nlohmann::json& header,
+                                    double primary_eps) {
+  nlohmann::ordered_json j;
+  j["schema_version"] = header.at("schema_version");
+  j["tool"] = {{"name", "indim"}, {"version", INDIM_VERSION}};
+  char when[32];
+  std::time_t now = std::time(nullptr);
+  std::strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
+  j["created"] = when;
+  j["inputs"] = header.at("inputs");
+  j["settings"] = header.at("settings");
+  j["settings"]["primary_eps"] = primary_eps;
+  j["timing"] = {{"seconds", res.seconds}, {"resumed_records", res.resumed}};
+  nlohmann::ordered_json tuned = nlohmann::ordered_json::array();
+  for (size_t t = 0; t < res.tuned.size(); ++t) {
+    nlohmann::ordered_json totals = nlohmann::ordered_json::object();
+    for (size_t e = 0; e < res.eps.size(); ++e) totals[eps_key(res.eps[e])] = res.tuned[t].totals[e];
+    tuned.push_back({{"index", t}, {"path", res.tuned[t].path},
+                     {"matrices", res.tuned[t].matrices}, {"intruders", totals}});
+  }
+  j["tuned"] = tuned;
+  nlohmann::ordered_json mats = nlohmann::ordered_json::array();
+  for (const auto& r : res.records) mats.push_back(record_to_json(r, primary_eps));
+  j["matrices"] = mats;
+  return j;
+}
+
+namespace {
+std::string csv_field(const std::string& s) {
+  if (s.find_first_of(",\"\n") == std::string::npos) return s;
+  std::string q = "\"";
+  for (char c : s) q += c == '"' ? std::string("\"\"") : std::string(1, c);
+  return q + "\"";
+}
+std::string num(double v) {
+  char buf[40];
+  std::snprintf(buf, sizeof buf, "%.9g", v);
+  return buf;
+}
+}  // namespace
+
+std::string build_matrices_csv(const AnalyzeResult& res, int k) {
+  std::ostringstream out;
+  out << "tuned_index,tuned_path,name,tuned_name,layer,type,rows,cols,dtype,side,k,identical,"
+         "seconds";
+  for (double e : res.eps) out << ",intruders_eps_" << eps_key(e);
+  for (const char* col : {"maxcos", "argmax", "sigma", "sigma_ratio"})
+    for (int j = 0; j < k; ++j) out << "," << col << "_" << j;
+  out << "\n";
+  for (const auto& r : res.records) {
+    out << r.tuned_index << "," << csv_field(res.tuned[r.tuned_index].path) << ","
+        << csv_field(r.name) << "," << csv_field(r.tuned_name) << "," << r.layer << ","
+        << csv_field(r.type) << "," << r.shape[0] << "," << r.shape[1] << "," << r.dtype << ","
+        << r.side << "," << r.k << "," << (r.identical ? "true" : "false") << ","
+        << num(r.seconds);
+    for (double e : res.eps) out << "," << r.count_at(e);
+    auto cells = [&](auto getter) {
+      for (int j = 0; j < k; ++j) out << "," << (j < r.k ? getter(j) : std::string());
+    };
+    cells([&](int j) { return num(r.maxcos[j]); });
+    cells([&](int j) { return std::to_string(r.argmax[j]); });
+    cells([&](int j) { return num(r.sigma[j]); });
+    cells([&](int j) { return num(r.sigma_ratio[j]); });
+    out << "\n";
+  }
+  return out.str();
+}
+
+}  // namespace indim::detail

@@ -1,0 +1,18 @@
+// report.json and matrices.csv from a finished run.
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "indim/analyze.hpp"
+
+namespace indim::detail {
+
+/// report.json: schema_version, tool, the journal header's inputs and settings, timing, per
+/// tuned totals and per matrix records (docs/report-schema.md).
+nlohmann::ordered_json build_report(const AnalyzeResult& result, const nlohmann::json& header,
+                                    double primary_eps);
+/// matrices.csv: one row per matrix record, a header row first.
+std::string build_matrices_csv(const AnalyzeResult& result, int k);
+
+}  // namespace indim::detail

@@ -1,0 +1,91 @@
+#include <algorithm>
+#include <cstdio>
+#include <map>
+#include <set>
+#include <sstream>
+
+#include "indim/report.hpp"
+
+namespace indim {
+
+namespace {
+
+std::string short_type(const std::string& type, const std::vector<std::string>& all) {
+  const auto dot = type.rfind('.');
+  if (dot == std::string::npos) return type;
+  const std::string tail = type.substr(dot + 1);
+  int same = 0;
+  for (const auto& t : all) same += (t.size() >= tail.size() && t.rfind(tail) == t.size() - tail.size()) ? 1 : 0;
+  return same == 1 ? tail : type;
+}
+
+void pad(std::ostringstream& o, const std::string& s, size_t w) {
+  o << std::string(w > s.size() ? w - s.size() : 0, ' ') << s;
+}
+
+void layer_table(std::ostringstream& o, const AnalyzeResult& res, int t, double eps) {
+  std::vector<std::string> types;
+  std::map<int, std::map<std::string, int>> grid;  // layer -> type -> count (sides summed)
+  for (const auto& r : res.records) {
+    if (r.tuned_index != t) continue;
+    if (std::find(types.begin(), types.end(), r.type) == types.end()) types.push_back(r.type);
+    grid[r.layer][r.type] += r.count_at(eps);
+  }
+  std::vector<std::string> labels;
+  for (const auto& ty : types) labels.push_back(short_type(ty, types));
+  o << "  " << std::string(5, ' ') << "layer";
+  for (const auto& l : labels) pad(o, l, std::max<size_t>(l.size(), 4) + 2);
+  o << "   total\n";
+  std::map<std::string, int> col_total;
+  int grand = 0;
+  for (const auto& [layer, row] : grid) {
+    o << "  ";
+    pad(o, layer < 0 ? "-" : std::to_string(layer), 10);
+    int sum = 0;
+    for (size_t i = 0; i < types.size(); ++i) {
+      auto it = row.find(types[i]);
+      std::string cell = it == row.end() ? "." : std::to_string(it->second);
+      if (it != row.end()) sum += it->second, col_total[types[i]] += it->second;
+      pad(o, cell, std::max<size_t>(labels[i].size(), 4) + 2);
+    }
+    grand += sum;
+    pad(o, std::to_string(sum), 8);
+    o << "\n";
+  }
+  o << "  ";
+  pad(o, "total", 10);
+  for (size_t i = 0; i < types.size(); ++i)
+    pad(o, std::to_string(col_total[types[i]]), std::max<size_t>(labels[i].size(), 4) + 2);
+  pad(o, std::to_string(grand), 8);
+  o << "\n";
+}
+
+}  // namespace
+
+std::string format_summary(const AnalyzeResult& res, double primary_eps, int k) {
+  std::ostringstream o;
+  char head[160];
+  std::snprintf(head, sizeof head,
+                "Intruder dimensions: top k=%d tuned vectors with max |cos| < eps=%s, backend "
+                "%s, %.2f s\n",
+                k, eps_key(primary_eps).c_str(), res.backend.c_str(), res.seconds);
+  o << head;
+  for (size_t t = 0; t < res.tuned.size(); ++t) {
+    o << "\n[" << t << "] " << res.tuned[t].path << " (" << res.tuned[t].matrices
+      << " matrices)\n";
+    layer_table(o, res, static_cast<int>(t), primary_eps);
+  }
+  o << "\nIntruders summed over all matrices, by eps:\n";
+  o << "  tuned";
+  for (double e : res.eps) pad(o, eps_key(e), 7);
+  o << "\n";
+  for (size_t t = 0; t < res.tuned.size(); ++t) {
+    o << "  ";
+    pad(o, "[" + std::to_string(t) + "]", 5);
+    for (int n : res.tuned[t].totals) pad(o, std::to_string(n), 7);
+    o << "\n";
+  }
+  return o.str();
+}
+
+}  // namespace indim
