@@ -102,10 +102,12 @@ MatchTable match_checkpoints(const Checkpoint& base, const Checkpoint& tuned,
   const auto inc = compile(select.include, "--include");
   const auto exc = compile(select.exclude, "--exclude");
 
-  // Base names reachable by dropping their first segment (e.g. "model.").
-  std::map<std::string, std::string> base_by_tail;
+  // Base names by their PEFT-stripped form, and by that form minus its first segment.
+  std::map<std::string, std::string> base_by_name, base_by_tail;
   for (const auto& [name, _] : base.tensors()) {
-    std::string tail = drop_first_segment(name);
+    const std::string n = strip_peft_prefix(name);
+    base_by_name.emplace(n, name);
+    std::string tail = drop_first_segment(n);
     if (!tail.empty()) base_by_tail.emplace(tail, name);
   }
   std::map<std::string, std::string> tuned_for_base;  // base name -> tuned name
@@ -113,13 +115,13 @@ MatchTable match_checkpoints(const Checkpoint& base, const Checkpoint& tuned,
   for (const auto& [tname, _] : tuned.tensors()) {
     const std::string n = strip_peft_prefix(tname);
     std::string found;
-    for (const std::string& cand : {n, drop_first_segment(n)})
-      if (found.empty() && !cand.empty() && base.find(cand) && !tuned_for_base.count(cand))
-        found = cand;
-    if (found.empty()) {
-      auto it = base_by_tail.find(n);
-      if (it != base_by_tail.end() && !tuned_for_base.count(it->second)) found = it->second;
-    }
+    auto try_map = [&](const std::map<std::string, std::string>& m, const std::string& key) {
+      auto it = key.empty() ? m.end() : m.find(key);
+      if (found.empty() && it != m.end() && !tuned_for_base.count(it->second)) found = it->second;
+    };
+    try_map(base_by_name, n);                      // same name
+    try_map(base_by_name, drop_first_segment(n));  // tuned has one more leading segment
+    try_map(base_by_tail, n);                      // base has one more leading segment
     if (found.empty()) table.tuned_only.push_back(tname);
     else tuned_for_base[found] = tname;
   }

@@ -1,0 +1,170 @@
+// The CPU backend against matrices with known answers and against an independent fp64
+// computation, parameterised over shape (square, tall, wide, odd sizes) and precision.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <tuple>
+
+#include "indim/analyze.hpp"
+#include "indim/demo.hpp"
+#include "indim/error.hpp"
+#include "reference.hpp"
+
+using namespace indim;
+
+namespace {
+
+struct Shape {
+  int64_t out, in;
+};
+
+Decomposition run(Backend& b, const Dense<double>& w, Side side, int64_t keep) {
+  if (b.precision() == Precision::F32) return b.decompose(test::cast<float>(w), side, keep, "t");
+  return b.decompose(test::cast<double>(w), side, keep, "t");
+}
+
+// Tuned left vectors = base left vectors times H, where H mixes base vectors 0..7 evenly
+// (Hadamard / sqrt 8), rotates 8 towards 12 by 50 degrees, and keeps the rest.
+Dense<double> known_mixing(int64_t r) {
+  Dense<double> h{r, r, std::vector<double>(static_cast<size_t>(r * r), 0.0)};
+  for (int64_t i = 0; i < r; ++i) h.at(i, i) = 1.0;
+  for (int i = 0; i < 8; ++i)
+    for (int j = 0; j < 8; ++j) h.at(i, j) = (__builtin_popcount(i & j) % 2 ? -1.0 : 1.0) / std::sqrt(8.0);
+  const double th = 50.0 * M_PI / 180.0;
+  h.at(8, 8) = std::cos(th), h.at(12, 8) = std::sin(th);
+  h.at(8, 12) = -std::sin(th), h.at(12, 12) = std::cos(th);
+  return h;
+}
+
+Dense<double> matmul(const Dense<double>& a, const Dense<double>& b) {
+  Dense<double> c{a.rows, b.cols, std::vector<double>(static_cast<size_t>(a.rows * b.cols), 0.0)};
+  for (int64_t i = 0; i < a.rows; ++i)
+    for (int64_t l = 0; l < a.cols; ++l)
+      for (int64_t j = 0; j < b.cols; ++j) c.at(i, j) += a.at(i, l) * b.at(l, j);
+  return c;
+}
+
+class CpuBackendTest : public ::testing::TestWithParam<std::tuple<Shape, Precision>> {
+ protected:
+  Shape shape() const { return std::get<0>(GetParam()); }
+  Precision precision() const { return std::get<1>(GetParam()); }
+  double tol() const { return precision() == Precision::F32 ? 1e-4 : 1e-8; }
+};
+
+}  // namespace
+
+TEST_P(CpuBackendTest, KnownAnswer) {
+  const auto [out, in] = shape();
+  const int64_t r = std::min(out, in);
+  std::mt19937_64 rng(out * 1000 + in);
+  Dense<double> q = random_orthonormal(out, r, rng), v = random_orthonormal(in, r, rng);
+  std::vector<double> s(r);
+  for (int64_t i = 0; i < r; ++i) s[i] = 10.0 * std::pow(0.9, static_cast<double>(i));
+  Dense<double> w0 = compose_svd(q, s, v);
+  Dense<double> w = compose_svd(matmul(q, known_mixing(r)), s, random_orthonormal(in, r, rng));
+
+  auto backend = make_cpu_backend(precision());
+  Decomposition base = run(*backend, w0, Side::Left, 0);
+  Decomposition tuned = run(*backend, w, Side::Left, 10);
+  ASSERT_EQ(base.left.count, r);
+  ASSERT_EQ(tuned.left.count, 10);
+  ASSERT_EQ(tuned.sigma.size(), static_cast<size_t>(r));
+  EXPECT_NEAR(tuned.sigma[0], 10.0, 1e-4);
+  MatrixResult m = intruder_record(*backend, tuned, base, Side::Left, 10, eps_grid({0.5}));
+  ASSERT_EQ(m.k, 10);
+  for (int j = 0; j < 8; ++j) EXPECT_NEAR(m.maxcos[j], 1.0 / std::sqrt(8.0), tol()) << j;
+  EXPECT_NEAR(m.maxcos[8], std::sin(50.0 * M_PI / 180.0), tol());
+  EXPECT_EQ(m.argmax[8], 12);
+  EXPECT_NEAR(m.maxcos[9], 1.0, tol());
+  EXPECT_EQ(m.argmax[9], 9);
+  EXPECT_NEAR(m.sigma_ratio[3], std::pow(0.9, 3), 1e-5);
+  EXPECT_EQ(m.count_at(0.3), 0);
+  EXPECT_EQ(m.count_at(0.5), 8);
+  EXPECT_EQ(m.count_at(0.8), 9);
+  EXPECT_EQ(m.count_at(0.9), 9);
+}
+
+TEST_P(CpuBackendTest, AgreesWithIndependentFp64) {
+  const auto [out, in] = shape();
+  const int64_t r = std::min(out, in);
+  std::mt19937_64 rng(out + 7 * in);
+  Dense<double> w0 = random_weight(out, in, 1.0, rng);
+  // A low-rank update of large norm, as a LoRA makes.
+  Dense<double> w = compose_svd(random_orthonormal(out, 4, rng), {0.9, 0.7, 0.5, 0.3},
+                                random_orthonormal(in, 4, rng));
+  for (size_t i = 0; i < w.data.size(); ++i) w.data[i] += w0.data[i];
+  // Round the inputs to the working precision so both sides see the same matrix.
+  if (precision() == Precision::F32) {
+    for (auto& x : w0.data) x = static_cast<float>(x);
+    for (auto& x : w.data) x = static_cast<float>(x);
+  }
+  const int k = static_cast<int>(std::min<int64_t>(10, r));
+  auto backend = make_cpu_backend(precision());
+  Decomposition base = run(*backend, w0, Side::Left, 0);
+  Decomposition tuned = run(*backend, w, Side::Left, k);
+  MatrixResult m = intruder_record(*backend, tuned, base, Side::Left, k, eps_grid({0.5}));
+  test::RefSimilarity ref =
+      test::reference_similarity(test::reference_left(w), test::reference_left(w0), k);
+  for (int j = 0; j < k; ++j) {
+    EXPECT_NEAR(m.maxcos[j], ref.maxcos[j], tol()) << "j=" << j;
+    if (ref.maxcos[j] > 0.9) EXPECT_EQ(m.argmax[j], ref.argmax[j]) << "j=" << j;
+  }
+  for (double e : eps_sweep()) {
+    int expect = 0;
+    bool near_edge = false;
+    for (double c : ref.maxcos) expect += c < e, near_edge |= std::fabs(c - e) < 1e-4;
+    if (!near_edge) EXPECT_EQ(m.count_at(e), expect) << "eps " << e;
+  }
+  EXPECT_GE(m.count_at(0.5), 1) << "the update's directions are new to the base";
+}
+
+TEST_P(CpuBackendTest, RightSideIsLeftSideOfTranspose) {
+  const auto [out, in] = shape();
+  std::mt19937_64 rng(3 * out + in);
+  Dense<double> w0 = random_weight(out, in, 1.0, rng);
+  Dense<double> w = random_weight(out, in, 1.0, rng);
+  for (size_t i = 0; i < w.data.size(); ++i) w.data[i] = w0.data[i] + 0.3 * w.data[i];
+  auto backend = make_cpu_backend(precision());
+  Decomposition b = run(*backend, w0, Side::Both, 0), t = run(*backend, w, Side::Both, 10);
+  EXPECT_EQ(b.right.dim, in);
+  MatrixResult right = intruder_record(*backend, t, b, Side::Right, 10, eps_sweep());
+  Decomposition bt = run(*backend, test::transpose(w0), Side::Left, 0);
+  Decomposition tt = run(*backend, test::transpose(w), Side::Left, 10);
+  MatrixResult left_t = intruder_record(*backend, tt, bt, Side::Left, 10, eps_sweep());
+  ASSERT_EQ(right.k, left_t.k);
+  for (int j = 0; j < right.k; ++j) EXPECT_NEAR(right.maxcos[j], left_t.maxcos[j], tol());
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, CpuBackendTest,
+    ::testing::Combine(::testing::Values(Shape{64, 64}, Shape{96, 48}, Shape{48, 96},
+                                         Shape{37, 53}, Shape{130, 17}),
+                       ::testing::Values(Precision::F32, Precision::F64)),
+    [](const auto& info) {
+      const Shape s = std::get<0>(info.param);
+      return std::to_string(s.out) + "x" + std::to_string(s.in) + "_" +
+             precision_name(std::get<1>(info.param));
+    });
+
+TEST(CpuBackend, CompareTakesAbsoluteValueAndFirstArgmax) {
+  auto b = make_cpu_backend(Precision::F64);
+  Vectors base{Precision::F64, 2, 2, {}, {1, 0, 0, 1}};          // e0, e1
+  Vectors tuned{Precision::F64, 2, 2, {}, {-0.6, 0.8, -0.8, -0.6}};  // columns (-.6,-.8), (.8,-.6)
+  Similarity s = b->compare(tuned, base, 5);  // k clamps to the 2 vectors there are
+  ASSERT_EQ(s.maxcos.size(), 2u);
+  EXPECT_DOUBLE_EQ(s.maxcos[0], 0.8);
+  EXPECT_EQ(s.argmax[0], 1);
+  EXPECT_DOUBLE_EQ(s.maxcos[1], 0.8);
+  EXPECT_EQ(s.argmax[1], 0);
+  Vectors other{Precision::F64, 3, 1, {}, {1, 0, 0}};
+  EXPECT_THROW(b->compare(other, base, 1), Error);
+}
+
+TEST(CpuBackend, FallbackNoteAndUnknownBackend) {
+  std::string note;
+  auto b = make_backend("auto", Precision::F32, &note);
+  EXPECT_EQ(b->name(), "cpu");
+  EXPECT_NE(note.find("CPU backend"), std::string::npos);
+  EXPECT_THROW(make_backend("tpu", Precision::F32, nullptr), UsageError);
+}
