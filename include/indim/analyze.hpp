@@ -20,8 +20,8 @@ std::string eps_key(double eps);
 
 /// @brief The result for one matrix of one tuned checkpoint on one side.
 struct MatrixResult {
-  int tuned_index = 0;         ///< position of the tuned checkpoint on the command line
-  std::string name;            ///< base tensor name
+  int tuned_index = 0;  ///< position of the tuned checkpoint on the command line
+  std::string name;     ///< base tensor name
   std::string tuned_name;
   int layer = -1;
   std::string type;            ///< e.g. "self_attn.q_proj"
@@ -32,10 +32,10 @@ struct MatrixResult {
   bool identical = false;      ///< tuned bytes equal base bytes: no decomposition needed
   std::vector<double> maxcos;  ///< per tuned vector j < k
   std::vector<int64_t> argmax;
-  std::vector<double> sigma;       ///< tuned sigma_j, j < k
-  std::vector<double> sigma_ratio; ///< sigma_j / sigma_0
-  std::vector<double> eps;         ///< eps grid the counts refer to
-  std::vector<int> counts;         ///< intruders at each eps: #{j : maxcos_j < eps}
+  std::vector<double> sigma;        ///< tuned sigma_j, j < k
+  std::vector<double> sigma_ratio;  ///< sigma_j / sigma_0
+  std::vector<double> eps;          ///< eps grid the counts refer to
+  std::vector<int> counts;          ///< intruders at each eps: #{j : maxcos_j < eps}
   double seconds = 0;
   int count_at(double e) const;
 };

@@ -42,7 +42,7 @@ class Checkpoint {
 };
 
 /// @brief Writes a shard index (`weight_map` tensor -> shard file name) atomically.
-void write_shard_index(const std::string& path, const std::map<std::string, std::string>& weight_map,
-                       uint64_t total_size);
+void write_shard_index(const std::string& path,
+                       const std::map<std::string, std::string>& weight_map, uint64_t total_size);
 
 }  // namespace indim

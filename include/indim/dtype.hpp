@@ -10,8 +10,28 @@ namespace indim {
 
 /// @brief Every dtype the safetensors format defines (safetensors `enum Dtype`).
 enum class DType {
-  BOOL, U8, I8, F8_E5M2, F8_E4M3, F8_E8M0, F8_E4M3FNUZ, F8_E5M2FNUZ,
-  I16, U16, F16, BF16, I32, U32, F32, I64, U64, F64, C64, F4, F6_E2M3, F6_E3M2,
+  BOOL,
+  U8,
+  I8,
+  F8_E5M2,
+  F8_E4M3,
+  F8_E8M0,
+  F8_E4M3FNUZ,
+  F8_E5M2FNUZ,
+  I16,
+  U16,
+  F16,
+  BF16,
+  I32,
+  U32,
+  F32,
+  I64,
+  U64,
+  F64,
+  C64,
+  F4,
+  F6_E2M3,
+  F6_E3M2,
 };
 
 /// @brief Parses a safetensors dtype string ("BF16", "F32", ...); nullopt when unknown.

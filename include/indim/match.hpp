@@ -29,7 +29,7 @@ struct MatchedPair {
 
 /// @brief The outcome of matching one tuned checkpoint against the base.
 struct MatchTable {
-  std::vector<MatchedPair> pairs;        ///< in the base's name order
+  std::vector<MatchedPair> pairs;  ///< in the base's name order
   std::vector<std::string> base_only;
   std::vector<std::string> tuned_only;
 };

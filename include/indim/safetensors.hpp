@@ -24,10 +24,10 @@ struct TensorInfo {
 
 /// @brief A parsed and fully validated safetensors header.
 struct SafetensorsHeader {
-  uint64_t header_size = 0;               ///< N, the JSON length
-  std::vector<TensorInfo> tensors;        ///< sorted by data offset
+  uint64_t header_size = 0;         ///< N, the JSON length
+  std::vector<TensorInfo> tensors;  ///< sorted by data offset
   std::map<std::string, std::string> metadata;
-  std::vector<std::string> warnings;      ///< e.g. unknown fields in a tensor entry
+  std::vector<std::string> warnings;  ///< e.g. unknown fields in a tensor entry
   uint64_t data_start() const { return 8 + header_size; }
 };
 

@@ -200,8 +200,9 @@ int main(int argc, char** argv) {
 
   std::string demo_dir = "indim-demo";
   AnalyzeArgs d;
-  auto* demo_cmd = app.add_subcommand("demo", "Generate a base, a full and a LoRA fine-tune, and "
-                                              "analyse them");
+  auto* demo_cmd = app.add_subcommand("demo",
+                                      "Generate a base, a full and a LoRA fine-tune, and "
+                                      "analyse them");
   demo_cmd->add_option("--out", demo_dir, "Directory for the generated files and results")
       ->capture_default_str();
   add_compute_options(demo_cmd, d);

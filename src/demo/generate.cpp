@@ -53,7 +53,9 @@ namespace {
 
 TensorData tensor(const std::string& name, const Dense<double>& m, DType dtype) {
   std::vector<float> f(m.data.begin(), m.data.end());
-  return {name, dtype, {static_cast<uint64_t>(m.rows), static_cast<uint64_t>(m.cols)},
+  return {name,
+          dtype,
+          {static_cast<uint64_t>(m.rows), static_cast<uint64_t>(m.cols)},
           encode_floats(f, dtype)};
 }
 
@@ -101,9 +103,12 @@ DemoPaths generate_demo(const std::string& dir, const DemoOptions& o) {
     bool lora;
   };
   const Proj projs[] = {
-      {"self_attn.q_proj", o.hidden, o.hidden, true},   {"self_attn.k_proj", o.kv_dim, o.hidden, false},
-      {"self_attn.v_proj", o.kv_dim, o.hidden, true},   {"self_attn.o_proj", o.hidden, o.hidden, false},
-      {"mlp.gate_proj", o.intermediate, o.hidden, false}, {"mlp.up_proj", o.intermediate, o.hidden, false},
+      {"self_attn.q_proj", o.hidden, o.hidden, true},
+      {"self_attn.k_proj", o.kv_dim, o.hidden, false},
+      {"self_attn.v_proj", o.kv_dim, o.hidden, true},
+      {"self_attn.o_proj", o.hidden, o.hidden, false},
+      {"mlp.gate_proj", o.intermediate, o.hidden, false},
+      {"mlp.up_proj", o.intermediate, o.hidden, false},
       {"mlp.down_proj", o.hidden, o.intermediate, false},
   };
   for (int l = 0; l < o.layers; ++l) {
@@ -126,8 +131,7 @@ DemoPaths generate_demo(const std::string& dir, const DemoOptions& o) {
       // LoRA fine-tune, merged: W0 + B A of rank r with singular values 0.9 .. 0.4 of sigma_0,
       // along random directions the base does not have.
       std::vector<double> d(o.lora_rank);
-      for (int i = 0; i < o.lora_rank; ++i)
-        d[i] = 0.9 - 0.5 * i / std::max(1, o.lora_rank - 1);
+      for (int i = 0; i < o.lora_rank; ++i) d[i] = 0.9 - 0.5 * i / std::max(1, o.lora_rank - 1);
       Dense<double> delta = compose_svd(random_orthonormal(p.out, o.lora_rank, rng), d,
                                         random_orthonormal(p.in, o.lora_rank, rng));
       for (size_t i = 0; i < delta.data.size(); ++i) delta.data[i] += w0.data[i];

@@ -14,7 +14,8 @@ namespace indim {
 namespace {
 
 bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 // Finds the checkpoint file inside a directory: the one index, else the one safetensors file.
@@ -22,13 +23,16 @@ std::string resolve_directory(const std::string& dir) {
   std::vector<std::string> indexes, files;
   for (const auto& e : fs::directory_iterator(dir)) {
     const std::string name = e.path().filename().string();
-    if (ends_with(name, ".safetensors.index.json")) indexes.push_back(e.path().string());
-    else if (ends_with(name, ".safetensors")) files.push_back(e.path().string());
+    if (ends_with(name, ".safetensors.index.json"))
+      indexes.push_back(e.path().string());
+    else if (ends_with(name, ".safetensors"))
+      files.push_back(e.path().string());
   }
   if (fs::exists(fs::path(dir) / "adapter_config.json"))
-    throw BadInput(dir + ": this is a PEFT adapter folder (adapter_config.json); merging adapters "
-                         "is not supported yet: merge it into the base with PEFT and save the "
-                         "result as safetensors");
+    throw BadInput(dir +
+                   ": this is a PEFT adapter folder (adapter_config.json); merging adapters "
+                   "is not supported yet: merge it into the base with PEFT and save the "
+                   "result as safetensors");
   if (indexes.size() > 1)
     throw BadInput(dir + ": holds " + std::to_string(indexes.size()) +
                    " shard indexes; name the one to use");
@@ -45,7 +49,8 @@ std::string resolve_directory(const std::string& dir) {
                  " .safetensors files but no *.safetensors.index.json; name the file to use");
 }
 
-void check_shard_name(const std::string& index, const std::string& tensor, const std::string& shard) {
+void check_shard_name(const std::string& index, const std::string& tensor,
+                      const std::string& shard) {
   if (shard.empty() || shard.find('/') != std::string::npos ||
       shard.find('\\') != std::string::npos || shard == "." || shard == "..")
     throw BadInput(index + ": tensor '" + tensor + "': shard path \"" + shard +
@@ -123,8 +128,8 @@ std::vector<std::string> Checkpoint::warnings() const {
   return w;
 }
 
-void write_shard_index(const std::string& path, const std::map<std::string, std::string>& weight_map,
-                       uint64_t total_size) {
+void write_shard_index(const std::string& path,
+                       const std::map<std::string, std::string>& weight_map, uint64_t total_size) {
   nlohmann::json j = {{"metadata", {{"total_size", total_size}}}, {"weight_map", weight_map}};
   detail::write_file_atomic(path, j.dump(2) + "\n");
 }

@@ -15,17 +15,28 @@ struct DTypeRow {
   int bits;
 };
 constexpr DTypeRow kTable[] = {
-    {DType::BOOL, "BOOL", 8},          {DType::U8, "U8", 8},
-    {DType::I8, "I8", 8},              {DType::F8_E5M2, "F8_E5M2", 8},
-    {DType::F8_E4M3, "F8_E4M3", 8},    {DType::F8_E8M0, "F8_E8M0", 8},
-    {DType::F8_E4M3FNUZ, "F8_E4M3FNUZ", 8}, {DType::F8_E5M2FNUZ, "F8_E5M2FNUZ", 8},
-    {DType::I16, "I16", 16},           {DType::U16, "U16", 16},
-    {DType::F16, "F16", 16},           {DType::BF16, "BF16", 16},
-    {DType::I32, "I32", 32},           {DType::U32, "U32", 32},
-    {DType::F32, "F32", 32},           {DType::I64, "I64", 64},
-    {DType::U64, "U64", 64},           {DType::F64, "F64", 64},
-    {DType::C64, "C64", 64},           {DType::F4, "F4", 4},
-    {DType::F6_E2M3, "F6_E2M3", 6},    {DType::F6_E3M2, "F6_E3M2", 6},
+    {DType::BOOL, "BOOL", 8},
+    {DType::U8, "U8", 8},
+    {DType::I8, "I8", 8},
+    {DType::F8_E5M2, "F8_E5M2", 8},
+    {DType::F8_E4M3, "F8_E4M3", 8},
+    {DType::F8_E8M0, "F8_E8M0", 8},
+    {DType::F8_E4M3FNUZ, "F8_E4M3FNUZ", 8},
+    {DType::F8_E5M2FNUZ, "F8_E5M2FNUZ", 8},
+    {DType::I16, "I16", 16},
+    {DType::U16, "U16", 16},
+    {DType::F16, "F16", 16},
+    {DType::BF16, "BF16", 16},
+    {DType::I32, "I32", 32},
+    {DType::U32, "U32", 32},
+    {DType::F32, "F32", 32},
+    {DType::I64, "I64", 64},
+    {DType::U64, "U64", 64},
+    {DType::F64, "F64", 64},
+    {DType::C64, "C64", 64},
+    {DType::F4, "F4", 4},
+    {DType::F6_E2M3, "F6_E2M3", 6},
+    {DType::F6_E3M2, "F6_E3M2", 6},
 };
 
 const DTypeRow& row(DType t) {
@@ -105,7 +116,8 @@ float fp16_to_float(uint16_t h) {
 
 uint16_t float_to_bf16(float f) {
   uint32_t u = float_bits(f);
-  if ((u & 0x7FFFFFFFu) > 0x7F800000u) return static_cast<uint16_t>((u >> 16) | 0x40u);  // quiet NaN
+  if ((u & 0x7FFFFFFFu) > 0x7F800000u)
+    return static_cast<uint16_t>((u >> 16) | 0x40u);  // quiet NaN
   u += 0x7FFFu + ((u >> 16) & 1u);
   return static_cast<uint16_t>(u >> 16);
 }

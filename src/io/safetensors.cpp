@@ -47,8 +47,8 @@ size_t invalid_utf8_at(std::string_view s) {
       if ((cc & 0xC0) != 0x80) return i;
       cp = (cp << 6) | (cc & 0x3F);
     }
-    const bool overlong = (len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) ||
-                          (len == 4 && cp < 0x10000);
+    const bool overlong =
+        (len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000);
     if (overlong || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return i;
     i += len;
   }
@@ -58,8 +58,8 @@ size_t invalid_utf8_at(std::string_view s) {
 uint64_t unsigned_field(const nlohmann::json& v, const std::string& path, const std::string& name,
                         const char* field) {
   if (!v.is_number_unsigned())
-    bad(path, quoted(name) + ": " + field + " holds " + v.dump() +
-                  ", which is not an unsigned integer");
+    bad(path,
+        quoted(name) + ": " + field + " holds " + v.dump() + ", which is not an unsigned integer");
   return v.get<uint64_t>();
 }
 
@@ -144,13 +144,13 @@ SafetensorsHeader parse_safetensors(const uint8_t* data, uint64_t size, const st
   });
   uint64_t expected = 0;
   for (const auto& t : h.tensors) {
-    const std::string where = quoted(t.name) + ": data_offsets [" + std::to_string(t.begin) +
-                              ", " + std::to_string(t.end) + "]";
+    const std::string where = quoted(t.name) + ": data_offsets [" + std::to_string(t.begin) + ", " +
+                              std::to_string(t.end) + "]";
     if (t.begin != expected)
-      bad(path, where + (expected == 0 && t.begin != 0 ? " do not start at 0"
-                         : t.begin > expected          ? " leave a gap after byte " +
-                                                    std::to_string(expected)
-                                                       : " overlap the previous tensor"));
+      bad(path,
+          where + (expected == 0 && t.begin != 0 ? " do not start at 0"
+                   : t.begin > expected ? " leave a gap after byte " + std::to_string(expected)
+                                        : " overlap the previous tensor"));
     if (t.end < t.begin) bad(path, where + " end before they begin");
     uint64_t numel = 0, bits = 0;
     if (!checked_numel(t.shape, numel) ||

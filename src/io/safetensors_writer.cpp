@@ -29,9 +29,14 @@ std::vector<uint8_t> encode_floats(const std::vector<float>& values, DType dtype
         put(u, 8);
         break;
       }
-      case DType::BF16: put(float_to_bf16(f), 2); break;
-      case DType::F16: put(float_to_fp16(f), 2); break;
-      default: throw Error(std::string("cannot encode floats as ") + dtype_name(dtype));
+      case DType::BF16:
+        put(float_to_bf16(f), 2);
+        break;
+      case DType::F16:
+        put(float_to_fp16(f), 2);
+        break;
+      default:
+        throw Error(std::string("cannot encode floats as ") + dtype_name(dtype));
     }
   }
   return out;

@@ -1,5 +1,7 @@
 // The end-to-end run: open and match checkpoints, plan, stream matrices through the backend
 // one pair at a time, journal each record, then write the reports.
+#include "indim/analyze.hpp"
+
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -9,7 +11,6 @@
 #include <filesystem>
 #include <optional>
 
-#include "indim/analyze.hpp"
 #include "indim/error.hpp"
 #include "io/atomic_file.hpp"
 #include "pipeline/journal.hpp"
@@ -45,8 +46,11 @@ nlohmann::json checkpoint_json(const Checkpoint& c) {
     ::stat(f->path().c_str(), &st);
     files.push_back({{"path", f->path()}, {"bytes", f->file_size()}, {"mtime", st.st_mtime}});
   }
-  return {{"path", c.path()}, {"kind", c.kind()}, {"tensors", c.tensors().size()},
-          {"bytes", c.total_bytes()}, {"files", files}};
+  return {{"path", c.path()},
+          {"kind", c.kind()},
+          {"tensors", c.tensors().size()},
+          {"bytes", c.total_bytes()},
+          {"files", files}};
 }
 
 // One (tuned checkpoint, base tensor) pair to analyse.
@@ -150,8 +154,10 @@ AnalyzeResult analyze(const AnalyzeOptions& o) {
     tuned.push_back(Checkpoint::open(p));
     tables.push_back(match_checkpoints(base, tuned.back(), o.select));
   }
-  for (const auto* c : {&base}) for (const auto& w : c->warnings()) note("warning: " + w);
-  for (const auto& c : tuned) for (const auto& w : c.warnings()) note("warning: " + w);
+  for (const auto* c : {&base})
+    for (const auto& w : c->warnings()) note("warning: " + w);
+  for (const auto& c : tuned)
+    for (const auto& w : c.warnings()) note("warning: " + w);
   for (size_t t = 0; t < tables.size(); ++t) {
     int n = 0;
     for (const auto& p : tables[t].pairs)
@@ -181,9 +187,15 @@ AnalyzeResult analyze(const AnalyzeOptions& o) {
       {"schema_version", kSchemaVersion},
       {"inputs", {{"base", checkpoint_json(base)}, {"tuned", nlohmann::json::array()}}},
       {"settings",
-       {{"k", o.k}, {"eps", o.eps}, {"eps_grid", res.eps}, {"precision", precision_name(o.precision)},
-        {"side", side_name(o.side)}, {"backend", backend->name()}, {"algo", "exact"},
-        {"include", o.select.include}, {"exclude", o.select.exclude}}}};
+       {{"k", o.k},
+        {"eps", o.eps},
+        {"eps_grid", res.eps},
+        {"precision", precision_name(o.precision)},
+        {"side", side_name(o.side)},
+        {"backend", backend->name()},
+        {"algo", "exact"},
+        {"include", o.select.include},
+        {"exclude", o.select.exclude}}}};
   for (const auto& c : tuned) header["inputs"]["tuned"].push_back(checkpoint_json(c));
   detail::Journal journal(res.journal, header, o.resume);
 
@@ -248,7 +260,8 @@ AnalyzeResult analyze(const AnalyzeOptions& o) {
         if (it == records.end()) continue;
         res.records.push_back(it->second);
         ++sum.matrices;
-        for (size_t e = 0; e < res.eps.size(); ++e) sum.totals[e] += it->second.count_at(res.eps[e]);
+        for (size_t e = 0; e < res.eps.size(); ++e)
+          sum.totals[e] += it->second.count_at(res.eps[e]);
       }
     res.tuned.push_back(sum);
   }

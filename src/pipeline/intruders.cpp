@@ -9,9 +9,7 @@
 
 namespace indim {
 
-std::vector<double> eps_sweep() {
-  return {0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9};
-}
+std::vector<double> eps_sweep() { return {0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9}; }
 
 std::vector<double> eps_grid(const std::vector<double>& user_eps) {
   std::vector<double> all = eps_sweep();

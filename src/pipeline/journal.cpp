@@ -24,8 +24,9 @@ Journal::Journal(std::string path, const nlohmann::json& header, bool resume)
         if (j.is_discarded() || !j.contains("indim_journal"))
           throw UsageError(path_ + ": not an indim journal; remove it or run without --resume");
         if (j != header)
-          throw UsageError(path_ + ": written by a run with other inputs or settings; remove it "
-                                   "or run without --resume");
+          throw UsageError(path_ +
+                           ": written by a run with other inputs or settings; remove it "
+                           "or run without --resume");
         first = false;
         continue;
       }

@@ -36,8 +36,9 @@ bool any_match(const std::vector<std::regex>& rs, const std::string& s) {
 }
 
 const std::regex& default_excluded() {
-  static const std::regex r(R"((^|\.)(embed_tokens|embed_positions|embeddings|wte|wpe|lm_head|shared)(\.|$)|norm|(^|\.)ln_)",
-                            std::regex::ECMAScript | std::regex::icase);
+  static const std::regex r(
+      R"((^|\.)(embed_tokens|embed_positions|embeddings|wte|wpe|lm_head|shared)(\.|$)|norm|(^|\.)ln_)",
+      std::regex::ECMAScript | std::regex::icase);
   return r;
 }
 
@@ -49,10 +50,10 @@ void select_pair(MatchedPair& p, const std::vector<std::regex>& inc,
   } else if (!inc.empty()) {
     p.selected = any_match(inc, p.base_name);
     p.reason = p.selected ? "matches --include" : "no --include matches";
-  } else if (layer_index(p.base_name) < 0) {
-    p.reason = "outside the layer blocks";
   } else if (std::regex_search(p.base_name, default_excluded())) {
     p.reason = "embedding, head or norm";
+  } else if (layer_index(p.base_name) < 0) {
+    p.reason = "outside the layer blocks";
   } else {
     p.selected = true;
     p.reason = "2-D layer weight";
@@ -75,8 +76,7 @@ int layer_index(const std::string& name) {
     size_t dot = name.find('.', start);
     if (dot == std::string::npos) dot = name.size();
     const std::string seg = name.substr(start, dot - start);
-    if (!seg.empty() && seg.size() < 9 &&
-        seg.find_first_not_of("0123456789") == std::string::npos)
+    if (!seg.empty() && seg.size() < 9 && seg.find_first_not_of("0123456789") == std::string::npos)
       return std::stoi(seg);
     start = dot + 1;
   }
@@ -122,8 +122,10 @@ MatchTable match_checkpoints(const Checkpoint& base, const Checkpoint& tuned,
     try_map(base_by_name, n);                      // same name
     try_map(base_by_name, drop_first_segment(n));  // tuned has one more leading segment
     try_map(base_by_tail, n);                      // base has one more leading segment
-    if (found.empty()) table.tuned_only.push_back(tname);
-    else tuned_for_base[found] = tname;
+    if (found.empty())
+      table.tuned_only.push_back(tname);
+    else
+      tuned_for_base[found] = tname;
   }
   for (const auto& [bname, bref] : base.tensors()) {
     auto it = tuned_for_base.find(bname);

@@ -32,8 +32,11 @@ nlohmann::ordered_json record_to_json(const MatrixResult& r, double primary_eps)
     nlohmann::ordered_json list = nlohmann::ordered_json::array();
     for (int i = 0; i < r.k; ++i)
       if (r.maxcos[i] < primary_eps)
-        list.push_back({{"j", i}, {"sigma", r.sigma[i]}, {"sigma_ratio", r.sigma_ratio[i]},
-                        {"argmax", r.argmax[i]}, {"maxcos", r.maxcos[i]}});
+        list.push_back({{"j", i},
+                        {"sigma", r.sigma[i]},
+                        {"sigma_ratio", r.sigma_ratio[i]},
+                        {"argmax", r.argmax[i]},
+                        {"maxcos", r.maxcos[i]}});
     j["intruders"] = {{"eps", primary_eps}, {"vectors", list}};
   }
   j["seconds"] = r.seconds;
@@ -89,9 +92,12 @@ nlohmann::ordered_json build_report(const AnalyzeResult& res, const nlohmann::js
   nlohmann::ordered_json tuned = nlohmann::ordered_json::array();
   for (size_t t = 0; t < res.tuned.size(); ++t) {
     nlohmann::ordered_json totals = nlohmann::ordered_json::object();
-    for (size_t e = 0; e < res.eps.size(); ++e) totals[eps_key(res.eps[e])] = res.tuned[t].totals[e];
-    tuned.push_back({{"index", t}, {"path", res.tuned[t].path},
-                     {"matrices", res.tuned[t].matrices}, {"intruders", totals}});
+    for (size_t e = 0; e < res.eps.size(); ++e)
+      totals[eps_key(res.eps[e])] = res.tuned[t].totals[e];
+    tuned.push_back({{"index", t},
+                     {"path", res.tuned[t].path},
+                     {"matrices", res.tuned[t].matrices},
+                     {"intruders", totals}});
   }
   j["tuned"] = tuned;
   nlohmann::ordered_json mats = nlohmann::ordered_json::array();
@@ -126,8 +132,7 @@ std::string build_matrices_csv(const AnalyzeResult& res, int k) {
     out << r.tuned_index << "," << csv_field(res.tuned[r.tuned_index].path) << ","
         << csv_field(r.name) << "," << csv_field(r.tuned_name) << "," << r.layer << ","
         << csv_field(r.type) << "," << r.shape[0] << "," << r.shape[1] << "," << r.dtype << ","
-        << r.side << "," << r.k << "," << (r.identical ? "true" : "false") << ","
-        << num(r.seconds);
+        << r.side << "," << r.k << "," << (r.identical ? "true" : "false") << "," << num(r.seconds);
     for (double e : res.eps) out << "," << r.count_at(e);
     auto cells = [&](auto getter) {
       for (int j = 0; j < k; ++j) out << "," << (j < r.k ? getter(j) : std::string());

@@ -15,7 +15,8 @@ std::string short_type(const std::string& type, const std::vector<std::string>& 
   if (dot == std::string::npos) return type;
   const std::string tail = type.substr(dot + 1);
   int same = 0;
-  for (const auto& t : all) same += (t.size() >= tail.size() && t.rfind(tail) == t.size() - tail.size()) ? 1 : 0;
+  for (const auto& t : all)
+    same += (t.size() >= tail.size() && t.rfind(tail) == t.size() - tail.size()) ? 1 : 0;
   return same == 1 ? tail : type;
 }
 
@@ -71,8 +72,7 @@ std::string format_summary(const AnalyzeResult& res, double primary_eps, int k) 
                 k, eps_key(primary_eps).c_str(), res.backend.c_str(), res.seconds);
   o << head;
   for (size_t t = 0; t < res.tuned.size(); ++t) {
-    o << "\n[" << t << "] " << res.tuned[t].path << " (" << res.tuned[t].matrices
-      << " matrices)\n";
+    o << "\n[" << t << "] " << res.tuned[t].path << " (" << res.tuned[t].matrices << " matrices)\n";
     layer_table(o, res, static_cast<int>(t), primary_eps);
   }
   o << "\nIntruders summed over all matrices, by eps:\n";

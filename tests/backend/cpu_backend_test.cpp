@@ -30,7 +30,8 @@ Dense<double> known_mixing(int64_t r) {
   Dense<double> h{r, r, std::vector<double>(static_cast<size_t>(r * r), 0.0)};
   for (int64_t i = 0; i < r; ++i) h.at(i, i) = 1.0;
   for (int i = 0; i < 8; ++i)
-    for (int j = 0; j < 8; ++j) h.at(i, j) = (__builtin_popcount(i & j) % 2 ? -1.0 : 1.0) / std::sqrt(8.0);
+    for (int j = 0; j < 8; ++j)
+      h.at(i, j) = (__builtin_popcount(i & j) % 2 ? -1.0 : 1.0) / std::sqrt(8.0);
   const double th = 50.0 * M_PI / 180.0;
   h.at(8, 8) = std::cos(th), h.at(12, 8) = std::sin(th);
   h.at(8, 12) = -std::sin(th), h.at(12, 12) = std::cos(th);
@@ -136,20 +137,20 @@ TEST_P(CpuBackendTest, RightSideIsLeftSideOfTranspose) {
   for (int j = 0; j < right.k; ++j) EXPECT_NEAR(right.maxcos[j], left_t.maxcos[j], tol());
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Shapes, CpuBackendTest,
-    ::testing::Combine(::testing::Values(Shape{64, 64}, Shape{96, 48}, Shape{48, 96},
-                                         Shape{37, 53}, Shape{130, 17}),
-                       ::testing::Values(Precision::F32, Precision::F64)),
-    [](const auto& info) {
-      const Shape s = std::get<0>(info.param);
-      return std::to_string(s.out) + "x" + std::to_string(s.in) + "_" +
-             precision_name(std::get<1>(info.param));
-    });
+INSTANTIATE_TEST_SUITE_P(Shapes, CpuBackendTest,
+                         ::testing::Combine(::testing::Values(Shape{64, 64}, Shape{96, 48},
+                                                              Shape{48, 96}, Shape{37, 53},
+                                                              Shape{130, 17}),
+                                            ::testing::Values(Precision::F32, Precision::F64)),
+                         [](const auto& info) {
+                           const Shape s = std::get<0>(info.param);
+                           return std::to_string(s.out) + "x" + std::to_string(s.in) + "_" +
+                                  precision_name(std::get<1>(info.param));
+                         });
 
 TEST(CpuBackend, CompareTakesAbsoluteValueAndFirstArgmax) {
   auto b = make_cpu_backend(Precision::F64);
-  Vectors base{Precision::F64, 2, 2, {}, {1, 0, 0, 1}};          // e0, e1
+  Vectors base{Precision::F64, 2, 2, {}, {1, 0, 0, 1}};              // e0, e1
   Vectors tuned{Precision::F64, 2, 2, {}, {-0.6, 0.8, -0.8, -0.6}};  // columns (-.6,-.8), (.8,-.6)
   Similarity s = b->compare(tuned, base, 5);  // k clamps to the 2 vectors there are
   ASSERT_EQ(s.maxcos.size(), 2u);

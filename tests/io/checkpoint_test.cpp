@@ -68,8 +68,8 @@ TEST(Checkpoint, ShardedIndexFoundInDirectory) {
 TEST(Checkpoint, IndexNamesOddShardNames) {
   test::TempDir d;
   write_safetensors(d / "model_00002-of-00072.safetensors", {f32("a", {1})});
-  write_shard_index(d / "model.safetensors.index.json",
-                    {{"a", "model_00002-of-00072.safetensors"}}, 4);
+  write_shard_index(d / "model.safetensors.index.json", {{"a", "model_00002-of-00072.safetensors"}},
+                    4);
   EXPECT_EQ(Checkpoint::open(d / "model.safetensors.index.json").tensors().size(), 1u);
 }
 
@@ -97,15 +97,18 @@ INSTANTIATE_TEST_SUITE_P(
         IndexCase{"bad_json", "{\"weight_map\": {", "invalid JSON"},
         IndexCase{"no_weight_map", R"({"metadata":{}})", "no \"weight_map\" object"},
         IndexCase{"map_not_object", R"({"weight_map":[1]})", "no \"weight_map\" object"},
-        IndexCase{"value_not_string", R"({"weight_map":{"a":3}})", "weight_map value is not a string"},
+        IndexCase{"value_not_string", R"({"weight_map":{"a":3}})",
+                  "weight_map value is not a string"},
         IndexCase{"escape_dotdot", R"({"weight_map":{"a":"../model-00001-of-00002.safetensors"}})",
                   "must be a plain file name"},
         IndexCase{"absolute", R"({"weight_map":{"a":"/etc/passwd"}})", "must be a plain file name"},
-        IndexCase{"subdir", R"({"weight_map":{"a":"sub/x.safetensors"}})", "must be a plain file name"},
+        IndexCase{"subdir", R"({"weight_map":{"a":"sub/x.safetensors"}})",
+                  "must be a plain file name"},
         IndexCase{"missing_shard", R"({"weight_map":{"a":"model-00009-of-00009.safetensors"}})",
                   "does not exist"},
         IndexCase{"tensor_not_in_shard",
-                  R"({"weight_map":{"c":"model-00001-of-00002.safetensors"}})", "does not contain it"},
+                  R"({"weight_map":{"c":"model-00001-of-00002.safetensors"}})",
+                  "does not contain it"},
         IndexCase{"duplicate_tensor",
                   R"({"weight_map":{"a":"model-00001-of-00002.safetensors",)"
                   R"("a":"model-00001-of-00002.safetensors"}})",
@@ -123,7 +126,8 @@ TEST(Checkpoint, TensorStoredInTwoShardsRejected) {
 
 TEST(Checkpoint, DirectoryProblemsExplained) {
   test::TempDir d;
-  EXPECT_NE(open_error(d.str()).find("no .safetensors file or shard index found"), std::string::npos);
+  EXPECT_NE(open_error(d.str()).find("no .safetensors file or shard index found"),
+            std::string::npos);
   write_safetensors(d / "one.safetensors", {f32("a", {1})});
   write_safetensors(d / "two.safetensors", {f32("a", {1})});
   EXPECT_NE(open_error(d.str()).find("2 .safetensors files but no"), std::string::npos);

@@ -28,9 +28,10 @@ double half_by_formula(uint16_t h) {
 }  // namespace
 
 TEST(DType, NamesAndBitsRoundTrip) {
-  for (const char* n : {"BOOL", "U8", "I8", "F8_E5M2", "F8_E4M3", "F8_E8M0", "F8_E4M3FNUZ",
-                        "F8_E5M2FNUZ", "I16", "U16", "F16", "BF16", "I32", "U32", "F32", "I64",
-                        "U64", "F64", "C64", "F4", "F6_E2M3", "F6_E3M2"}) {
+  for (const char* n :
+       {"BOOL", "U8",  "I8",  "F8_E5M2", "F8_E4M3", "F8_E8M0", "F8_E4M3FNUZ", "F8_E5M2FNUZ",
+        "I16",  "U16", "F16", "BF16",    "I32",     "U32",     "F32",         "I64",
+        "U64",  "F64", "C64", "F4",      "F6_E2M3", "F6_E3M2"}) {
     auto t = parse_dtype(n);
     ASSERT_TRUE(t.has_value()) << n;
     EXPECT_STREQ(dtype_name(*t), n);
@@ -65,14 +66,14 @@ TEST(DType, Fp16EveryBitPattern) {
 }
 
 TEST(DType, Fp16RoundingEdges) {
-  EXPECT_EQ(fp16_to_float(0x0001), std::ldexp(1.0f, -24));  // smallest subnormal
+  EXPECT_EQ(fp16_to_float(0x0001), std::ldexp(1.0f, -24));     // smallest subnormal
   EXPECT_EQ(fp16_to_float(0x03FF), std::ldexp(1023.0f, -24));  // largest subnormal
   EXPECT_EQ(fp16_to_float(0x7BFF), 65504.0f);
-  EXPECT_EQ(float_to_fp16(65519.0f), 0x7BFF);  // below the rounding boundary
-  EXPECT_EQ(float_to_fp16(65520.0f), 0x7C00);  // ties to even: overflows to inf
+  EXPECT_EQ(float_to_fp16(65519.0f), 0x7BFF);               // below the rounding boundary
+  EXPECT_EQ(float_to_fp16(65520.0f), 0x7C00);               // ties to even: overflows to inf
   EXPECT_EQ(float_to_fp16(std::ldexp(1.0f, -25)), 0x0000);  // half the smallest: ties to even 0
   EXPECT_EQ(float_to_fp16(std::ldexp(3.0f, -26)), 0x0001);  // 0.75 ulp rounds up
-  EXPECT_EQ(float_to_fp16(1.0f + std::ldexp(1.0f, -11)), 0x3C00);  // tie: even mantissa stays
+  EXPECT_EQ(float_to_fp16(1.0f + std::ldexp(1.0f, -11)), 0x3C00);      // tie: even mantissa stays
   EXPECT_EQ(float_to_fp16(1.0f + 3 * std::ldexp(1.0f, -11)), 0x3C02);  // tie: odd rounds up
   EXPECT_EQ(float_to_fp16(std::numeric_limits<float>::infinity()), 0x7C00);
   EXPECT_EQ(float_to_fp16(-std::numeric_limits<float>::infinity()), 0xFC00);
@@ -84,8 +85,10 @@ TEST(DType, Bf16EveryBitPattern) {
   for (uint32_t h = 0; h < 65536; ++h) {
     const float f = bf16_to_float(static_cast<uint16_t>(h));
     EXPECT_EQ(bits(f), h << 16) << h;
-    if (!std::isnan(f)) EXPECT_EQ(float_to_bf16(f), h) << h;
-    else EXPECT_TRUE(std::isnan(bf16_to_float(float_to_bf16(f)))) << h;
+    if (!std::isnan(f))
+      EXPECT_EQ(float_to_bf16(f), h) << h;
+    else
+      EXPECT_TRUE(std::isnan(bf16_to_float(float_to_bf16(f)))) << h;
   }
 }
 

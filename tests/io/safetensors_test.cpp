@@ -48,20 +48,24 @@ std::vector<Case> malformed_cases() {
   c.push_back({"not_object", st_image("[1,2]", 0), "not a JSON object"});
   c.push_back({"duplicate_tensor",
                st_image(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},)"
-                        R"("a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})", 4),
+                        R"("a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})",
+                        4),
                "duplicate key \"a\""});
   c.push_back({"duplicate_escaped_key",
                st_image(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},)"
-                        R"("\u0061":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})", 4),
+                        R"("\u0061":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})",
+                        4),
                "duplicate key \"a\""});
-  c.push_back({"duplicate_nested",
-               st_image(R"({"a":{"dtype":"F32","dtype":"F16","shape":[1],"data_offsets":[0,4]}})", 4),
-               "duplicate key \"dtype\""});
+  c.push_back(
+      {"duplicate_nested",
+       st_image(R"({"a":{"dtype":"F32","dtype":"F16","shape":[1],"data_offsets":[0,4]}})", 4),
+       "duplicate key \"dtype\""});
   c.push_back({"metadata_not_object", st_image(R"({"__metadata__":[1]})", 0),
                "__metadata__ is not an object"});
   c.push_back({"metadata_value", st_image(R"({"__metadata__":{"format":1}})", 0),
                "__metadata__ value for 'format' is not a string"});
-  c.push_back({"entry_not_object", st_image(R"({"a":5})", 0), "tensor 'a': entry is not an object"});
+  c.push_back(
+      {"entry_not_object", st_image(R"({"a":5})", 0), "tensor 'a': entry is not an object"});
   c.push_back({"missing_dtype", st_image(R"({"a":{"shape":[1],"data_offsets":[0,4]}})", 4),
                "tensor 'a': missing field 'dtype'"});
   c.push_back({"missing_shape", st_image(R"({"a":{"dtype":"F32","data_offsets":[0,4]}})", 4),
@@ -83,21 +87,24 @@ std::vector<Case> malformed_cases() {
   c.push_back({"shape_float",
                st_image(R"({"a":{"dtype":"F32","shape":[1.0],"data_offsets":[0,4]}})", 4),
                "shape holds 1.0"});
-  c.push_back({"shape_too_big",
-               st_image(R"({"a":{"dtype":"F32","shape":[18446744073709551616],"data_offsets":[0,4]}})", 4),
-               "not an unsigned integer"});
+  c.push_back(
+      {"shape_too_big",
+       st_image(R"({"a":{"dtype":"F32","shape":[18446744073709551616],"data_offsets":[0,4]}})", 4),
+       "not an unsigned integer"});
   c.push_back({"offsets_arity",
                st_image(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4,8]}})", 4),
                "data_offsets is not a pair"});
   c.push_back({"offsets_not_integer",
                st_image(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,"4"]}})", 4),
                "data_offsets holds \"4\""});
-  c.push_back({"numel_overflow",
-               st_image(R"({"a":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,4]}})", 4),
-               "shape overflows the element count"});
-  c.push_back({"bits_overflow",
-               st_image(R"({"a":{"dtype":"F64","shape":[4611686018427387904],"data_offsets":[0,8]}})", 8),
-               "shape overflows the element count"});
+  c.push_back(
+      {"numel_overflow",
+       st_image(R"({"a":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,4]}})", 4),
+       "shape overflows the element count"});
+  c.push_back(
+      {"bits_overflow",
+       st_image(R"({"a":{"dtype":"F64","shape":[4611686018427387904],"data_offsets":[0,8]}})", 8),
+       "shape overflows the element count"});
   c.push_back({"sub_byte_total",
                st_image(R"({"a":{"dtype":"F4","shape":[3],"data_offsets":[0,2]}})", 2),
                "not a whole number of bytes"});
@@ -109,19 +116,23 @@ std::vector<Case> malformed_cases() {
                "do not start at 0"});
   c.push_back({"gap",
                st_image(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},)"
-                        R"("b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}})", 12),
+                        R"("b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}})",
+                        12),
                "leave a gap after byte 4"});
   c.push_back({"overlap",
                st_image(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
-                        R"("b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})", 8),
+                        R"("b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})",
+                        8),
                "overlap the previous tensor"});
   c.push_back({"same_offsets_twice",
                st_image(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},)"
-                        R"("b":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})", 4),
+                        R"("b":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})",
+                        4),
                "overlap the previous tensor"});
   c.push_back({"end_before_begin",
                st_image(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},)"
-                        R"("b":{"dtype":"F32","shape":[1],"data_offsets":[4,2]}})", 4),
+                        R"("b":{"dtype":"F32","shape":[1],"data_offsets":[4,2]}})",
+                        4),
                "end before they begin"});
   c.push_back({"truncated", st_image(kOne, 6), "truncated, or data appended"});
   c.push_back({"appended_data", st_image(kOne, 12), "truncated, or data appended"});

@@ -83,8 +83,8 @@ TEST_P(DemoTrio, ReportMatchesIndependentComputation) {
       for (double c : ref.maxcos) expect += c < e, near_edge |= std::fabs(c - e) < 1e-4;
       if (!near_edge) EXPECT_EQ(r.count_at(e), expect) << "eps " << e;
     }
-    const bool lora_target = r.tuned_index == 1 && (r.type == "self_attn.q_proj" ||
-                                                    r.type == "self_attn.v_proj");
+    const bool lora_target =
+        r.tuned_index == 1 && (r.type == "self_attn.q_proj" || r.type == "self_attn.v_proj");
     EXPECT_EQ(r.identical, r.tuned_index == 1 && !lora_target);
     if (lora_target) {
       ++lora_q_v;
@@ -122,8 +122,7 @@ TEST_P(DemoTrio, ReportMatchesIndependentComputation) {
     EXPECT_EQ(e.path().filename().string().find(".tmp"), std::string::npos) << e.path();
 }
 
-INSTANTIATE_TEST_SUITE_P(Dtypes, DemoTrio,
-                         ::testing::Values(DType::BF16, DType::F16, DType::F32),
+INSTANTIATE_TEST_SUITE_P(Dtypes, DemoTrio, ::testing::Values(DType::BF16, DType::F16, DType::F32),
                          [](const auto& info) { return std::string(dtype_name(info.param)); });
 
 TEST(Analyze, Fp64PathAgreesWithReferenceTightly) {
@@ -198,7 +197,8 @@ std::string bad_pair_error(const test::TempDir& dir, Edit edit) {
   std::mt19937_64 rng(5);
   Dense<double> w = random_weight(12, 8, 1.0, rng);
   std::vector<float> v(w.data.begin(), w.data.end());
-  TensorData t{"model.layers.0.mlp.up_proj.weight", DType::F32, {12, 8}, encode_floats(v, DType::F32)};
+  TensorData t{
+      "model.layers.0.mlp.up_proj.weight", DType::F32, {12, 8}, encode_floats(v, DType::F32)};
   write_safetensors(dir / "base.safetensors", {t});
   edit(t);
   write_safetensors(dir / "tuned.safetensors", {t});
@@ -221,9 +221,7 @@ std::string bad_pair_error(const test::TempDir& dir, Edit edit) {
 
 TEST(Analyze, ShapeMismatchNamesBothTensors) {
   test::TempDir dir;
-  std::string msg = bad_pair_error(dir, [](TensorData& t) {
-    t.shape = {8, 12};
-  });
+  std::string msg = bad_pair_error(dir, [](TensorData& t) { t.shape = {8, 12}; });
   EXPECT_NE(msg.find("base.safetensors: tensor 'model.layers.0.mlp.up_proj.weight' [12, 8] does "
                      "not match"),
             std::string::npos)
@@ -246,17 +244,13 @@ TEST(Analyze, NonFiniteValueNamesTensorAndPosition) {
 
 TEST(Analyze, UnsupportedDtypeNamed) {
   test::TempDir dir;
-  std::string msg = bad_pair_error(dir, [](TensorData& t) {
-    t.dtype = DType::I32;
-  });
+  std::string msg = bad_pair_error(dir, [](TensorData& t) { t.dtype = DType::I32; });
   EXPECT_NE(msg.find("has dtype I32, which indim cannot analyse"), std::string::npos) << msg;
 }
 
 TEST(Analyze, NothingSelectedIsBadInputAndOptionsAreChecked) {
   test::TempDir dir;
-  std::string msg = bad_pair_error(dir, [](TensorData& t) {
-    t.name = "something.else";
-  });
+  std::string msg = bad_pair_error(dir, [](TensorData& t) { t.name = "something.else"; });
   EXPECT_NE(msg.find("no matrix selected"), std::string::npos) << msg;
   AnalyzeOptions o;
   o.base = dir / "base.safetensors";

@@ -89,7 +89,7 @@ TEST(Match, DefaultSelectionAndFilters) {
     if (p.selected) selected.push_back(p.base_name);
   EXPECT_EQ(selected, (std::vector<std::string>{"model.layers.0.mlp.gate_proj.weight",
                                                 "model.layers.0.self_attn.q_proj.weight"}));
-  EXPECT_EQ(pair(t, "lm_head.weight")->reason, "outside the layer blocks");
+  EXPECT_EQ(pair(t, "lm_head.weight")->reason, "embedding, head or norm");
   EXPECT_EQ(pair(t, "model.layers.0.mlp.experts")->reason, "3-D tensor");
 
   MatchTable inc = match_checkpoints(base, tuned, {{"lm_head|embed"}, {}});

@@ -48,11 +48,17 @@ void gemm_tn(int64_t m, int64_t n, int64_t k, const double* a, int64_t lda, cons
 template <typename T>
 std::vector<T>& storage(Vectors& v);
 template <>
-std::vector<float>& storage<float>(Vectors& v) { return v.f32; }
+std::vector<float>& storage<float>(Vectors& v) {
+  return v.f32;
+}
 template <>
-std::vector<double>& storage<double>(Vectors& v) { return v.f64; }
+std::vector<double>& storage<double>(Vectors& v) {
+  return v.f64;
+}
 template <typename T>
-const std::vector<T>& cstorage(const Vectors& v) { return storage<T>(const_cast<Vectors&>(v)); }
+const std::vector<T>& cstorage(const Vectors& v) {
+  return storage<T>(const_cast<Vectors&>(v));
+}
 
 // Copies the first `keep` columns of a row-major [rows, cols] block (transposed if asked).
 template <typename T>
@@ -101,8 +107,8 @@ Similarity compare_impl(const Vectors& tuned, const Vectors& base, int64_t k) {
   const int64_t nb = base.count;
   std::vector<T> c(static_cast<size_t>(k * nb));
   if (k > 0 && nb > 0)
-    gemm_tn(k, nb, tuned.dim, cstorage<T>(tuned).data(), tuned.count, cstorage<T>(base).data(),
-            nb, c.data());
+    gemm_tn(k, nb, tuned.dim, cstorage<T>(tuned).data(), tuned.count, cstorage<T>(base).data(), nb,
+            c.data());
   Similarity sim;
   for (int64_t j = 0; j < k; ++j) {
     double best = -1.0;

@@ -1,0 +1,142 @@
+// The indim binary as a user runs it: exit codes, messages, outputs on disk.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "indim/demo.hpp"
+#include "test_util.hpp"
+
+namespace fs = std::filesystem;
+using namespace indim;
+
+namespace {
+
+struct CliRun {
+  int rc;
+  std::string out;  // stdout and stderr together
+};
+
+CliRun indim_cli(const std::string& args) {
+  const std::string cmd = std::string(INDIM_CLI_PATH) + " " + args + " 2>&1";
+  CliRun r{-1, ""};
+  FILE* p = ::popen(cmd.c_str(), "r");
+  if (p == nullptr) return r;
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = std::fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
+  const int status = ::pclose(p);
+  r.rc = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+DemoPaths tiny_demo(const test::TempDir& dir) {
+  DemoOptions o;
+  o.hidden = 40;
+  o.intermediate = 96;
+  o.kv_dim = 20;
+  o.layers = 2;
+  o.vocab = 48;
+  return generate_demo(dir.str(), o);
+}
+
+}  // namespace
+
+TEST(Cli, HelpVersionAndUsageErrors) {
+  CliRun help = indim_cli("--help");
+  EXPECT_EQ(help.rc, 0);
+  EXPECT_NE(help.out.find("analyze"), std::string::npos);
+  EXPECT_NE(help.out.find("Exit codes"), std::string::npos);
+  CliRun ahelp = indim_cli("analyze --help");
+  EXPECT_EQ(ahelp.rc, 0);
+  EXPECT_NE(ahelp.out.find("--eps"), std::string::npos);
+  EXPECT_NE(ahelp.out.find("[0.5]"), std::string::npos) << "defaults print in --help";
+  EXPECT_EQ(indim_cli("--version").rc, 0);
+  EXPECT_EQ(indim_cli("").rc, 1);
+  EXPECT_EQ(indim_cli("analyze onlyone").rc, 1);
+  EXPECT_EQ(indim_cli("analyze a b --k 0").rc, 1);
+  EXPECT_EQ(indim_cli("analyze a b --precision fp16").rc, 1);
+  EXPECT_EQ(indim_cli("frobnicate").rc, 1);
+}
+
+TEST(Cli, AnalyzeWritesReportsAndPrintsSummary) {
+  test::TempDir dir;
+  DemoPaths p = tiny_demo(dir);
+  CliRun r = indim_cli("analyze " + p.base + " " + p.full + " " + p.lora + " --out " +
+                       (dir / "res") + " --eps 0.5,0.35 --backend cpu");
+  ASSERT_EQ(r.rc, 0) << r.out;
+  EXPECT_NE(r.out.find("Intruders summed over all matrices, by eps"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("q_proj"), std::string::npos);
+  EXPECT_NE(r.out.find("0.35"), std::string::npos);
+  for (const char* f : {"report.json", "matrices.csv", "journal.jsonl"})
+    EXPECT_TRUE(fs::exists(dir / ("res/" + std::string(f)))) << f;
+  auto report = nlohmann::json::parse(test::read_text(dir / "res/report.json"));
+  EXPECT_EQ(report["settings"]["primary_eps"], 0.5);
+  EXPECT_EQ(report["matrices"].size(), 28u);
+
+  CliRun resumed = indim_cli("analyze " + p.base + " " + p.full + " " + p.lora + " --out " +
+                             (dir / "res") + " --eps 0.5,0.35 --backend cpu --resume -q");
+  EXPECT_EQ(resumed.rc, 0) << resumed.out;
+  EXPECT_NE(resumed.out.find("28 records resumed"), std::string::npos) << resumed.out;
+}
+
+TEST(Cli, FailOnIntrudersGate) {
+  test::TempDir dir;
+  DemoPaths p = tiny_demo(dir);
+  const std::string base = "analyze " + p.base + " --out " + (dir / "r") + " -q ";
+  EXPECT_EQ(indim_cli(base + p.full + " --fail-on-intruders 0").rc, 0);
+  CliRun lora = indim_cli(base + p.lora + " --fail-on-intruders 0");
+  EXPECT_EQ(lora.rc, 4) << lora.out;
+  EXPECT_NE(lora.out.find("exceed --fail-on-intruders 0"), std::string::npos);
+}
+
+TEST(Cli, BadInputExitsTwoNamingFileAndLeavesNoOutputs) {
+  test::TempDir dir;
+  DemoPaths p = tiny_demo(dir);
+  // Truncate the LoRA file: its last tensor now runs past the end.
+  const std::string file = p.lora + "/model.safetensors";
+  fs::resize_file(file, fs::file_size(file) - 10);
+  CliRun r = indim_cli("analyze " + p.base + " " + p.lora + " --out " + (dir / "res"));
+  EXPECT_EQ(r.rc, 2) << r.out;
+  EXPECT_NE(r.out.find("bad input: " + file + ": tensor data ends at byte"), std::string::npos)
+      << r.out;
+  EXPECT_FALSE(fs::exists(dir / "res/report.json"));
+  CliRun missing = indim_cli("inspect " + (dir / "nothing-here"));
+  EXPECT_EQ(missing.rc, 2);
+  EXPECT_NE(missing.out.find("nothing-here: no such file or directory"), std::string::npos);
+  CliRun badre =
+      indim_cli("analyze " + p.base + " " + p.full + " --include '(' --out " + (dir / "x"));
+  EXPECT_EQ(badre.rc, 1) << badre.out;
+  CliRun nocuda =
+      indim_cli("analyze " + p.base + " " + p.full + " --backend cuda --out " + (dir / "y"));
+  EXPECT_NE(nocuda.rc, 0);
+  EXPECT_NE(nocuda.out.find("cuda"), std::string::npos) << nocuda.out;
+}
+
+TEST(Cli, InspectListsTensorsAndMatchTable) {
+  test::TempDir dir;
+  DemoPaths p = tiny_demo(dir);
+  CliRun one = indim_cli("inspect " + p.base);
+  ASSERT_EQ(one.rc, 0) << one.out;
+  EXPECT_NE(one.out.find("sharded, 2 file(s)"), std::string::npos) << one.out;
+  EXPECT_NE(one.out.find("model.layers.1.mlp.down_proj.weight"), std::string::npos);
+  EXPECT_NE(one.out.find("BF16"), std::string::npos);
+  CliRun two = indim_cli("inspect " + p.base + " " + p.lora);
+  ASSERT_EQ(two.rc, 0) << two.out;
+  EXPECT_NE(two.out.find("14 selected for analysis, 0 shape mismatches"), std::string::npos)
+      << two.out;
+  EXPECT_NE(two.out.find("embedding, head or norm"), std::string::npos);
+}
+
+TEST(Cli, DemoRunsAndShowsTheDifference) {
+  test::TempDir dir;
+  CliRun r = indim_cli("demo --out " + (dir / "demo"));
+  ASSERT_EQ(r.rc, 0) << r.out;
+  EXPECT_NE(r.out.find("[0] full fine-tune: 0 intruder dimensions"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("[1] LoRA fine-tune:"), std::string::npos);
+  EXPECT_TRUE(fs::exists(dir / "demo/results/report.json"));
+  EXPECT_TRUE(fs::exists(dir / "demo/base/model.safetensors.index.json"));
+}
