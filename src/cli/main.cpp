@@ -142,11 +142,11 @@ int cmd_inspect(const std::string& base_path, const std::string& tuned_path,
   return kExitOk;
 }
 
-int cmd_demo(const std::string& dir, AnalyzeArgs a) {
+int cmd_demo(const std::string& dir, AnalyzeArgs a, const DemoOptions& opts) {
   std::cout << "indim demo: writing a generated Llama-style base, a full fine-tune and a LoRA "
-               "fine-tune (bf16 safetensors) to "
-            << dir << "\n";
-  DemoPaths p = generate_demo(dir);
+               "fine-tune ("
+            << dtype_name(opts.dtype) << " safetensors) to " << dir << "\n";
+  DemoPaths p = generate_demo(dir, opts);
   a.base = p.base;
   a.tuned = {p.full, p.lora};
   a.out = (fs::path(dir) / "results").string();
@@ -206,6 +206,17 @@ int main(int argc, char** argv) {
   demo_cmd->add_option("--out", demo_dir, "Directory for the generated files and results")
       ->capture_default_str();
   add_compute_options(demo_cmd, d);
+  DemoOptions demo_opts;
+  std::string demo_dtype = "BF16";
+  demo_cmd->add_option("--hidden", demo_opts.hidden, "Hidden size")->capture_default_str();
+  demo_cmd->add_option("--intermediate", demo_opts.intermediate, "MLP size")->capture_default_str();
+  demo_cmd->add_option("--kv-dim", demo_opts.kv_dim, "k/v projection rows")->capture_default_str();
+  demo_cmd->add_option("--layers", demo_opts.layers, "Transformer blocks")->capture_default_str();
+  demo_cmd->add_option("--lora-rank", demo_opts.lora_rank, "Rank of the LoRA update")
+      ->capture_default_str();
+  demo_cmd->add_option("--dtype", demo_dtype, "Stored dtype")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"BF16", "F16", "F32"}));
 
   try {
     app.parse(argc, argv);
@@ -216,7 +227,10 @@ int main(int argc, char** argv) {
   try {
     if (*analyze_cmd) return cmd_analyze(a);
     if (*inspect_cmd) return cmd_inspect(ibase, ituned, isel);
-    if (*demo_cmd) return cmd_demo(demo_dir, d);
+    if (*demo_cmd) {
+      demo_opts.dtype = *parse_dtype(demo_dtype);
+      return cmd_demo(demo_dir, d, demo_opts);
+    }
   } catch (const UsageError& e) {
     std::cerr << "indim: usage error: " << e.what() << "\n";
     return kExitUsage;

@@ -90,6 +90,10 @@ void write_sharded(const std::string& dir, const std::vector<TensorData>& tensor
 }  // namespace
 
 DemoPaths generate_demo(const std::string& dir, const DemoOptions& o) {
+  if (o.hidden < 1 || o.intermediate < 1 || o.kv_dim < 1 || o.layers < 1 || o.vocab < 1)
+    throw UsageError("demo: sizes and layer count must be at least 1");
+  if (o.lora_rank < 1 || o.lora_rank > std::min(o.kv_dim, o.hidden))
+    throw UsageError("demo: --lora-rank must lie in [1, min(kv-dim, hidden)]");
   std::mt19937_64 rng(o.seed);
   std::normal_distribution<double> g(0.0, 1.0);
   std::vector<TensorData> base, full, lora;
