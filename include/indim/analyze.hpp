@@ -37,8 +37,18 @@ struct MatrixResult {
   std::vector<double> eps;          ///< eps grid the counts refer to
   std::vector<int> counts;          ///< intruders at each eps: #{j : maxcos_j < eps}
   double seconds = 0;
+  // Plot data, kept in the journal and drawn in the HTML report (not in report.json): |cos|
+  // of the top-k tuned vectors against the first head_cols base vectors (row-major
+  // [k, head_cols]), and the leading singular values of the tuned and the base matrix.
+  int head_cols = 0;
+  std::vector<float> cos_head;
+  std::vector<double> sigma_head;
+  std::vector<double> base_sigma_head;
   int count_at(double e) const;
 };
+
+/// @brief Base vectors and singular values kept per matrix for plots.
+constexpr int kPlotHead = 50;
 
 /// @brief Fills eps/counts of `r` from its maxcos for the given eps grid.
 void count_intruders(MatrixResult& r, const std::vector<double>& eps);
@@ -57,6 +67,9 @@ struct AnalyzeOptions {
   std::string backend = "auto";
   SelectOptions select;
   bool resume = false;
+  bool html = false;                             ///< also write report.html
+  std::vector<std::string> plot_matrices;        ///< regexes: matrices drawn in detail in the HTML
+  int plot_top = 4;                              ///< else the N with most intruders per fine-tune
   ProgressFn progress;                           ///< optional
   std::function<void(const std::string&)> note;  ///< optional: lines for stderr
 };
@@ -75,7 +88,8 @@ struct AnalyzeResult {
   std::string backend;
   double seconds = 0;
   int resumed = 0;  ///< records taken from the journal instead of recomputed
-  std::string report_json, matrices_csv, journal;
+  std::string report_json, matrices_csv, journal, report_html;
+  std::string header_json;  ///< inputs and settings, as in the journal's first line
 };
 
 /// @brief Runs the analysis and writes report.json, matrices.csv and journal.jsonl into

@@ -48,10 +48,13 @@ struct Decomposition {
   Vectors right;
 };
 
-/// @brief Per tuned vector j < k: max_i |<y_j, x_i>| over all base vectors, and its argmax.
+/// @brief Per tuned vector j < k: max_i |<y_j, x_i>| over all base vectors, and its argmax;
+/// optionally the block |<y_j, x_i>| for i < head_cols, kept for plots.
 struct Similarity {
   std::vector<double> maxcos;
   std::vector<int64_t> argmax;
+  int64_t head_cols = 0;
+  std::vector<float> head;  ///< row-major [k, head_cols]
 };
 
 /// @brief A compute backend. Implementations may keep workspaces between calls.
@@ -67,8 +70,10 @@ class Backend {
                                   const std::string& label) = 0;
   virtual Decomposition decompose(Dense<double>&& w, Side side, int64_t keep,
                                   const std::string& label) = 0;
-  /// @brief The first k columns of `tuned` against every column of `base` (same dim).
-  virtual Similarity compare(const Vectors& tuned, const Vectors& base, int64_t k) = 0;
+  /// @brief The first k columns of `tuned` against every column of `base` (same dim); also
+  /// keeps |cos| against the first `head_cols` base vectors when head_cols > 0.
+  virtual Similarity compare(const Vectors& tuned, const Vectors& base, int64_t k,
+                             int64_t head_cols = 0) = 0;
 };
 
 /// @brief The LAPACK/BLAS backend.

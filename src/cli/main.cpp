@@ -27,6 +27,9 @@ struct AnalyzeArgs {
   std::vector<std::string> include, exclude;
   bool resume = false;
   bool quiet = false;
+  bool html = false;
+  std::vector<std::string> plot_matrices;
+  int plot_top = 4;
   int fail_on = -1;
 };
 
@@ -46,6 +49,12 @@ void add_compute_options(CLI::App* cmd, AnalyzeArgs& a) {
   cmd->add_option("--backend", a.backend, "Compute backend")
       ->capture_default_str()
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+  cmd->add_option("--plot-matrices", a.plot_matrices,
+                  "Regex of matrices drawn in detail in report.html");
+  cmd->add_option("--plot-top", a.plot_top,
+                  "Without --plot-matrices: draw the N matrices with most intruders per fine-tune")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
 }
 
 AnalyzeOptions to_options(const AnalyzeArgs& a) {
@@ -61,6 +70,9 @@ AnalyzeOptions to_options(const AnalyzeArgs& a) {
   o.select.include = a.include;
   o.select.exclude = a.exclude;
   o.resume = a.resume;
+  o.html = a.html;
+  o.plot_matrices = a.plot_matrices;
+  o.plot_top = a.plot_top;
   o.note = [](const std::string& s) { std::cerr << s << "\n"; };
   return o;
 }
@@ -85,6 +97,7 @@ int cmd_analyze(const AnalyzeArgs& a) {
   AnalyzeResult r = run_with_progress(to_options(a));
   if (!a.quiet) std::cout << format_summary(r, a.eps.front(), a.k);
   std::cout << "\nwrote " << r.report_json << ", " << r.matrices_csv << ", " << r.journal;
+  if (!r.report_html.empty()) std::cout << ", " << r.report_html;
   if (r.resumed > 0) std::cout << " (" << r.resumed << " records resumed from the journal)";
   std::cout << "\n";
   if (a.fail_on >= 0 && total_at(r, a.eps.front()) > a.fail_on) {
@@ -150,6 +163,7 @@ int cmd_demo(const std::string& dir, AnalyzeArgs a, const DemoOptions& opts) {
   a.base = p.base;
   a.tuned = {p.full, p.lora};
   a.out = (fs::path(dir) / "results").string();
+  a.html = true;
   AnalyzeResult r = run_with_progress(to_options(a));
   std::cout << "\n" << format_summary(r, a.eps.front(), a.k);
   const double eps = a.eps.front();
@@ -161,7 +175,8 @@ int cmd_demo(const std::string& dir, AnalyzeArgs a, const DemoOptions& opts) {
   std::cout << "\n[0] full fine-tune: " << full << " intruder dimensions\n"
             << "[1] LoRA fine-tune: " << lora << " intruder dimensions, in " << lora_mats
             << " matrices (the LoRA touched q_proj and v_proj)\n"
-            << "\nwrote " << r.report_json << " and " << r.matrices_csv << "\n"
+            << "\nwrote " << r.report_json << ", " << r.matrices_csv << " and " << r.report_html
+            << " (open it in a browser)\n"
             << "next: indim analyze " << p.base << " " << p.lora << " --out my-results\n";
   return kExitOk;
 }
@@ -187,6 +202,7 @@ int main(int argc, char** argv) {
   analyze_cmd->add_option("--exclude", a.exclude, "Regex of base tensor names to skip");
   analyze_cmd->add_flag("--resume", a.resume, "Skip matrices already in the journal");
   analyze_cmd->add_flag("-q,--quiet", a.quiet, "No summary table");
+  analyze_cmd->add_flag("--html", a.html, "Also write report.html (self-contained, with plots)");
   analyze_cmd->add_option("--fail-on-intruders", a.fail_on,
                           "Exit 4 when the total at the primary eps exceeds N");
 

@@ -10,8 +10,10 @@
 #include <cstring>
 #include <filesystem>
 #include <optional>
+#include <regex>
 
 #include "indim/error.hpp"
+#include "indim/report.hpp"
 #include "io/atomic_file.hpp"
 #include "pipeline/journal.hpp"
 #include "report/report.hpp"
@@ -37,6 +39,13 @@ void validate(const AnalyzeOptions& o) {
   if (o.eps.empty()) throw UsageError("--eps needs at least one value");
   for (double e : o.eps)
     if (!(e > 0.0 && e <= 1.0)) throw UsageError("--eps values must lie in (0, 1]");
+  for (const auto& p : o.plot_matrices) {
+    try {
+      std::regex check(p);
+    } catch (const std::regex_error& e) {
+      throw UsageError("--plot-matrices \"" + p + "\" is not a valid regex: " + e.what());
+    }
+  }
 }
 
 nlohmann::json checkpoint_json(const Checkpoint& c) {
@@ -131,6 +140,12 @@ MatrixResult identical_record(const Decomposition& base, Side side, int k,
     r.sigma_ratio.push_back(base.sigma[0] > 0 ? base.sigma[j] / base.sigma[0] : 0.0);
   }
   count_intruders(r, eps);
+  r.head_cols = static_cast<int>(std::min<size_t>(kPlotHead, base.sigma.size()));
+  r.cos_head.assign(static_cast<size_t>(r.k * r.head_cols), 0.0f);
+  for (int j = 0; j < r.k && j < r.head_cols; ++j) r.cos_head[j * r.head_cols + j] = 1.0f;
+  const size_t h = std::min<size_t>(kPlotHead, base.sigma.size());
+  r.sigma_head.assign(base.sigma.begin(), base.sigma.begin() + h);
+  r.base_sigma_head = r.sigma_head;
   return r;
 }
 
@@ -270,6 +285,12 @@ AnalyzeResult analyze(const AnalyzeOptions& o) {
   detail::write_file_atomic(res.report_json,
                             detail::build_report(res, header, o.eps.front()).dump(2) + "\n");
   detail::write_file_atomic(res.matrices_csv, detail::build_matrices_csv(res, o.k));
+  res.header_json = header.dump();
+  if (o.html) {
+    res.report_html = (fs::path(o.out_dir) / "report.html").string();
+    HtmlOptions h{o.eps.front(), o.k, o.plot_matrices, o.plot_top};
+    detail::write_file_atomic(res.report_html, format_html(res, h));
+  }
   return res;
 }
 

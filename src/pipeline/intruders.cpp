@@ -50,7 +50,7 @@ MatrixResult intruder_record(Backend& backend, const Decomposition& tuned,
                              const std::vector<double>& eps) {
   const Vectors& t = side == Side::Right ? tuned.right : tuned.left;
   const Vectors& b = side == Side::Right ? base.right : base.left;
-  Similarity s = backend.compare(t, b, k);
+  Similarity s = backend.compare(t, b, k, kPlotHead);
   MatrixResult r;
   r.side = side_name(side);
   r.k = static_cast<int>(s.maxcos.size());
@@ -63,6 +63,11 @@ MatrixResult intruder_record(Backend& backend, const Decomposition& tuned,
     r.sigma_ratio.push_back(s0 > 0 ? sj / s0 : 0.0);
   }
   count_intruders(r, eps);
+  r.head_cols = static_cast<int>(s.head_cols);
+  r.cos_head = std::move(s.head);
+  const size_t h = kPlotHead;
+  r.sigma_head.assign(tuned.sigma.begin(), tuned.sigma.begin() + std::min(h, tuned.sigma.size()));
+  r.base_sigma_head.assign(base.sigma.begin(), base.sigma.begin() + std::min(h, base.sigma.size()));
   return r;
 }
 

@@ -50,7 +50,8 @@ Journal::~Journal() {
 
 void Journal::append(const MatrixResult& r) {
   nlohmann::ordered_json j;
-  j["record"] = record_to_json(r, /*primary_eps=*/0);  // the intruder list is derived data
+  j["record"] =
+      record_to_json(r, /*primary_eps=*/0, /*plot=*/true);  // the intruder list is derived data
   const std::string line = j.dump() + "\n";
   if (std::fwrite(line.data(), 1, line.size(), f_) != line.size() || std::fflush(f_) != 0)
     throw Error(path_ + ": write failed: " + std::strerror(errno));

@@ -9,7 +9,7 @@
 
 namespace indim::detail {
 
-nlohmann::ordered_json record_to_json(const MatrixResult& r, double primary_eps) {
+nlohmann::ordered_json record_to_json(const MatrixResult& r, double primary_eps, bool plot) {
   nlohmann::ordered_json j;
   j["tuned_index"] = r.tuned_index;
   j["name"] = r.name;
@@ -40,6 +40,11 @@ nlohmann::ordered_json record_to_json(const MatrixResult& r, double primary_eps)
     j["intruders"] = {{"eps", primary_eps}, {"vectors", list}};
   }
   j["seconds"] = r.seconds;
+  if (plot)
+    j["plot"] = {{"head_cols", r.head_cols},
+                 {"cos_head", r.cos_head},
+                 {"sigma_head", r.sigma_head},
+                 {"base_sigma_head", r.base_sigma_head}};
   return j;
 }
 
@@ -65,6 +70,15 @@ MatrixResult record_from_json(const nlohmann::json& j) {
       r.counts.push_back(n.get<int>());
     }
     r.seconds = j.at("seconds").get<double>();
+    if (j.contains("plot")) {
+      const auto& p = j.at("plot");
+      r.head_cols = p.at("head_cols").get<int>();
+      r.cos_head = p.at("cos_head").get<std::vector<float>>();
+      r.sigma_head = p.at("sigma_head").get<std::vector<double>>();
+      r.base_sigma_head = p.at("base_sigma_head").get<std::vector<double>>();
+      if (r.cos_head.size() != static_cast<size_t>(r.k) * static_cast<size_t>(r.head_cols))
+        throw Error("plot data size differs from k x head_cols");
+    }
     if (r.maxcos.size() != static_cast<size_t>(r.k) || r.argmax.size() != r.maxcos.size() ||
         r.sigma.size() != r.maxcos.size() || r.sigma_ratio.size() != r.maxcos.size())
       throw Error("array lengths differ from k");
@@ -101,7 +115,7 @@ nlohmann::ordered_json build_report(const AnalyzeResult& res, const nlohmann::js
   }
   j["tuned"] = tuned;
   nlohmann::ordered_json mats = nlohmann::ordered_json::array();
-  for (const auto& r : res.records) mats.push_back(record_to_json(r, primary_eps));
+  for (const auto& r : res.records) mats.push_back(record_to_json(r, primary_eps, false));
   j["matrices"] = mats;
   return j;
 }

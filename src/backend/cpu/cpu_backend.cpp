@@ -102,7 +102,7 @@ Decomposition decompose_impl(Dense<T>&& w, Side side, int64_t keep, const std::s
 }
 
 template <typename T>
-Similarity compare_impl(const Vectors& tuned, const Vectors& base, int64_t k) {
+Similarity compare_impl(const Vectors& tuned, const Vectors& base, int64_t k, int64_t head_cols) {
   k = std::min(k, tuned.count);
   const int64_t nb = base.count;
   std::vector<T> c(static_cast<size_t>(k * nb));
@@ -110,6 +110,10 @@ Similarity compare_impl(const Vectors& tuned, const Vectors& base, int64_t k) {
     gemm_tn(k, nb, tuned.dim, cstorage<T>(tuned).data(), tuned.count, cstorage<T>(base).data(), nb,
             c.data());
   Similarity sim;
+  sim.head_cols = std::min(std::max<int64_t>(head_cols, 0), nb);
+  for (int64_t j = 0; j < k; ++j)
+    for (int64_t i = 0; i < sim.head_cols; ++i)
+      sim.head.push_back(static_cast<float>(std::fabs(c[j * nb + i])));
   for (int64_t j = 0; j < k; ++j) {
     double best = -1.0;
     int64_t arg = 0;
@@ -136,11 +140,12 @@ class CpuBackend final : public Backend {
                           const std::string& label) override {
     return decompose_impl(std::move(w), side, keep, label);
   }
-  Similarity compare(const Vectors& tuned, const Vectors& base, int64_t k) override {
+  Similarity compare(const Vectors& tuned, const Vectors& base, int64_t k,
+                     int64_t head_cols) override {
     if (tuned.dim != base.dim || tuned.precision != base.precision)
       throw Error("compare: vector sets differ in dimension or precision");
-    return tuned.precision == Precision::F32 ? compare_impl<float>(tuned, base, k)
-                                             : compare_impl<double>(tuned, base, k);
+    return tuned.precision == Precision::F32 ? compare_impl<float>(tuned, base, k, head_cols)
+                                             : compare_impl<double>(tuned, base, k, head_cols);
   }
 
  private:
