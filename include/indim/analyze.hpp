@@ -26,6 +26,7 @@ struct MatrixResult {
   int layer = -1;
   std::string type;            ///< e.g. "self_attn.q_proj"
   std::vector<int64_t> shape;  ///< [out, in] as analysed
+  bool conv1d = false;         ///< stored [in, out] (Conv1D) and transposed for the analysis
   std::string dtype;           ///< tuned tensor's dtype
   std::string side = "left";
   int k = 0;                   ///< vectors compared (min(k, rank))

@@ -36,9 +36,10 @@ struct DemoOptions {
 };
 
 struct DemoPaths {
-  std::string base;  ///< directory
-  std::string full;  ///< directory: dense small change to every matrix
-  std::string lora;  ///< directory: rank-r change of large norm to q_proj and v_proj only
+  std::string base;          ///< directory
+  std::string full;          ///< directory: dense small change to every matrix
+  std::string lora;          ///< directory: rank-r change of large norm to q_proj and v_proj only
+  std::string lora_adapter;  ///< the same change as a PEFT adapter folder (lora_alpha = 2 r)
 };
 
 /// @brief Writes a Llama-style base, a full fine-tune and a LoRA-style fine-tune (merged) under

@@ -5,8 +5,11 @@
 #include <vector>
 
 #include "indim/checkpoint.hpp"
+#include "indim/layout.hpp"
 
 namespace indim {
+
+struct LoraModule;
 
 /// @brief Which tensors to analyse. Empty `include` means the default selection: 2-D weights
 /// whose name has a layer index, excluding embeddings, lm_head and norms. `include` regexes
@@ -24,6 +27,12 @@ struct MatchedPair {
   TensorRef tuned;
   bool shapes_equal = true;
   bool selected = false;
+  /// Set for a PEFT adapter: the tuned matrix is the base merged with this update, and `tuned`
+  /// refers to its lora_B tensor. `transposed`: the base stores [in, out] (Conv1D).
+  const LoraModule* lora = nullptr;
+  bool transposed = false;
+  /// The weight is a Conv1D stored [in, out]: both sides are transposed before analysis.
+  bool conv1d = false;
   std::string reason;  ///< why it is or is not selected
 };
 
@@ -46,6 +55,15 @@ std::string matrix_type(const std::string& name);
 /// segment added or dropped on either side. Applies `select`. Throws indim::UsageError for an
 /// invalid regex.
 MatchTable match_checkpoints(const Checkpoint& base, const Checkpoint& tuned,
-                             const SelectOptions& select);
+                             const SelectOptions& select, const ModelLayout& layout = {});
+
+class Adapter;
+
+/// @brief Pairs each adapted module (`<module>.weight`) and each full replacement tensor of a
+/// PEFT adapter with its base tensor, by the same name rules. Throws indim::BadInput for an
+/// update without a base weight, or factors that fit the base in neither orientation.
+/// A square weight fits LoRA factors both ways; the layout (Conv1D or not) decides then.
+MatchTable match_adapter(const Checkpoint& base, const Adapter& adapter,
+                         const SelectOptions& select, const ModelLayout& layout = {});
 
 }  // namespace indim

@@ -114,41 +114,63 @@ std::string shape_text(const std::vector<uint64_t>& s) {
   return t + "]";
 }
 
+void print_checkpoint_line(const std::string& path, const Checkpoint& c) {
+  for (const auto& w : c.warnings()) std::cerr << "warning: " << w << "\n";
+  std::printf("%s: %s, %zu file(s), %zu tensors, %llu bytes\n", path.c_str(), c.kind().c_str(),
+              c.files().size(), c.tensors().size(),
+              static_cast<unsigned long long>(c.total_bytes()));
+}
+
 int cmd_inspect(const std::string& base_path, const std::string& tuned_path,
                 const SelectOptions& select) {
   Checkpoint base = Checkpoint::open(base_path);
-  for (const auto& w : base.warnings()) std::cerr << "warning: " << w << "\n";
-  std::printf("%s: %s, %zu file(s), %zu tensors, %llu bytes\n", base_path.c_str(),
-              base.kind().c_str(), base.files().size(), base.tensors().size(),
-              static_cast<unsigned long long>(base.total_bytes()));
+  print_checkpoint_line(base_path, base);
+  const ModelLayout layout = detect_layout(base);
+  std::printf("%s\n", layout.describe().c_str());
   if (tuned_path.empty()) {
     for (const auto& [name, ref] : base.tensors())
-      std::printf("  %-60s %-8s %-18s%s\n", name.c_str(), dtype_name(ref.info->dtype),
+      std::printf("  %-60s %-8s %-18s%s%s\n", name.c_str(), dtype_name(ref.info->dtype),
                   shape_text(ref.info->shape).c_str(),
-                  dtype_is_analysable(ref.info->dtype) ? "" : "  (dtype not analysable)");
+                  dtype_is_analysable(ref.info->dtype) ? "" : "  (dtype not analysable)",
+                  layout.is_conv1d(name) ? "  (Conv1D [in, out])" : "");
     return kExitOk;
   }
-  Checkpoint tuned = Checkpoint::open(tuned_path);
-  for (const auto& w : tuned.warnings()) std::cerr << "warning: " << w << "\n";
-  std::printf("%s: %s, %zu file(s), %zu tensors, %llu bytes\n", tuned_path.c_str(),
-              tuned.kind().c_str(), tuned.files().size(), tuned.tensors().size(),
-              static_cast<unsigned long long>(tuned.total_bytes()));
-  MatchTable t = match_checkpoints(base, tuned, select);
+  TunedInput tuned = TunedInput::open(tuned_path);
+  print_checkpoint_line(tuned_path, tuned.checkpoint());
+  if (const Adapter* a = tuned.adapter()) {
+    const LoraConfig& c = a->config();
+    for (const auto& w : c.warnings) std::cerr << "warning: " << w << "\n";
+    std::printf(
+        "PEFT LoRA adapter: r=%d, lora_alpha=%g%s%s, %zu adapted modules, %zu full "
+        "tensors\n",
+        c.r, c.alpha, c.use_rslora ? ", rsLoRA" : "", c.use_dora ? ", DoRA" : "",
+        a->modules().size(), a->full_tensors().size());
+  }
+  MatchTable t = tuned.match(base, select, layout);
   int selected = 0, mismatched = 0;
   std::printf("\nmatched (%zu):\n", t.pairs.size());
   for (const auto& p : t.pairs) {
     const char* mark = !p.shapes_equal ? "SHAPE" : p.selected ? "yes" : "-";
     selected += p.selected && p.shapes_equal ? 1 : 0;
     mismatched += p.shapes_equal ? 0 : 1;
-    std::string tn = p.tuned_name == p.base_name ? "" : "  <- " + p.tuned_name;
+    std::string note = p.tuned_name == p.base_name ? "" : "  <- " + p.tuned_name;
+    if (p.lora != nullptr) {
+      char buf[96];
+      std::snprintf(buf, sizeof buf, "  LoRA r=%d scale=%g%s%s", p.lora->r, p.lora->scale,
+                    p.lora->magnitude ? " DoRA" : "", p.lora->embedding ? " embedding" : "");
+      note += buf;
+    }
+    if (p.conv1d) note += "  Conv1D [in, out], analysed transposed";
     std::string shapes = shape_text(p.base.info->shape);
     if (!p.shapes_equal) shapes += " vs " + shape_text(p.tuned.info->shape);
     std::printf("  %-5s %-55s %-5s/%-5s %-16s %s%s\n", mark, p.base_name.c_str(),
                 dtype_name(p.base.info->dtype), dtype_name(p.tuned.info->dtype), shapes.c_str(),
-                p.reason.c_str(), tn.c_str());
+                p.reason.c_str(), note.c_str());
   }
-  std::printf("\nbase only (%zu):\n", t.base_only.size());
-  for (const auto& n : t.base_only) std::printf("  %s\n", n.c_str());
+  if (!tuned.is_adapter()) {
+    std::printf("\nbase only (%zu):\n", t.base_only.size());
+    for (const auto& n : t.base_only) std::printf("  %s\n", n.c_str());
+  }
   std::printf("\ntuned only (%zu):\n", t.tuned_only.size());
   for (const auto& n : t.tuned_only) std::printf("  %s\n", n.c_str());
   std::printf("\n%d selected for analysis, %d shape mismatches\n", selected, mismatched);

@@ -4,11 +4,13 @@
 #include <cmath>
 #include <filesystem>
 #include <map>
+#include <nlohmann/json.hpp>
 
 #include "indim/checkpoint.hpp"
 #include "indim/demo.hpp"
 #include "indim/error.hpp"
 #include "indim/safetensors.hpp"
+#include "io/atomic_file.hpp"
 
 namespace fs = std::filesystem;
 
@@ -96,7 +98,7 @@ DemoPaths generate_demo(const std::string& dir, const DemoOptions& o) {
     throw UsageError("demo: --lora-rank must lie in [1, min(kv-dim, hidden)]");
   std::mt19937_64 rng(o.seed);
   std::normal_distribution<double> g(0.0, 1.0);
-  std::vector<TensorData> base, full, lora;
+  std::vector<TensorData> base, full, lora, adapter;
   auto all = [&](TensorData t) {
     base.push_back(t), full.push_back(t), lora.push_back(std::move(t));
   };
@@ -132,24 +134,65 @@ DemoPaths generate_demo(const std::string& dir, const DemoOptions& o) {
         lora.push_back(base.back());
         continue;
       }
-      // LoRA fine-tune, merged: W0 + B A of rank r with singular values 0.9 .. 0.4 of sigma_0,
-      // along random directions the base does not have.
+      // LoRA fine-tune: W0 + s B A of rank r with singular values 0.9 .. 0.4 of sigma_0, along
+      // random directions the base does not have. B = P diag(d) / s, A = Q^T; written as a PEFT
+      // adapter and, merged, as a checkpoint.
       std::vector<double> d(o.lora_rank);
       for (int i = 0; i < o.lora_rank; ++i) d[i] = 0.9 - 0.5 * i / std::max(1, o.lora_rank - 1);
-      Dense<double> delta = compose_svd(random_orthonormal(p.out, o.lora_rank, rng), d,
-                                        random_orthonormal(p.in, o.lora_rank, rng));
+      Dense<double> pm = random_orthonormal(p.out, o.lora_rank, rng);
+      Dense<double> qm = random_orthonormal(p.in, o.lora_rank, rng);
+      Dense<double> delta = compose_svd(pm, d, qm);
       for (size_t i = 0; i < delta.data.size(); ++i) delta.data[i] += w0.data[i];
       lora.push_back(tensor(name, delta, o.dtype));
+      const double scale = 2.0;  // lora_alpha = 2 r
+      Dense<double> b = pm, a{o.lora_rank, p.in, std::vector<double>(qm.data.size())};
+      for (int64_t i = 0; i < b.rows; ++i)
+        for (int j = 0; j < o.lora_rank; ++j) b.at(i, j) *= d[j] / scale;
+      for (int64_t i = 0; i < p.in; ++i)
+        for (int j = 0; j < o.lora_rank; ++j) a.at(j, i) = qm.at(i, j);
+      const std::string module = "base_model.model." + prefix + p.name;
+      adapter.push_back(tensor(module + ".lora_A.weight", a, o.dtype));
+      adapter.push_back(tensor(module + ".lora_B.weight", b, o.dtype));
     }
   }
   all(vector_tensor("model.norm.weight", o.hidden, 1.0, o.dtype));
   all(tensor("lm_head.weight", random_weight(o.vocab, o.hidden, 1.0, rng), o.dtype));
 
   DemoPaths paths{(fs::path(dir) / "base").string(), (fs::path(dir) / "full").string(),
-                  (fs::path(dir) / "lora").string()};
+                  (fs::path(dir) / "lora").string(), (fs::path(dir) / "lora-adapter").string()};
   write_sharded(paths.base, base, o.base_shards);
+  const nlohmann::json model_config = {{"model_type", "llama"},
+                                       {"architectures", {"LlamaForCausalLM"}},
+                                       {"hidden_size", o.hidden},
+                                       {"intermediate_size", o.intermediate},
+                                       {"num_hidden_layers", o.layers},
+                                       {"vocab_size", o.vocab},
+                                       {"torch_dtype", o.dtype == DType::F32   ? "float32"
+                                                       : o.dtype == DType::F16 ? "float16"
+                                                                               : "bfloat16"}};
+  detail::write_file_atomic((fs::path(paths.base) / "config.json").string(),
+                            model_config.dump(2) + "\n");
   write_sharded(paths.full, full, 1);
   write_sharded(paths.lora, lora, 1);
+  fs::create_directories(paths.lora_adapter);
+  write_safetensors((fs::path(paths.lora_adapter) / "adapter_model.safetensors").string(), adapter);
+  const nlohmann::json config = {{"peft_type", "LORA"},
+                                 {"task_type", "CAUSAL_LM"},
+                                 {"r", o.lora_rank},
+                                 {"lora_alpha", 2 * o.lora_rank},
+                                 {"lora_dropout", 0.0},
+                                 {"target_modules", {"q_proj", "v_proj"}},
+                                 {"bias", "none"},
+                                 {"fan_in_fan_out", false},
+                                 {"use_rslora", false},
+                                 {"use_dora", false},
+                                 {"init_lora_weights", true},
+                                 {"rank_pattern", nlohmann::json::object()},
+                                 {"alpha_pattern", nlohmann::json::object()},
+                                 {"modules_to_save", nullptr},
+                                 {"base_model_name_or_path", paths.base}};
+  detail::write_file_atomic((fs::path(paths.lora_adapter) / "adapter_config.json").string(),
+                            config.dump(2) + "\n");
   return paths;
 }
 

@@ -15,7 +15,10 @@ struct DuplicateKey {
 };
 }  // namespace
 
-nlohmann::json parse_json_strict(std::string_view text, const std::string& what) {
+namespace {
+
+template <typename Json>
+Json parse_impl(std::string_view text, const std::string& what) {
   if (text.size() >= 3 && static_cast<unsigned char>(text[0]) == 0xEF &&
       static_cast<unsigned char>(text[1]) == 0xBB && static_cast<unsigned char>(text[2]) == 0xBF)
     throw BadInput(what + ": starts with a byte-order mark");
@@ -24,22 +27,21 @@ nlohmann::json parse_json_strict(std::string_view text, const std::string& what)
 
   // One set of seen keys per open object; a key seen twice in the same object is rejected.
   std::vector<std::set<std::string>> open;
-  nlohmann::json::parser_callback_t cb = [&](int, nlohmann::json::parse_event_t ev,
-                                             nlohmann::json& parsed) {
-    using E = nlohmann::json::parse_event_t;
+  typename Json::parser_callback_t cb = [&](int, typename Json::parse_event_t ev, Json& parsed) {
+    using E = typename Json::parse_event_t;
     if (ev == E::object_start) {
       open.emplace_back();
     } else if (ev == E::object_end) {
       if (!open.empty()) open.pop_back();
     } else if (ev == E::key && !open.empty()) {
-      auto key = parsed.get<std::string>();
+      auto key = parsed.template get<std::string>();
       if (!open.back().insert(key).second) throw DuplicateKey{key};
     }
     return true;
   };
   try {
-    return nlohmann::json::parse(text.begin(), text.end(), cb, /*allow_exceptions=*/true,
-                                 /*ignore_comments=*/false);
+    return Json::parse(text.begin(), text.end(), cb, /*allow_exceptions=*/true,
+                       /*ignore_comments=*/false);
   } catch (const DuplicateKey& d) {
     throw BadInput(what + ": duplicate key \"" + d.key + "\"");
   } catch (const nlohmann::json::exception& e) {
@@ -47,12 +49,30 @@ nlohmann::json parse_json_strict(std::string_view text, const std::string& what)
   }
 }
 
-nlohmann::json read_json_file(const std::string& path) {
+}  // namespace
+
+nlohmann::json parse_json_strict(std::string_view text, const std::string& what) {
+  return parse_impl<nlohmann::json>(text, what);
+}
+
+nlohmann::ordered_json parse_json_strict_ordered(std::string_view text, const std::string& what) {
+  return parse_impl<nlohmann::ordered_json>(text, what);
+}
+
+std::string read_small_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw BadInput(path + ": cannot open");
   std::ostringstream ss;
   ss << in.rdbuf();
-  return parse_json_strict(ss.str(), path);
+  return ss.str();
+}
+
+nlohmann::json read_json_file(const std::string& path) {
+  return parse_json_strict(read_small_file(path), path);
+}
+
+nlohmann::ordered_json read_json_file_ordered(const std::string& path) {
+  return parse_json_strict_ordered(read_small_file(path), path);
 }
 
 }  // namespace indim::detail

@@ -14,8 +14,10 @@
 
 #include "indim/error.hpp"
 #include "indim/report.hpp"
+#include "indim/tuned.hpp"
 #include "io/atomic_file.hpp"
 #include "pipeline/journal.hpp"
+#include "pipeline/merge.hpp"
 #include "report/report.hpp"
 
 namespace fs = std::filesystem;
@@ -62,6 +64,22 @@ nlohmann::json checkpoint_json(const Checkpoint& c) {
           {"files", files}};
 }
 
+nlohmann::json tuned_json(const TunedInput& t) {
+  nlohmann::json j = checkpoint_json(t.checkpoint());
+  j["path"] = t.path();
+  if (const Adapter* a = t.adapter()) {
+    const LoraConfig& c = a->config();
+    j["kind"] = "peft-lora";
+    j["lora"] = {{"r", c.r},
+                 {"lora_alpha", c.alpha},
+                 {"use_rslora", c.use_rslora},
+                 {"use_dora", c.use_dora},
+                 {"modules", a->modules().size()},
+                 {"full_tensors", a->full_tensors().size()}};
+  }
+  return j;
+}
+
 // One (tuned checkpoint, base tensor) pair to analyse.
 struct Unit {
   int tuned_index;
@@ -100,25 +118,31 @@ void check_pair(const MatchedPair& p) {
 }
 
 template <typename T>
-Dense<T> load_matrix(const TensorRef& r) {
-  Dense<T> m;
-  m.rows = static_cast<int64_t>(r.info->shape[0]);
-  m.cols = static_cast<int64_t>(r.info->shape[1]);
-  m.data.resize(static_cast<size_t>(m.rows * m.cols));
-  convert_elements(r.file->data(*r.info), r.info->dtype, m.data.size(), m.data.data());
-  r.file->release(*r.info);
-  for (size_t i = 0; i < m.data.size(); ++i)
-    if (!std::isfinite(m.data[i]))
-      throw BadInput(r.file->path() + ": tensor '" + r.info->name +
-                     "' holds a non-finite value at [" + std::to_string(i / m.cols) + ", " +
-                     std::to_string(i % m.cols) + "]");
-  return m;
+Dense<T> oriented(Dense<T>&& w, bool conv1d) {
+  if (!conv1d) return std::move(w);
+  Dense<T> t{w.cols, w.rows, std::vector<T>(w.data.size())};
+  for (int64_t i = 0; i < w.rows; ++i)
+    for (int64_t j = 0; j < w.cols; ++j) t.data[j * w.rows + i] = w.data[i * w.cols + j];
+  return t;
 }
 
-Decomposition decompose(Backend& b, const TensorRef& r, Side side, int64_t keep) {
-  const std::string label = r.file->path() + ": tensor '" + r.info->name + "'";
-  if (b.precision() == Precision::F32) return b.decompose(load_matrix<float>(r), side, keep, label);
-  return b.decompose(load_matrix<double>(r), side, keep, label);
+// A side of a pair as [out, in]: base, or tuned (as stored, or the base merged with the
+// pair's LoRA update), transposed first when the layer is a Conv1D.
+template <typename T>
+Dense<T> load_side(const MatchedPair& p, bool tuned) {
+  if (!tuned) return oriented(detail::load_matrix<T>(p.base), p.conv1d);
+  if (p.lora == nullptr) return oriented(detail::load_matrix<T>(p.tuned), p.conv1d);
+  return oriented(detail::merge_lora<T>(p), p.conv1d);
+}
+
+Decomposition decompose(Backend& b, const MatchedPair& p, bool tuned, Side side, int64_t keep) {
+  const std::string label = tuned
+                                ? p.tuned.file->path() + ": " + (p.lora ? "module '" : "tensor '") +
+                                      p.tuned_name + (p.lora ? "' merged" : "'")
+                                : p.base.file->path() + ": tensor '" + p.base_name + "'";
+  if (b.precision() == Precision::F32)
+    return b.decompose(load_side<float>(p, tuned), side, keep, label);
+  return b.decompose(load_side<double>(p, tuned), side, keep, label);
 }
 
 bool bytes_identical(const TensorRef& a, const TensorRef& b) {
@@ -163,16 +187,19 @@ AnalyzeResult analyze(const AnalyzeOptions& o) {
     if (o.note) o.note(s);
   };
   Checkpoint base = Checkpoint::open(o.base);
-  std::vector<Checkpoint> tuned;
+  const ModelLayout layout = detect_layout(base);
+  std::vector<TunedInput> tuned;
   std::vector<MatchTable> tables;
   for (const auto& p : o.tuned) {
-    tuned.push_back(Checkpoint::open(p));
-    tables.push_back(match_checkpoints(base, tuned.back(), o.select));
+    tuned.push_back(TunedInput::open(p));
+    tables.push_back(tuned.back().match(base, o.select, layout));
   }
-  for (const auto* c : {&base})
-    for (const auto& w : c->warnings()) note("warning: " + w);
-  for (const auto& c : tuned)
-    for (const auto& w : c.warnings()) note("warning: " + w);
+  for (const auto& w : base.warnings()) note("warning: " + w);
+  for (const auto& t : tuned) {
+    for (const auto& w : t.checkpoint().warnings()) note("warning: " + w);
+    if (t.is_adapter())
+      for (const auto& w : t.adapter()->config().warnings) note("warning: " + w);
+  }
   for (size_t t = 0; t < tables.size(); ++t) {
     int n = 0;
     for (const auto& p : tables[t].pairs)
@@ -210,8 +237,9 @@ AnalyzeResult analyze(const AnalyzeOptions& o) {
         {"backend", backend->name()},
         {"algo", "exact"},
         {"include", o.select.include},
-        {"exclude", o.select.exclude}}}};
-  for (const auto& c : tuned) header["inputs"]["tuned"].push_back(checkpoint_json(c));
+        {"exclude", o.select.exclude}}},
+      {"layout", layout.describe()}};
+  for (const auto& t : tuned) header["inputs"]["tuned"].push_back(tuned_json(t));
   detail::Journal journal(res.journal, header, o.resume);
 
   const auto sides = sides_of(o.side);
@@ -235,10 +263,10 @@ AnalyzeResult analyze(const AnalyzeOptions& o) {
         continue;
       }
       const auto start = std::chrono::steady_clock::now();
-      if (!base_d) base_d = decompose(*backend, u.pair.base, o.side, 0);
-      const bool same = bytes_identical(u.pair.base, u.pair.tuned);
+      if (!base_d) base_d = decompose(*backend, u.pair, /*tuned=*/false, o.side, 0);
+      const bool same = u.pair.lora == nullptr && bytes_identical(u.pair.base, u.pair.tuned);
       std::optional<Decomposition> tuned_d;
-      if (!same) tuned_d = decompose(*backend, u.pair.tuned, o.side, o.k);
+      if (!same) tuned_d = decompose(*backend, u.pair, /*tuned=*/true, o.side, o.k);
       const double secs =
           std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       for (Side s : sides) {
@@ -251,6 +279,8 @@ AnalyzeResult analyze(const AnalyzeOptions& o) {
         r.type = matrix_type(name);
         r.shape = {static_cast<int64_t>(u.pair.base.info->shape[0]),
                    static_cast<int64_t>(u.pair.base.info->shape[1])};
+        if (u.pair.conv1d) std::swap(r.shape[0], r.shape[1]);
+        r.conv1d = u.pair.conv1d;
         r.dtype = dtype_name(u.pair.tuned.info->dtype);
         r.seconds = secs / static_cast<double>(sides.size());
         journal.append(r);

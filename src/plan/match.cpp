@@ -1,10 +1,12 @@
 #include "indim/match.hpp"
 
+#include <algorithm>
 #include <map>
 #include <regex>
 #include <set>
 
 #include "indim/error.hpp"
+#include "indim/peft.hpp"
 
 namespace indim {
 
@@ -88,40 +90,113 @@ std::string matrix_type(const std::string& name) {
   const std::string w = ".weight";
   if (n.size() > w.size() && n.compare(n.size() - w.size(), w.size(), w) == 0)
     n.resize(n.size() - w.size());
-  const int layer = layer_index(n);
-  if (layer < 0) return n;
-  const std::string key = "." + std::to_string(layer) + ".";
-  auto at = n.find(key);
-  if (at != std::string::npos) return n.substr(at + key.size());
-  if (n.rfind(std::to_string(layer) + ".", 0) == 0) return n.substr(key.size() - 1);
-  return n;
+  std::vector<std::string> seg;
+  for (size_t start = 0;;) {
+    size_t dot = n.find('.', start);
+    seg.push_back(n.substr(start, dot == std::string::npos ? std::string::npos : dot - start));
+    if (dot == std::string::npos) break;
+    start = dot + 1;
+  }
+  auto digits = [](const std::string& s) {
+    return !s.empty() && s.find_first_not_of("0123456789") == std::string::npos;
+  };
+  size_t at = 0;
+  while (at < seg.size() && !(digits(seg[at]) && seg[at].size() < 9)) ++at;
+  if (at == seg.size()) return n;
+  // Keep which stack the layer sits in (T5 and other encoder-decoders repeat layer names), and
+  // fold expert and sub-layer indices after the layer index into "*".
+  std::string type;
+  for (size_t i = 0; i < at; ++i)
+    if (seg[i] == "encoder" || seg[i] == "decoder" || seg[i] == "vision_model" ||
+        seg[i] == "text_model")
+      type = seg[i] + ".";
+  for (size_t i = at + 1; i < seg.size(); ++i)
+    type += (i > at + 1 ? "." : "") + (digits(seg[i]) ? std::string("*") : seg[i]);
+  return type;
 }
 
-MatchTable match_checkpoints(const Checkpoint& base, const Checkpoint& tuned,
-                             const SelectOptions& select) {
-  const auto inc = compile(select.include, "--include");
-  const auto exc = compile(select.exclude, "--exclude");
+namespace {
 
-  // Base names by their PEFT-stripped form, and by that form minus its first segment.
-  std::map<std::string, std::string> base_by_name, base_by_tail;
-  for (const auto& [name, _] : base.tensors()) {
-    const std::string n = strip_peft_prefix(name);
-    base_by_name.emplace(n, name);
-    std::string tail = drop_first_segment(n);
-    if (!tail.empty()) base_by_tail.emplace(tail, name);
+// Finds base tensors by name: exact after stripping the PEFT prefix, else with one leading
+// segment more on the tuned side, else one more on the base side. Each base tensor pairs once.
+class BaseNames {
+ public:
+  explicit BaseNames(const Checkpoint& base) {
+    for (const auto& [name, _] : base.tensors()) {
+      const std::string n = strip_peft_prefix(name);
+      by_name_.emplace(n, name);
+      std::string tail = drop_first_segment(n);
+      if (!tail.empty()) by_tail_.emplace(tail, name);
+    }
   }
-  std::map<std::string, std::string> tuned_for_base;  // base name -> tuned name
-  MatchTable table;
-  for (const auto& [tname, _] : tuned.tensors()) {
-    const std::string n = strip_peft_prefix(tname);
+  std::string take(const std::string& tuned_name) {
+    const std::string n = strip_peft_prefix(tuned_name);
     std::string found;
     auto try_map = [&](const std::map<std::string, std::string>& m, const std::string& key) {
       auto it = key.empty() ? m.end() : m.find(key);
-      if (found.empty() && it != m.end() && !tuned_for_base.count(it->second)) found = it->second;
+      if (found.empty() && it != m.end() && !taken_.count(it->second)) found = it->second;
     };
-    try_map(base_by_name, n);                      // same name
-    try_map(base_by_name, drop_first_segment(n));  // tuned has one more leading segment
-    try_map(base_by_tail, n);                      // base has one more leading segment
+    try_map(by_name_, n);
+    try_map(by_name_, drop_first_segment(n));
+    try_map(by_tail_, n);
+    if (!found.empty()) taken_.insert(found);
+    return found;
+  }
+
+ private:
+  std::map<std::string, std::string> by_name_, by_tail_;
+  std::set<std::string> taken_;
+};
+
+std::string dims(const std::vector<uint64_t>& s) {
+  std::string t = "[";
+  for (size_t i = 0; i < s.size(); ++i) t += (i ? ", " : "") + std::to_string(s[i]);
+  return t + "]";
+}
+
+// Decides how the factors apply to the base (see LoraModule), or throws.
+bool lora_transposed(const LoraModule& m, const TensorInfo& base, bool conv1d,
+                     const std::string& where) {
+  const auto& a = m.a.info->shape;
+  const auto& b = m.b.info->shape;
+  const std::string what = where + ": lora_A " + dims(a) + " and lora_B " + dims(b) +
+                           " do not fit the base weight " + dims(base.shape);
+  if (base.shape.size() != 2) throw BadInput(what);
+  const uint64_t o = base.shape[0], i = base.shape[1];
+  bool transposed;
+  if (m.embedding && m.magnitude) throw BadInput(where + ": DoRA on an embedding is not supported");
+  if (m.embedding) {  // delta = (B A)^T: A [r, vocab], B [dim, r], base [vocab, dim]
+    if (a[1] != o || b[0] != i) throw BadInput(what);
+    transposed = true;
+  } else if (b[0] == o && a[1] == i && b[0] == i && a[1] == o) {  // square: the layout decides
+    transposed = conv1d;
+  } else if (b[0] == o && a[1] == i) {
+    transposed = false;
+  } else if (b[0] == i && a[1] == o) {  // Conv1D stores [in, out]
+    transposed = true;
+  } else {
+    throw BadInput(what);
+  }
+  if (m.magnitude) {
+    const uint64_t out = transposed ? i : o;
+    if (m.magnitude->info->shape[0] != out)
+      throw BadInput(where + ": DoRA magnitude has " + std::to_string(m.magnitude->info->shape[0]) +
+                     " entries, the layer has " + std::to_string(out) + " outputs");
+  }
+  return transposed;
+}
+
+}  // namespace
+
+MatchTable match_checkpoints(const Checkpoint& base, const Checkpoint& tuned,
+                             const SelectOptions& select, const ModelLayout& layout) {
+  const auto inc = compile(select.include, "--include");
+  const auto exc = compile(select.exclude, "--exclude");
+  BaseNames names(base);
+  std::map<std::string, std::string> tuned_for_base;  // base name -> tuned name
+  MatchTable table;
+  for (const auto& [tname, _] : tuned.tensors()) {
+    std::string found = names.take(tname);
     if (found.empty())
       table.tuned_only.push_back(tname);
     else
@@ -139,9 +214,53 @@ MatchTable match_checkpoints(const Checkpoint& base, const Checkpoint& tuned,
     p.base = bref;
     p.tuned = *tuned.find(it->second);
     p.shapes_equal = p.base.info->shape == p.tuned.info->shape;
+    p.conv1d = layout.is_conv1d(bname);
     select_pair(p, inc, exc);
     table.pairs.push_back(std::move(p));
   }
+  return table;
+}
+
+MatchTable match_adapter(const Checkpoint& base, const Adapter& adapter,
+                         const SelectOptions& select, const ModelLayout& layout) {
+  const auto inc = compile(select.include, "--include");
+  const auto exc = compile(select.exclude, "--exclude");
+  BaseNames names(base);
+  MatchTable table;
+  const std::string file = adapter.weights().path();
+  for (const auto& [module, m] : adapter.modules()) {
+    const std::string where = file + ": module '" + module + "'";
+    const std::string bname = names.take(module + ".weight");
+    if (bname.empty()) throw BadInput(where + ": the base has no weight " + module + ".weight");
+    MatchedPair p;
+    p.base_name = bname;
+    p.tuned_name = module + ".weight";
+    p.base = *base.find(bname);
+    p.tuned = m.b;
+    p.lora = &m;
+    p.transposed = lora_transposed(m, *p.base.info, layout.is_conv1d(bname), where);
+    p.conv1d = p.transposed && !m.embedding;
+    select_pair(p, inc, exc);
+    table.pairs.push_back(std::move(p));
+  }
+  for (const auto& [name, ref] : adapter.full_tensors()) {
+    const std::string bname = names.take(name);
+    if (bname.empty()) {
+      table.tuned_only.push_back(ref.info->name);
+      continue;
+    }
+    MatchedPair p;
+    p.base_name = bname;
+    p.tuned_name = ref.info->name;
+    p.base = *base.find(bname);
+    p.tuned = ref;
+    p.shapes_equal = p.base.info->shape == ref.info->shape;
+    p.conv1d = layout.is_conv1d(bname);
+    select_pair(p, inc, exc);
+    table.pairs.push_back(std::move(p));
+  }
+  std::sort(table.pairs.begin(), table.pairs.end(),
+            [](const MatchedPair& a, const MatchedPair& b) { return a.base_name < b.base_name; });
   return table;
 }
 

@@ -17,6 +17,7 @@ nlohmann::ordered_json record_to_json(const MatrixResult& r, double primary_eps,
   j["layer"] = r.layer;
   j["type"] = r.type;
   j["shape"] = r.shape;
+  if (r.conv1d) j["conv1d"] = true;
   j["dtype"] = r.dtype;
   j["side"] = r.side;
   j["k"] = r.k;
@@ -57,6 +58,7 @@ MatrixResult record_from_json(const nlohmann::json& j) {
     r.layer = j.at("layer").get<int>();
     r.type = j.at("type").get<std::string>();
     r.shape = j.at("shape").get<std::vector<int64_t>>();
+    r.conv1d = j.value("conv1d", false);
     r.dtype = j.at("dtype").get<std::string>();
     r.side = j.at("side").get<std::string>();
     r.k = j.at("k").get<int>();

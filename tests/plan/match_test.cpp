@@ -35,7 +35,14 @@ TEST(Match, LayerIndexAndType) {
   EXPECT_EQ(matrix_type("h.0.attn.c_attn.weight"), "attn.c_attn");
   EXPECT_EQ(layer_index("roberta.encoder.layer.3.attention.self.query.weight"), 3);
   EXPECT_EQ(matrix_type("roberta.encoder.layer.3.attention.self.query.weight"),
-            "attention.self.query");
+            "encoder.attention.self.query");
+  EXPECT_EQ(matrix_type("decoder.block.5.layer.1.EncDecAttention.q.weight"),
+            "decoder.layer.*.EncDecAttention.q");
+  EXPECT_EQ(matrix_type("encoder.block.5.layer.0.SelfAttention.q.weight"),
+            "encoder.layer.*.SelfAttention.q");
+  EXPECT_EQ(matrix_type("model.layers.2.block_sparse_moe.experts.7.w1.weight"),
+            "block_sparse_moe.experts.*.w1");
+  EXPECT_EQ(layer_index("model.layers.2.block_sparse_moe.experts.7.w1.weight"), 2);
   EXPECT_EQ(layer_index("lm_head.weight"), -1);
   EXPECT_EQ(matrix_type("lm_head.weight"), "lm_head");
   EXPECT_EQ(layer_index("0.weight"), 0);

@@ -1,0 +1,19 @@
+// Loading the tuned matrix of a pair: as stored, or the base merged with a LoRA update.
+#pragma once
+
+#include "indim/backend.hpp"
+#include "indim/match.hpp"
+
+namespace indim::detail {
+
+/// A tensor as T [rows, cols] (its stored orientation). Throws BadInput on a non-finite value.
+template <typename T>
+Dense<T> load_matrix(const TensorRef& r);
+
+/// The base merged with the pair's LoRA update, as PEFT merges it: W0 + s B A (transposed for
+/// Conv1D and embeddings), then DoRA's rescaling of each output by m / ||W0 + s B A||. Kept in
+/// the working precision, not rounded to the checkpoint's dtype.
+template <typename T>
+Dense<T> merge_lora(const MatchedPair& p);
+
+}  // namespace indim::detail
