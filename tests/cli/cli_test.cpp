@@ -116,6 +116,29 @@ TEST(Cli, BadInputExitsTwoNamingFileAndLeavesNoOutputs) {
   EXPECT_NE(nocuda.out.find("cuda"), std::string::npos) << nocuda.out;
 }
 
+TEST(Cli, AdapterFolderAnalysedAndRefusalsExitTwo) {
+  test::TempDir dir;
+  DemoPaths p = tiny_demo(dir);
+  CliRun ok =
+      indim_cli("analyze " + p.base + " " + p.lora_adapter + " --out " + (dir / "r") + " -q");
+  ASSERT_EQ(ok.rc, 0) << ok.out;
+  auto report = nlohmann::json::parse(test::read_text(dir / "r/report.json"));
+  EXPECT_EQ(report["inputs"]["tuned"][0]["kind"], "peft-lora");
+  EXPECT_EQ(report["matrices"].size(), 4u);  // q and v of 2 layers
+  CliRun insp = indim_cli("inspect " + p.base + " " + p.lora_adapter);
+  EXPECT_NE(insp.out.find("PEFT LoRA adapter: r=8, lora_alpha=16"), std::string::npos) << insp.out;
+  EXPECT_NE(insp.out.find("LoRA r=8 scale=2"), std::string::npos) << insp.out;
+  EXPECT_NE(insp.out.find("layout: llama (from config.json)"), std::string::npos) << insp.out;
+
+  test::write_text(p.lora_adapter + "/adapter_config.json",
+                   R"({"peft_type":"LORA","r":8,"lora_alpha":16,"init_lora_weights":"pissa"})");
+  CliRun bad = indim_cli("analyze " + p.base + " " + p.lora_adapter + " --out " + (dir / "r2"));
+  EXPECT_EQ(bad.rc, 2) << bad.out;
+  EXPECT_NE(bad.out.find("adapter_config.json: init_lora_weights is \"pissa\""), std::string::npos)
+      << bad.out;
+  EXPECT_FALSE(fs::exists(dir / "r2/report.json"));
+}
+
 TEST(Cli, InspectListsTensorsAndMatchTable) {
   test::TempDir dir;
   DemoPaths p = tiny_demo(dir);
