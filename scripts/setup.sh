@@ -3,9 +3,9 @@
 # Needs root (or sudo). The CUDA toolkit is optional and not installed here.
 set -euo pipefail
 
-# chromium runs the HTML report's browser tests.
+# chromium runs the HTML report's browser tests; clang and libclang-rt-14-dev the fuzzers.
 packages=(build-essential cmake ninja-build pkg-config nlohmann-json3-dev libcli11-dev
-          liblapacke-dev libopenblas-dev libgtest-dev chromium)
+          liblapacke-dev libopenblas-dev libgtest-dev chromium clang libclang-rt-14-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -73,16 +73,10 @@ Checkpoint Checkpoint::open(const std::string& path) {
   }
 
   c.kind_ = "sharded";
-  nlohmann::json j = detail::read_json_file(file);
-  if (!j.is_object() || !j.contains("weight_map") || !j["weight_map"].is_object())
-    throw BadInput(file + ": no \"weight_map\" object");
+  const auto weight_map = parse_shard_index(detail::read_small_file(file), file);
   const fs::path dir = fs::path(file).parent_path();
   std::map<std::string, size_t> shard_of_file;
-  for (const auto& [tensor, shard_v] : j["weight_map"].items()) {
-    if (!shard_v.is_string())
-      throw BadInput(file + ": tensor '" + tensor + "': weight_map value is not a string");
-    const std::string shard = shard_v.get<std::string>();
-    check_shard_name(file, tensor, shard);
+  for (const auto& [tensor, shard] : weight_map) {
     auto it = shard_of_file.find(shard);
     if (it == shard_of_file.end()) {
       const fs::path sp = dir / shard;
@@ -108,6 +102,22 @@ Checkpoint Checkpoint::open(const std::string& path) {
                        " and " + f->path());
     }
   return c;
+}
+
+std::map<std::string, std::string> parse_shard_index(std::string_view text,
+                                                     const std::string& path) {
+  nlohmann::json j = detail::parse_json_strict(text, path);
+  if (!j.is_object() || !j.contains("weight_map") || !j["weight_map"].is_object())
+    throw BadInput(path + ": no \"weight_map\" object");
+  std::map<std::string, std::string> out;
+  for (const auto& [tensor, shard_v] : j["weight_map"].items()) {
+    if (!shard_v.is_string())
+      throw BadInput(path + ": tensor '" + tensor + "': weight_map value is not a string");
+    const std::string shard = shard_v.get<std::string>();
+    check_shard_name(path, tensor, shard);
+    out[tensor] = shard;
+  }
+  return out;
 }
 
 const TensorRef* Checkpoint::find(const std::string& name) const {
