@@ -44,7 +44,8 @@ class Checkpoint {
 
 /// @brief Validates a shard index's text: a `weight_map` object of tensor -> shard file name,
 /// each a plain name in the index's directory. Throws indim::BadInput naming `path`.
-std::map<std::string, std::string> parse_shard_index(std::string_view text, const std::string& path);
+std::map<std::string, std::string> parse_shard_index(std::string_view text,
+                                                     const std::string& path);
 
 /// @brief Writes a shard index (`weight_map` tensor -> shard file name) atomically.
 void write_shard_index(const std::string& path,

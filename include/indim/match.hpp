@@ -17,6 +17,7 @@ struct LoraModule;
 struct SelectOptions {
   std::vector<std::string> include;
   std::vector<std::string> exclude;
+  bool split_fused = false;  ///< analyse Q/K/V and gate/up of fused projections apart
 };
 
 /// @brief A base tensor and its tuned counterpart.
@@ -33,6 +34,8 @@ struct MatchedPair {
   bool transposed = false;
   /// The weight is a Conv1D stored [in, out]: both sides are transposed before analysis.
   bool conv1d = false;
+  /// Pieces analysed on their own (experts of a stack, fused Q/K/V); empty: the whole matrix.
+  std::vector<MatrixPart> parts;
   std::string reason;  ///< why it is or is not selected
 };
 

@@ -26,6 +26,7 @@ struct AnalyzeArgs {
   std::string backend = "auto";
   std::vector<std::string> include, exclude;
   bool resume = false;
+  bool split_fused = false;
   bool quiet = false;
   bool html = false;
   std::vector<std::string> plot_matrices;
@@ -69,6 +70,7 @@ AnalyzeOptions to_options(const AnalyzeArgs& a) {
   o.backend = a.backend;
   o.select.include = a.include;
   o.select.exclude = a.exclude;
+  o.select.split_fused = a.split_fused;
   o.resume = a.resume;
   o.html = a.html;
   o.plot_matrices = a.plot_matrices;
@@ -161,6 +163,11 @@ int cmd_inspect(const std::string& base_path, const std::string& tuned_path,
       note += buf;
     }
     if (p.conv1d) note += "  Conv1D [in, out], analysed transposed";
+    if (!p.parts.empty()) {
+      note += "  parts:";
+      for (size_t i = 0; i < p.parts.size() && i < 6; ++i) note += " " + p.parts[i].label;
+      if (p.parts.size() > 6) note += " ... (" + std::to_string(p.parts.size()) + ")";
+    }
     std::string shapes = shape_text(p.base.info->shape);
     if (!p.shapes_equal) shapes += " vs " + shape_text(p.tuned.info->shape);
     std::printf("  %-5s %-55s %-5s/%-5s %-16s %s%s\n", mark, p.base_name.c_str(),
@@ -223,6 +230,9 @@ int main(int argc, char** argv) {
   analyze_cmd->add_option("--include", a.include, "Regex of base tensor names to analyse");
   analyze_cmd->add_option("--exclude", a.exclude, "Regex of base tensor names to skip");
   analyze_cmd->add_flag("--resume", a.resume, "Skip matrices already in the journal");
+  analyze_cmd->add_flag("--split-fused", a.split_fused,
+                        "Analyse Q/K/V of fused attention and gate/up of gate_up_proj apart "
+                        "(needs config.json for heads)");
   analyze_cmd->add_flag("-q,--quiet", a.quiet, "No summary table");
   analyze_cmd->add_flag("--html", a.html, "Also write report.html (self-contained, with plots)");
   analyze_cmd->add_option("--fail-on-intruders", a.fail_on,
@@ -235,6 +245,7 @@ int main(int argc, char** argv) {
   inspect_cmd->add_option("tuned", ituned, "Fine-tuned checkpoint to match against the base");
   inspect_cmd->add_option("--include", isel.include, "Regex of base tensor names to analyse");
   inspect_cmd->add_option("--exclude", isel.exclude, "Regex of base tensor names to skip");
+  inspect_cmd->add_flag("--split-fused", isel.split_fused, "Show how fused weights are split");
 
   std::string demo_dir = "indim-demo";
   AnalyzeArgs d;

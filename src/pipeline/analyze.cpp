@@ -80,22 +80,36 @@ nlohmann::json tuned_json(const TunedInput& t) {
   return j;
 }
 
-// One (tuned checkpoint, base tensor) pair to analyse.
+// One (tuned checkpoint, base matrix or part of one) to analyse.
 struct Unit {
   int tuned_index;
   MatchedPair pair;
+  MatrixPart part;
 };
 
-// Base tensors in storage order (file, then offset): reads stream through each file once.
+std::string part_key(const std::string& name, const MatrixPart& part) {
+  return part.label.empty() ? name : name + "[" + part.label + "]";
+}
+
+// Base matrices in storage order (file, then offset; parts in order): reads stream through each
+// file once. Keys are tensor names, with "[part]" for the pieces of a split tensor.
 std::vector<std::pair<std::string, std::vector<Unit>>> make_plan(
     const Checkpoint& base, const std::vector<MatchTable>& tables) {
-  std::map<std::string, std::vector<Unit>> by_name;
+  std::vector<std::pair<std::string, std::vector<Unit>>> plan;
+  std::map<std::string, size_t> at;
   for (size_t t = 0; t < tables.size(); ++t)
-    for (const auto& p : tables[t].pairs)
-      if (p.selected) by_name[p.base_name].push_back({static_cast<int>(t), p});
+    for (const auto& p : tables[t].pairs) {
+      if (!p.selected) continue;
+      const std::vector<MatrixPart> parts = p.parts.empty() ? std::vector<MatrixPart>{{}} : p.parts;
+      for (const MatrixPart& part : parts) {
+        const std::string key = part_key(p.base_name, part);
+        auto it = at.find(key);
+        if (it == at.end()) it = at.emplace(key, plan.size()).first, plan.push_back({key, {}});
+        plan[it->second].second.push_back({static_cast<int>(t), p, part});
+      }
+    }
   std::map<const SafetensorsFile*, size_t> file_rank;
   for (size_t i = 0; i < base.files().size(); ++i) file_rank[base.files()[i].get()] = i;
-  std::vector<std::pair<std::string, std::vector<Unit>>> plan(by_name.begin(), by_name.end());
   std::stable_sort(plan.begin(), plan.end(), [&](const auto& a, const auto& b) {
     const TensorRef& ra = a.second.front().pair.base;
     const TensorRef& rb = b.second.front().pair.base;
@@ -126,23 +140,42 @@ Dense<T> oriented(Dense<T>&& w, bool conv1d) {
   return t;
 }
 
-// A side of a pair as [out, in]: base, or tuned (as stored, or the base merged with the
-// pair's LoRA update), transposed first when the layer is a Conv1D.
 template <typename T>
-Dense<T> load_side(const MatchedPair& p, bool tuned) {
-  if (!tuned) return oriented(detail::load_matrix<T>(p.base), p.conv1d);
-  if (p.lora == nullptr) return oriented(detail::load_matrix<T>(p.tuned), p.conv1d);
-  return oriented(detail::merge_lora<T>(p), p.conv1d);
+Dense<T> take_rows(Dense<T>&& w, const std::vector<int64_t>& rows) {
+  if (rows.empty()) return std::move(w);
+  Dense<T> r{static_cast<int64_t>(rows.size()), w.cols, {}};
+  r.data.reserve(rows.size() * static_cast<size_t>(w.cols));
+  for (int64_t row : rows)
+    r.data.insert(r.data.end(), w.data.begin() + row * w.cols, w.data.begin() + (row + 1) * w.cols);
+  return r;
 }
 
-Decomposition decompose(Backend& b, const MatchedPair& p, bool tuned, Side side, int64_t keep) {
+// A side of a pair as [out, in]: base, or tuned (as stored, or the base merged with the
+// pair's LoRA update), transposed first when the layer is a Conv1D; then the part's expert
+// and rows.
+template <typename T>
+Dense<T> load_side(const MatchedPair& p, const MatrixPart& part, bool tuned) {
+  const TensorRef& ref = tuned ? p.tuned : p.base;
+  Dense<T> w;
+  if (part.slice >= 0)
+    w = detail::load_slice<T>(ref, part.slice);
+  else if (tuned && p.lora != nullptr)
+    w = oriented(detail::merge_lora<T>(p), p.conv1d);
+  else
+    w = oriented(detail::load_matrix<T>(ref), p.conv1d);
+  return take_rows(std::move(w), part.rows);
+}
+
+Decomposition decompose(Backend& b, const MatchedPair& p, const MatrixPart& part, bool tuned,
+                        Side side, int64_t keep) {
   const std::string label = tuned
                                 ? p.tuned.file->path() + ": " + (p.lora ? "module '" : "tensor '") +
                                       p.tuned_name + (p.lora ? "' merged" : "'")
                                 : p.base.file->path() + ": tensor '" + p.base_name + "'";
+  const std::string where = part.label.empty() ? label : label + " [" + part.label + "]";
   if (b.precision() == Precision::F32)
-    return b.decompose(load_side<float>(p, tuned), side, keep, label);
-  return b.decompose(load_side<double>(p, tuned), side, keep, label);
+    return b.decompose(load_side<float>(p, part, tuned), side, keep, where);
+  return b.decompose(load_side<double>(p, part, tuned), side, keep, where);
 }
 
 bool bytes_identical(const TensorRef& a, const TensorRef& b) {
@@ -263,10 +296,11 @@ AnalyzeResult analyze(const AnalyzeOptions& o) {
         continue;
       }
       const auto start = std::chrono::steady_clock::now();
-      if (!base_d) base_d = decompose(*backend, u.pair, /*tuned=*/false, o.side, 0);
-      const bool same = u.pair.lora == nullptr && bytes_identical(u.pair.base, u.pair.tuned);
+      if (!base_d) base_d = decompose(*backend, u.pair, u.part, /*tuned=*/false, o.side, 0);
+      const bool same = u.pair.lora == nullptr && u.part.label.empty() &&
+                        bytes_identical(u.pair.base, u.pair.tuned);
       std::optional<Decomposition> tuned_d;
-      if (!same) tuned_d = decompose(*backend, u.pair, /*tuned=*/true, o.side, o.k);
+      if (!same) tuned_d = decompose(*backend, u.pair, u.part, /*tuned=*/true, o.side, o.k);
       const double secs =
           std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       for (Side s : sides) {
@@ -275,11 +309,15 @@ AnalyzeResult analyze(const AnalyzeOptions& o) {
         r.tuned_index = u.tuned_index;
         r.name = name;
         r.tuned_name = u.pair.tuned_name;
-        r.layer = layer_index(name);
-        r.type = matrix_type(name);
-        r.shape = {static_cast<int64_t>(u.pair.base.info->shape[0]),
-                   static_cast<int64_t>(u.pair.base.info->shape[1])};
+        r.layer = layer_index(u.pair.base_name);
+        r.type = matrix_type(u.pair.base_name);
+        if (!u.part.rows.empty())  // "3.up" -> "[up]": experts fold together, Q/K/V do not
+          r.type += "[" + u.part.label.substr(u.part.label.rfind('.') + 1) + "]";
+        const auto& shape = u.pair.base.info->shape;
+        r.shape = {static_cast<int64_t>(shape[shape.size() - 2]),
+                   static_cast<int64_t>(shape[shape.size() - 1])};
         if (u.pair.conv1d) std::swap(r.shape[0], r.shape[1]);
+        if (!u.part.rows.empty()) r.shape[0] = static_cast<int64_t>(u.part.rows.size());
         r.conv1d = u.pair.conv1d;
         r.dtype = dtype_name(u.pair.tuned.info->dtype);
         r.seconds = secs / static_cast<double>(sides.size());

@@ -42,6 +42,24 @@ Dense<T> load_matrix(const TensorRef& r) {
 }
 
 template <typename T>
+Dense<T> load_slice(const TensorRef& r, int64_t index) {
+  Dense<T> m;
+  m.rows = static_cast<int64_t>(r.info->shape[1]);
+  m.cols = static_cast<int64_t>(r.info->shape[2]);
+  const size_t n = static_cast<size_t>(m.rows * m.cols);
+  m.data.resize(n);
+  const size_t bytes = n * static_cast<size_t>(dtype_bits(r.info->dtype) / 8);
+  convert_elements(r.file->data(*r.info) + static_cast<size_t>(index) * bytes, r.info->dtype, n,
+                   m.data.data());
+  for (size_t i = 0; i < n; ++i)
+    if (!std::isfinite(m.data[i]))
+      throw BadInput(r.file->path() + ": tensor '" + r.info->name +
+                     "' holds a non-finite value at [" + std::to_string(index) + ", " +
+                     std::to_string(i / m.cols) + ", " + std::to_string(i % m.cols) + "]");
+  return m;
+}
+
+template <typename T>
 Dense<T> merge_lora(const MatchedPair& p) {
   const LoraModule& m = *p.lora;
   Dense<T> w = load_matrix<T>(p.base);
@@ -78,6 +96,8 @@ Dense<T> merge_lora(const MatchedPair& p) {
 
 template Dense<float> load_matrix<float>(const TensorRef&);
 template Dense<double> load_matrix<double>(const TensorRef&);
+template Dense<float> load_slice<float>(const TensorRef&, int64_t);
+template Dense<double> load_slice<double>(const TensorRef&, int64_t);
 template Dense<float> merge_lora<float>(const MatchedPair&);
 template Dense<double> merge_lora<double>(const MatchedPair&);
 

@@ -10,6 +10,10 @@ namespace indim::detail {
 template <typename T>
 Dense<T> load_matrix(const TensorRef& r);
 
+/// Slice `index` of a 3-D tensor [E, rows, cols] as T [rows, cols], converting only its bytes.
+template <typename T>
+Dense<T> load_slice(const TensorRef& r, int64_t index);
+
 /// The base merged with the pair's LoRA update, as PEFT merges it: W0 + s B A (transposed for
 /// Conv1D and embeddings), then DoRA's rescaling of each output by m / ||W0 + s B A||. Kept in
 /// the working precision, not rounded to the checkpoint's dtype.

@@ -47,7 +47,8 @@ const std::regex& default_excluded() {
 void select_pair(MatchedPair& p, const std::vector<std::regex>& inc,
                  const std::vector<std::regex>& exc) {
   const TensorInfo& info = *p.base.info;
-  if (info.shape.size() != 2) {
+  const bool stack = info.shape.size() == 3 && p.base_name.find("experts") != std::string::npos;
+  if (info.shape.size() != 2 && !stack) {
     p.reason = std::to_string(info.shape.size()) + "-D tensor";
   } else if (!inc.empty()) {
     p.selected = any_match(inc, p.base_name);
@@ -58,7 +59,7 @@ void select_pair(MatchedPair& p, const std::vector<std::regex>& inc,
     p.reason = "outside the layer blocks";
   } else {
     p.selected = true;
-    p.reason = "2-D layer weight";
+    p.reason = stack ? "expert stack, each expert apart" : "2-D layer weight";
   }
   if (p.selected && any_match(exc, p.base_name)) {
     p.selected = false;
@@ -216,6 +217,8 @@ MatchTable match_checkpoints(const Checkpoint& base, const Checkpoint& tuned,
     p.shapes_equal = p.base.info->shape == p.tuned.info->shape;
     p.conv1d = layout.is_conv1d(bname);
     select_pair(p, inc, exc);
+    if (p.selected && p.shapes_equal)
+      p.parts = layout.parts(bname, p.base.info->shape, p.conv1d, select.split_fused);
     table.pairs.push_back(std::move(p));
   }
   return table;
@@ -241,6 +244,8 @@ MatchTable match_adapter(const Checkpoint& base, const Adapter& adapter,
     p.transposed = lora_transposed(m, *p.base.info, layout.is_conv1d(bname), where);
     p.conv1d = p.transposed && !m.embedding;
     select_pair(p, inc, exc);
+    if (p.selected && p.shapes_equal)
+      p.parts = layout.parts(bname, p.base.info->shape, p.conv1d, select.split_fused);
     table.pairs.push_back(std::move(p));
   }
   for (const auto& [name, ref] : adapter.full_tensors()) {
@@ -257,6 +262,8 @@ MatchTable match_adapter(const Checkpoint& base, const Adapter& adapter,
     p.shapes_equal = p.base.info->shape == ref.info->shape;
     p.conv1d = layout.is_conv1d(bname);
     select_pair(p, inc, exc);
+    if (p.selected && p.shapes_equal)
+      p.parts = layout.parts(bname, p.base.info->shape, p.conv1d, select.split_fused);
     table.pairs.push_back(std::move(p));
   }
   std::sort(table.pairs.begin(), table.pairs.end(),

@@ -84,7 +84,8 @@ TEST(Match, DefaultSelectionAndFilters) {
       zeros("model.layers.0.self_attn.q_proj.weight", {4, 4}),
       zeros("model.layers.0.self_attn.q_proj.bias", {4}),
       zeros("model.layers.0.mlp.gate_proj.weight", {8, 4}),
-      zeros("model.layers.0.mlp.experts", {2, 8, 4}),
+      zeros("model.layers.0.mlp.experts.gate_up_proj", {2, 8, 4}),
+      zeros("model.layers.0.conv.weight", {2, 8, 4}),
       zeros("model.norm.weight", {4}),
       zeros("lm_head.weight", {16, 4}),
   };
@@ -94,10 +95,12 @@ TEST(Match, DefaultSelectionAndFilters) {
   std::vector<std::string> selected;
   for (const auto& p : t.pairs)
     if (p.selected) selected.push_back(p.base_name);
-  EXPECT_EQ(selected, (std::vector<std::string>{"model.layers.0.mlp.gate_proj.weight",
+  EXPECT_EQ(selected, (std::vector<std::string>{"model.layers.0.mlp.experts.gate_up_proj",
+                                                "model.layers.0.mlp.gate_proj.weight",
                                                 "model.layers.0.self_attn.q_proj.weight"}));
+  EXPECT_EQ(pair(t, "model.layers.0.mlp.experts.gate_up_proj")->parts.size(), 2u);  // 2 experts
   EXPECT_EQ(pair(t, "lm_head.weight")->reason, "embedding, head or norm");
-  EXPECT_EQ(pair(t, "model.layers.0.mlp.experts")->reason, "3-D tensor");
+  EXPECT_EQ(pair(t, "model.layers.0.conv.weight")->reason, "3-D tensor");
 
   MatchTable inc = match_checkpoints(base, tuned, {{"lm_head|embed"}, {}});
   selected.clear();
