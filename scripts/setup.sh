@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Installs the Debian 12 packages indim builds with, skipping those already present.
-# Needs root (or sudo). The CUDA toolkit is optional and not installed here.
+# Installs the Debian 12 (or Ubuntu 24.04) packages indim builds with, skipping those already
+# present. Needs root (or sudo). The CUDA toolkit is optional and not installed here.
+#   scripts/setup.sh               build and test dependencies
+#   scripts/setup.sh --build-only  build dependencies only (the Docker image)
 set -euo pipefail
 
 # chromium runs the HTML report's browser tests; clang and libclang-rt-14-dev the fuzzers.
 packages=(build-essential cmake ninja-build pkg-config nlohmann-json3-dev libcli11-dev
-          liblapacke-dev libopenblas-dev libgtest-dev chromium clang libclang-rt-14-dev)
+          liblapacke-dev libopenblas-dev libgtest-dev)
+[ "${1:-}" = "--build-only" ] || packages+=(chromium clang libclang-rt-14-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -66,6 +66,7 @@ struct AnalyzeOptions {
   Precision precision = Precision::F32;
   Side side = Side::Left;
   std::string backend = "auto";
+  std::string algo = "auto";  ///< see make_backend
   SelectOptions select;
   bool resume = false;
   bool html = false;                             ///< also write report.html

@@ -62,6 +62,8 @@ class Backend {
  public:
   virtual ~Backend() = default;
   virtual std::string name() const = 0;
+  /// @brief The decomposition algorithm in use ("gesdd", "gram64", "gesvd").
+  virtual std::string algo() const = 0;
   virtual Precision precision() const = 0;
   /// @brief Economy SVD of `w` ([out, in], row-major, as stored by nn.Linear), keeping the
   /// first `keep` vectors on `side` (keep <= 0 or > min(out, in): all). `label` names the
@@ -76,12 +78,23 @@ class Backend {
                              int64_t head_cols = 0) = 0;
 };
 
-/// @brief The LAPACK/BLAS backend.
+/// @brief The LAPACK/BLAS backend (algorithm gesdd, falling back to gesvd).
 std::unique_ptr<Backend> make_cpu_backend(Precision precision);
 
-/// @brief Resolves `name` ("auto", "cpu" or "cuda"). `note` receives a line for stderr when
-/// "auto" falls back to the CPU. Throws indim::UsageError when the named backend is unavailable.
+/// @brief True when this build has the CUDA backend.
+bool cuda_built();
+/// @brief Usable CUDA devices; 0 without a driver or device (`why` says which). Never throws.
+int cuda_device_count(std::string* why);
+/// @brief The CUDA backend on `device` with algorithm "gram64" or "gesvd". Throws indim::Error
+/// when there is no such device, indim::UsageError in a build without CUDA.
+std::unique_ptr<Backend> make_cuda_backend(Precision precision, const std::string& algo,
+                                           int device);
+
+/// @brief Resolves `name` ("auto", "cpu" or "cuda") and `algo` ("auto", "gesdd" for the CPU,
+/// "gram64" or "gesvd" for CUDA). "auto" picks CUDA when a device exists, else the CPU, and
+/// `note` then receives a line for stderr. Throws indim::UsageError for an unknown or
+/// mismatched name or algorithm, indim::Error when CUDA is named but unusable.
 std::unique_ptr<Backend> make_backend(const std::string& name, Precision precision,
-                                      std::string* note);
+                                      std::string* note, const std::string& algo = "auto");
 
 }  // namespace indim

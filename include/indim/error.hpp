@@ -26,6 +26,24 @@ class BadInput : public Error {
   using Error::Error;
 };
 
+/// @brief A CUDA runtime call failed; the message holds the call, file:line and status name.
+class CudaError : public Error {
+ public:
+  using Error::Error;
+};
+
+/// @brief A cuBLAS call failed.
+class CublasError : public Error {
+ public:
+  using Error::Error;
+};
+
+/// @brief A cuSOLVER call failed, or a solver reported a failure (info) for a matrix.
+class CusolverError : public Error {
+ public:
+  using Error::Error;
+};
+
 /// @brief Process exit codes documented in the README and used by the CLI.
 enum ExitCode : int { kExitOk = 0, kExitUsage = 1, kExitBadInput = 2, kExitRuntime = 3 };
 

@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <iostream>
 
+#include "cli/bench.hpp"
 #include "cli/progress.hpp"
 #include "indim/indim.hpp"
 
@@ -24,6 +25,7 @@ struct AnalyzeArgs {
   std::string precision = "fp32";
   std::string side = "left";
   std::string backend = "auto";
+  std::string algo = "auto";
   std::vector<std::string> include, exclude;
   bool resume = false;
   bool split_fused = false;
@@ -50,6 +52,10 @@ void add_compute_options(CLI::App* cmd, AnalyzeArgs& a) {
   cmd->add_option("--backend", a.backend, "Compute backend")
       ->capture_default_str()
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+  cmd->add_option("--algo", a.algo,
+                  "Decomposition: gesdd (cpu), gram64 or gesvd (cuda); auto picks per backend")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "gesdd", "gram64", "gesvd"}));
   cmd->add_option("--plot-matrices", a.plot_matrices,
                   "Regex of matrices drawn in detail in report.html");
   cmd->add_option("--plot-top", a.plot_top,
@@ -68,6 +74,7 @@ AnalyzeOptions to_options(const AnalyzeArgs& a) {
   o.precision = a.precision == "fp64" ? Precision::F64 : Precision::F32;
   o.side = a.side == "right" ? Side::Right : a.side == "both" ? Side::Both : Side::Left;
   o.backend = a.backend;
+  o.algo = a.algo;
   o.select.include = a.include;
   o.select.exclude = a.exclude;
   o.select.split_fused = a.split_fused;
@@ -267,6 +274,28 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::IsMember({"BF16", "F16", "F32"}));
 
+  cli::BenchArgs bench;
+  auto* bench_cmd = app.add_subcommand(
+      "bench", "Time backends and algorithms on generated matrices, with their accuracy");
+  bench_cmd->add_option("--shapes", bench.shapes, "OUTxIN shapes, comma separated")
+      ->delimiter(',')
+      ->capture_default_str();
+  bench_cmd->add_option("--runs", bench.runs, "backend:algorithm runs, comma separated")
+      ->delimiter(',')
+      ->capture_default_str();
+  bench_cmd->add_option("--precision", bench.precision, "Working precision of the runs")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"fp32", "fp64"}));
+  bench_cmd
+      ->add_option("--reference", bench.reference,
+                   "fp64 reference for accuracy: cpu (gesdd), cuda (gram64) or none")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"cpu", "cuda", "none"}));
+  bench_cmd->add_option("--k", bench.k, "Top tuned vectors compared")->capture_default_str();
+  bench_cmd->add_option("--reps", bench.reps, "Repetitions; the best time counts")
+      ->capture_default_str();
+  bench_cmd->add_option("--json", bench.json, "Also write the rows as JSON to this file");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -276,6 +305,7 @@ int main(int argc, char** argv) {
   try {
     if (*analyze_cmd) return cmd_analyze(a);
     if (*inspect_cmd) return cmd_inspect(ibase, ituned, isel);
+    if (*bench_cmd) return cli::run_bench(bench);
     if (*demo_cmd) {
       demo_opts.dtype = *parse_dtype(demo_dtype);
       return cmd_demo(demo_dir, d, demo_opts);

@@ -244,7 +244,7 @@ AnalyzeResult analyze(const AnalyzeOptions& o) {
   const auto plan = make_plan(base, tables);
 
   std::string backend_note;
-  std::unique_ptr<Backend> backend = make_backend(o.backend, o.precision, &backend_note);
+  std::unique_ptr<Backend> backend = make_backend(o.backend, o.precision, &backend_note, o.algo);
   if (!backend_note.empty()) note(backend_note);
 
   AnalyzeResult res;
@@ -268,7 +268,7 @@ AnalyzeResult analyze(const AnalyzeOptions& o) {
         {"precision", precision_name(o.precision)},
         {"side", side_name(o.side)},
         {"backend", backend->name()},
-        {"algo", "exact"},
+        {"algo", backend->algo()},
         {"include", o.select.include},
         {"exclude", o.select.exclude}}},
       {"layout", layout.describe()}};

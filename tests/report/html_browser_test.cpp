@@ -164,7 +164,7 @@ TEST(Html, SevenBillionShapedRunStaysSmall) {
   res.eps = eps_grid({0.5});
   res.backend = "cpu";
   res.header_json = R"({"inputs":{"base":{"path":"base","kind":"sharded","tensors":291}},)"
-                    R"("settings":{"k":10,"side":"left","precision":"fp32","algo":"exact"}})";
+                    R"("settings":{"k":10,"side":"left","precision":"fp32","algo":"gesdd"}})";
   const char* types[] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
                          "self_attn.o_proj", "mlp.gate_proj",    "mlp.up_proj",
                          "mlp.down_proj"};

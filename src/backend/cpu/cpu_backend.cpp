@@ -131,6 +131,7 @@ class CpuBackend final : public Backend {
  public:
   explicit CpuBackend(Precision p) : precision_(p) {}
   std::string name() const override { return "cpu"; }
+  std::string algo() const override { return "gesdd"; }
   Precision precision() const override { return precision_; }
   Decomposition decompose(Dense<float>&& w, Side side, int64_t keep,
                           const std::string& label) override {

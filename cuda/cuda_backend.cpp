@@ -1,0 +1,419 @@
+// The CUDA backend: cuSOLVER decompositions and the fused similarity kernel, behind the same
+// Backend interface as the CPU backend.
+//
+// Layout: a row-major nn.Linear weight W [out, in] is, to column-major cuBLAS/cuSOLVER, the
+// matrix A = W^T [in, out] with lda = in (no copy).
+//
+// gram64 (default): in fp64, the Gram matrix of the smaller side, G = W W^T (out <= in) or
+// W^T W (out > in), by syrk; its eigenvectors (Xsyevd, ascending) are that side's singular
+// vectors, sigma = sqrt(lambda); the other side's vectors come from one GEMM, W^T U / sigma or
+// W V / sigma. Errors in vector j go as eps * sigma_1^2 / |sigma_i^2 - sigma_j^2|: fp64 keeps
+// them far below the fp32 SVD's for all but singular values under ~1e-8 sigma_1.
+// gesvd: cusolverDnXgesvd in the working precision; it needs m >= n, so a tall W is transposed
+// on the device first.
+#include <algorithm>
+#include <cmath>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "cuda/check.hpp"
+#include "cuda/kernels.cuh"
+#include "cuda/resources.hpp"
+#include "indim/backend.hpp"
+
+namespace indim {
+
+namespace cuda {
+
+const char* cusolver_status_name(cusolverStatus_t s) {
+  switch (s) {
+    case CUSOLVER_STATUS_SUCCESS:
+      return "CUSOLVER_STATUS_SUCCESS";
+    case CUSOLVER_STATUS_NOT_INITIALIZED:
+      return "CUSOLVER_STATUS_NOT_INITIALIZED";
+    case CUSOLVER_STATUS_ALLOC_FAILED:
+      return "CUSOLVER_STATUS_ALLOC_FAILED";
+    case CUSOLVER_STATUS_INVALID_VALUE:
+      return "CUSOLVER_STATUS_INVALID_VALUE";
+    case CUSOLVER_STATUS_ARCH_MISMATCH:
+      return "CUSOLVER_STATUS_ARCH_MISMATCH";
+    case CUSOLVER_STATUS_MAPPING_ERROR:
+      return "CUSOLVER_STATUS_MAPPING_ERROR";
+    case CUSOLVER_STATUS_EXECUTION_FAILED:
+      return "CUSOLVER_STATUS_EXECUTION_FAILED";
+    case CUSOLVER_STATUS_INTERNAL_ERROR:
+      return "CUSOLVER_STATUS_INTERNAL_ERROR";
+    case CUSOLVER_STATUS_MATRIX_TYPE_NOT_SUPPORTED:
+      return "CUSOLVER_STATUS_MATRIX_TYPE_NOT_SUPPORTED";
+    case CUSOLVER_STATUS_NOT_SUPPORTED:
+      return "CUSOLVER_STATUS_NOT_SUPPORTED";
+    case CUSOLVER_STATUS_INVALID_WORKSPACE:
+      return "CUSOLVER_STATUS_INVALID_WORKSPACE";
+    default:
+      return "CUSOLVER_STATUS_(unknown)";
+  }
+}
+
+void destroy_stream(cudaStream_t s) { INDIM_CUDA_WARN(cudaStreamDestroy(s)); }
+void destroy_event(cudaEvent_t e) { INDIM_CUDA_WARN(cudaEventDestroy(e)); }
+void destroy_cublas(cublasHandle_t h) { cublasDestroy(h); }
+void destroy_cusolver(cusolverDnHandle_t h) { cusolverDnDestroy(h); }
+void destroy_params(cusolverDnParams_t p) { cusolverDnDestroyParams(p); }
+
+GpuContext::GpuContext(int device) : device_(device) {
+  INDIM_CUDA_CHECK(cudaSetDevice(device));
+  cudaStream_t s = nullptr;
+  INDIM_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  stream_ = Stream(s);
+  cublasHandle_t b = nullptr;
+  INDIM_CUBLAS_CHECK(cublasCreate(&b));
+  cublas_ = CublasHandle(b);
+  INDIM_CUBLAS_CHECK(cublasSetStream(b, s));
+  cusolverDnHandle_t c = nullptr;
+  INDIM_CUSOLVER_CHECK(cusolverDnCreate(&c));
+  cusolver_ = CusolverHandle(c);
+  INDIM_CUSOLVER_CHECK(cusolverDnSetStream(c, s));
+  cusolverDnParams_t p = nullptr;
+  INDIM_CUSOLVER_CHECK(cusolverDnCreateParams(&p));
+  params_ = SolverParams(p);
+  info_.grow(1);
+}
+
+void* GpuContext::workspace(size_t bytes) {
+  workspace_.grow(std::max<size_t>(bytes, 1));
+  return workspace_.get();
+}
+
+void GpuContext::sync() const { INDIM_CUDA_CHECK(cudaStreamSynchronize(stream_.get())); }
+
+}  // namespace cuda
+
+namespace {
+
+using cuda::DeviceBuffer;
+using cuda::GpuContext;
+
+template <typename T>
+constexpr cudaDataType data_type() {
+  return std::is_same<T, float>::value ? CUDA_R_32F : CUDA_R_64F;
+}
+
+template <typename T>
+std::vector<T>& host_storage(Vectors& v);
+template <>
+std::vector<float>& host_storage<float>(Vectors& v) {
+  return v.f32;
+}
+template <>
+std::vector<double>& host_storage<double>(Vectors& v) {
+  return v.f64;
+}
+
+void check_info(GpuContext& ctx, const std::string& label, const char* routine) {
+  int info = 0;
+  INDIM_CUDA_CHECK(
+      cudaMemcpyAsync(&info, ctx.info(), sizeof(int), cudaMemcpyDeviceToHost, ctx.stream()));
+  ctx.sync();
+  if (info != 0)
+    throw CusolverError(label + ": " + routine + " failed (info " + std::to_string(info) +
+                        (info > 0 ? ", did not converge)" : ", illegal argument)"));
+}
+
+class CudaBackend final : public Backend {
+ public:
+  CudaBackend(Precision p, std::string algo, int device)
+      : precision_(p), algo_(std::move(algo)), ctx_(device) {}
+  std::string name() const override { return "cuda"; }
+  std::string algo() const override { return algo_; }
+  Precision precision() const override { return precision_; }
+
+  Decomposition decompose(Dense<float>&& w, Side side, int64_t keep,
+                          const std::string& label) override {
+    return run(w, side, keep, label);
+  }
+  Decomposition decompose(Dense<double>&& w, Side side, int64_t keep,
+                          const std::string& label) override {
+    return run(w, side, keep, label);
+  }
+
+  Similarity compare(const Vectors& tuned, const Vectors& base, int64_t k,
+                     int64_t head_cols) override {
+    if (tuned.dim != base.dim || tuned.precision != base.precision)
+      throw Error("compare: vector sets differ in dimension or precision");
+    return tuned.precision == Precision::F32 ? compare_impl<float>(tuned, base, k, head_cols)
+                                             : compare_impl<double>(tuned, base, k, head_cols);
+  }
+
+ private:
+  template <typename T>
+  Decomposition run(const Dense<T>& w, Side side, int64_t keep, const std::string& label) {
+    if (w.rows <= 0 || w.cols <= 0) throw BadInput(label + ": cannot decompose an empty matrix");
+    const int64_t r = std::min(w.rows, w.cols);
+    if (keep <= 0 || keep > r) keep = r;
+    if (algo_ == "gesvd")
+      return precision_ == Precision::F32 ? gesvd<float>(w, side, keep, label)
+                                          : gesvd<double>(w, side, keep, label);
+    return gram64(w, side, keep, label);
+  }
+
+  // Vectors of the output precision from a column-major double block [rows, cols], columns
+  // scaled by `scale` (device, length cols).
+  Vectors download(const double* colmajor, const double* scale, int64_t rows, int64_t cols) {
+    Vectors v;
+    v.precision = precision_;
+    v.dim = rows;
+    v.count = cols;
+    const size_t n = static_cast<size_t>(rows * cols);
+    if (precision_ == Precision::F32) {
+      DeviceBuffer<float> out(n);
+      cuda::scale_columns_to_row_major(colmajor, scale, out.get(), rows, cols, ctx_.stream());
+      v.f32.resize(n);
+      INDIM_CUDA_CHECK(cudaMemcpyAsync(v.f32.data(), out.get(), n * sizeof(float),
+                                       cudaMemcpyDeviceToHost, ctx_.stream()));
+      ctx_.sync();
+    } else {
+      DeviceBuffer<double> out(n);
+      cuda::scale_columns_to_row_major(colmajor, scale, out.get(), rows, cols, ctx_.stream());
+      v.f64.resize(n);
+      INDIM_CUDA_CHECK(cudaMemcpyAsync(v.f64.data(), out.get(), n * sizeof(double),
+                                       cudaMemcpyDeviceToHost, ctx_.stream()));
+      ctx_.sync();
+    }
+    return v;
+  }
+
+  template <typename T>
+  Decomposition gram64(const Dense<T>& w, Side side, int64_t keep, const std::string& label) {
+    const int64_t out = w.rows, in = w.cols, n = std::min(out, in);
+    const size_t count = static_cast<size_t>(out * in);
+    cudaStream_t s = ctx_.stream();
+    // A = W^T, column-major [in, out], in fp64 on the device.
+    DeviceBuffer<double> a(count);
+    if constexpr (std::is_same<T, double>::value) {
+      INDIM_CUDA_CHECK(cudaMemcpyAsync(a.get(), w.data.data(), count * sizeof(double),
+                                       cudaMemcpyHostToDevice, s));
+    } else {
+      DeviceBuffer<float> staged(count);
+      INDIM_CUDA_CHECK(cudaMemcpyAsync(staged.get(), w.data.data(), count * sizeof(float),
+                                       cudaMemcpyHostToDevice, s));
+      cuda::cast_to_double(staged.get(), a.get(), static_cast<int64_t>(count), s);
+      ctx_.sync();  // staged is freed at scope end
+    }
+    // G = A^T A = W W^T [out, out] when out <= in (the left side's Gram), else
+    // G = A A^T = W^T W [in, in] (the right side's).
+    const bool left_gram = out <= in;
+    DeviceBuffer<double> g(static_cast<size_t>(n * n));
+    const double one = 1.0, zero = 0.0;
+    INDIM_CUBLAS_CHECK(cublasDsyrk(ctx_.cublas(), CUBLAS_FILL_MODE_LOWER,
+                                   left_gram ? CUBLAS_OP_T : CUBLAS_OP_N, n, left_gram ? in : out,
+                                   &one, a.get(), in, &zero, g.get(), n));
+    DeviceBuffer<double> lambda(static_cast<size_t>(n));
+    size_t dev_bytes = 0, host_bytes = 0;
+    INDIM_CUSOLVER_CHECK(cusolverDnXsyevd_bufferSize(
+        ctx_.cusolver(), ctx_.params(), CUSOLVER_EIG_MODE_VECTOR, CUBLAS_FILL_MODE_LOWER, n,
+        CUDA_R_64F, g.get(), n, CUDA_R_64F, lambda.get(), CUDA_R_64F, &dev_bytes, &host_bytes));
+    std::vector<unsigned char> host_work(std::max<size_t>(host_bytes, 1));
+    INDIM_CUSOLVER_CHECK(cusolverDnXsyevd(
+        ctx_.cusolver(), ctx_.params(), CUSOLVER_EIG_MODE_VECTOR, CUBLAS_FILL_MODE_LOWER, n,
+        CUDA_R_64F, g.get(), n, CUDA_R_64F, lambda.get(), CUDA_R_64F, ctx_.workspace(dev_bytes),
+        dev_bytes, host_work.data(), host_bytes, ctx_.info()));
+    check_info(ctx_, label, "cusolverDnXsyevd");
+
+    Decomposition d;
+    std::vector<double> lam(static_cast<size_t>(n));
+    INDIM_CUDA_CHECK(cudaMemcpyAsync(lam.data(), lambda.get(), lam.size() * sizeof(double),
+                                     cudaMemcpyDeviceToHost, s));
+    ctx_.sync();
+    d.sigma.resize(static_cast<size_t>(n));
+    for (int64_t j = 0; j < n; ++j) d.sigma[j] = std::sqrt(std::max(lam[n - 1 - j], 0.0));
+
+    // Descending eigenvectors: the Gram side's singular vectors, column-major [n, keep].
+    DeviceBuffer<double> e(static_cast<size_t>(n * keep));
+    cuda::reverse_columns(g.get(), e.get(), n, n, keep, s);
+    std::vector<double> ones(static_cast<size_t>(keep), 1.0), inv(static_cast<size_t>(keep));
+    for (int64_t j = 0; j < keep; ++j) inv[j] = d.sigma[j] > 0 ? 1.0 / d.sigma[j] : 0.0;
+    DeviceBuffer<double> ones_d(ones.size()), inv_d(inv.size());
+    INDIM_CUDA_CHECK(cudaMemcpyAsync(ones_d.get(), ones.data(), ones.size() * sizeof(double),
+                                     cudaMemcpyHostToDevice, s));
+    INDIM_CUDA_CHECK(cudaMemcpyAsync(inv_d.get(), inv.data(), inv.size() * sizeof(double),
+                                     cudaMemcpyHostToDevice, s));
+    const bool want_left = side != Side::Right, want_right = side != Side::Left;
+    Vectors& gram_side = left_gram ? d.left : d.right;
+    Vectors& other_side = left_gram ? d.right : d.left;
+    if (left_gram ? want_left : want_right) gram_side = download(e.get(), ones_d.get(), n, keep);
+    if (left_gram ? want_right : want_left) {
+      // Other side = W^T U / sigma (= A U) when the Gram was W W^T, else W V / sigma (= A^T V):
+      // column-major [m, keep] with m the other dimension.
+      const int64_t m = left_gram ? in : out;
+      DeviceBuffer<double> o(static_cast<size_t>(m * keep));
+      INDIM_CUBLAS_CHECK(cublasDgemm(ctx_.cublas(), left_gram ? CUBLAS_OP_N : CUBLAS_OP_T,
+                                     CUBLAS_OP_N, m, keep, n, &one, a.get(), in, e.get(), n, &zero,
+                                     o.get(), m));
+      other_side = download(o.get(), inv_d.get(), m, keep);
+    }
+    ctx_.sync();  // buffers are freed at scope end
+    return d;
+  }
+
+  template <typename T>
+  Decomposition gesvd(const Dense<double>& w, Side side, int64_t keep, const std::string& label) {
+    Dense<T> cast{w.rows, w.cols, std::vector<T>(w.data.begin(), w.data.end())};
+    return gesvd_impl(cast, side, keep, label);
+  }
+  template <typename T>
+  Decomposition gesvd(const Dense<float>& w, Side side, int64_t keep, const std::string& label) {
+    Dense<T> cast{w.rows, w.cols, std::vector<T>(w.data.begin(), w.data.end())};
+    return gesvd_impl(cast, side, keep, label);
+  }
+
+  template <typename T>
+  Decomposition gesvd_impl(const Dense<T>& w, Side side, int64_t keep, const std::string& label) {
+    const int64_t out = w.rows, in = w.cols, r = std::min(out, in);
+    const size_t count = static_cast<size_t>(out * in);
+    cudaStream_t s = ctx_.stream();
+    DeviceBuffer<T> a(count);
+    INDIM_CUDA_CHECK(
+        cudaMemcpyAsync(a.get(), w.data.data(), count * sizeof(T), cudaMemcpyHostToDevice, s));
+    // Xgesvd needs m >= n. in >= out: use A = W^T [in, out] as it lies; W's left vectors are
+    // A's right ones. in < out: transpose to W [out, in] column-major.
+    const bool as_is = in >= out;
+    DeviceBuffer<T> t;
+    T* mat = a.get();
+    if (!as_is) {
+      t.grow(count);
+      cuda::transpose(a.get(), t.get(), out, in, s);  // row-major [in, out] = col-major W
+      mat = t.get();
+    }
+    const int64_t m = as_is ? in : out, n = as_is ? out : in;
+    const bool want_left = side != Side::Right, want_right = side != Side::Left;
+    // For A = W^T: jobvt gives W's U; for W itself: jobu gives W's U.
+    const signed char jobu = (as_is ? want_right : want_left) ? 'S' : 'N';
+    const signed char jobvt = (as_is ? want_left : want_right) ? 'S' : 'N';
+    DeviceBuffer<T> sv(static_cast<size_t>(r)), u(static_cast<size_t>(m * r)),
+        vt(static_cast<size_t>(r * n));
+    size_t dev_bytes = 0, host_bytes = 0;
+    const cudaDataType dt = data_type<T>();
+    INDIM_CUSOLVER_CHECK(cusolverDnXgesvd_bufferSize(ctx_.cusolver(), ctx_.params(), jobu, jobvt, m,
+                                                     n, dt, mat, m, dt, sv.get(), dt, u.get(), m,
+                                                     dt, vt.get(), r, dt, &dev_bytes, &host_bytes));
+    std::vector<unsigned char> host_work(std::max<size_t>(host_bytes, 1));
+    INDIM_CUSOLVER_CHECK(cusolverDnXgesvd(ctx_.cusolver(), ctx_.params(), jobu, jobvt, m, n, dt,
+                                          mat, m, dt, sv.get(), dt, u.get(), m, dt, vt.get(), r, dt,
+                                          ctx_.workspace(dev_bytes), dev_bytes, host_work.data(),
+                                          host_bytes, ctx_.info()));
+    check_info(ctx_, label, "cusolverDnXgesvd");
+    Decomposition d;
+    std::vector<T> sig(static_cast<size_t>(r));
+    INDIM_CUDA_CHECK(
+        cudaMemcpyAsync(sig.data(), sv.get(), sig.size() * sizeof(T), cudaMemcpyDeviceToHost, s));
+    // U (column-major [m, r]) holds the vectors of the m-side; VT ([r, n], ld r) those of the
+    // n-side, which read row-major as [n, r].
+    std::vector<T> uh(jobu == 'S' ? static_cast<size_t>(m * r) : 0),
+        vh(jobvt == 'S' ? static_cast<size_t>(r * n) : 0);
+    if (!uh.empty())
+      INDIM_CUDA_CHECK(
+          cudaMemcpyAsync(uh.data(), u.get(), uh.size() * sizeof(T), cudaMemcpyDeviceToHost, s));
+    if (!vh.empty())
+      INDIM_CUDA_CHECK(
+          cudaMemcpyAsync(vh.data(), vt.get(), vh.size() * sizeof(T), cudaMemcpyDeviceToHost, s));
+    ctx_.sync();
+    d.sigma.assign(sig.begin(), sig.end());
+    auto from_u = [&]() {  // column-major [m, r] -> row-major [m, keep]
+      Vectors v = empty_vectors(m, keep);
+      auto& o = host_storage<T>(v);
+      for (int64_t i = 0; i < m; ++i)
+        for (int64_t j = 0; j < keep; ++j) o[i * keep + j] = uh[i + j * m];
+      return v;
+    };
+    auto from_vt = [&]() {  // row-major [n, r] -> row-major [n, keep]
+      Vectors v = empty_vectors(n, keep);
+      auto& o = host_storage<T>(v);
+      for (int64_t i = 0; i < n; ++i)
+        for (int64_t j = 0; j < keep; ++j) o[i * keep + j] = vh[i * r + j];
+      return v;
+    };
+    if (want_left) d.left = as_is ? from_vt() : from_u();
+    if (want_right) d.right = as_is ? from_u() : from_vt();
+    return d;
+  }
+
+  Vectors empty_vectors(int64_t dim, int64_t count) {
+    Vectors v;
+    v.precision = precision_;
+    v.dim = dim;
+    v.count = count;
+    (precision_ == Precision::F32 ? v.f32.resize(static_cast<size_t>(dim * count))
+                                  : v.f64.resize(static_cast<size_t>(dim * count)));
+    return v;
+  }
+
+  template <typename T>
+  Similarity compare_impl(const Vectors& tuned, const Vectors& base, int64_t k, int64_t head_cols) {
+    k = std::min(k, tuned.count);
+    const int64_t nb = base.count, d = tuned.dim;
+    head_cols = std::min(std::max<int64_t>(head_cols, 0), nb);
+    Similarity sim;
+    sim.head_cols = head_cols;
+    if (k <= 0 || nb <= 0) return sim;
+    cudaStream_t s = ctx_.stream();
+    const auto& th = host_storage<T>(const_cast<Vectors&>(tuned));
+    const auto& bh = host_storage<T>(const_cast<Vectors&>(base));
+    DeviceBuffer<T> y(th.size()), x(bh.size());
+    INDIM_CUDA_CHECK(
+        cudaMemcpyAsync(y.get(), th.data(), th.size() * sizeof(T), cudaMemcpyHostToDevice, s));
+    INDIM_CUDA_CHECK(
+        cudaMemcpyAsync(x.get(), bh.data(), bh.size() * sizeof(T), cudaMemcpyHostToDevice, s));
+    DeviceBuffer<double> maxcos(static_cast<size_t>(k));
+    DeviceBuffer<int64_t> argmax(static_cast<size_t>(k));
+    DeviceBuffer<float> head(static_cast<size_t>(std::max<int64_t>(k * head_cols, 1)));
+    DeviceBuffer<unsigned char> scratch(cuda::similarity_scratch(k, nb));
+    cuda::similarity(y.get(), tuned.count, x.get(), nb, d, k, maxcos.get(), argmax.get(),
+                     head.get(), head_cols, scratch.get(), s);
+    sim.maxcos.resize(static_cast<size_t>(k));
+    sim.argmax.resize(static_cast<size_t>(k));
+    sim.head.resize(static_cast<size_t>(k * head_cols));
+    INDIM_CUDA_CHECK(cudaMemcpyAsync(sim.maxcos.data(), maxcos.get(), k * sizeof(double),
+                                     cudaMemcpyDeviceToHost, s));
+    INDIM_CUDA_CHECK(cudaMemcpyAsync(sim.argmax.data(), argmax.get(), k * sizeof(int64_t),
+                                     cudaMemcpyDeviceToHost, s));
+    if (head_cols > 0)
+      INDIM_CUDA_CHECK(cudaMemcpyAsync(sim.head.data(), head.get(), sim.head.size() * sizeof(float),
+                                       cudaMemcpyDeviceToHost, s));
+    ctx_.sync();
+    return sim;
+  }
+
+  Precision precision_;
+  std::string algo_;
+  GpuContext ctx_;
+};
+
+}  // namespace
+
+int cuda_device_count(std::string* why) {
+  int n = 0;
+  const cudaError_t e = cudaGetDeviceCount(&n);
+  if (e != cudaSuccess) {
+    // No driver or no device is "zero devices", not a failure.
+    if (why != nullptr) *why = std::string(cudaGetErrorName(e)) + ": " + cudaGetErrorString(e);
+    cudaGetLastError();
+    return 0;
+  }
+  if (n == 0 && why != nullptr) *why = "no CUDA device";
+  return n;
+}
+
+std::unique_ptr<Backend> make_cuda_backend(Precision precision, const std::string& algo,
+                                           int device) {
+  std::string why;
+  const int n = cuda_device_count(&why);
+  if (device < 0 || device >= n)
+    throw Error("--backend cuda: " +
+                (n == 0 ? "no usable CUDA device (" + why + ")"
+                        : "device " + std::to_string(device) + " does not exist (" +
+                              std::to_string(n) + " found)"));
+  return std::make_unique<CudaBackend>(precision, algo, device);
+}
+
+}  // namespace indim

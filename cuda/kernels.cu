@@ -1,0 +1,229 @@
+#include <cfloat>
+
+#include "cuda/check.hpp"
+#include "cuda/kernels.cuh"
+
+namespace indim::cuda {
+
+namespace {
+
+constexpr int kThreads = 256;
+
+unsigned blocks_for(int64_t n, int threads = kThreads) {
+  return static_cast<unsigned>((n + threads - 1) / threads);
+}
+
+// Element-wise cast. One thread per element, grid-stride.
+template <typename Src, typename Dst>
+__global__ void cast_kernel(const Src* __restrict__ src, Dst* __restrict__ dst, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x)
+    dst[i] = static_cast<Dst>(src[i]);
+}
+
+// Transpose of a row-major [rows, cols] matrix through 32 x 33 shared tiles (the +1 avoids bank
+// conflicts). Block 32 x 8; each thread moves 4 elements in and 4 out.
+template <typename T>
+__global__ void transpose_kernel(const T* __restrict__ src, T* __restrict__ dst, int64_t rows,
+                                 int64_t cols) {
+  __shared__ T tile[32][33];
+  const int64_t c0 = int64_t(blockIdx.x) * 32, r0 = int64_t(blockIdx.y) * 32;
+  for (int k = threadIdx.y; k < 32; k += 8) {
+    const int64_t r = r0 + k, c = c0 + threadIdx.x;
+    if (r < rows && c < cols) tile[k][threadIdx.x] = src[r * cols + c];
+  }
+  __syncthreads();
+  for (int k = threadIdx.y; k < 32; k += 8) {
+    const int64_t r = c0 + k, c = r0 + threadIdx.x;  // dst is [cols, rows]
+    if (r < cols && c < rows) dst[r * rows + c] = tile[threadIdx.x][k];
+  }
+}
+
+// dst[:, j] = src[:, n - 1 - j] for column-major matrices with `rows` rows. One thread per
+// element of dst.
+__global__ void reverse_columns_kernel(const double* __restrict__ src, double* __restrict__ dst,
+                                       int64_t rows, int64_t n, int64_t keep) {
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < rows * keep;
+       e += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t i = e % rows, j = e / rows;
+    dst[e] = src[i + (n - 1 - j) * rows];
+  }
+}
+
+// Row-major dst[i, j] = src[i + j * rows] * scale[j]. One thread per element of dst, so writes
+// coalesce.
+template <typename Dst>
+__global__ void scale_columns_kernel(const double* __restrict__ src,
+                                     const double* __restrict__ scale, Dst* __restrict__ dst,
+                                     int64_t rows, int64_t cols) {
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < rows * cols;
+       e += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t i = e / cols, j = e % cols;
+    dst[e] = static_cast<Dst>(src[i + j * rows] * scale[j]);
+  }
+}
+
+constexpr int kSimThreads = 128;  // base columns per block
+constexpr int kSimRows = 32;      // rows of d staged per step
+constexpr int kSimK = 16;         // tuned vectors per pass (registers per thread)
+
+struct Best {
+  double value;
+  int64_t index;
+};
+
+// Similarity, pass over tuned columns [j0, j0 + kk), kk <= kSimK.
+// Y: row-major [d, ky]; X: row-major [d, nb]. Block b owns base columns
+// [b * 128, b * 128 + 128); thread t owns column i = b * 128 + t and accumulates
+// s_j = sum_d Y[d, j0 + j] X[d, i] for j < kk in registers (accumulating in T, fp32 or fp64).
+// Y's rows are staged 32 at a time in shared memory; X is read coalesced (consecutive threads,
+// consecutive columns). Then each j's (|s_j|, i) pairs are reduced across the block to one
+// partial per (block, j): partial[b * k + j0 + j]. Columns i < head_cols also write |s_j| to
+// head[(j0 + j) * head_cols + i].
+template <typename T>
+__global__ void similarity_partial_kernel(const T* __restrict__ y, int64_t ky,
+                                          const T* __restrict__ x, int64_t nb, int64_t d,
+                                          int64_t k, int64_t j0, int kk, float* __restrict__ head,
+                                          int64_t head_cols, Best* __restrict__ partial) {
+  __shared__ T ys[kSimRows][kSimK];
+  __shared__ double best_v[kSimThreads];
+  __shared__ int64_t best_i[kSimThreads];
+  const int t = threadIdx.x;
+  const int64_t i = int64_t(blockIdx.x) * kSimThreads + t;
+  T acc[kSimK];
+#pragma unroll
+  for (int j = 0; j < kSimK; ++j) acc[j] = T(0);
+  for (int64_t r0 = 0; r0 < d; r0 += kSimRows) {
+    for (int e = t; e < kSimRows * kSimK; e += kSimThreads) {
+      const int r = e / kSimK, j = e % kSimK;
+      ys[r][j] = (r0 + r < d && j < kk) ? y[(r0 + r) * ky + j0 + j] : T(0);
+    }
+    __syncthreads();
+    if (i < nb) {
+      const int rmax = static_cast<int>(d - r0 < kSimRows ? d - r0 : kSimRows);
+      for (int r = 0; r < rmax; ++r) {
+        const T xv = x[(r0 + r) * nb + i];
+#pragma unroll
+        for (int j = 0; j < kSimK; ++j) acc[j] += ys[r][j] * xv;
+      }
+    }
+    __syncthreads();
+  }
+  for (int j = 0; j < kk; ++j) {
+    const double v = i < nb ? fabs(static_cast<double>(acc[j])) : -1.0;
+    if (i < head_cols && i < nb) head[(j0 + j) * head_cols + i] = static_cast<float>(v);
+    best_v[t] = v;
+    best_i[t] = i;
+    __syncthreads();
+    for (int stride = kSimThreads / 2; stride > 0; stride /= 2) {
+      if (t < stride) {
+        const double a = best_v[t], b = best_v[t + stride];
+        if (b > a || (b == a && best_i[t + stride] < best_i[t]))
+          best_v[t] = b, best_i[t] = best_i[t + stride];
+      }
+      __syncthreads();
+    }
+    if (t == 0) partial[blockIdx.x * k + j0 + j] = {best_v[0], best_i[0]};
+    __syncthreads();
+  }
+}
+
+// One block per tuned vector j: reduces the per-block partials to maxcos[j], argmax[j].
+__global__ void similarity_reduce_kernel(const Best* __restrict__ partial, int64_t blocks,
+                                         int64_t k, double* __restrict__ maxcos,
+                                         int64_t* __restrict__ argmax) {
+  __shared__ double bv[kSimThreads];
+  __shared__ int64_t bi[kSimThreads];
+  const int t = threadIdx.x;
+  const int64_t j = blockIdx.x;
+  double v = -1.0;
+  int64_t idx = INT64_MAX;
+  for (int64_t b = t; b < blocks; b += kSimThreads) {
+    const Best p = partial[b * k + j];
+    if (p.value > v || (p.value == v && p.index < idx)) v = p.value, idx = p.index;
+  }
+  bv[t] = v;
+  bi[t] = idx;
+  __syncthreads();
+  for (int stride = kSimThreads / 2; stride > 0; stride /= 2) {
+    if (t < stride && (bv[t + stride] > bv[t] || (bv[t + stride] == bv[t] && bi[t + stride] < bi[t])))
+      bv[t] = bv[t + stride], bi[t] = bi[t + stride];
+    __syncthreads();
+  }
+  if (t == 0) maxcos[j] = bv[0] < 0 ? 0.0 : bv[0], argmax[j] = bi[0] == INT64_MAX ? 0 : bi[0];
+}
+
+}  // namespace
+
+void cast_to_double(const float* src, double* dst, int64_t n, cudaStream_t s) {
+  if (n == 0) return;
+  cast_kernel<<<blocks_for(n) < 65535 ? blocks_for(n) : 65535, kThreads, 0, s>>>(src, dst, n);
+  INDIM_KERNEL_CHECK();
+}
+
+void cast_to_float(const double* src, float* dst, int64_t n, cudaStream_t s) {
+  if (n == 0) return;
+  cast_kernel<<<blocks_for(n) < 65535 ? blocks_for(n) : 65535, kThreads, 0, s>>>(src, dst, n);
+  INDIM_KERNEL_CHECK();
+}
+
+template <typename T>
+void transpose(const T* src, T* dst, int64_t rows, int64_t cols, cudaStream_t s) {
+  if (rows == 0 || cols == 0) return;
+  const dim3 grid(static_cast<unsigned>((cols + 31) / 32), static_cast<unsigned>((rows + 31) / 32));
+  transpose_kernel<<<grid, dim3(32, 8), 0, s>>>(src, dst, rows, cols);
+  INDIM_KERNEL_CHECK();
+}
+template void transpose<float>(const float*, float*, int64_t, int64_t, cudaStream_t);
+template void transpose<double>(const double*, double*, int64_t, int64_t, cudaStream_t);
+
+void reverse_columns(const double* src, double* dst, int64_t rows, int64_t n, int64_t keep,
+                     cudaStream_t s) {
+  const int64_t total = rows * keep;
+  if (total == 0) return;
+  reverse_columns_kernel<<<blocks_for(total) < 65535 ? blocks_for(total) : 65535, kThreads, 0,
+                           s>>>(src, dst, rows, n, keep);
+  INDIM_KERNEL_CHECK();
+}
+
+template <typename Dst>
+void scale_columns_to_row_major(const double* src, const double* scale, Dst* dst, int64_t rows,
+                                int64_t cols, cudaStream_t s) {
+  const int64_t total = rows * cols;
+  if (total == 0) return;
+  scale_columns_kernel<<<blocks_for(total) < 65535 ? blocks_for(total) : 65535, kThreads, 0,
+                         s>>>(src, scale, dst, rows, cols);
+  INDIM_KERNEL_CHECK();
+}
+template void scale_columns_to_row_major<float>(const double*, const double*, float*, int64_t,
+                                                int64_t, cudaStream_t);
+template void scale_columns_to_row_major<double>(const double*, const double*, double*, int64_t,
+                                                 int64_t, cudaStream_t);
+
+size_t similarity_scratch(int64_t k, int64_t nb) {
+  const int64_t blocks = (nb + kSimThreads - 1) / kSimThreads;
+  return static_cast<size_t>(blocks * k) * sizeof(Best);
+}
+
+template <typename T>
+void similarity(const T* y, int64_t ky, const T* x, int64_t nb, int64_t d, int64_t k,
+                double* maxcos, int64_t* argmax, float* head, int64_t head_cols, void* partial,
+                cudaStream_t s) {
+  if (k == 0 || nb == 0) return;
+  const int64_t blocks = (nb + kSimThreads - 1) / kSimThreads;
+  for (int64_t j0 = 0; j0 < k; j0 += kSimK) {
+    const int kk = static_cast<int>(k - j0 < kSimK ? k - j0 : kSimK);
+    similarity_partial_kernel<T><<<static_cast<unsigned>(blocks), kSimThreads, 0, s>>>(
+        y, ky, x, nb, d, k, j0, kk, head, head_cols, static_cast<Best*>(partial));
+    INDIM_KERNEL_CHECK();
+  }
+  similarity_reduce_kernel<<<static_cast<unsigned>(k), kSimThreads, 0, s>>>(
+      static_cast<const Best*>(partial), blocks, k, maxcos, argmax);
+  INDIM_KERNEL_CHECK();
+}
+template void similarity<float>(const float*, int64_t, const float*, int64_t, int64_t, int64_t,
+                                double*, int64_t*, float*, int64_t, void*, cudaStream_t);
+template void similarity<double>(const double*, int64_t, const double*, int64_t, int64_t, int64_t,
+                                 double*, int64_t*, float*, int64_t, void*, cudaStream_t);
+
+}  // namespace indim::cuda

@@ -1,0 +1,40 @@
+// Host launchers of indim's CUDA kernels. Every launcher takes the stream it runs on, checks the
+// launch, and returns without synchronising.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace indim::cuda {
+
+/// dst[i] = (Dst) src[i], n elements.
+void cast_to_double(const float* src, double* dst, int64_t n, cudaStream_t s);
+void cast_to_float(const double* src, float* dst, int64_t n, cudaStream_t s);
+
+/// Row-major [rows, cols] -> row-major [cols, rows].
+template <typename T>
+void transpose(const T* src, T* dst, int64_t rows, int64_t cols, cudaStream_t s);
+
+/// Column-major src [rows, n] (ld = rows) -> column-major dst [rows, keep] holding src's columns
+/// in reverse order: dst[:, j] = src[:, n - 1 - j] (eigenvectors come ascending).
+void reverse_columns(const double* src, double* dst, int64_t rows, int64_t n, int64_t keep,
+                     cudaStream_t s);
+
+/// Column-major src [rows, cols] (ld = rows) times diag(scale) -> row-major dst [rows, cols].
+template <typename Dst>
+void scale_columns_to_row_major(const double* src, const double* scale, Dst* dst, int64_t rows,
+                                int64_t cols, cudaStream_t s);
+
+/// The fused similarity of tuned vectors Y (row-major [d, ky], first k columns) against base
+/// vectors X (row-major [d, nb]): per j < k, max_i |<Y[:, j], X[:, i]>| and its argmax (smallest
+/// index on ties), without forming the k x nb matrix; |<Y[:, j], X[:, i]>| for i < head_cols is
+/// written to head (row-major [k, head_cols]) when head_cols > 0. maxcos/argmax/head are device
+/// pointers; partial is device scratch of similarity_scratch(k, nb) bytes.
+template <typename T>
+void similarity(const T* y, int64_t ky, const T* x, int64_t nb, int64_t d, int64_t k,
+                double* maxcos, int64_t* argmax, float* head, int64_t head_cols, void* partial,
+                cudaStream_t s);
+size_t similarity_scratch(int64_t k, int64_t nb);
+
+}  // namespace indim::cuda

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Runs on a GPU machine (CUDA 13 runtime libraries present) from the repository root, with
+# .device/ carried from scripts/device-bundle.sh: the GPU tests, CPU-versus-GPU agreement of
+# `indim analyze` on generated checkpoints, and `indim bench` on Llama-7B and -70B shapes.
+# Logs go to $OUT (or /tmp/indim-out); a short table prints last. Budget: under 8 minutes.
+set -uo pipefail
+out="${OUT:-/tmp/indim-out}"
+mkdir -p "$out"
+root=/tmp/indim-dev
+rm -rf "$root" && mkdir -p "$root"
+tar -C "$root" -xJf .device/indim-bundle.tar.xz
+cuda_lib=$(dirname "$(ldconfig -p | awk '/libcusolver.so.12 / {print $NF; exit}')" 2>/dev/null)
+export LD_LIBRARY_PATH="$root/lib:${cuda_lib:-/usr/local/cuda/lib64}:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
+bin="$root/bin"
+summary=()
+step() {  # step NAME SECONDS COMMAND...: runs with a time limit, logs to $out/NAME.log
+  local name=$1 limit=$2
+  shift 2
+  local t0=$SECONDS
+  if timeout "$limit" "$@" > "$out/$name.log" 2>&1; then
+    summary+=("$(printf '%-14s ok      %4ds' "$name" $((SECONDS - t0)))")
+  else
+    summary+=("$(printf '%-14s FAILED  %4ds  (see %s.log)' "$name" $((SECONDS - t0)) "$name")")
+  fi
+}
+
+{
+  echo "commit: $(cat .device/commit 2>/dev/null)"; date -u
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+  g++ --version | head -1; nvcc --version | tail -1; nproc
+  ldd "$bin/indim"
+} > "$out/env.log" 2>&1
+
+step gpu-tests 240 "$bin/indim_gpu_tests" --gtest_output=xml:"$out/gpu-tests.xml"
+step demo 120 "$bin/indim" demo --out "$root/demo" --hidden 512 --intermediate 1376 \
+  --kv-dim 256 --layers 4 --backend cuda
+agree() {  # CPU and CUDA reports on the same checkpoints: equal counts, maxcos within tolerance
+  set -e
+  local prec
+  for prec in fp32 fp64; do
+    for backend in cpu cuda; do
+      "$bin/indim" analyze "$root/demo/base" "$root/demo/full" "$root/demo/lora" \
+        "$root/demo/lora-adapter" --backend "$backend" --precision "$prec" \
+        --out "$root/$backend-$prec" -q
+    done
+    python3 scripts/compare-reports.py "$root/cpu-$prec/report.json" \
+      "$root/cuda-$prec/report.json" "$prec"
+  done
+}
+export -f agree
+export bin root
+step agree 240 bash -c agree
+step bench-7b 240 "$bin/indim" bench --shapes 4096x4096,11008x4096,4096x11008 \
+  --runs cpu:gesdd,cuda:gram64,cuda:gesvd --reference cuda --json "$out/bench-7b.json"
+step bench-70b 150 "$bin/indim" bench --shapes 8192x8192,28672x8192,1024x8192 \
+  --runs cuda:gram64,cuda:gesvd --reference none --json "$out/bench-70b.json"
+
+echo
+cat "$out/agree.log" 2>/dev/null
+echo
+cat "$out/bench-7b.log" "$out/bench-70b.log" 2>/dev/null
+echo
+grep -E "tests|PASSED|FAILED" "$out/gpu-tests.log" | tail -3
+printf '%s\n' "${summary[@]}"

@@ -1,0 +1,200 @@
+// The CUDA backend against the CPU backend (label gpu). Every test skips when no CUDA device
+// is usable, so the suite passes on machines without a GPU and runs in full on one.
+#include <cuda_runtime.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
+#include <random>
+#include <tuple>
+
+#include "cuda/kernels.cuh"
+#include "indim/analyze.hpp"
+#include "indim/demo.hpp"
+#include "indim/error.hpp"
+#include "reference.hpp"
+#include "test_util.hpp"
+
+using namespace indim;
+
+namespace {
+
+bool have_gpu() {
+  std::string why;
+  return cuda_device_count(&why) > 0;
+}
+
+#define REQUIRE_GPU() \
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device"
+
+struct Shape {
+  int64_t out, in;
+};
+
+enum class Kind { Random, Clustered, RankDeficient };
+
+// Test matrices: a decaying spectrum, a clustered top (gaps of 0.1%), or rank r/2.
+Dense<double> make(Shape s, Kind kind, std::mt19937_64& rng) {
+  const int64_t r = std::min(s.out, s.in);
+  std::vector<double> sig(static_cast<size_t>(r));
+  for (int64_t i = 0; i < r; ++i) {
+    sig[i] = std::pow(double(i + 1), -0.6);
+    if (kind == Kind::Clustered && i < 12) sig[i] = 1.0 - 0.001 * i;
+    if (kind == Kind::RankDeficient && i >= r / 2) sig[i] = 0.0;
+  }
+  return compose_svd(random_orthonormal(s.out, r, rng), sig, random_orthonormal(s.in, r, rng));
+}
+
+Decomposition run(Backend& b, const Dense<double>& w, Side side, int64_t keep) {
+  if (b.precision() == Precision::F32) return b.decompose(test::cast<float>(w), side, keep, "t");
+  return b.decompose(test::cast<double>(w), side, keep, "t");
+}
+
+using Case = std::tuple<Shape, Kind, std::string, Precision>;
+
+class CudaVsCpu : public ::testing::TestWithParam<Case> {};
+
+std::string case_name(const Case& c) {
+  const Shape s = std::get<0>(c);
+  const char* kinds[] = {"random", "clustered", "rankdef"};
+  return std::to_string(s.out) + "x" + std::to_string(s.in) + "_" +
+         kinds[static_cast<int>(std::get<1>(c))] + "_" + std::get<2>(c) + "_" +
+         precision_name(std::get<3>(c));
+}
+
+}  // namespace
+
+TEST_P(CudaVsCpu, SameMaxcosAndSigma) {
+  REQUIRE_GPU();
+  const auto [shape, kind, algo, precision] = GetParam();
+  std::mt19937_64 rng(shape.out * 31 + shape.in);
+  Dense<double> w0 = make(shape, kind, rng);
+  Dense<double> w = w0;
+  Dense<double> upd = compose_svd(random_orthonormal(shape.out, 3, rng), {0.8, 0.6, 0.4},
+                                  random_orthonormal(shape.in, 3, rng));
+  for (size_t i = 0; i < w.data.size(); ++i) w.data[i] += upd.data[i];
+  auto cpu = make_cpu_backend(Precision::F64);
+  auto gpu = make_cuda_backend(precision, algo, 0);
+  for (Side side : {Side::Left, Side::Right}) {
+    Decomposition cb = run(*cpu, w0, side, 0), ct = run(*cpu, w, side, 10);
+    Decomposition gb = run(*gpu, w0, side, 0), gt = run(*gpu, w, side, 10);
+    ASSERT_EQ(gb.sigma.size(), cb.sigma.size());
+    for (size_t i = 0; i < 10 && i < cb.sigma.size(); ++i)
+      EXPECT_NEAR(gt.sigma[i], ct.sigma[i], 1e-5 * ct.sigma[0]) << i;
+    Similarity cs = cpu->compare(side == Side::Left ? ct.left : ct.right,
+                                 side == Side::Left ? cb.left : cb.right, 10);
+    Similarity gs = gpu->compare(side == Side::Left ? gt.left : gt.right,
+                                 side == Side::Left ? gb.left : gb.right, 10);
+    ASSERT_EQ(gs.maxcos.size(), cs.maxcos.size());
+    // Vectors of clustered singular values are ill-defined under any method, and so is the
+    // null space of a rank-deficient base (each method completes it its own way): compare
+    // where the definition is well posed.
+    const double tol = precision == Precision::F32 ? 1e-4 : 1e-8;
+    const int64_t rank = std::min(shape.out, shape.in) / 2;
+    for (size_t j = 0; j < cs.maxcos.size(); ++j) {
+      if (kind == Kind::Clustered) continue;
+      if (kind == Kind::RankDeficient && cs.argmax[j] >= rank) continue;
+      EXPECT_NEAR(gs.maxcos[j], cs.maxcos[j], tol) << side_name(side) << j;
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Gpu, CudaVsCpu,
+    ::testing::Combine(::testing::Values(Shape{96, 96}, Shape{200, 72}, Shape{72, 200},
+                                         Shape{97, 131}),
+                       ::testing::Values(Kind::Random, Kind::Clustered, Kind::RankDeficient),
+                       ::testing::Values(std::string("gram64"), std::string("gesvd")),
+                       ::testing::Values(Precision::F32, Precision::F64)),
+    [](const auto& info) { return case_name(info.param); });
+
+TEST(CudaKernels, SimilarityAgainstLoopsWithPoisonedOutputs) {
+  REQUIRE_GPU();
+  std::mt19937_64 rng(5);
+  std::normal_distribution<double> g;
+  const int64_t d = 77, ky = 21, k = 19, nb = 300, head_cols = 50;  // k > 16: two passes
+  std::vector<float> y(d * ky), x(d * nb);
+  for (auto& v : y) v = static_cast<float>(g(rng));
+  for (auto& v : x) v = static_cast<float>(g(rng));
+  x[5 * nb + 299] = 40.0f;  // a clear winner in the last, partly filled block
+  float *dy, *dx, *dhead;
+  double* dmax;
+  int64_t* darg;
+  void* scratch;
+  ASSERT_EQ(cudaMalloc(&dy, y.size() * 4), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(&dx, x.size() * 4), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(&dhead, k * head_cols * 4), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(&dmax, k * 8), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(&darg, k * 8), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(&scratch, cuda::similarity_scratch(k, nb)), cudaSuccess);
+  cudaMemset(dhead, 0xFF, k * head_cols * 4);  // NaN everywhere: every value must be written
+  cudaMemset(dmax, 0xFF, k * 8);
+  cudaMemset(darg, 0xFF, k * 8);
+  cudaMemset(scratch, 0xFF, cuda::similarity_scratch(k, nb));
+  cudaMemcpy(dy, y.data(), y.size() * 4, cudaMemcpyHostToDevice);
+  cudaMemcpy(dx, x.data(), x.size() * 4, cudaMemcpyHostToDevice);
+  cuda::similarity<float>(dy, ky, dx, nb, d, k, dmax, darg, dhead, head_cols, scratch, nullptr);
+  std::vector<double> maxcos(k);
+  std::vector<int64_t> argmax(k);
+  std::vector<float> head(k * head_cols);
+  cudaMemcpy(maxcos.data(), dmax, k * 8, cudaMemcpyDeviceToHost);
+  cudaMemcpy(argmax.data(), darg, k * 8, cudaMemcpyDeviceToHost);
+  cudaMemcpy(head.data(), dhead, head.size() * 4, cudaMemcpyDeviceToHost);
+  for (void* p : {(void*)dy, (void*)dx, (void*)dhead, (void*)dmax, (void*)darg, scratch})
+    cudaFree(p);
+  for (int64_t j = 0; j < k; ++j) {
+    double best = -1;
+    int64_t arg = 0;
+    for (int64_t i = 0; i < nb; ++i) {
+      double s = 0;
+      for (int64_t r = 0; r < d; ++r) s += double(y[r * ky + j]) * double(x[r * nb + i]);
+      if (i < head_cols) EXPECT_NEAR(head[j * head_cols + i], std::fabs(s), 1e-3) << j << " " << i;
+      if (std::fabs(s) > best) best = std::fabs(s), arg = i;
+    }
+    EXPECT_NEAR(maxcos[j], best, 1e-3 * best) << j;
+    EXPECT_EQ(argmax[j], arg) << j;
+  }
+}
+
+TEST(CudaPipeline, SameCountsAsCpuOnTheDemo) {
+  REQUIRE_GPU();
+  test::TempDir dir;
+  DemoOptions d;
+  d.hidden = 96, d.intermediate = 256, d.kv_dim = 48, d.layers = 2, d.vocab = 64;
+  DemoPaths p = generate_demo(dir.str(), d);
+  for (Precision prec : {Precision::F32, Precision::F64}) {
+    AnalyzeOptions o;
+    o.base = p.base;
+    o.tuned = {p.full, p.lora, p.lora_adapter};
+    o.precision = prec;
+    o.backend = "cpu";
+    o.out_dir = dir / "cpu";
+    AnalyzeResult cpu = analyze(o);
+    o.backend = "cuda";
+    o.out_dir = dir / "cuda";
+    AnalyzeResult gpu = analyze(o);
+    EXPECT_EQ(gpu.backend, "cuda");
+    ASSERT_EQ(cpu.records.size(), gpu.records.size());
+    const double tol = prec == Precision::F32 ? 1e-4 : 1e-8;
+    for (size_t i = 0; i < cpu.records.size(); ++i) {
+      const auto &c = cpu.records[i], &g = gpu.records[i];
+      ASSERT_EQ(c.name, g.name);
+      bool near_edge = false;
+      for (int j = 0; j < c.k; ++j) {
+        EXPECT_NEAR(g.maxcos[j], c.maxcos[j], tol) << c.name << " " << j;
+        for (double e : cpu.eps) near_edge |= std::fabs(c.maxcos[j] - e) < 1e-4;
+      }
+      if (!near_edge) EXPECT_EQ(g.counts, c.counts) << c.name;
+    }
+  }
+}
+
+TEST(CudaBackend, NoDeviceIsAClearError) {
+  if (have_gpu()) GTEST_SKIP() << "a device is present";
+  try {
+    make_cuda_backend(Precision::F32, "gram64", 0);
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("no usable CUDA device"), std::string::npos) << e.what();
+  }
+}
