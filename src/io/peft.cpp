@@ -1,5 +1,6 @@
 #include "indim/peft.hpp"
 
+#include <cctype>
 #include <cmath>
 #include <filesystem>
 #include <regex>
@@ -33,6 +34,20 @@ std::vector<std::pair<std::string, T>> pattern(const nlohmann::ordered_json& j,
   if (!j[field].is_object()) bad(path, std::string(field) + " is not an object");
   for (const auto& [k, v] : j[field].items()) {
     if (!v.is_number()) bad(path, std::string(field) + "[\"" + k + "\"] is not a number");
+    // Keys are module names or simple regexes. Long keys and backreferences serve no module
+    // pattern, and libstdc++'s regex compiler overflows on huge backreference numbers.
+    if (k.size() > 1024)
+      bad(path, std::string(field) + " key of " + std::to_string(k.size()) +
+                    " characters is too long for a module pattern");
+    for (size_t i = 0, digits = 0; i < k.size(); ++i) {
+      if (k[i] == '\\' && i + 1 < k.size() && k[i + 1] >= '1' && k[i + 1] <= '9')
+        bad(path, std::string(field) + " key \"" + k.substr(0, 80) +
+                      "\" uses a backreference, which module patterns do not support");
+      digits = std::isdigit(static_cast<unsigned char>(k[i])) ? digits + 1 : 0;
+      if (digits > 6)  // repetition counts like {99999999999} overflow the same way
+        bad(path, std::string(field) + " key \"" + k.substr(0, 80) +
+                      "\" holds a number too large for a module pattern");
+    }
     try {
       std::regex check("(.*\\.)?(" + k + ")");
     } catch (const std::regex_error&) {

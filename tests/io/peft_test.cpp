@@ -72,7 +72,7 @@ TEST(AdapterConfig, DefaultsScalesAndPatterns) {
 
 struct RefusedCase {
   const char* label;
-  const char* config;
+  std::string config;
   const char* message;
 };
 
@@ -117,7 +117,17 @@ INSTANTIATE_TEST_SUITE_P(
         RefusedCase{"pattern_value", R"({"peft_type":"LORA","alpha_pattern":{"q":"x"}})",
                     "is not a number"},
         RefusedCase{"negative_pattern_rank", R"({"peft_type":"LORA","rank_pattern":{"q":-2}})",
-                    "must be positive"}),
+                    "must be positive"},
+        // Found by the fuzzer: a huge backreference number overflowed inside std::regex.
+        RefusedCase{"backreference",
+                    R"({"peft_type":"LORA","rank_pattern":{"a\\9999999999999999999999.0":2}})",
+                    "uses a backreference"},
+        RefusedCase{"huge_repeat", R"({"peft_type":"LORA","rank_pattern":{"q{99999999999}":2}})",
+                    "number too large"},
+        RefusedCase{"long_key",
+                    (std::string(R"({"peft_type":"LORA","alpha_pattern":{")") +
+                     std::string(2000, 'q') + R"(":2}})"),
+                    "too long for a module pattern"}),
     [](const auto& info) { return std::string(info.param.label); });
 
 TEST(AdapterConfig, AcceptsConvertedAndHarmlessInits) {
