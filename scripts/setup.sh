@@ -7,7 +7,7 @@ set -euo pipefail
 
 # chromium runs the HTML report's browser tests; clang and libclang-rt-14-dev the fuzzers.
 packages=(build-essential cmake ninja-build pkg-config nlohmann-json3-dev libcli11-dev
-          liblapacke-dev libopenblas-dev libgtest-dev)
+          liblapacke-dev libopenblas-dev libgtest-dev libxxhash-dev)
 [ "${1:-}" = "--build-only" ] || packages+=(chromium clang libclang-rt-14-dev)
 missing=()
 for p in "${packages[@]}"; do

@@ -31,6 +31,7 @@ struct MatrixResult {
   std::string side = "left";
   int k = 0;                   ///< vectors compared (min(k, rank))
   bool identical = false;      ///< tuned bytes equal base bytes: no decomposition needed
+  bool base_cached = false;    ///< the base decomposition came from the cache
   std::vector<double> maxcos;  ///< per tuned vector j < k
   std::vector<int64_t> argmax;
   std::vector<double> sigma;        ///< tuned sigma_j, j < k
@@ -69,6 +70,8 @@ struct AnalyzeOptions {
   std::string algo = "auto";  ///< see make_backend
   SelectOptions select;
   bool resume = false;
+  std::string cache_dir;                  ///< base decomposition cache; empty: none
+  uint64_t cache_max = 20ull << 30;       ///< its size bound in bytes
   bool html = false;                             ///< also write report.html
   std::vector<std::string> plot_matrices;        ///< regexes: matrices drawn in detail in the HTML
   int plot_top = 4;                              ///< else the N with most intruders per fine-tune

@@ -3,6 +3,7 @@
 
 #include "indim/analyze.hpp"
 #include "indim/backend.hpp"
+#include "indim/cache.hpp"
 #include "indim/checkpoint.hpp"
 #include "indim/demo.hpp"
 #include "indim/dtype.hpp"

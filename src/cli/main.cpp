@@ -2,6 +2,7 @@
 // 3 runtime failure, 4 --fail-on-intruders exceeded.
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <ctime>
 #include <filesystem>
 #include <iostream>
 
@@ -29,6 +30,9 @@ struct AnalyzeArgs {
   std::vector<std::string> include, exclude;
   bool resume = false;
   bool split_fused = false;
+  std::string cache = DecompositionCache::default_dir();
+  bool no_cache = false;
+  std::string cache_max = "20G";
   bool quiet = false;
   bool html = false;
   std::vector<std::string> plot_matrices;
@@ -56,6 +60,10 @@ void add_compute_options(CLI::App* cmd, AnalyzeArgs& a) {
                   "Decomposition: gesdd (cpu), gram64 or gesvd (cuda); auto picks per backend")
       ->capture_default_str()
       ->check(CLI::IsMember({"auto", "gesdd", "gram64", "gesvd"}));
+  cmd->add_option("--cache", a.cache, "Base decomposition cache directory")->capture_default_str();
+  cmd->add_flag("--no-cache", a.no_cache, "Neither read nor write the cache");
+  cmd->add_option("--cache-max", a.cache_max, "Cache size bound (K, M, G, T); LRU eviction")
+      ->capture_default_str();
   cmd->add_option("--plot-matrices", a.plot_matrices,
                   "Regex of matrices drawn in detail in report.html");
   cmd->add_option("--plot-top", a.plot_top,
@@ -79,6 +87,8 @@ AnalyzeOptions to_options(const AnalyzeArgs& a) {
   o.select.exclude = a.exclude;
   o.select.split_fused = a.split_fused;
   o.resume = a.resume;
+  o.cache_dir = a.no_cache ? std::string() : a.cache;
+  o.cache_max = DecompositionCache::parse_size(a.cache_max);
   o.html = a.html;
   o.plot_matrices = a.plot_matrices;
   o.plot_top = a.plot_top;
@@ -191,6 +201,29 @@ int cmd_inspect(const std::string& base_path, const std::string& tuned_path,
   return kExitOk;
 }
 
+int cmd_cache(const std::string& dir, bool ls, bool clear) {
+  if (!std::filesystem::is_directory(dir)) {
+    std::printf("%s: no cache yet\n", dir.c_str());
+    return kExitOk;
+  }
+  DecompositionCache cache(dir, UINT64_MAX);
+  if (clear) {
+    std::printf("%s: removed %d entries\n", dir.c_str(), cache.clear());
+    return kExitOk;
+  }
+  (void)ls;
+  uint64_t total = 0;
+  for (const auto& e : cache.list()) {
+    char when[32];
+    const std::time_t t = static_cast<std::time_t>(e.mtime / 1000000000);
+    std::strftime(when, sizeof when, "%Y-%m-%d %H:%M", std::localtime(&t));
+    std::printf("%s  %10.1f MB  %s  %s\n", e.key.c_str(), e.bytes / 1e6, when, e.label.c_str());
+    total += e.bytes;
+  }
+  std::printf("%zu entries, %.1f MB in %s\n", cache.list().size(), total / 1e6, dir.c_str());
+  return kExitOk;
+}
+
 int cmd_demo(const std::string& dir, AnalyzeArgs a, const DemoOptions& opts) {
   std::cout << "indim demo: writing a generated Llama-style base, a full fine-tune and a LoRA "
                "fine-tune ("
@@ -274,6 +307,15 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::IsMember({"BF16", "F16", "F32"}));
 
+  std::string cache_dir = DecompositionCache::default_dir();
+  auto* cache_cmd = app.add_subcommand("cache", "List or clear the base decomposition cache");
+  cache_cmd->require_subcommand(1);
+  cache_cmd->add_option("--cache", cache_dir, "Cache directory")->capture_default_str();
+  auto* cache_ls = cache_cmd->add_subcommand("ls", "List cached decompositions, newest first");
+  auto* cache_clear = cache_cmd->add_subcommand("clear", "Remove every cached decomposition");
+  cache_ls->fallthrough();  // `indim cache ls --cache DIR` as well as `indim cache --cache DIR ls`
+  cache_clear->fallthrough();
+
   cli::BenchArgs bench;
   auto* bench_cmd = app.add_subcommand(
       "bench", "Time backends and algorithms on generated matrices, with their accuracy");
@@ -306,6 +348,7 @@ int main(int argc, char** argv) {
     if (*analyze_cmd) return cmd_analyze(a);
     if (*inspect_cmd) return cmd_inspect(ibase, ituned, isel);
     if (*bench_cmd) return cli::run_bench(bench);
+    if (*cache_cmd) return cmd_cache(cache_dir, cache_ls->parsed(), cache_clear->parsed());
     if (*demo_cmd) {
       demo_opts.dtype = *parse_dtype(demo_dtype);
       return cmd_demo(demo_dir, d, demo_opts);

@@ -12,6 +12,7 @@
 #include <optional>
 #include <regex>
 
+#include "indim/cache.hpp"
 #include "indim/error.hpp"
 #include "indim/report.hpp"
 #include "indim/tuned.hpp"
@@ -206,6 +207,10 @@ MatrixResult identical_record(const Decomposition& base, Side side, int k,
   return r;
 }
 
+std::string b_label(const Unit& u) {
+  return u.pair.base.file->path() + ": " + part_key(u.pair.base_name, u.part);
+}
+
 std::vector<Side> sides_of(Side s) {
   if (s == Side::Both) return {Side::Left, Side::Right};
   return {s};
@@ -274,6 +279,8 @@ AnalyzeResult analyze(const AnalyzeOptions& o) {
       {"layout", layout.describe()}};
   for (const auto& t : tuned) header["inputs"]["tuned"].push_back(tuned_json(t));
   detail::Journal journal(res.journal, header, o.resume);
+  std::optional<DecompositionCache> cache;
+  if (!o.cache_dir.empty()) cache.emplace(o.cache_dir, o.cache_max);
 
   const auto sides = sides_of(o.side);
   int total = 0;
@@ -282,6 +289,8 @@ AnalyzeResult analyze(const AnalyzeOptions& o) {
   std::map<detail::RecordKey, MatrixResult> records;
   for (const auto& [name, units] : plan) {
     std::optional<Decomposition> base_d;
+    std::string base_key;
+    bool base_cached = false;
     for (const Unit& u : units) {
       for (Side s : sides) {
         auto key = detail::RecordKey{u.tuned_index, name, side_name(s)};
@@ -296,7 +305,23 @@ AnalyzeResult analyze(const AnalyzeOptions& o) {
         continue;
       }
       const auto start = std::chrono::steady_clock::now();
-      if (!base_d) base_d = decompose(*backend, u.pair, u.part, /*tuned=*/false, o.side, 0);
+      if (!base_d && cache) {
+        const TensorRef& b = u.pair.base;
+        const std::string context = "indim-cache-v1|" + std::string(dtype_name(b.info->dtype)) +
+                                    "|" + shape_text(b.info->shape) + "|" + side_name(o.side) +
+                                    "|" + backend->name() + "." + backend->algo() + "|" +
+                                    precision_name(o.precision) + (u.pair.conv1d ? "|conv1d" : "") +
+                                    "|part=" + u.part.label;
+        base_key = DecompositionCache::key(b.file->data(*b.info), b.info->nbytes(), context);
+        std::string warning;
+        base_d = cache->load(base_key, &warning);
+        if (!warning.empty()) note(warning);
+        base_cached = base_d.has_value();
+      }
+      if (!base_d) {
+        base_d = decompose(*backend, u.pair, u.part, /*tuned=*/false, o.side, 0);
+        if (cache) cache->store(base_key, *base_d, b_label(u));
+      }
       const bool same = u.pair.lora == nullptr && u.part.label.empty() &&
                         bytes_identical(u.pair.base, u.pair.tuned);
       std::optional<Decomposition> tuned_d;
@@ -307,6 +332,7 @@ AnalyzeResult analyze(const AnalyzeOptions& o) {
         MatrixResult r = same ? identical_record(*base_d, s, o.k, res.eps)
                               : intruder_record(*backend, *tuned_d, *base_d, s, o.k, res.eps);
         r.tuned_index = u.tuned_index;
+        r.base_cached = base_cached;
         r.name = name;
         r.tuned_name = u.pair.tuned_name;
         r.layer = layer_index(u.pair.base_name);

@@ -22,6 +22,7 @@ nlohmann::ordered_json record_to_json(const MatrixResult& r, double primary_eps,
   j["side"] = r.side;
   j["k"] = r.k;
   j["identical"] = r.identical;
+  j["base_cached"] = r.base_cached;
   j["maxcos"] = r.maxcos;
   j["argmax"] = r.argmax;
   j["sigma"] = r.sigma;
@@ -63,6 +64,7 @@ MatrixResult record_from_json(const nlohmann::json& j) {
     r.side = j.at("side").get<std::string>();
     r.k = j.at("k").get<int>();
     r.identical = j.at("identical").get<bool>();
+    r.base_cached = j.value("base_cached", false);
     r.maxcos = j.at("maxcos").get<std::vector<double>>();
     r.argmax = j.at("argmax").get<std::vector<int64_t>>();
     r.sigma = j.at("sigma").get<std::vector<double>>();

@@ -20,8 +20,25 @@ struct CliRun {
   std::string out;  // stdout and stderr together
 };
 
+// The CLI caches base decompositions under $XDG_CACHE_HOME: keep each test process's own.
+struct CacheHome {
+  std::string dir =
+      (std::filesystem::temp_directory_path() / ("indim-cli-cache-" + std::to_string(::getpid())))
+          .string();
+  ~CacheHome() {
+    std::error_code ec;
+    std::filesystem::remove_all(dir, ec);
+  }
+};
+
+const std::string& cache_home() {
+  static const CacheHome home;
+  return home.dir;
+}
+
 CliRun indim_cli(const std::string& args) {
-  const std::string cmd = std::string(INDIM_CLI_PATH) + " " + args + " 2>&1";
+  const std::string cmd =
+      "XDG_CACHE_HOME=" + cache_home() + " " + std::string(INDIM_CLI_PATH) + " " + args + " 2>&1";
   CliRun r{-1, ""};
   FILE* p = ::popen(cmd.c_str(), "r");
   if (p == nullptr) return r;
@@ -137,6 +154,28 @@ TEST(Cli, AdapterFolderAnalysedAndRefusalsExitTwo) {
   EXPECT_NE(bad.out.find("adapter_config.json: init_lora_weights is \"pissa\""), std::string::npos)
       << bad.out;
   EXPECT_FALSE(fs::exists(dir / "r2/report.json"));
+}
+
+TEST(Cli, CacheServesTheSecondFineTuneAndListsAndClears) {
+  test::TempDir dir;
+  DemoPaths p = tiny_demo(dir);
+  const std::string cache = " --cache " + (dir / "cache");
+  ASSERT_EQ(indim_cli("analyze " + p.base + " " + p.full + " --out " + (dir / "a") + cache).rc, 0);
+  ASSERT_EQ(indim_cli("analyze " + p.base + " " + p.lora + " --out " + (dir / "b") + cache).rc, 0);
+  auto report = nlohmann::json::parse(test::read_text(dir / "b/report.json"));
+  for (const auto& m : report["matrices"]) EXPECT_TRUE(m["base_cached"].get<bool>()) << m["name"];
+  CliRun ls = indim_cli("cache ls" + cache);
+  EXPECT_EQ(ls.rc, 0);
+  EXPECT_NE(ls.out.find("14 entries"), std::string::npos) << ls.out;  // 2 layers x 7 matrices
+  EXPECT_NE(ls.out.find("model.layers.1.mlp.down_proj.weight"), std::string::npos) << ls.out;
+  CliRun clear = indim_cli("cache clear" + cache);
+  EXPECT_NE(clear.out.find("removed 14 entries"), std::string::npos) << clear.out;
+  ASSERT_EQ(indim_cli("analyze " + p.base + " " + p.lora + " --out " + (dir / "c") + cache +
+                      " --no-cache")
+                .rc,
+            0);
+  EXPECT_NE(indim_cli("cache ls" + cache).out.find("0 entries"), std::string::npos);
+  EXPECT_EQ(indim_cli("analyze a b --cache-max 12X").rc, 1);
 }
 
 TEST(Cli, InspectListsTensorsAndMatchTable) {

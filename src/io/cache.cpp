@@ -1,0 +1,250 @@
+// Cache file layout (little-endian):
+//   "INDIMSVD" | u32 version (1) | u32 meta length | meta JSON |
+//   f64 sigma[n] | left vectors (dim x count, f32 or f64) | right vectors | u64 XXH3-64 of all
+//   the bytes before it.
+#include "indim/cache.hpp"
+
+#define XXH_INLINE_ALL
+#include <sys/stat.h>
+#include <utime.h>
+#include <xxhash.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "indim/error.hpp"
+#include "io/atomic_file.hpp"
+
+namespace fs = std::filesystem;
+
+namespace indim {
+
+namespace {
+
+constexpr char kMagic[8] = {'I', 'N', 'D', 'I', 'M', 'S', 'V', 'D'};
+constexpr uint32_t kVersion = 1;
+constexpr const char* kSuffix = ".isvd";
+
+template <typename T>
+void put(std::string& out, const T& v) {
+  out.append(reinterpret_cast<const char*>(&v), sizeof(T));
+}
+
+nlohmann::json vectors_meta(const Vectors& v) {
+  if (v.count == 0) return nullptr;
+  return {{"dim", v.dim}, {"count", v.count}};
+}
+
+void put_vectors(std::string& out, const Vectors& v) {
+  if (v.count == 0) return;
+  if (v.precision == Precision::F32)
+    out.append(reinterpret_cast<const char*>(v.f32.data()), v.f32.size() * sizeof(float));
+  else
+    out.append(reinterpret_cast<const char*>(v.f64.data()), v.f64.size() * sizeof(double));
+}
+
+// Reads vectors described by `meta` from `p`, advancing it; false when they overrun `end`.
+bool get_vectors(const nlohmann::json& meta, Precision prec, const char*& p, const char* end,
+                 Vectors& v) {
+  if (meta.is_null()) return true;
+  v.precision = prec;
+  v.dim = meta.at("dim").get<int64_t>();
+  v.count = meta.at("count").get<int64_t>();
+  if (v.dim < 0 || v.count < 0) return false;
+  const uint64_t n = static_cast<uint64_t>(v.dim) * static_cast<uint64_t>(v.count);
+  const uint64_t bytes = n * (prec == Precision::F32 ? 4 : 8);
+  if (bytes > static_cast<uint64_t>(end - p)) return false;
+  if (prec == Precision::F32) {
+    v.f32.resize(n);
+    std::memcpy(v.f32.data(), p, bytes);
+  } else {
+    v.f64.resize(n);
+    std::memcpy(v.f64.data(), p, bytes);
+  }
+  p += bytes;
+  return true;
+}
+
+}  // namespace
+
+DecompositionCache::DecompositionCache(std::string dir, uint64_t max_bytes)
+    : dir_(std::move(dir)), max_bytes_(max_bytes) {
+  std::error_code ec;
+  fs::create_directories(dir_, ec);
+  if (!fs::is_directory(dir_, ec)) throw Error(dir_ + ": cannot create the cache directory");
+}
+
+std::string DecompositionCache::default_dir() {
+  if (const char* x = std::getenv("XDG_CACHE_HOME"); x != nullptr && *x != '\0')
+    return (fs::path(x) / "indim").string();
+  if (const char* h = std::getenv("HOME"); h != nullptr && *h != '\0')
+    return (fs::path(h) / ".cache" / "indim").string();
+  return (fs::temp_directory_path() / "indim-cache").string();
+}
+
+uint64_t DecompositionCache::parse_size(const std::string& text) {
+  size_t used = 0;
+  double v = 0;
+  try {
+    v = std::stod(text, &used);
+  } catch (const std::exception&) {
+    throw UsageError("--cache-max takes a size like 20G, 512M or 1048576, not \"" + text + "\"");
+  }
+  const std::string unit = text.substr(used);
+  double mult = 1;
+  if (unit == "K" || unit == "k")
+    mult = 1024.0;
+  else if (unit == "M")
+    mult = 1024.0 * 1024;
+  else if (unit == "G")
+    mult = 1024.0 * 1024 * 1024;
+  else if (unit == "T")
+    mult = 1024.0 * 1024 * 1024 * 1024;
+  else if (!unit.empty())
+    throw UsageError("--cache-max: unknown unit \"" + unit + "\" (K, M, G or T)");
+  if (!(v >= 0)) throw UsageError("--cache-max must not be negative");
+  return static_cast<uint64_t>(v * mult);
+}
+
+std::string DecompositionCache::key(const uint8_t* bytes, uint64_t n, const std::string& context) {
+  XXH3_state_t* st = XXH3_createState();
+  XXH3_128bits_reset(st);
+  XXH3_128bits_update(st, context.data(), context.size());
+  XXH3_128bits_update(st, bytes, n);
+  const XXH128_hash_t h = XXH3_128bits_digest(st);
+  XXH3_freeState(st);
+  char hex[33];
+  std::snprintf(hex, sizeof hex, "%016llx%016llx", static_cast<unsigned long long>(h.high64),
+                static_cast<unsigned long long>(h.low64));
+  return hex;
+}
+
+std::string DecompositionCache::path_of(const std::string& key) const {
+  return (fs::path(dir_) / (key + kSuffix)).string();
+}
+
+void DecompositionCache::store(const std::string& key, const Decomposition& d,
+                               const std::string& label) const {
+  const Precision prec = d.left.count > 0 ? d.left.precision : d.right.precision;
+  const nlohmann::json meta = {{"key", key},
+                               {"label", label},
+                               {"precision", precision_name(prec)},
+                               {"sigma", d.sigma.size()},
+                               {"left", vectors_meta(d.left)},
+                               {"right", vectors_meta(d.right)}};
+  const std::string m = meta.dump();
+  std::string out(kMagic, sizeof kMagic);
+  put(out, kVersion);
+  put(out, static_cast<uint32_t>(m.size()));
+  out += m;
+  out.append(reinterpret_cast<const char*>(d.sigma.data()), d.sigma.size() * sizeof(double));
+  put_vectors(out, d.left);
+  put_vectors(out, d.right);
+  put(out, static_cast<uint64_t>(XXH3_64bits(out.data(), out.size())));
+  detail::write_file_atomic(path_of(key), out);
+  evict(key);
+}
+
+std::optional<Decomposition> DecompositionCache::load(const std::string& key,
+                                                      std::string* warning) const {
+  const std::string path = path_of(key);
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return std::nullopt;
+  const std::string data((std::istreambuf_iterator<char>(in)), {});
+  in.close();
+  auto damaged = [&](const std::string& why) -> std::optional<Decomposition> {
+    if (warning != nullptr) *warning = "indim: cache file " + path + " " + why + "; recomputing";
+    std::error_code ec;
+    fs::remove(path, ec);
+    return std::nullopt;
+  };
+  if (data.size() < sizeof kMagic + 16 || std::memcmp(data.data(), kMagic, sizeof kMagic) != 0)
+    return damaged("is not an indim cache file");
+  uint64_t sum;
+  std::memcpy(&sum, data.data() + data.size() - 8, 8);
+  if (sum != XXH3_64bits(data.data(), data.size() - 8)) return damaged("fails its checksum");
+  uint32_t version, mlen;
+  std::memcpy(&version, data.data() + 8, 4);
+  std::memcpy(&mlen, data.data() + 12, 4);
+  if (version != kVersion) return damaged("has format version " + std::to_string(version));
+  const char* p = data.data() + 16;
+  const char* end = data.data() + data.size() - 8;
+  if (mlen > static_cast<uint64_t>(end - p)) return damaged("is truncated");
+  try {
+    const nlohmann::json meta = nlohmann::json::parse(p, p + mlen);
+    p += mlen;
+    if (meta.at("key").get<std::string>() != key) return damaged("holds another key");
+    const Precision prec = meta.at("precision") == "fp64" ? Precision::F64 : Precision::F32;
+    Decomposition d;
+    const uint64_t ns = meta.at("sigma").get<uint64_t>();
+    if (ns * 8 > static_cast<uint64_t>(end - p)) return damaged("is truncated");
+    d.sigma.resize(ns);
+    std::memcpy(d.sigma.data(), p, ns * 8);
+    p += ns * 8;
+    if (!get_vectors(meta.at("left"), prec, p, end, d.left) ||
+        !get_vectors(meta.at("right"), prec, p, end, d.right) || p != end)
+      return damaged("has inconsistent sizes");
+    ::utime(path.c_str(), nullptr);  // recently used
+    return d;
+  } catch (const nlohmann::json::exception&) {
+    return damaged("has unreadable metadata");
+  }
+}
+
+std::vector<DecompositionCache::Entry> DecompositionCache::list() const {
+  std::vector<Entry> out;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir_, ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.size() <= 5 || name.compare(name.size() - 5, 5, kSuffix) != 0) continue;
+    struct stat st {};
+    if (::stat(e.path().c_str(), &st) != 0) continue;
+    Entry en{name.substr(0, name.size() - 5), "", static_cast<uint64_t>(st.st_size),
+             static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec};
+    std::ifstream in(e.path(), std::ios::binary);
+    char head[16];
+    if (in.read(head, 16)) {
+      uint32_t mlen;
+      std::memcpy(&mlen, head + 12, 4);
+      if (mlen < (1u << 20)) {
+        std::string m(mlen, '\0');
+        if (in.read(m.data(), mlen)) {
+          auto j = nlohmann::json::parse(m, nullptr, false);
+          if (j.is_object() && j.contains("label") && j["label"].is_string())
+            en.label = j["label"].get<std::string>();
+        }
+      }
+    }
+    out.push_back(en);
+  }
+  std::sort(out.begin(), out.end(), [](const Entry& a, const Entry& b) {
+    return a.mtime != b.mtime ? a.mtime > b.mtime : a.key < b.key;
+  });
+  return out;
+}
+
+int DecompositionCache::clear() const {
+  int n = 0;
+  for (const auto& e : list()) {
+    std::error_code ec;
+    if (fs::remove(path_of(e.key), ec)) ++n;
+  }
+  return n;
+}
+
+void DecompositionCache::evict(const std::string& keep) const {
+  std::vector<Entry> entries = list();
+  uint64_t total = 0;
+  for (const auto& e : entries) total += e.bytes;
+  for (auto it = entries.rbegin(); it != entries.rend() && total > max_bytes_; ++it) {
+    if (it->key == keep) continue;
+    std::error_code ec;
+    if (fs::remove(path_of(it->key), ec)) total -= it->bytes;
+  }
+}
+
+}  // namespace indim
