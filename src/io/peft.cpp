@@ -4,6 +4,7 @@
 #include <cmath>
 #include <filesystem>
 #include <regex>
+#include <type_traits>
 
 #include "indim/error.hpp"
 #include "indim/match.hpp"
@@ -53,7 +54,12 @@ std::vector<std::pair<std::string, T>> pattern(const nlohmann::ordered_json& j,
     } catch (const std::regex_error&) {
       bad(path, std::string(field) + " key \"" + k + "\" is not a valid regex");
     }
-    out.emplace_back(k, v.template get<T>());
+    const double x = v.template get<double>();
+    const bool integral = std::is_integral<T>::value;
+    if (!std::isfinite(x) || std::fabs(x) > 1e6 || (integral && x != std::floor(x)))
+      bad(path, std::string(field) + "[\"" + k.substr(0, 80) + "\"] = " + v.dump() +
+                    (integral ? " is not a rank" : " is out of range"));
+    out.emplace_back(k, static_cast<T>(x));
   }
   return out;
 }
@@ -132,6 +138,7 @@ LoraConfig parse_adapter_config(std::string_view text, const std::string& path) 
   if (r <= 0 || r != std::floor(r) || r > 1e6) bad(path, "r must be a positive integer");
   c.r = static_cast<int>(r);
   c.alpha = number("lora_alpha", 8);
+  if (!std::isfinite(c.alpha) || std::fabs(c.alpha) > 1e12) bad(path, "lora_alpha is out of range");
   c.use_rslora = flag("use_rslora");
   c.fan_in_fan_out = flag("fan_in_fan_out");
   c.use_dora = flag("use_dora");

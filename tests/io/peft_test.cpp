@@ -122,6 +122,12 @@ INSTANTIATE_TEST_SUITE_P(
         RefusedCase{"backreference",
                     R"({"peft_type":"LORA","rank_pattern":{"a\\9999999999999999999999.0":2}})",
                     "uses a backreference"},
+        // Found by the fuzzer: a huge rank converted to int was undefined behaviour.
+        RefusedCase{"huge_pattern_rank",
+                    R"({"peft_type":"LORA","rank_pattern":{"q":37777777777777777777777.5}})",
+                    "is not a rank"},
+        RefusedCase{"fractional_pattern_rank", R"({"peft_type":"LORA","rank_pattern":{"q":2.5}})",
+                    "is not a rank"},
         RefusedCase{"huge_repeat", R"({"peft_type":"LORA","rank_pattern":{"q{99999999999}":2}})",
                     "number too large"},
         RefusedCase{"long_key",
