@@ -122,8 +122,8 @@ void check_info(GpuContext& ctx, const std::string& label, const char* routine) 
 
 class CudaBackend final : public Backend {
  public:
-  CudaBackend(Precision p, std::string algo, int device)
-      : precision_(p), algo_(std::move(algo)), ctx_(device) {}
+  CudaBackend(Precision p, std::string algo, int device, uint64_t budget)
+      : precision_(p), algo_(std::move(algo)), ctx_(device), budget_(budget) {}
   std::string name() const override { return "cuda"; }
   std::string algo() const override { return algo_; }
   Precision precision() const override { return precision_; }
@@ -151,7 +151,17 @@ class CudaBackend final : public Backend {
     if (w.rows <= 0 || w.cols <= 0) throw BadInput(label + ": cannot decompose an empty matrix");
     const int64_t r = std::min(w.rows, w.cols);
     if (keep <= 0 || keep > r) keep = r;
-    if (algo_ == "gesvd")
+    std::string algo = algo_;
+    // Within the memory budget: gram64 needs the most; gesvd is the fallback.
+    if (algo == "gram64" && cuda_bytes_needed("gram64", precision_, w.rows, w.cols, keep) > budget_)
+      algo = "gesvd";
+    const uint64_t need = cuda_bytes_needed(algo, precision_, w.rows, w.cols, keep);
+    if (need > budget_)
+      throw Error(label + ": [" + std::to_string(w.rows) + ", " + std::to_string(w.cols) +
+                  "] needs about " + std::to_string(need >> 20) + " MiB of GPU memory with " +
+                  algo + ", over the budget of " + std::to_string(budget_ >> 20) +
+                  " MiB (--gpu-mem)");
+    if (algo == "gesvd")
       return precision_ == Precision::F32 ? gesvd<float>(w, side, keep, label)
                                           : gesvd<double>(w, side, keep, label);
     return gram64(w, side, keep, label);
@@ -387,6 +397,7 @@ class CudaBackend final : public Backend {
   Precision precision_;
   std::string algo_;
   GpuContext ctx_;
+  uint64_t budget_;
 };
 
 }  // namespace
@@ -404,8 +415,8 @@ int cuda_device_count(std::string* why) {
   return n;
 }
 
-std::unique_ptr<Backend> make_cuda_backend(Precision precision, const std::string& algo,
-                                           int device) {
+std::unique_ptr<Backend> make_cuda_backend(Precision precision, const std::string& algo, int device,
+                                           uint64_t gpu_mem) {
   std::string why;
   const int n = cuda_device_count(&why);
   if (device < 0 || device >= n)
@@ -413,7 +424,11 @@ std::unique_ptr<Backend> make_cuda_backend(Precision precision, const std::strin
                 (n == 0 ? "no usable CUDA device (" + why + ")"
                         : "device " + std::to_string(device) + " does not exist (" +
                               std::to_string(n) + " found)"));
-  return std::make_unique<CudaBackend>(precision, algo, device);
+  INDIM_CUDA_CHECK(cudaSetDevice(device));
+  size_t free_bytes = 0, total_bytes = 0;
+  INDIM_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+  const uint64_t budget = gpu_mem > 0 ? gpu_mem : static_cast<uint64_t>(free_bytes * 0.9);
+  return std::make_unique<CudaBackend>(precision, algo, device, budget);
 }
 
 }  // namespace indim

@@ -68,10 +68,13 @@ struct AnalyzeOptions {
   Side side = Side::Left;
   std::string backend = "auto";
   std::string algo = "auto";  ///< see make_backend
+  std::vector<int> devices;   ///< CUDA devices, one worker each; empty: device 0
+  uint64_t gpu_mem = 0;       ///< GPU memory budget per device in bytes; 0: 90% of free
+  int workers = 1;            ///< CPU backend: matrices decomposed in parallel
   SelectOptions select;
   bool resume = false;
-  std::string cache_dir;                  ///< base decomposition cache; empty: none
-  uint64_t cache_max = 20ull << 30;       ///< its size bound in bytes
+  std::string cache_dir;                         ///< base decomposition cache; empty: none
+  uint64_t cache_max = 20ull << 30;              ///< its size bound in bytes
   bool html = false;                             ///< also write report.html
   std::vector<std::string> plot_matrices;        ///< regexes: matrices drawn in detail in the HTML
   int plot_top = 4;                              ///< else the N with most intruders per fine-tune

@@ -85,16 +85,25 @@ std::unique_ptr<Backend> make_cpu_backend(Precision precision);
 bool cuda_built();
 /// @brief Usable CUDA devices; 0 without a driver or device (`why` says which). Never throws.
 int cuda_device_count(std::string* why);
-/// @brief The CUDA backend on `device` with algorithm "gram64" or "gesvd". Throws indim::Error
-/// when there is no such device, indim::UsageError in a build without CUDA.
-std::unique_ptr<Backend> make_cuda_backend(Precision precision, const std::string& algo,
-                                           int device);
+/// @brief The CUDA backend on `device` with algorithm "gram64" or "gesvd", keeping each
+/// decomposition within `gpu_mem` bytes of device memory (0: 90% of the free memory at start).
+/// A matrix too large for gram64 within the budget falls back to gesvd; one too large for both
+/// is an indim::Error naming it. Throws indim::Error when there is no such device,
+/// indim::UsageError in a build without CUDA.
+std::unique_ptr<Backend> make_cuda_backend(Precision precision, const std::string& algo, int device,
+                                           uint64_t gpu_mem = 0);
+
+/// @brief Device bytes a decomposition of an [rows, cols] matrix needs with `algo` ("gram64"
+/// or "gesvd"), keeping `keep` vectors, inputs of `precision` (the estimate the budget uses).
+uint64_t cuda_bytes_needed(const std::string& algo, Precision precision, int64_t rows, int64_t cols,
+                           int64_t keep);
 
 /// @brief Resolves `name` ("auto", "cpu" or "cuda") and `algo` ("auto", "gesdd" for the CPU,
 /// "gram64" or "gesvd" for CUDA). "auto" picks CUDA when a device exists, else the CPU, and
 /// `note` then receives a line for stderr. Throws indim::UsageError for an unknown or
 /// mismatched name or algorithm, indim::Error when CUDA is named but unusable.
 std::unique_ptr<Backend> make_backend(const std::string& name, Precision precision,
-                                      std::string* note, const std::string& algo = "auto");
+                                      std::string* note, const std::string& algo = "auto",
+                                      uint64_t gpu_mem = 0, int device = 0);
 
 }  // namespace indim

@@ -22,8 +22,8 @@ class DecompositionCache {
 
   /// @brief $XDG_CACHE_HOME/indim, else $HOME/.cache/indim.
   static std::string default_dir();
-  /// @brief Parses sizes like "20G", "512M", "1048576". Throws indim::UsageError.
-  static uint64_t parse_size(const std::string& text);
+  /// @brief Parses sizes like "20G", "512M", "1048576". Throws indim::UsageError naming `flag`.
+  static uint64_t parse_size(const std::string& text, const std::string& flag = "--cache-max");
 
   const std::string& dir() const { return dir_; }
   /// @brief The key of `n` bytes decomposed under `context`.

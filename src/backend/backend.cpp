@@ -1,5 +1,7 @@
 #include "indim/backend.hpp"
 
+#include <algorithm>
+
 #include "indim/error.hpp"
 
 namespace indim {
@@ -27,15 +29,31 @@ int cuda_device_count(std::string* why) {
   return 0;
 }
 
-std::unique_ptr<Backend> make_cuda_backend(Precision, const std::string&, int) {
+std::unique_ptr<Backend> make_cuda_backend(Precision, const std::string&, int, uint64_t) {
   throw UsageError(
       "--backend cuda: this build of indim has no CUDA backend (the CUDA toolkit "
       "was not found when it was built)");
 }
 #endif
 
+uint64_t cuda_bytes_needed(const std::string& algo, Precision precision, int64_t rows, int64_t cols,
+                           int64_t keep) {
+  const double m = static_cast<double>(std::max(rows, cols));
+  const double n = static_cast<double>(std::min(rows, cols));
+  const double k =
+      static_cast<double>(keep <= 0 ? n : std::min<int64_t>(keep, std::min(rows, cols)));
+  const double t = precision == Precision::F32 ? 4 : 8;
+  double bytes;
+  if (algo == "gram64")  // fp64 copy + staged input, Gram, syevd workspace (~2 n^2), vectors
+    bytes = 8 * m * n + t * m * n + 8 * n * n + 16 * n * n + 8 * n * k + 8 * m * k + t * m * k;
+  else  // input + transposed copy, U, VT, workspace (~ (m + n) n)
+    bytes = t * (2 * m * n + m * n + n * n + (m + n) * n);
+  return static_cast<uint64_t>(bytes) + (64ull << 20);  // handles, small buffers
+}
+
 std::unique_ptr<Backend> make_backend(const std::string& name, Precision precision,
-                                      std::string* note, const std::string& algo) {
+                                      std::string* note, const std::string& algo, uint64_t gpu_mem,
+                                      int device) {
   const bool cpu_algo = algo == "auto" || algo == "gesdd";
   const bool cuda_algo = algo == "auto" || algo == "gram64" || algo == "gesvd";
   if (!cpu_algo && !cuda_algo)
@@ -48,12 +66,12 @@ std::unique_ptr<Backend> make_backend(const std::string& name, Precision precisi
   const std::string cuda_algo_name = algo == "auto" ? "gram64" : algo;
   if (name == "cuda") {
     if (!cuda_algo) throw UsageError("--algo " + algo + " runs on the CPU backend only");
-    return make_cuda_backend(precision, cuda_algo_name, 0);
+    return make_cuda_backend(precision, cuda_algo_name, device, gpu_mem);
   }
   if (name == "auto") {
     std::string why;
     if (cuda_device_count(&why) > 0 && cuda_algo)
-      return make_cuda_backend(precision, cuda_algo_name, 0);
+      return make_cuda_backend(precision, cuda_algo_name, device, gpu_mem);
     if (!cpu_algo) throw UsageError("--algo " + algo + " needs a CUDA device (" + why + ")");
     if (note != nullptr)
       *note = "indim: no usable CUDA device (" + why + "); using the CPU backend (LAPACK)";

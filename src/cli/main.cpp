@@ -33,6 +33,9 @@ struct AnalyzeArgs {
   std::string cache = DecompositionCache::default_dir();
   bool no_cache = false;
   std::string cache_max = "20G";
+  std::vector<int> devices;
+  std::string gpu_mem = "0";
+  int workers = 1;
   bool quiet = false;
   bool html = false;
   std::vector<std::string> plot_matrices;
@@ -60,6 +63,14 @@ void add_compute_options(CLI::App* cmd, AnalyzeArgs& a) {
                   "Decomposition: gesdd (cpu), gram64 or gesvd (cuda); auto picks per backend")
       ->capture_default_str()
       ->check(CLI::IsMember({"auto", "gesdd", "gram64", "gesvd"}));
+  cmd->add_option("--devices", a.devices, "CUDA devices to spread matrices over, e.g. 0,1,2,3")
+      ->delimiter(',');
+  cmd->add_option("--gpu-mem", a.gpu_mem,
+                  "GPU memory per device for one decomposition (K, M, G); 0: 90% of free")
+      ->capture_default_str();
+  cmd->add_option("--workers", a.workers, "CPU backend: matrices decomposed in parallel")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 256));
   cmd->add_option("--cache", a.cache, "Base decomposition cache directory")->capture_default_str();
   cmd->add_flag("--no-cache", a.no_cache, "Neither read nor write the cache");
   cmd->add_option("--cache-max", a.cache_max, "Cache size bound (K, M, G, T); LRU eviction")
@@ -89,6 +100,9 @@ AnalyzeOptions to_options(const AnalyzeArgs& a) {
   o.resume = a.resume;
   o.cache_dir = a.no_cache ? std::string() : a.cache;
   o.cache_max = DecompositionCache::parse_size(a.cache_max);
+  o.devices = a.devices;
+  o.gpu_mem = DecompositionCache::parse_size(a.gpu_mem, "--gpu-mem");
+  o.workers = a.workers;
   o.html = a.html;
   o.plot_matrices = a.plot_matrices;
   o.plot_top = a.plot_top;

@@ -86,13 +86,13 @@ std::string DecompositionCache::default_dir() {
   return (fs::temp_directory_path() / "indim-cache").string();
 }
 
-uint64_t DecompositionCache::parse_size(const std::string& text) {
+uint64_t DecompositionCache::parse_size(const std::string& text, const std::string& flag) {
   size_t used = 0;
   double v = 0;
   try {
     v = std::stod(text, &used);
   } catch (const std::exception&) {
-    throw UsageError("--cache-max takes a size like 20G, 512M or 1048576, not \"" + text + "\"");
+    throw UsageError(flag + " takes a size like 20G, 512M or 1048576, not \"" + text + "\"");
   }
   const std::string unit = text.substr(used);
   double mult = 1;
@@ -105,8 +105,8 @@ uint64_t DecompositionCache::parse_size(const std::string& text) {
   else if (unit == "T")
     mult = 1024.0 * 1024 * 1024 * 1024;
   else if (!unit.empty())
-    throw UsageError("--cache-max: unknown unit \"" + unit + "\" (K, M, G or T)");
-  if (!(v >= 0)) throw UsageError("--cache-max must not be negative");
+    throw UsageError(flag + ": unknown unit \"" + unit + "\" (K, M, G or T)");
+  if (!(v >= 0)) throw UsageError(flag + " must not be negative");
   return static_cast<uint64_t>(v * mult);
 }
 

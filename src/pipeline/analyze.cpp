@@ -5,16 +5,20 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <mutex>
 #include <optional>
 #include <regex>
+#include <thread>
 
 #include "indim/cache.hpp"
 #include "indim/error.hpp"
 #include "indim/report.hpp"
+#include "indim/schedule.hpp"
 #include "indim/tuned.hpp"
 #include "io/atomic_file.hpp"
 #include "pipeline/journal.hpp"
@@ -207,6 +211,27 @@ MatrixResult identical_record(const Decomposition& base, Side side, int k,
   return r;
 }
 
+// Fills a record's naming, shape and timing from its unit.
+void describe(MatrixResult& r, const Unit& u, const std::string& name, bool base_cached,
+              double seconds) {
+  r.tuned_index = u.tuned_index;
+  r.base_cached = base_cached;
+  r.name = name;
+  r.tuned_name = u.pair.tuned_name;
+  r.layer = layer_index(u.pair.base_name);
+  r.type = matrix_type(u.pair.base_name);
+  if (!u.part.rows.empty())  // "3.up" -> "[up]": experts fold together, Q/K/V do not
+    r.type += "[" + u.part.label.substr(u.part.label.rfind('.') + 1) + "]";
+  const auto& shape = u.pair.base.info->shape;
+  r.shape = {static_cast<int64_t>(shape[shape.size() - 2]),
+             static_cast<int64_t>(shape[shape.size() - 1])};
+  if (u.pair.conv1d) std::swap(r.shape[0], r.shape[1]);
+  if (!u.part.rows.empty()) r.shape[0] = static_cast<int64_t>(u.part.rows.size());
+  r.conv1d = u.pair.conv1d;
+  r.dtype = dtype_name(u.pair.tuned.info->dtype);
+  r.seconds = seconds;
+}
+
 std::string b_label(const Unit& u) {
   return u.pair.base.file->path() + ": " + part_key(u.pair.base_name, u.part);
 }
@@ -249,8 +274,17 @@ AnalyzeResult analyze(const AnalyzeOptions& o) {
   const auto plan = make_plan(base, tables);
 
   std::string backend_note;
-  std::unique_ptr<Backend> backend = make_backend(o.backend, o.precision, &backend_note, o.algo);
+  std::vector<std::unique_ptr<Backend>> backends;
+  backends.push_back(make_backend(o.backend, o.precision, &backend_note, o.algo, o.gpu_mem,
+                                  o.devices.empty() ? 0 : o.devices.front()));
   if (!backend_note.empty()) note(backend_note);
+  Backend* backend = backends.front().get();
+  if (backend->name() == "cuda")
+    for (size_t i = 1; i < o.devices.size(); ++i)
+      backends.push_back(make_cuda_backend(o.precision, backend->algo(), o.devices[i], o.gpu_mem));
+  if (backend->name() == "cpu")
+    while (static_cast<int>(backends.size()) < o.workers)
+      backends.push_back(make_cpu_backend(o.precision));
 
   AnalyzeResult res;
   res.eps = eps_grid(o.eps);
@@ -285,68 +319,60 @@ AnalyzeResult analyze(const AnalyzeOptions& o) {
   const auto sides = sides_of(o.side);
   int total = 0;
   for (const auto& [name, units] : plan) total += static_cast<int>(units.size() * sides.size());
-  int done = 0;
   std::map<detail::RecordKey, MatrixResult> records;
-  for (const auto& [name, units] : plan) {
+  for (const auto& [name, units] : plan)
+    for (const Unit& u : units)
+      for (Side s : sides) {
+        auto prev = journal.previous().find({u.tuned_index, name, side_name(s)});
+        if (prev != journal.previous().end()) records[prev->first] = prev->second, ++res.resumed;
+      }
+  int done = res.resumed;
+  std::mutex mu;  // guards records, done, the journal, progress and notes
+
+  // Analyses one plan entry (a base matrix and its pending fine-tunes) on `backend`.
+  auto process = [&](Backend& backend, const std::string& name, const std::vector<Unit>& units) {
     std::optional<Decomposition> base_d;
     std::string base_key;
     bool base_cached = false;
     for (const Unit& u : units) {
-      for (Side s : sides) {
-        auto key = detail::RecordKey{u.tuned_index, name, side_name(s)};
-        auto prev = journal.previous().find(key);
-        if (prev != journal.previous().end()) records[key] = prev->second, ++res.resumed;
+      bool pending = false;
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        for (Side s : sides) pending |= !records.count({u.tuned_index, name, side_name(s)});
       }
-      const bool pending = std::any_of(sides.begin(), sides.end(), [&](Side s) {
-        return !records.count({u.tuned_index, name, side_name(s)});
-      });
-      if (!pending) {
-        done += static_cast<int>(sides.size());
-        continue;
-      }
+      if (!pending) continue;
       const auto start = std::chrono::steady_clock::now();
       if (!base_d && cache) {
         const TensorRef& b = u.pair.base;
         const std::string context = "indim-cache-v1|" + std::string(dtype_name(b.info->dtype)) +
                                     "|" + shape_text(b.info->shape) + "|" + side_name(o.side) +
-                                    "|" + backend->name() + "." + backend->algo() + "|" +
+                                    "|" + backend.name() + "." + backend.algo() + "|" +
                                     precision_name(o.precision) + (u.pair.conv1d ? "|conv1d" : "") +
                                     "|part=" + u.part.label;
         base_key = DecompositionCache::key(b.file->data(*b.info), b.info->nbytes(), context);
         std::string warning;
         base_d = cache->load(base_key, &warning);
-        if (!warning.empty()) note(warning);
+        if (!warning.empty()) {
+          std::lock_guard<std::mutex> lock(mu);
+          note(warning);
+        }
         base_cached = base_d.has_value();
       }
       if (!base_d) {
-        base_d = decompose(*backend, u.pair, u.part, /*tuned=*/false, o.side, 0);
+        base_d = decompose(backend, u.pair, u.part, /*tuned=*/false, o.side, 0);
         if (cache) cache->store(base_key, *base_d, b_label(u));
       }
       const bool same = u.pair.lora == nullptr && u.part.label.empty() &&
                         bytes_identical(u.pair.base, u.pair.tuned);
       std::optional<Decomposition> tuned_d;
-      if (!same) tuned_d = decompose(*backend, u.pair, u.part, /*tuned=*/true, o.side, o.k);
+      if (!same) tuned_d = decompose(backend, u.pair, u.part, /*tuned=*/true, o.side, o.k);
       const double secs =
           std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       for (Side s : sides) {
         MatrixResult r = same ? identical_record(*base_d, s, o.k, res.eps)
-                              : intruder_record(*backend, *tuned_d, *base_d, s, o.k, res.eps);
-        r.tuned_index = u.tuned_index;
-        r.base_cached = base_cached;
-        r.name = name;
-        r.tuned_name = u.pair.tuned_name;
-        r.layer = layer_index(u.pair.base_name);
-        r.type = matrix_type(u.pair.base_name);
-        if (!u.part.rows.empty())  // "3.up" -> "[up]": experts fold together, Q/K/V do not
-          r.type += "[" + u.part.label.substr(u.part.label.rfind('.') + 1) + "]";
-        const auto& shape = u.pair.base.info->shape;
-        r.shape = {static_cast<int64_t>(shape[shape.size() - 2]),
-                   static_cast<int64_t>(shape[shape.size() - 1])};
-        if (u.pair.conv1d) std::swap(r.shape[0], r.shape[1]);
-        if (!u.part.rows.empty()) r.shape[0] = static_cast<int64_t>(u.part.rows.size());
-        r.conv1d = u.pair.conv1d;
-        r.dtype = dtype_name(u.pair.tuned.info->dtype);
-        r.seconds = secs / static_cast<double>(sides.size());
+                              : intruder_record(backend, *tuned_d, *base_d, s, o.k, res.eps);
+        describe(r, u, name, base_cached, secs / static_cast<double>(sides.size()));
+        std::lock_guard<std::mutex> lock(mu);
         journal.append(r);
         records[{u.tuned_index, name, r.side}] = r;
         ++done;
@@ -355,6 +381,38 @@ AnalyzeResult analyze(const AnalyzeOptions& o) {
       u.pair.tuned.file->release(*u.pair.tuned.info);
     }
     if (!units.empty()) units.front().pair.base.file->release(*units.front().pair.base.info);
+  };
+
+  if (backends.size() == 1) {
+    for (const auto& [name, units] : plan) process(*backends[0], name, units);
+  } else {
+    std::vector<double> costs;
+    for (const auto& [name, units] : plan) {
+      const MatrixResult shape_of = [&] {
+        MatrixResult r;
+        describe(r, units.front(), name, false, 0);
+        return r;
+      }();
+      costs.push_back(
+          matrix_cost(shape_of.shape[0], shape_of.shape[1], static_cast<int>(units.size())));
+    }
+    const std::vector<int> worker_of = assign_workers(costs, static_cast<int>(backends.size()));
+    std::atomic<bool> failed{false};
+    std::exception_ptr error;
+    std::vector<std::thread> threads;
+    for (size_t w = 0; w < backends.size(); ++w)
+      threads.emplace_back([&, w] {
+        try {
+          for (size_t i = 0; i < plan.size() && !failed; ++i)
+            if (worker_of[i] == static_cast<int>(w))
+              process(*backends[w], plan[i].first, plan[i].second);
+        } catch (...) {
+          std::lock_guard<std::mutex> lock(mu);
+          if (!failed.exchange(true)) error = std::current_exception();
+        }
+      });
+    for (auto& t : threads) t.join();
+    if (error) std::rethrow_exception(error);
   }
 
   // Records in plan order: tuned checkpoint, then storage order of the base.
