@@ -99,17 +99,6 @@ constexpr cudaDataType data_type() {
   return std::is_same<T, float>::value ? CUDA_R_32F : CUDA_R_64F;
 }
 
-template <typename T>
-std::vector<T>& host_storage(Vectors& v);
-template <>
-std::vector<float>& host_storage<float>(Vectors& v) {
-  return v.f32;
-}
-template <>
-std::vector<double>& host_storage<double>(Vectors& v) {
-  return v.f64;
-}
-
 void check_info(GpuContext& ctx, const std::string& label, const char* routine) {
   int info = 0;
   INDIM_CUDA_CHECK(
@@ -331,14 +320,14 @@ class CudaBackend final : public Backend {
     d.sigma.assign(sig.begin(), sig.end());
     auto from_u = [&]() {  // column-major [m, r] -> row-major [m, keep]
       Vectors v = empty_vectors(m, keep);
-      auto& o = host_storage<T>(v);
+      auto& o = v.values<T>();
       for (int64_t i = 0; i < m; ++i)
         for (int64_t j = 0; j < keep; ++j) o[i * keep + j] = uh[i + j * m];
       return v;
     };
     auto from_vt = [&]() {  // row-major [n, r] -> row-major [n, keep]
       Vectors v = empty_vectors(n, keep);
-      auto& o = host_storage<T>(v);
+      auto& o = v.values<T>();
       for (int64_t i = 0; i < n; ++i)
         for (int64_t j = 0; j < keep; ++j) o[i * keep + j] = vh[i * r + j];
       return v;
@@ -367,8 +356,8 @@ class CudaBackend final : public Backend {
     sim.head_cols = head_cols;
     if (k <= 0 || nb <= 0) return sim;
     cudaStream_t s = ctx_.stream();
-    const auto& th = host_storage<T>(const_cast<Vectors&>(tuned));
-    const auto& bh = host_storage<T>(const_cast<Vectors&>(base));
+    const auto& th = tuned.values<T>();
+    const auto& bh = base.values<T>();
     DeviceBuffer<T> y(th.size()), x(bh.size());
     INDIM_CUDA_CHECK(
         cudaMemcpyAsync(y.get(), th.data(), th.size() * sizeof(T), cudaMemcpyHostToDevice, s));

@@ -38,7 +38,23 @@ struct Vectors {
     const size_t idx = static_cast<size_t>(i * count + j);
     return precision == Precision::F32 ? f32[idx] : f64[idx];
   }
+  /// @brief The storage of element type T (f32 or f64), for code templated on it.
+  template <typename T>
+  std::vector<T>& values();
+  template <typename T>
+  const std::vector<T>& values() const {
+    return const_cast<Vectors*>(this)->values<T>();
+  }
 };
+
+template <>
+inline std::vector<float>& Vectors::values<float>() {
+  return f32;
+}
+template <>
+inline std::vector<double>& Vectors::values<double>() {
+  return f64;
+}
 
 /// @brief Economy SVD of an [out, in] weight: singular values (descending, all min(out, in) of
 /// them) and the kept left (U, dim = out) and/or right (V, dim = in) vectors.

@@ -45,21 +45,6 @@ void gemm_tn(int64_t m, int64_t n, int64_t k, const double* a, int64_t lda, cons
   cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, m, n, k, 1.0, a, lda, b, ldb, 0.0, c, n);
 }
 
-template <typename T>
-std::vector<T>& storage(Vectors& v);
-template <>
-std::vector<float>& storage<float>(Vectors& v) {
-  return v.f32;
-}
-template <>
-std::vector<double>& storage<double>(Vectors& v) {
-  return v.f64;
-}
-template <typename T>
-const std::vector<T>& cstorage(const Vectors& v) {
-  return storage<T>(const_cast<Vectors&>(v));
-}
-
 // Copies the first `keep` columns of a row-major [rows, cols] block (transposed if asked).
 template <typename T>
 Vectors take_columns(const T* src, int64_t rows, int64_t cols, int64_t keep, bool col_major) {
@@ -67,7 +52,7 @@ Vectors take_columns(const T* src, int64_t rows, int64_t cols, int64_t keep, boo
   v.precision = std::is_same<T, float>::value ? Precision::F32 : Precision::F64;
   v.dim = rows;
   v.count = keep;
-  auto& out = storage<T>(v);
+  auto& out = v.values<T>();
   out.resize(static_cast<size_t>(rows * keep));
   for (int64_t i = 0; i < rows; ++i)
     for (int64_t j = 0; j < keep; ++j)
@@ -107,7 +92,7 @@ Similarity compare_impl(const Vectors& tuned, const Vectors& base, int64_t k, in
   const int64_t nb = base.count;
   std::vector<T> c(static_cast<size_t>(k * nb));
   if (k > 0 && nb > 0)
-    gemm_tn(k, nb, tuned.dim, cstorage<T>(tuned).data(), tuned.count, cstorage<T>(base).data(), nb,
+    gemm_tn(k, nb, tuned.dim, tuned.values<T>().data(), tuned.count, base.values<T>().data(), nb,
             c.data());
   Similarity sim;
   sim.head_cols = std::min(std::max<int64_t>(head_cols, 0), nb);
