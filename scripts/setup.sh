@@ -5,10 +5,11 @@
 #   scripts/setup.sh --build-only  build dependencies only (the Docker image)
 set -euo pipefail
 
-# chromium runs the HTML report's browser tests; clang and libclang-rt-14-dev the fuzzers.
+# chromium runs the HTML report's browser tests; clang and libclang-rt-14-dev the fuzzers;
+# python3-numpy and python3-scipy the peer baseline the CPU backend is checked against.
 packages=(build-essential cmake ninja-build pkg-config nlohmann-json3-dev libcli11-dev
           liblapacke-dev libopenblas-dev libgtest-dev libxxhash-dev)
-[ "${1:-}" = "--build-only" ] || packages+=(chromium clang libclang-rt-14-dev)
+[ "${1:-}" = "--build-only" ] || packages+=(chromium clang libclang-rt-14-dev python3-numpy python3-scipy)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
