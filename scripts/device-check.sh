@@ -13,9 +13,15 @@ cuda_lib=$(dirname "$(ldconfig -p | awk '/libcusolver.so.12 / {print $NF; exit}'
 export LD_LIBRARY_PATH="$root/lib:${cuda_lib:-/usr/local/cuda/lib64}:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
 bin="$root/bin"
 summary=()
+budget=450  # seconds for all steps; later steps are skipped past it
 step() {  # step NAME SECONDS COMMAND...: runs with a time limit, logs to $out/NAME.log
   local name=$1 limit=$2
   shift 2
+  if [ "$SECONDS" -gt "$budget" ]; then
+    summary+=("$(printf '%-14s skipped (past the %ds budget)' "$name" "$budget")")
+    return
+  fi
+  [ "$limit" -gt $((budget + 60 - SECONDS)) ] && limit=$((budget + 60 - SECONDS))
   local t0=$SECONDS
   if timeout "$limit" "$@" > "$out/$name.log" 2>&1; then
     summary+=("$(printf '%-14s ok      %4ds' "$name" $((SECONDS - t0)))")
@@ -31,8 +37,8 @@ step() {  # step NAME SECONDS COMMAND...: runs with a time limit, logs to $out/N
   ldd "$bin/indim"
 } > "$out/env.log" 2>&1
 
-step gpu-tests 240 "$bin/indim_gpu_tests" --gtest_output=xml:"$out/gpu-tests.xml"
-step demo 120 "$bin/indim" demo --out "$root/demo" --hidden 512 --intermediate 1376 \
+step gpu-tests 150 "$bin/indim_gpu_tests" --gtest_output=xml:"$out/gpu-tests.xml"
+step demo 90 "$bin/indim" demo --out "$root/demo" --hidden 512 --intermediate 1376 \
   --kv-dim 256 --layers 4 --backend cuda
 agree() {  # CPU and CUDA reports on the same checkpoints: equal counts, maxcos within tolerance
   set -e
@@ -49,16 +55,22 @@ agree() {  # CPU and CUDA reports on the same checkpoints: equal counts, maxcos 
 }
 export -f agree
 export bin root
-step agree 240 bash -c agree
-step bench-7b 240 "$bin/indim" bench --shapes 4096x4096,11008x4096,4096x11008 \
+step agree 120 bash -c agree
+step bench-7b 150 "$bin/indim" bench --shapes 4096x4096,11008x4096,4096x11008 \
   --runs cpu:gesdd,cuda:gram64,cuda:gesvd --reference cuda --json "$out/bench-7b.json"
-step bench-70b 150 "$bin/indim" bench --shapes 8192x8192,28672x8192,1024x8192 \
+step bench-70b 120 "$bin/indim" bench --shapes 8192x8192,28672x8192,1024x8192 \
   --runs cuda:gram64,cuda:gesvd --reference none --json "$out/bench-70b.json"
+# Peers on one Llama-7B-shaped layer: the paper's torch procedure (a) against indim cold (d)
+# and with the base cached (e); numpy (b) is left to the bench's CPU row at these sizes.
+step peers-7b 150 bash -c "'$bin/indim' demo --out '$root/l7b' --hidden 4096 --intermediate 11008 \
+  --kv-dim 4096 --layers 1 --backend cuda --no-cache > /dev/null &&
+  python3 bench/peers/peers.py --indim '$bin/indim' --base '$root/l7b/base' \
+  --tuned '$root/l7b/lora' --runs ade --json '$out/peers-7b.json'"
 
 echo
 cat "$out/agree.log" 2>/dev/null
 echo
-cat "$out/bench-7b.log" "$out/bench-70b.log" 2>/dev/null
+cat "$out/bench-7b.log" "$out/bench-70b.log" "$out/peers-7b.log" 2>/dev/null
 echo
 grep -E "tests|PASSED|FAILED" "$out/gpu-tests.log" | tail -3
 printf '%s\n' "${summary[@]}"
