@@ -126,6 +126,25 @@ class CudaBackend final : public Backend {
     return run(w, side, keep, label);
   }
 
+  Decomposition decompose_stored(const void* bytes, DType dtype, int64_t rows, int64_t cols,
+                                 bool transposed, Side side, int64_t keep,
+                                 const std::string& label) override {
+    if (rows <= 0 || cols <= 0) throw BadInput(label + ": cannot decompose an empty matrix");
+    const int64_t out = transposed ? cols : rows, in = transposed ? rows : cols;
+    const int64_t r = std::min(out, in);
+    if (keep <= 0 || keep > r) keep = r;
+    if (choose_algo(out, in, keep, label) == "gram64") {
+      DeviceBuffer<double> a = upload_stored<double>(bytes, dtype, rows, cols, transposed, label);
+      return gram64_device(a, out, in, side, keep, label);
+    }
+    if (precision_ == Precision::F32) {
+      DeviceBuffer<float> a = upload_stored<float>(bytes, dtype, rows, cols, transposed, label);
+      return gesvd_device<float>(a, out, in, side, keep, label);
+    }
+    DeviceBuffer<double> a = upload_stored<double>(bytes, dtype, rows, cols, transposed, label);
+    return gesvd_device<double>(a, out, in, side, keep, label);
+  }
+
   Similarity compare(const Vectors& tuned, const Vectors& base, int64_t k,
                      int64_t head_cols) override {
     if (tuned.dim != base.dim || tuned.precision != base.precision)
@@ -135,25 +154,70 @@ class CudaBackend final : public Backend {
   }
 
  private:
+  // The algorithm for an [out, in] matrix within the memory budget: gram64 needs the most,
+  // gesvd is the fallback; a matrix too large for both is an error naming it.
+  std::string choose_algo(int64_t out, int64_t in, int64_t keep, const std::string& label) const {
+    std::string algo = algo_;
+    if (algo == "gram64" && cuda_bytes_needed("gram64", precision_, out, in, keep) > budget_)
+      algo = "gesvd";
+    const uint64_t need = cuda_bytes_needed(algo, precision_, out, in, keep);
+    if (need > budget_)
+      throw Error(label + ": [" + std::to_string(out) + ", " + std::to_string(in) +
+                  "] needs about " + std::to_string(need >> 20) + " MiB of GPU memory with " +
+                  algo + ", over the budget of " + std::to_string(budget_ >> 20) +
+                  " MiB (--gpu-mem)");
+    return algo;
+  }
+
   template <typename T>
   Decomposition run(const Dense<T>& w, Side side, int64_t keep, const std::string& label) {
     if (w.rows <= 0 || w.cols <= 0) throw BadInput(label + ": cannot decompose an empty matrix");
     const int64_t r = std::min(w.rows, w.cols);
     if (keep <= 0 || keep > r) keep = r;
-    std::string algo = algo_;
-    // Within the memory budget: gram64 needs the most; gesvd is the fallback.
-    if (algo == "gram64" && cuda_bytes_needed("gram64", precision_, w.rows, w.cols, keep) > budget_)
-      algo = "gesvd";
-    const uint64_t need = cuda_bytes_needed(algo, precision_, w.rows, w.cols, keep);
-    if (need > budget_)
-      throw Error(label + ": [" + std::to_string(w.rows) + ", " + std::to_string(w.cols) +
-                  "] needs about " + std::to_string(need >> 20) + " MiB of GPU memory with " +
-                  algo + ", over the budget of " + std::to_string(budget_ >> 20) +
-                  " MiB (--gpu-mem)");
-    if (algo == "gesvd")
+    if (choose_algo(w.rows, w.cols, keep, label) == "gesvd")
       return precision_ == Precision::F32 ? gesvd<float>(w, side, keep, label)
                                           : gesvd<double>(w, side, keep, label);
     return gram64(w, side, keep, label);
+  }
+
+  // Stored bytes -> device -> T [out, in], checked for non-finite values.
+  template <typename T>
+  DeviceBuffer<T> upload_stored(const void* bytes, DType dtype, int64_t rows, int64_t cols,
+                                bool transposed, const std::string& label) {
+    cuda::StoredType type;
+    switch (dtype) {
+      case DType::F32:
+        type = cuda::StoredType::F32;
+        break;
+      case DType::F64:
+        type = cuda::StoredType::F64;
+        break;
+      case DType::F16:
+        type = cuda::StoredType::F16;
+        break;
+      case DType::BF16:
+        type = cuda::StoredType::BF16;
+        break;
+      default:
+        throw Error(label + ": dtype " + dtype_name(dtype) + " cannot be analysed");
+    }
+    const size_t count = static_cast<size_t>(rows * cols);
+    const size_t nbytes = count * static_cast<size_t>(dtype_bits(dtype) / 8);
+    DeviceBuffer<unsigned char> raw(nbytes);
+    DeviceBuffer<unsigned long long> bad(1);
+    DeviceBuffer<T> w(count);
+    INDIM_CUDA_CHECK(
+        cudaMemcpyAsync(raw.get(), bytes, nbytes, cudaMemcpyHostToDevice, ctx_.stream()));
+    cuda::convert_stored<T>(raw.get(), type, rows, cols, transposed, w.get(), bad.get(),
+                            ctx_.stream());
+    unsigned long long first = 0;
+    INDIM_CUDA_CHECK(
+        cudaMemcpyAsync(&first, bad.get(), sizeof first, cudaMemcpyDeviceToHost, ctx_.stream()));
+    ctx_.sync();
+    if (first != ~0ull)
+      throw BadInput(label + " holds a non-finite value at [" + std::to_string(first / cols) +
+                     ", " + std::to_string(first % cols) + "]");
+    return w;
   }
 
   // Vectors of the output precision from a column-major double block [rows, cols], columns
@@ -184,10 +248,8 @@ class CudaBackend final : public Backend {
 
   template <typename T>
   Decomposition gram64(const Dense<T>& w, Side side, int64_t keep, const std::string& label) {
-    const int64_t out = w.rows, in = w.cols, n = std::min(out, in);
-    const size_t count = static_cast<size_t>(out * in);
+    const size_t count = static_cast<size_t>(w.rows * w.cols);
     cudaStream_t s = ctx_.stream();
-    // A = W^T, column-major [in, out], in fp64 on the device.
     DeviceBuffer<double> a(count);
     if constexpr (std::is_same<T, double>::value) {
       INDIM_CUDA_CHECK(cudaMemcpyAsync(a.get(), w.data.data(), count * sizeof(double),
@@ -199,6 +261,14 @@ class CudaBackend final : public Backend {
       cuda::cast_to_double(staged.get(), a.get(), static_cast<int64_t>(count), s);
       ctx_.sync();  // staged is freed at scope end
     }
+    return gram64_device(a, w.rows, w.cols, side, keep, label);
+  }
+
+  // W [out, in] row-major in fp64 on the device, i.e. A = W^T column-major [in, out].
+  Decomposition gram64_device(DeviceBuffer<double>& a, int64_t out, int64_t in, Side side,
+                              int64_t keep, const std::string& label) {
+    const int64_t n = std::min(out, in);
+    cudaStream_t s = ctx_.stream();
     // G = A^T A = W W^T [out, out] when out <= in (the left side's Gram), else
     // G = A A^T = W^T W [in, in] (the right side's).
     const bool left_gram = out <= in;
@@ -268,12 +338,20 @@ class CudaBackend final : public Backend {
 
   template <typename T>
   Decomposition gesvd_impl(const Dense<T>& w, Side side, int64_t keep, const std::string& label) {
-    const int64_t out = w.rows, in = w.cols, r = std::min(out, in);
+    const size_t count = static_cast<size_t>(w.rows * w.cols);
+    DeviceBuffer<T> a(count);
+    INDIM_CUDA_CHECK(cudaMemcpyAsync(a.get(), w.data.data(), count * sizeof(T),
+                                     cudaMemcpyHostToDevice, ctx_.stream()));
+    return gesvd_device<T>(a, w.rows, w.cols, side, keep, label);
+  }
+
+  // W [out, in] row-major in T on the device.
+  template <typename T>
+  Decomposition gesvd_device(DeviceBuffer<T>& a, int64_t out, int64_t in, Side side, int64_t keep,
+                             const std::string& label) {
+    const int64_t r = std::min(out, in);
     const size_t count = static_cast<size_t>(out * in);
     cudaStream_t s = ctx_.stream();
-    DeviceBuffer<T> a(count);
-    INDIM_CUDA_CHECK(
-        cudaMemcpyAsync(a.get(), w.data.data(), count * sizeof(T), cudaMemcpyHostToDevice, s));
     // Xgesvd needs m >= n. in >= out: use A = W^T [in, out] as it lies; W's left vectors are
     // A's right ones. in < out: transpose to W [out, in] column-major.
     const bool as_is = in >= out;

@@ -1,3 +1,5 @@
+#include <cuda_fp16.h>
+
 #include <cfloat>
 
 #include "cuda/check.hpp"
@@ -63,6 +65,44 @@ __global__ void scale_columns_kernel(const double* __restrict__ src,
   }
 }
 
+// Reads element i of a stored tensor as double. bf16 is the top half of an fp32; fp16 goes
+// through the hardware conversion; fp32/fp64 are read as they are (the buffer is cudaMalloc'd,
+// so aligned).
+__device__ double load_stored(const void* src, int type, int64_t i) {
+  switch (type) {
+    case 0:
+      return static_cast<const float*>(src)[i];
+    case 1:
+      return static_cast<const double*>(src)[i];
+    case 2:
+      return __half2float(__ushort_as_half(static_cast<const unsigned short*>(src)[i]));
+    default: {
+      const unsigned int bits =
+          static_cast<unsigned int>(static_cast<const unsigned short*>(src)[i]) << 16;
+      return __uint_as_float(bits);
+    }
+  }
+}
+
+// One thread per output element, grid-stride. Output (i, j) of [R, C] reads stored (i, j), or
+// stored (j, i) when transposing (then R = cols, C = rows); consecutive threads write
+// consecutive outputs. Non-finite values report their stored index through atomicMin.
+template <typename Dst>
+__global__ void convert_stored_kernel(const void* __restrict__ src, int type, int64_t rows,
+                                      int64_t cols, bool transpose, Dst* __restrict__ dst,
+                                      unsigned long long* __restrict__ first_bad) {
+  const int64_t n = rows * cols;
+  const int64_t out_cols = transpose ? rows : cols;
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < n;
+       e += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t i = e / out_cols, j = e % out_cols;
+    const int64_t from = transpose ? j * cols + i : e;
+    const double v = load_stored(src, type, from);
+    if (!isfinite(v)) atomicMin(first_bad, static_cast<unsigned long long>(from));
+    dst[e] = static_cast<Dst>(v);
+  }
+}
+
 constexpr int kSimThreads = 128;  // base columns per block
 constexpr int kSimRows = 32;      // rows of d staged per step
 constexpr int kSimK = 16;         // tuned vectors per pass (registers per thread)
@@ -82,8 +122,8 @@ struct Best {
 // head[(j0 + j) * head_cols + i].
 template <typename T>
 __global__ void similarity_partial_kernel(const T* __restrict__ y, int64_t ky,
-                                          const T* __restrict__ x, int64_t nb, int64_t d,
-                                          int64_t k, int64_t j0, int kk, float* __restrict__ head,
+                                          const T* __restrict__ x, int64_t nb, int64_t d, int64_t k,
+                                          int64_t j0, int kk, float* __restrict__ head,
                                           int64_t head_cols, Best* __restrict__ partial) {
   __shared__ T ys[kSimRows][kSimK];
   __shared__ double best_v[kSimThreads];
@@ -146,7 +186,8 @@ __global__ void similarity_reduce_kernel(const Best* __restrict__ partial, int64
   bi[t] = idx;
   __syncthreads();
   for (int stride = kSimThreads / 2; stride > 0; stride /= 2) {
-    if (t < stride && (bv[t + stride] > bv[t] || (bv[t + stride] == bv[t] && bi[t + stride] < bi[t])))
+    if (t < stride &&
+        (bv[t + stride] > bv[t] || (bv[t + stride] == bv[t] && bi[t + stride] < bi[t])))
       bv[t] = bv[t + stride], bi[t] = bi[t + stride];
     __syncthreads();
   }
@@ -154,6 +195,21 @@ __global__ void similarity_reduce_kernel(const Best* __restrict__ partial, int64
 }
 
 }  // namespace
+
+template <typename Dst>
+void convert_stored(const void* src, StoredType type, int64_t rows, int64_t cols, bool transpose,
+                    Dst* dst, unsigned long long* first_bad, cudaStream_t s) {
+  INDIM_CUDA_CHECK(cudaMemsetAsync(first_bad, 0xFF, sizeof(unsigned long long), s));
+  const int64_t n = rows * cols;
+  if (n == 0) return;
+  convert_stored_kernel<Dst><<<blocks_for(n) < 65535 ? blocks_for(n) : 65535, kThreads, 0, s>>>(
+      src, static_cast<int>(type), rows, cols, transpose, dst, first_bad);
+  INDIM_KERNEL_CHECK();
+}
+template void convert_stored<float>(const void*, StoredType, int64_t, int64_t, bool, float*,
+                                    unsigned long long*, cudaStream_t);
+template void convert_stored<double>(const void*, StoredType, int64_t, int64_t, bool, double*,
+                                     unsigned long long*, cudaStream_t);
 
 void cast_to_double(const float* src, double* dst, int64_t n, cudaStream_t s) {
   if (n == 0) return;
@@ -181,8 +237,8 @@ void reverse_columns(const double* src, double* dst, int64_t rows, int64_t n, in
                      cudaStream_t s) {
   const int64_t total = rows * keep;
   if (total == 0) return;
-  reverse_columns_kernel<<<blocks_for(total) < 65535 ? blocks_for(total) : 65535, kThreads, 0,
-                           s>>>(src, dst, rows, n, keep);
+  reverse_columns_kernel<<<blocks_for(total) < 65535 ? blocks_for(total) : 65535, kThreads, 0, s>>>(
+      src, dst, rows, n, keep);
   INDIM_KERNEL_CHECK();
 }
 
@@ -191,8 +247,8 @@ void scale_columns_to_row_major(const double* src, const double* scale, Dst* dst
                                 int64_t cols, cudaStream_t s) {
   const int64_t total = rows * cols;
   if (total == 0) return;
-  scale_columns_kernel<<<blocks_for(total) < 65535 ? blocks_for(total) : 65535, kThreads, 0,
-                         s>>>(src, scale, dst, rows, cols);
+  scale_columns_kernel<<<blocks_for(total) < 65535 ? blocks_for(total) : 65535, kThreads, 0, s>>>(
+      src, scale, dst, rows, cols);
   INDIM_KERNEL_CHECK();
 }
 template void scale_columns_to_row_major<float>(const double*, const double*, float*, int64_t,

@@ -8,6 +8,16 @@
 
 namespace indim::cuda {
 
+/// Element types a checkpoint stores that the device converts.
+enum class StoredType : int { F32 = 0, F64 = 1, F16 = 2, BF16 = 3 };
+
+/// Stored little-endian elements, row-major [rows, cols], to Dst row-major [rows, cols] or, with
+/// `transpose`, [cols, rows]. *first_bad receives the smallest stored index of a non-finite
+/// value (ULLONG_MAX when none); the launcher resets it first.
+template <typename Dst>
+void convert_stored(const void* src, StoredType type, int64_t rows, int64_t cols, bool transpose,
+                    Dst* dst, unsigned long long* first_bad, cudaStream_t s);
+
 /// dst[i] = (Dst) src[i], n elements.
 void cast_to_double(const float* src, double* dst, int64_t n, cudaStream_t s);
 void cast_to_float(const double* src, float* dst, int64_t n, cudaStream_t s);

@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "indim/dtype.hpp"
+
 namespace indim {
 
 enum class Precision { F32, F64 };
@@ -88,6 +90,14 @@ class Backend {
                                   const std::string& label) = 0;
   virtual Decomposition decompose(Dense<double>&& w, Side side, int64_t keep,
                                   const std::string& label) = 0;
+  /// @brief Decomposes a tensor from its stored bytes: little-endian `dtype` (F32, F64, F16,
+  /// BF16), row-major [rows, cols], analysed as [cols, rows] when `transposed` (Conv1D). The
+  /// default converts on the host; the CUDA backend copies the stored bytes to the device and
+  /// converts there. A non-finite value is indim::BadInput: "<label> holds a non-finite value
+  /// at [i, j]" (stored coordinates).
+  virtual Decomposition decompose_stored(const void* bytes, DType dtype, int64_t rows, int64_t cols,
+                                         bool transposed, Side side, int64_t keep,
+                                         const std::string& label);
   /// @brief The first k columns of `tuned` against every column of `base` (same dim); also
   /// keeps |cos| against the first `head_cols` base vectors when head_cols > 0.
   virtual Similarity compare(const Vectors& tuned, const Vectors& base, int64_t k,

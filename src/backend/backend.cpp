@@ -1,6 +1,7 @@
 #include "indim/backend.hpp"
 
 #include <algorithm>
+#include <cmath>
 
 #include "indim/error.hpp"
 
@@ -17,6 +18,36 @@ const char* side_name(Side s) {
     default:
       return "both";
   }
+}
+
+namespace {
+
+template <typename T>
+Dense<T> from_stored(const void* bytes, DType dtype, int64_t rows, int64_t cols, bool transposed,
+                     const std::string& label) {
+  Dense<T> m{rows, cols, std::vector<T>(static_cast<size_t>(rows * cols))};
+  convert_elements(bytes, dtype, m.data.size(), m.data.data());
+  for (size_t i = 0; i < m.data.size(); ++i)
+    if (!std::isfinite(m.data[i]))
+      throw BadInput(label + " holds a non-finite value at [" + std::to_string(i / cols) + ", " +
+                     std::to_string(i % cols) + "]");
+  if (!transposed) return m;
+  Dense<T> t{cols, rows, std::vector<T>(m.data.size())};
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t j = 0; j < cols; ++j) t.data[j * rows + i] = m.data[i * cols + j];
+  return t;
+}
+
+}  // namespace
+
+Decomposition Backend::decompose_stored(const void* bytes, DType dtype, int64_t rows, int64_t cols,
+                                        bool transposed, Side side, int64_t keep,
+                                        const std::string& label) {
+  if (precision() == Precision::F32)
+    return decompose(from_stored<float>(bytes, dtype, rows, cols, transposed, label), side, keep,
+                     label);
+  return decompose(from_stored<double>(bytes, dtype, rows, cols, transposed, label), side, keep,
+                   label);
 }
 
 #ifdef INDIM_HAVE_CUDA

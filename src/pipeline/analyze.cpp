@@ -177,6 +177,15 @@ Decomposition decompose(Backend& b, const MatchedPair& p, const MatrixPart& part
                                 ? p.tuned.file->path() + ": " + (p.lora ? "module '" : "tensor '") +
                                       p.tuned_name + (p.lora ? "' merged" : "'")
                                 : p.base.file->path() + ": tensor '" + p.base_name + "'";
+  const TensorRef& ref = tuned ? p.tuned : p.base;
+  if (part.label.empty() && !(tuned && p.lora != nullptr) && ref.info->shape.size() == 2) {
+    // Whole stored matrices go to the backend as bytes (the GPU converts them on the device).
+    Decomposition d = b.decompose_stored(
+        ref.file->data(*ref.info), ref.info->dtype, static_cast<int64_t>(ref.info->shape[0]),
+        static_cast<int64_t>(ref.info->shape[1]), p.conv1d, side, keep, label);
+    ref.file->release(*ref.info);
+    return d;
+  }
   const std::string where = part.label.empty() ? label : label + " [" + part.label + "]";
   if (b.precision() == Precision::F32)
     return b.decompose(load_side<float>(p, part, tuned), side, keep, where);

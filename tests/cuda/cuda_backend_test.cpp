@@ -156,6 +156,50 @@ TEST(CudaKernels, SimilarityAgainstLoopsWithPoisonedOutputs) {
   }
 }
 
+TEST(CudaKernels, StoredBytesConvertOnTheDevice) {
+  REQUIRE_GPU();
+  const int64_t rows = 5, cols = 7;
+  std::vector<float> vals(rows * cols);
+  for (size_t i = 0; i < vals.size(); ++i) vals[i] = 0.37f * static_cast<float>(i) - 3.1f;
+  for (DType dt : {DType::F32, DType::F64, DType::F16, DType::BF16})
+    for (bool transpose : {false, true}) {
+      std::vector<uint8_t> bytes = encode_floats(vals, dt);
+      std::vector<double> expect(vals.size());
+      convert_elements(bytes.data(), dt, vals.size(), expect.data());
+      void* src;
+      double* dst;
+      unsigned long long* bad;
+      ASSERT_EQ(cudaMalloc(&src, bytes.size()), cudaSuccess);
+      ASSERT_EQ(cudaMalloc(&dst, vals.size() * 8), cudaSuccess);
+      ASSERT_EQ(cudaMalloc(&bad, 8), cudaSuccess);
+      cudaMemset(dst, 0xFF, vals.size() * 8);
+      cudaMemcpy(src, bytes.data(), bytes.size(), cudaMemcpyHostToDevice);
+      const cuda::StoredType type = dt == DType::F32   ? cuda::StoredType::F32
+                                    : dt == DType::F64 ? cuda::StoredType::F64
+                                    : dt == DType::F16 ? cuda::StoredType::F16
+                                                       : cuda::StoredType::BF16;
+      cuda::convert_stored<double>(src, type, rows, cols, transpose, dst, bad, nullptr);
+      std::vector<double> got(vals.size());
+      unsigned long long first = 0;
+      cudaMemcpy(got.data(), dst, got.size() * 8, cudaMemcpyDeviceToHost);
+      cudaMemcpy(&first, bad, 8, cudaMemcpyDeviceToHost);
+      EXPECT_EQ(first, ~0ull);
+      for (int64_t i = 0; i < rows; ++i)
+        for (int64_t j = 0; j < cols; ++j)
+          EXPECT_EQ(transpose ? got[j * rows + i] : got[i * cols + j], expect[i * cols + j])
+              << dtype_name(dt) << " " << i << "," << j;
+      // A NaN reports its stored index.
+      std::vector<float> with_nan = vals;
+      with_nan[2 * cols + 3] = std::nanf("");
+      bytes = encode_floats(with_nan, dt);
+      cudaMemcpy(src, bytes.data(), bytes.size(), cudaMemcpyHostToDevice);
+      cuda::convert_stored<double>(src, type, rows, cols, transpose, dst, bad, nullptr);
+      cudaMemcpy(&first, bad, 8, cudaMemcpyDeviceToHost);
+      EXPECT_EQ(first, static_cast<unsigned long long>(2 * cols + 3)) << dtype_name(dt);
+      cudaFree(src), cudaFree(dst), cudaFree(bad);
+    }
+}
+
 TEST(CudaPipeline, SameCountsAsCpuOnTheDemo) {
   REQUIRE_GPU();
   test::TempDir dir;
