@@ -46,6 +46,16 @@ struct MatrixResult {
   std::vector<float> cos_head;
   std::vector<double> sigma_head;
   std::vector<double> base_sigma_head;
+  /// With --delta: the update W - W0 itself (absent when identical or not asked for).
+  struct Delta {
+    double fro = 0;             ///< ||W - W0||_F
+    double rel_fro = 0;         ///< ||W - W0||_F / ||W0||_F
+    double spectral = 0;        ///< largest singular value of W - W0
+    int64_t rank = 0;           ///< singular values above 1e-3 of the largest
+    double effective_rank = 0;  ///< exp(entropy of sigma_i / sum sigma) (Roy and Vetterli)
+  };
+  bool has_delta = false;
+  Delta delta;
   int count_at(double e) const;
 };
 
@@ -73,7 +83,8 @@ struct AnalyzeOptions {
   int workers = 1;            ///< CPU backend: matrices decomposed in parallel
   SelectOptions select;
   bool resume = false;
-  std::string cache_dir;                         ///< base decomposition cache; empty: none
+  bool delta = false;     ///< also describe each update W - W0 (costs one more SVD per matrix)
+  std::string cache_dir;  ///< base decomposition cache; empty: none
   uint64_t cache_max = 20ull << 30;              ///< its size bound in bytes
   bool html = false;                             ///< also write report.html
   std::vector<std::string> plot_matrices;        ///< regexes: matrices drawn in detail in the HTML

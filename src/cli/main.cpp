@@ -30,6 +30,7 @@ struct AnalyzeArgs {
   std::vector<std::string> include, exclude;
   bool resume = false;
   bool split_fused = false;
+  bool delta = false;
   std::string cache = DecompositionCache::default_dir();
   bool no_cache = false;
   std::string cache_max = "20G";
@@ -97,6 +98,7 @@ AnalyzeOptions to_options(const AnalyzeArgs& a) {
   o.select.include = a.include;
   o.select.exclude = a.exclude;
   o.select.split_fused = a.split_fused;
+  o.delta = a.delta;
   o.resume = a.resume;
   o.cache_dir = a.no_cache ? std::string() : a.cache;
   o.cache_max = DecompositionCache::parse_size(a.cache_max);
@@ -289,6 +291,8 @@ int main(int argc, char** argv) {
                         "(needs config.json for heads)");
   analyze_cmd->add_flag("-q,--quiet", a.quiet, "No summary table");
   analyze_cmd->add_flag("--html", a.html, "Also write report.html (self-contained, with plots)");
+  analyze_cmd->add_flag("--delta", a.delta,
+                        "Also describe each update W - W0: norms, rank, effective rank");
   analyze_cmd->add_option("--fail-on-intruders", a.fail_on,
                           "Exit 4 when the total at the primary eps exceeds N");
 

@@ -241,6 +241,33 @@ void describe(MatrixResult& r, const Unit& u, const std::string& name, bool base
   r.seconds = seconds;
 }
 
+// The update W - W0 of a unit, described by its norms and singular values.
+template <typename T>
+MatrixResult::Delta describe_delta(Backend& b, const Unit& u) {
+  Dense<T> w0 = load_side<T>(u.pair, u.part, /*tuned=*/false);
+  Dense<T> w = load_side<T>(u.pair, u.part, /*tuned=*/true);
+  double base_sq = 0, fro_sq = 0;
+  for (size_t i = 0; i < w.data.size(); ++i) {
+    base_sq += static_cast<double>(w0.data[i]) * w0.data[i];
+    w.data[i] -= w0.data[i];
+    fro_sq += static_cast<double>(w.data[i]) * w.data[i];
+  }
+  MatrixResult::Delta d;
+  d.fro = std::sqrt(fro_sq);
+  d.rel_fro = base_sq > 0 ? d.fro / std::sqrt(base_sq) : 0.0;
+  if (fro_sq == 0) return d;
+  const std::vector<double> s =
+      b.decompose(std::move(w), Side::Left, 1, u.pair.base_name + " (update)").sigma;
+  d.spectral = s.empty() ? 0.0 : s[0];
+  double total = 0;
+  for (double x : s) total += x, d.rank += x > 1e-3 * d.spectral ? 1 : 0;
+  double entropy = 0;
+  for (double x : s)
+    if (x > 0) entropy -= (x / total) * std::log(x / total);
+  d.effective_rank = std::exp(entropy);
+  return d;
+}
+
 std::string b_label(const Unit& u) {
   return u.pair.base.file->path() + ": " + part_key(u.pair.base_name, u.part);
 }
@@ -318,7 +345,8 @@ AnalyzeResult analyze(const AnalyzeOptions& o) {
         {"backend", backend->name()},
         {"algo", backend->algo()},
         {"include", o.select.include},
-        {"exclude", o.select.exclude}}},
+        {"exclude", o.select.exclude},
+        {"delta", o.delta}}},
       {"layout", layout.describe()}};
   for (const auto& t : tuned) header["inputs"]["tuned"].push_back(tuned_json(t));
   detail::Journal journal(res.journal, header, o.resume);
@@ -377,10 +405,15 @@ AnalyzeResult analyze(const AnalyzeOptions& o) {
       if (!same) tuned_d = decompose(backend, u.pair, u.part, /*tuned=*/true, o.side, o.k);
       const double secs =
           std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      std::optional<MatrixResult::Delta> delta;
+      if (o.delta && !same)
+        delta = backend.precision() == Precision::F32 ? describe_delta<float>(backend, u)
+                                                      : describe_delta<double>(backend, u);
       for (Side s : sides) {
         MatrixResult r = same ? identical_record(*base_d, s, o.k, res.eps)
                               : intruder_record(backend, *tuned_d, *base_d, s, o.k, res.eps);
         describe(r, u, name, base_cached, secs / static_cast<double>(sides.size()));
+        if (delta) r.has_delta = true, r.delta = *delta;
         std::lock_guard<std::mutex> lock(mu);
         journal.append(r);
         records[{u.tuned_index, name, r.side}] = r;

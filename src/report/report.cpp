@@ -1,5 +1,6 @@
 #include "report/report.hpp"
 
+#include <algorithm>
 #include <cstdio>
 #include <ctime>
 #include <sstream>
@@ -42,6 +43,12 @@ nlohmann::ordered_json record_to_json(const MatrixResult& r, double primary_eps,
     j["intruders"] = {{"eps", primary_eps}, {"vectors", list}};
   }
   j["seconds"] = r.seconds;
+  if (r.has_delta)
+    j["delta"] = {{"fro", r.delta.fro},
+                  {"rel_fro", r.delta.rel_fro},
+                  {"spectral", r.delta.spectral},
+                  {"rank", r.delta.rank},
+                  {"effective_rank", r.delta.effective_rank}};
   if (plot)
     j["plot"] = {{"head_cols", r.head_cols},
                  {"cos_head", r.cos_head},
@@ -74,6 +81,13 @@ MatrixResult record_from_json(const nlohmann::json& j) {
       r.counts.push_back(n.get<int>());
     }
     r.seconds = j.at("seconds").get<double>();
+    if (j.contains("delta")) {
+      const auto& d = j.at("delta");
+      r.has_delta = true;
+      r.delta = {d.at("fro").get<double>(), d.at("rel_fro").get<double>(),
+                 d.at("spectral").get<double>(), d.at("rank").get<int64_t>(),
+                 d.at("effective_rank").get<double>()};
+    }
     if (j.contains("plot")) {
       const auto& p = j.at("plot");
       r.head_cols = p.at("head_cols").get<int>();
@@ -143,6 +157,9 @@ std::string build_matrices_csv(const AnalyzeResult& res, int k) {
   out << "tuned_index,tuned_path,name,tuned_name,layer,type,rows,cols,dtype,side,k,identical,"
          "seconds";
   for (double e : res.eps) out << ",intruders_eps_" << eps_key(e);
+  const bool deltas = std::any_of(res.records.begin(), res.records.end(),
+                                  [](const MatrixResult& r) { return r.has_delta; });
+  if (deltas) out << ",delta_fro,delta_rel_fro,delta_spectral,delta_rank,delta_effective_rank";
   for (const char* col : {"maxcos", "argmax", "sigma", "sigma_ratio"})
     for (int j = 0; j < k; ++j) out << "," << col << "_" << j;
   out << "\n";
@@ -152,6 +169,13 @@ std::string build_matrices_csv(const AnalyzeResult& res, int k) {
         << csv_field(r.type) << "," << r.shape[0] << "," << r.shape[1] << "," << r.dtype << ","
         << r.side << "," << r.k << "," << (r.identical ? "true" : "false") << "," << num(r.seconds);
     for (double e : res.eps) out << "," << r.count_at(e);
+    if (deltas) {
+      if (r.has_delta)
+        out << "," << num(r.delta.fro) << "," << num(r.delta.rel_fro) << ","
+            << num(r.delta.spectral) << "," << r.delta.rank << "," << num(r.delta.effective_rank);
+      else
+        out << ",,,,,";
+    }
     auto cells = [&](auto getter) {
       for (int j = 0; j < k; ++j) out << "," << (j < r.k ? getter(j) : std::string());
     };

@@ -264,6 +264,50 @@ TEST(LoraMerge, DemoAdapterAgreesWithMergedCheckpoint) {
   EXPECT_EQ(res.tuned[0].totals, res.tuned[1].totals);
 }
 
+TEST(LoraMerge, DeltaDescribesTheUpdate) {
+  test::TempDir dir;
+  DemoOptions d;
+  d.hidden = 64, d.intermediate = 160, d.kv_dim = 32, d.layers = 2, d.vocab = 64, d.lora_rank = 4;
+  d.dtype = DType::F32;  // no bf16 rounding noise in the differences
+  DemoPaths p = generate_demo(dir.str(), d);
+  AnalyzeOptions o;
+  o.base = p.base;
+  o.tuned = {p.full, p.lora, p.lora_adapter};
+  o.out_dir = dir / "out";
+  o.backend = "cpu";
+  o.delta = true;
+  AnalyzeResult res = analyze(o);
+  int adapted = 0;
+  for (const MatrixResult& r : res.records) {
+    SCOPED_TRACE(r.name + " tuned " + std::to_string(r.tuned_index));
+    if (r.identical) {
+      EXPECT_FALSE(r.has_delta);
+      continue;
+    }
+    ASSERT_TRUE(r.has_delta);
+    const int64_t full_rank = std::min(r.shape[0], r.shape[1]);
+    if (r.tuned_index == 0) {  // dense noise: full rank, small relative to the weight
+      EXPECT_EQ(r.delta.rank, full_rank);
+      EXPECT_GT(r.delta.effective_rank, full_rank / 2.0);
+      EXPECT_LT(r.delta.rel_fro, 0.05);
+    } else {  // the rank-4 update with singular values 0.9 ... 0.4
+      ++adapted;
+      EXPECT_EQ(r.delta.rank, 4);
+      EXPECT_GT(r.delta.effective_rank, 3.0);
+      EXPECT_LE(r.delta.effective_rank, 4.0 + 1e-9);
+      EXPECT_NEAR(r.delta.spectral, 0.9, 1e-3);
+      const double fro =
+          std::sqrt(0.81 + std::pow(0.9 - 0.5 / 3, 2) + std::pow(0.9 - 1.0 / 3, 2) + 0.16);
+      EXPECT_NEAR(r.delta.fro, fro, 1e-3);
+    }
+  }
+  EXPECT_EQ(adapted, 8);  // q and v of 2 layers, merged and as an adapter
+  const std::string csv = test::read_text(res.matrices_csv);
+  EXPECT_NE(csv.find(",delta_fro,delta_rel_fro,delta_spectral,delta_rank,delta_effective_rank"),
+            std::string::npos);
+  EXPECT_NE(test::read_text(res.report_json).find("\"effective_rank\""), std::string::npos);
+}
+
 TEST(LoraMerge, NonFiniteMergeRefused) {
   test::TempDir dir;
   std::mt19937_64 rng(4);
