@@ -55,6 +55,9 @@ class SafetensorsFile {
   const uint8_t* data(const TensorInfo& t) const;
   /// @brief Drops the tensor's pages from this process's resident set (they stay in page cache).
   void release(const TensorInfo& t) const;
+  /// @brief Asks the kernel to start reading the tensor's pages now (readahead), so that the
+  /// read overlaps the work on the tensor before it.
+  void prefetch(const TensorInfo& t) const;
 
  private:
   SafetensorsFile() = default;

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -47,6 +48,14 @@ void MappedFile::release(uint64_t offset, uint64_t len) const {
   uint64_t first = (offset + page - 1) / page * page;
   uint64_t last = (offset + len) / page * page;
   if (last > first) ::madvise(const_cast<uint8_t*>(data_) + first, last - first, MADV_DONTNEED);
+}
+
+void MappedFile::prefetch(uint64_t offset, uint64_t len) const {
+  if (data_ == nullptr || len == 0 || offset >= size_) return;
+  const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  const uint64_t first = offset / page * page;
+  const uint64_t end = std::min(size_, offset + len);
+  ::madvise(const_cast<uint8_t*>(data_) + first, end - first, MADV_WILLNEED);
 }
 
 }  // namespace indim::detail

@@ -18,6 +18,8 @@ class MappedFile {
   uint64_t size() const { return size_; }
   /// Tells the kernel the range [offset, offset+len) is no longer needed by this process.
   void release(uint64_t offset, uint64_t len) const;
+  /// Starts asynchronous readahead of [offset, offset+len).
+  void prefetch(uint64_t offset, uint64_t len) const;
 
  private:
   const uint8_t* data_ = nullptr;

@@ -192,6 +192,10 @@ const uint8_t* SafetensorsFile::data(const TensorInfo& t) const {
   return map_->data() + header_.data_start() + t.begin;
 }
 
+void SafetensorsFile::prefetch(const TensorInfo& t) const {
+  map_->prefetch(header_.data_start() + t.begin, t.nbytes());
+}
+
 void SafetensorsFile::release(const TensorInfo& t) const {
   map_->release(header_.data_start() + t.begin, t.nbytes());
 }

@@ -425,8 +425,20 @@ AnalyzeResult analyze(const AnalyzeOptions& o) {
     if (!units.empty()) units.front().pair.base.file->release(*units.front().pair.base.info);
   };
 
+  // Readahead of an entry's tensors, issued one entry early so disk reads overlap compute.
+  auto prefetch = [&](size_t i) {
+    if (i >= plan.size()) return;
+    for (const Unit& u : plan[i].second) {
+      u.pair.base.file->prefetch(*u.pair.base.info);
+      u.pair.tuned.file->prefetch(*u.pair.tuned.info);
+    }
+  };
   if (backends.size() == 1) {
-    for (const auto& [name, units] : plan) process(*backends[0], name, units);
+    prefetch(0);
+    for (size_t i = 0; i < plan.size(); ++i) {
+      prefetch(i + 1);
+      process(*backends[0], plan[i].first, plan[i].second);
+    }
   } else {
     std::vector<double> costs;
     for (const auto& [name, units] : plan) {
@@ -446,8 +458,14 @@ AnalyzeResult analyze(const AnalyzeOptions& o) {
       threads.emplace_back([&, w] {
         try {
           for (size_t i = 0; i < plan.size() && !failed; ++i)
-            if (worker_of[i] == static_cast<int>(w))
+            if (worker_of[i] == static_cast<int>(w)) {
+              for (size_t next = i + 1; next < plan.size(); ++next)
+                if (worker_of[next] == static_cast<int>(w)) {
+                  prefetch(next);
+                  break;
+                }
               process(*backends[w], plan[i].first, plan[i].second);
+            }
         } catch (...) {
           std::lock_guard<std::mutex> lock(mu);
           if (!failed.exchange(true)) error = std::current_exception();
