@@ -145,6 +145,31 @@ class CudaBackend final : public Backend {
     return gesvd_device<double>(a, out, in, side, keep, label);
   }
 
+  Decomposition decompose_merged(const void* base_bytes, DType dtype, int64_t rows, int64_t cols,
+                                 const LowRankUpdate& update, bool conv1d, Side side, int64_t keep,
+                                 const std::string& base_label, const std::string& label) override {
+    if (rows <= 0 || cols <= 0) throw BadInput(label + ": cannot decompose an empty matrix");
+    const int64_t out = conv1d ? cols : rows, in = conv1d ? rows : cols;
+    const int64_t r = std::min(out, in);
+    if (keep <= 0 || keep > r) keep = r;
+    if (choose_algo(out, in, keep, label) == "gram64") {
+      DeviceBuffer<double> w =
+          merged<double>(base_bytes, dtype, rows, cols, update, base_label, label);
+      if (conv1d) w = transposed(w, rows, cols);
+      return gram64_device(w, out, in, side, keep, label);
+    }
+    if (precision_ == Precision::F32) {
+      DeviceBuffer<float> w =
+          merged<float>(base_bytes, dtype, rows, cols, update, base_label, label);
+      if (conv1d) w = transposed(w, rows, cols);
+      return gesvd_device<float>(w, out, in, side, keep, label);
+    }
+    DeviceBuffer<double> w =
+        merged<double>(base_bytes, dtype, rows, cols, update, base_label, label);
+    if (conv1d) w = transposed(w, rows, cols);
+    return gesvd_device<double>(w, out, in, side, keep, label);
+  }
+
   Similarity compare(const Vectors& tuned, const Vectors& base, int64_t k,
                      int64_t head_cols) override {
     if (tuned.dim != base.dim || tuned.precision != base.precision)
@@ -178,6 +203,67 @@ class CudaBackend final : public Backend {
       return precision_ == Precision::F32 ? gesvd<float>(w, side, keep, label)
                                           : gesvd<double>(w, side, keep, label);
     return gram64(w, side, keep, label);
+  }
+
+  template <typename T>
+  DeviceBuffer<T> transposed(DeviceBuffer<T>& w, int64_t rows, int64_t cols) {
+    DeviceBuffer<T> t(static_cast<size_t>(rows * cols));
+    cuda::transpose(w.get(), t.get(), rows, cols, ctx_.stream());
+    ctx_.sync();
+    return t;
+  }
+
+  template <typename T>
+  DeviceBuffer<T> upload(const std::vector<double>& host) {
+    std::vector<T> cast(host.begin(), host.end());
+    DeviceBuffer<T> d(std::max<size_t>(cast.size(), 1));
+    INDIM_CUDA_CHECK(cudaMemcpyAsync(d.get(), cast.data(), cast.size() * sizeof(T),
+                                     cudaMemcpyHostToDevice, ctx_.stream()));
+    ctx_.sync();  // `cast` goes out of scope
+    return d;
+  }
+
+  // The stored base [rows, cols] plus scale * B A (or its transpose), then DoRA, on the device.
+  template <typename T>
+  DeviceBuffer<T> merged(const void* bytes, DType dtype, int64_t rows, int64_t cols,
+                         const LowRankUpdate& u, const std::string& base_label,
+                         const std::string& label) {
+    DeviceBuffer<T> w = upload_stored<T>(bytes, dtype, rows, cols, false, base_label);
+    DeviceBuffer<T> a = upload<T>(u.a.data), b = upload<T>(u.b.data);
+    const int64_t rank = u.a.rows;
+    const T alpha = static_cast<T>(u.scale), one = T(1);
+    // Column-major view: w^T [cols, rows] += s * A^T B^T (or, transposed, s * B A).
+    auto gemm = [&](cublasOperation_t ta, cublasOperation_t tb, const T* x, int64_t ldx, const T* y,
+                    int64_t ldy) {
+      if constexpr (std::is_same<T, float>::value)
+        INDIM_CUBLAS_CHECK(cublasSgemm(ctx_.cublas(), ta, tb, cols, rows, rank, &alpha, x, ldx, y,
+                                       ldy, &one, w.get(), cols));
+      else
+        INDIM_CUBLAS_CHECK(cublasDgemm(ctx_.cublas(), ta, tb, cols, rows, rank, &alpha, x, ldx, y,
+                                       ldy, &one, w.get(), cols));
+    };
+    if (!u.transposed)  // A [r, cols] is column-major [cols, r]; B [rows, r] is [r, rows]
+      gemm(CUBLAS_OP_N, CUBLAS_OP_N, a.get(), cols, b.get(), rank);
+    else  // B [cols, r] read transposed as [cols, r]; A [r, rows] read transposed as [r, rows]
+      gemm(CUBLAS_OP_T, CUBLAS_OP_T, b.get(), rank, a.get(), rows);
+    if (!u.magnitude.empty()) {
+      DeviceBuffer<double> mag(u.magnitude.size());
+      INDIM_CUDA_CHECK(cudaMemcpyAsync(mag.get(), u.magnitude.data(),
+                                       u.magnitude.size() * sizeof(double), cudaMemcpyHostToDevice,
+                                       ctx_.stream()));
+      cuda::dora_rescale<T>(w.get(), rows, cols, u.transposed, mag.get(), ctx_.stream());
+      ctx_.sync();
+    }
+    DeviceBuffer<unsigned long long> bad(1);
+    cuda::find_non_finite<T>(w.get(), rows * cols, bad.get(), ctx_.stream());
+    unsigned long long first = 0;
+    INDIM_CUDA_CHECK(
+        cudaMemcpyAsync(&first, bad.get(), sizeof first, cudaMemcpyDeviceToHost, ctx_.stream()));
+    ctx_.sync();
+    if (first != ~0ull)
+      throw BadInput(label + ": merging the adapter gives a non-finite value at [" +
+                     std::to_string(first / cols) + ", " + std::to_string(first % cols) + "]");
+    return w;
   }
 
   // Stored bytes -> device -> T [out, in], checked for non-finite values.

@@ -103,6 +103,42 @@ __global__ void convert_stored_kernel(const void* __restrict__ src, int type, in
   }
 }
 
+// One block per output o (a row of w, or a column when by_columns): the threads sum the squares
+// of its entries in fp64, reduce in shared memory, then scale the entries by magnitude[o] / norm
+// (0 for an all-zero output).
+template <typename T>
+__global__ void dora_rescale_kernel(T* __restrict__ w, int64_t rows, int64_t cols, bool by_columns,
+                                    const double* __restrict__ magnitude) {
+  __shared__ double part[256];
+  const int64_t o = blockIdx.x;
+  const int64_t len = by_columns ? rows : cols;
+  auto at = [&](int64_t i) -> T& { return by_columns ? w[i * cols + o] : w[o * cols + i]; };
+  double sum = 0;
+  for (int64_t i = threadIdx.x; i < len; i += blockDim.x) {
+    const double v = static_cast<double>(at(i));
+    sum += v * v;
+  }
+  part[threadIdx.x] = sum;
+  __syncthreads();
+  for (int stride = blockDim.x / 2; stride > 0; stride /= 2) {
+    if (threadIdx.x < stride) part[threadIdx.x] += part[threadIdx.x + stride];
+    __syncthreads();
+  }
+  const double norm = sqrt(part[0]);
+  const double f = norm > 0 ? magnitude[o] / norm : 0.0;
+  for (int64_t i = threadIdx.x; i < len; i += blockDim.x) at(i) = static_cast<T>(at(i) * f);
+}
+
+// Grid-stride scan for non-finite values; the smallest index wins through atomicMin.
+template <typename T>
+__global__ void find_non_finite_kernel(const T* __restrict__ w, int64_t n,
+                                       unsigned long long* __restrict__ first_bad) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x)
+    if (!isfinite(static_cast<double>(w[i])))
+      atomicMin(first_bad, static_cast<unsigned long long>(i));
+}
+
 constexpr int kSimThreads = 128;  // base columns per block
 constexpr int kSimRows = 32;      // rows of d staged per step
 constexpr int kSimK = 16;         // tuned vectors per pass (registers per thread)
@@ -210,6 +246,29 @@ template void convert_stored<float>(const void*, StoredType, int64_t, int64_t, b
                                     unsigned long long*, cudaStream_t);
 template void convert_stored<double>(const void*, StoredType, int64_t, int64_t, bool, double*,
                                      unsigned long long*, cudaStream_t);
+
+template <typename T>
+void dora_rescale(T* w, int64_t rows, int64_t cols, bool by_columns, const double* magnitude,
+                  cudaStream_t s) {
+  const int64_t outs = by_columns ? cols : rows;
+  if (outs == 0) return;
+  dora_rescale_kernel<T>
+      <<<static_cast<unsigned>(outs), 256, 0, s>>>(w, rows, cols, by_columns, magnitude);
+  INDIM_KERNEL_CHECK();
+}
+template void dora_rescale<float>(float*, int64_t, int64_t, bool, const double*, cudaStream_t);
+template void dora_rescale<double>(double*, int64_t, int64_t, bool, const double*, cudaStream_t);
+
+template <typename T>
+void find_non_finite(const T* w, int64_t n, unsigned long long* first_bad, cudaStream_t s) {
+  INDIM_CUDA_CHECK(cudaMemsetAsync(first_bad, 0xFF, sizeof(unsigned long long), s));
+  if (n == 0) return;
+  find_non_finite_kernel<T>
+      <<<blocks_for(n) < 65535 ? blocks_for(n) : 65535, kThreads, 0, s>>>(w, n, first_bad);
+  INDIM_KERNEL_CHECK();
+}
+template void find_non_finite<float>(const float*, int64_t, unsigned long long*, cudaStream_t);
+template void find_non_finite<double>(const double*, int64_t, unsigned long long*, cudaStream_t);
 
 void cast_to_double(const float* src, double* dst, int64_t n, cudaStream_t s) {
   if (n == 0) return;

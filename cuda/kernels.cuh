@@ -18,6 +18,16 @@ template <typename Dst>
 void convert_stored(const void* src, StoredType type, int64_t rows, int64_t cols, bool transpose,
                     Dst* dst, unsigned long long* first_bad, cudaStream_t s);
 
+/// DoRA: scales each output of the row-major w [rows, cols] (its rows, or its columns when
+/// `by_columns`) by magnitude[o] / ||output o||; magnitude is a device array of doubles.
+template <typename T>
+void dora_rescale(T* w, int64_t rows, int64_t cols, bool by_columns, const double* magnitude,
+                  cudaStream_t s);
+
+/// *first_bad = smallest index i < n with w[i] not finite, or ULLONG_MAX (reset first).
+template <typename T>
+void find_non_finite(const T* w, int64_t n, unsigned long long* first_bad, cudaStream_t s);
+
 /// dst[i] = (Dst) src[i], n elements.
 void cast_to_double(const float* src, double* dst, int64_t n, cudaStream_t s);
 void cast_to_float(const double* src, float* dst, int64_t n, cudaStream_t s);

@@ -75,6 +75,23 @@ struct Similarity {
   std::vector<float> head;  ///< row-major [k, head_cols]
 };
 
+/// @brief A low-rank update merged into a stored base before decomposing, as PEFT merges a
+/// LoRA: W = W0 + scale * B A in the stored orientation (when `transposed`, W0 is stored
+/// [in, out] and receives (B A)^T), then, when `magnitude` is not empty, DoRA's rescaling of
+/// output o by magnitude[o] / ||W[o]||.
+struct LowRankUpdate {
+  Dense<double> a;  ///< [r, in]
+  Dense<double> b;  ///< [out, r]
+  double scale = 1;
+  bool transposed = false;
+  std::vector<double> magnitude;
+};
+
+/// @brief Applies `u` to `w` (stored orientation) on the host. Throws indim::BadInput
+/// "<label>: merging the adapter gives a non-finite value at [i, j]".
+template <typename T>
+void apply_update(Dense<T>& w, const LowRankUpdate& u, const std::string& label);
+
 /// @brief A compute backend. Implementations may keep workspaces between calls.
 class Backend {
  public:
@@ -97,6 +114,13 @@ class Backend {
   /// at [i, j]" (stored coordinates).
   virtual Decomposition decompose_stored(const void* bytes, DType dtype, int64_t rows, int64_t cols,
                                          bool transposed, Side side, int64_t keep,
+                                         const std::string& label);
+  /// @brief As decompose_stored, for the base bytes merged with `update` first; `conv1d`
+  /// transposes the merged matrix for the analysis. The default merges on the host; the CUDA
+  /// backend merges on the device. `base_label` names the base in errors, `label` the merge.
+  virtual Decomposition decompose_merged(const void* base_bytes, DType dtype, int64_t rows,
+                                         int64_t cols, const LowRankUpdate& update, bool conv1d,
+                                         Side side, int64_t keep, const std::string& base_label,
                                          const std::string& label);
   /// @brief The first k columns of `tuned` against every column of `base` (same dim); also
   /// keeps |cos| against the first `head_cols` base vectors when head_cols > 0.

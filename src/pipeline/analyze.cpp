@@ -177,6 +177,16 @@ Decomposition decompose(Backend& b, const MatchedPair& p, const MatrixPart& part
                                 ? p.tuned.file->path() + ": " + (p.lora ? "module '" : "tensor '") +
                                       p.tuned_name + (p.lora ? "' merged" : "'")
                                 : p.base.file->path() + ": tensor '" + p.base_name + "'";
+  if (tuned && p.lora != nullptr && part.label.empty()) {
+    // The merge happens where the backend works: on the device for CUDA.
+    const TensorRef& base = p.base;
+    Decomposition d = b.decompose_merged(
+        base.file->data(*base.info), base.info->dtype, static_cast<int64_t>(base.info->shape[0]),
+        static_cast<int64_t>(base.info->shape[1]), detail::lora_update(p), p.conv1d, side, keep,
+        base.file->path() + ": tensor '" + p.base_name + "'", detail::lora_label(p));
+    base.file->release(*base.info);
+    return d;
+  }
   const TensorRef& ref = tuned ? p.tuned : p.base;
   if (part.label.empty() && !(tuned && p.lora != nullptr) && ref.info->shape.size() == 2) {
     // Whole stored matrices go to the backend as bytes (the GPU converts them on the device).

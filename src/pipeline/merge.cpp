@@ -1,29 +1,11 @@
 #include "pipeline/merge.hpp"
 
-#include <cblas.h>
-
 #include <cmath>
 
 #include "indim/error.hpp"
 #include "indim/peft.hpp"
 
 namespace indim::detail {
-
-namespace {
-
-// C += s * op(A) op(B), row-major.
-void gemm_acc(bool ta, bool tb, int64_t m, int64_t n, int64_t k, double s, const float* a,
-              int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc) {
-  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, m, n,
-              k, static_cast<float>(s), a, lda, b, ldb, 1.0f, c, ldc);
-}
-void gemm_acc(bool ta, bool tb, int64_t m, int64_t n, int64_t k, double s, const double* a,
-              int64_t lda, const double* b, int64_t ldb, double* c, int64_t ldc) {
-  cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, m, n,
-              k, s, a, lda, b, ldb, 1.0, c, ldc);
-}
-
-}  // namespace
 
 template <typename T>
 Dense<T> load_matrix(const TensorRef& r) {
@@ -59,38 +41,25 @@ Dense<T> load_slice(const TensorRef& r, int64_t index) {
   return m;
 }
 
+LowRankUpdate lora_update(const MatchedPair& p) {
+  const LoraModule& m = *p.lora;
+  LowRankUpdate u;
+  u.a = load_matrix<double>(m.a);
+  u.b = load_matrix<double>(m.b);
+  u.scale = m.scale;
+  u.transposed = p.transposed;
+  if (m.magnitude) u.magnitude = load_matrix<double>(*m.magnitude).data;
+  return u;
+}
+
+std::string lora_label(const MatchedPair& p) {
+  return p.lora->b.file->path() + ": module '" + p.lora->module + "'";
+}
+
 template <typename T>
 Dense<T> merge_lora(const MatchedPair& p) {
-  const LoraModule& m = *p.lora;
   Dense<T> w = load_matrix<T>(p.base);
-  const Dense<T> a = load_matrix<T>(m.a), b = load_matrix<T>(m.b);
-  const int64_t r = a.rows;
-  if (!p.transposed)  // w [out, in] += s * B [out, r] A [r, in]
-    gemm_acc(false, false, w.rows, w.cols, r, m.scale, b.data.data(), r, a.data.data(), a.cols,
-             w.data.data(), w.cols);
-  else  // w [in, out] += s * A^T [in, r] B^T [r, out]
-    gemm_acc(true, true, w.rows, w.cols, r, m.scale, a.data.data(), a.cols, b.data.data(), r,
-             w.data.data(), w.cols);
-  if (m.magnitude) {
-    const Dense<T> mag = load_matrix<T>(*m.magnitude);
-    // Outputs are rows of w, or its columns when it is stored [in, out].
-    const int64_t outs = p.transposed ? w.cols : w.rows, ins = p.transposed ? w.rows : w.cols;
-    for (int64_t o = 0; o < outs; ++o) {
-      auto at = [&](int64_t i) -> T& {
-        return p.transposed ? w.data[i * w.cols + o] : w.data[o * w.cols + i];
-      };
-      double norm = 0;
-      for (int64_t i = 0; i < ins; ++i) norm += static_cast<double>(at(i)) * at(i);
-      norm = std::sqrt(norm);
-      const double f = norm > 0 ? mag.data[o] / norm : 0.0;
-      for (int64_t i = 0; i < ins; ++i) at(i) = static_cast<T>(at(i) * f);
-    }
-  }
-  for (size_t i = 0; i < w.data.size(); ++i)
-    if (!std::isfinite(w.data[i]))
-      throw BadInput(m.b.file->path() + ": module '" + m.module +
-                     "': merging the adapter gives a non-finite value at [" +
-                     std::to_string(i / w.cols) + ", " + std::to_string(i % w.cols) + "]");
+  apply_update(w, lora_update(p), lora_label(p));
   return w;
 }
 

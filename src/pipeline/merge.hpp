@@ -14,9 +14,14 @@ Dense<T> load_matrix(const TensorRef& r);
 template <typename T>
 Dense<T> load_slice(const TensorRef& r, int64_t index);
 
-/// The base merged with the pair's LoRA update, as PEFT merges it: W0 + s B A (transposed for
-/// Conv1D and embeddings), then DoRA's rescaling of each output by m / ||W0 + s B A||. Kept in
-/// the working precision, not rounded to the checkpoint's dtype.
+/// The pair's LoRA factors (and DoRA magnitude) loaded for merging.
+LowRankUpdate lora_update(const MatchedPair& p);
+/// What names a merge in errors: "<adapter file>: module '<name>'".
+std::string lora_label(const MatchedPair& p);
+
+/// The base merged with the pair's LoRA update on the host, in its stored orientation, as
+/// PEFT merges it (see LowRankUpdate). Kept in the working precision, not rounded to the
+/// checkpoint's dtype.
 template <typename T>
 Dense<T> merge_lora(const MatchedPair& p);
 

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <filesystem>
 #include <limits>
 #include <random>
 #include <tuple>
@@ -230,6 +231,62 @@ TEST(CudaPipeline, SameCountsAsCpuOnTheDemo) {
       }
       if (!near_edge) EXPECT_EQ(g.counts, c.counts) << c.name;
     }
+  }
+}
+
+TEST(CudaPipeline, MergesOnTheDeviceLikeTheHost) {
+  REQUIRE_GPU();
+  // GPT-2 Conv1D weights with a DoRA adapter: the transposed merge, the rescaling by columns
+  // and the transpose for the analysis all run on the device.
+  test::TempDir dir;
+  std::mt19937_64 rng(21);
+  std::normal_distribution<double> g(0.0, 0.3);
+  auto f32 = [](const std::string& name, std::vector<uint64_t> shape, const Dense<double>& m) {
+    std::vector<float> v(m.data.begin(), m.data.end());
+    return TensorData{name, DType::F32, shape, encode_floats(v, DType::F32)};
+  };
+  auto gauss = [&](int64_t r, int64_t c) {
+    Dense<double> m{r, c, std::vector<double>(static_cast<size_t>(r * c))};
+    for (auto& x : m.data) x = g(rng);
+    return m;
+  };
+  std::filesystem::create_directories(dir / "gpt2");
+  std::filesystem::create_directories(dir / "ad");
+  write_safetensors(dir / "gpt2/model.safetensors",
+                    {f32("h.0.attn.c_attn.weight", {48, 144}, random_weight(48, 144, 1.0, rng)),
+                     f32("h.0.mlp.c_fc.weight", {48, 96}, random_weight(48, 96, 1.0, rng))});
+  test::write_text(dir / "gpt2/config.json", R"({"model_type":"gpt2","n_head":4})");
+  Dense<double> mag1 = gauss(144, 1), mag2 = gauss(96, 1);
+  for (auto& x : mag1.data) x = std::fabs(x) + 0.5;
+  for (auto& x : mag2.data) x = std::fabs(x) + 0.5;
+  const std::string p = "base_model.model.h.0.";
+  write_safetensors(dir / "ad/adapter_model.safetensors",
+                    {f32(p + "attn.c_attn.lora_A.weight", {4, 48}, gauss(4, 48)),
+                     f32(p + "attn.c_attn.lora_B.weight", {144, 4}, gauss(144, 4)),
+                     f32(p + "attn.c_attn.lora_magnitude_vector", {144}, mag1),
+                     f32(p + "mlp.c_fc.lora_A.weight", {4, 48}, gauss(4, 48)),
+                     f32(p + "mlp.c_fc.lora_B.weight", {96, 4}, gauss(96, 4)),
+                     f32(p + "mlp.c_fc.lora_magnitude_vector", {96}, mag2)});
+  test::write_text(dir / "ad/adapter_config.json",
+                   R"({"peft_type":"LORA","r":4,"lora_alpha":8,"use_dora":true})");
+  for (Precision prec : {Precision::F32, Precision::F64}) {
+    AnalyzeOptions o;
+    o.base = dir / "gpt2";
+    o.tuned = {dir / "ad"};
+    o.precision = prec;
+    o.backend = "cpu";
+    o.out_dir = dir / "cpu";
+    AnalyzeResult cpu = analyze(o);
+    o.backend = "cuda";
+    o.out_dir = dir / "cuda";
+    AnalyzeResult gpu = analyze(o);
+    ASSERT_EQ(cpu.records.size(), 2u);
+    ASSERT_EQ(gpu.records.size(), 2u);
+    for (size_t i = 0; i < 2; ++i)
+      for (int j = 0; j < cpu.records[i].k; ++j)
+        EXPECT_NEAR(gpu.records[i].maxcos[j], cpu.records[i].maxcos[j],
+                    prec == Precision::F32 ? 1e-4 : 1e-8)
+            << cpu.records[i].name << " " << j;
   }
 }
 
