@@ -178,6 +178,29 @@ TEST(Cli, CacheServesTheSecondFineTuneAndListsAndClears) {
   EXPECT_EQ(indim_cli("analyze a b --cache-max 12X").rc, 1);
 }
 
+TEST(Cli, ProgressBarOnlyOnATerminal) {
+  if (std::system("command -v script > /dev/null 2>&1") != 0) GTEST_SKIP() << "no script(1)";
+  test::TempDir dir;
+  DemoPaths p = tiny_demo(dir);
+  const std::string args = "analyze " + p.base + " " + p.full + " --out " + (dir / "r") + " -q";
+  // script(1) gives the command a pseudo-terminal, as a user's shell would.
+  CliRun tty{-1, ""};
+  FILE* f = ::popen(("XDG_CACHE_HOME=" + cache_home() + " script -qec '" +
+                     std::string(INDIM_CLI_PATH) + " " + args + "' /dev/null 2>&1")
+                        .c_str(),
+                    "r");
+  ASSERT_NE(f, nullptr);
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) tty.out.append(buf, n);
+  ::pclose(f);
+  EXPECT_NE(tty.out.find("] 14/14"), std::string::npos) << "the bar reaches the end";
+  EXPECT_NE(tty.out.find("\r\033[K["), std::string::npos);
+  CliRun piped = indim_cli(args);
+  EXPECT_EQ(piped.rc, 0);
+  EXPECT_EQ(piped.out.find("\033[K"), std::string::npos) << "no bar into a pipe";
+}
+
 TEST(Cli, InspectListsTensorsAndMatchTable) {
   test::TempDir dir;
   DemoPaths p = tiny_demo(dir);
