@@ -128,8 +128,10 @@ class Backend {
                              int64_t head_cols = 0) = 0;
 };
 
-/// @brief The LAPACK/BLAS backend (algorithm gesdd, falling back to gesvd).
-std::unique_ptr<Backend> make_cpu_backend(Precision precision);
+/// @brief The LAPACK/BLAS backend with `algo` "gesdd" (falling back to gesvd when it does not
+/// converge) or "gram64" (fp64 Gram eigenvectors, the top `keep` only where fewer are asked).
+/// Throws indim::UsageError for another name.
+std::unique_ptr<Backend> make_cpu_backend(Precision precision, const std::string& algo = "gesdd");
 
 /// @brief True when this build has the CUDA backend.
 bool cuda_built();

@@ -164,19 +164,39 @@ uint64_t cuda_bytes_needed(const std::string& algo, Precision precision, int64_t
   return static_cast<uint64_t>(bytes) + (64ull << 20);  // handles, small buffers
 }
 
+namespace {
+
+// The algorithms of each backend; the first is the one "auto" picks. On the CPU gram64 was
+// 1.9-2.7x faster than gesdd and 40x closer to the fp64 reference (bench/RESULTS.md).
+const std::vector<std::string> kCpuAlgos = {"gram64", "gesdd"};
+const std::vector<std::string> kCudaAlgos = {"gram64", "gesvd"};
+
+bool has(const std::vector<std::string>& set, const std::string& a) {
+  return std::find(set.begin(), set.end(), a) != set.end();
+}
+
+std::string joined(const std::vector<std::string>& set) {
+  std::string s;
+  for (const auto& a : set) s += (s.empty() ? "" : ", ") + a;
+  return s;
+}
+
+}  // namespace
+
 std::unique_ptr<Backend> make_backend(const std::string& name, Precision precision,
                                       std::string* note, const std::string& algo, uint64_t gpu_mem,
                                       int device) {
-  const bool cpu_algo = algo == "auto" || algo == "gesdd";
-  const bool cuda_algo = algo == "auto" || algo == "gram64" || algo == "gesvd";
+  const bool cpu_algo = algo == "auto" || has(kCpuAlgos, algo);
+  const bool cuda_algo = algo == "auto" || has(kCudaAlgos, algo);
   if (!cpu_algo && !cuda_algo)
-    throw UsageError("--algo must be auto, gesdd (cpu), gram64 or gesvd (cuda), not \"" + algo +
-                     "\"");
+    throw UsageError("--algo must be auto, " + joined(kCpuAlgos) + " (cpu) or " +
+                     joined(kCudaAlgos) + " (cuda), not \"" + algo + "\"");
+  const std::string cpu_algo_name = algo == "auto" ? kCpuAlgos.front() : algo;
+  const std::string cuda_algo_name = algo == "auto" ? kCudaAlgos.front() : algo;
   if (name == "cpu") {
     if (!cpu_algo) throw UsageError("--algo " + algo + " runs on the CUDA backend only");
-    return make_cpu_backend(precision);
+    return make_cpu_backend(precision, cpu_algo_name);
   }
-  const std::string cuda_algo_name = algo == "auto" ? "gram64" : algo;
   if (name == "cuda") {
     if (!cuda_algo) throw UsageError("--algo " + algo + " runs on the CPU backend only");
     return make_cuda_backend(precision, cuda_algo_name, device, gpu_mem);
@@ -188,7 +208,7 @@ std::unique_ptr<Backend> make_backend(const std::string& name, Precision precisi
     if (!cpu_algo) throw UsageError("--algo " + algo + " needs a CUDA device (" + why + ")");
     if (note != nullptr)
       *note = "indim: no usable CUDA device (" + why + "); using the CPU backend (LAPACK)";
-    return make_cpu_backend(precision);
+    return make_cpu_backend(precision, cpu_algo_name);
   }
   throw UsageError("--backend must be auto, cpu or cuda, not \"" + name + "\"");
 }

@@ -330,7 +330,7 @@ AnalyzeResult analyze(const AnalyzeOptions& o) {
       backends.push_back(make_cuda_backend(o.precision, backend->algo(), o.devices[i], o.gpu_mem));
   if (backend->name() == "cpu")
     while (static_cast<int>(backends.size()) < o.workers)
-      backends.push_back(make_cpu_backend(o.precision));
+      backends.push_back(make_cpu_backend(o.precision, backend->algo()));
 
   AnalyzeResult res;
   res.eps = eps_grid(o.eps);

@@ -46,10 +46,11 @@ Dense<double> matmul(const Dense<double>& a, const Dense<double>& b) {
   return c;
 }
 
-class CpuBackendTest : public ::testing::TestWithParam<std::tuple<Shape, Precision>> {
+class CpuBackendTest : public ::testing::TestWithParam<std::tuple<Shape, Precision, std::string>> {
  protected:
   Shape shape() const { return std::get<0>(GetParam()); }
   Precision precision() const { return std::get<1>(GetParam()); }
+  const std::string& algo() const { return std::get<2>(GetParam()); }
   double tol() const { return precision() == Precision::F32 ? 1e-4 : 1e-8; }
 };
 
@@ -65,7 +66,7 @@ TEST_P(CpuBackendTest, KnownAnswer) {
   Dense<double> w0 = compose_svd(q, s, v);
   Dense<double> w = compose_svd(matmul(q, known_mixing(r)), s, random_orthonormal(in, r, rng));
 
-  auto backend = make_cpu_backend(precision());
+  auto backend = make_cpu_backend(precision(), algo());
   Decomposition base = run(*backend, w0, Side::Left, 0);
   Decomposition tuned = run(*backend, w, Side::Left, 10);
   ASSERT_EQ(base.left.count, r);
@@ -101,7 +102,7 @@ TEST_P(CpuBackendTest, AgreesWithIndependentFp64) {
     for (auto& x : w.data) x = static_cast<float>(x);
   }
   const int k = static_cast<int>(std::min<int64_t>(10, r));
-  auto backend = make_cpu_backend(precision());
+  auto backend = make_cpu_backend(precision(), algo());
   Decomposition base = run(*backend, w0, Side::Left, 0);
   Decomposition tuned = run(*backend, w, Side::Left, k);
   MatrixResult m = intruder_record(*backend, tuned, base, Side::Left, k, eps_grid({0.5}));
@@ -126,7 +127,7 @@ TEST_P(CpuBackendTest, RightSideIsLeftSideOfTranspose) {
   Dense<double> w0 = random_weight(out, in, 1.0, rng);
   Dense<double> w = random_weight(out, in, 1.0, rng);
   for (size_t i = 0; i < w.data.size(); ++i) w.data[i] = w0.data[i] + 0.3 * w.data[i];
-  auto backend = make_cpu_backend(precision());
+  auto backend = make_cpu_backend(precision(), algo());
   Decomposition b = run(*backend, w0, Side::Both, 0), t = run(*backend, w, Side::Both, 10);
   EXPECT_EQ(b.right.dim, in);
   MatrixResult right = intruder_record(*backend, t, b, Side::Right, 10, eps_sweep());
@@ -141,11 +142,13 @@ INSTANTIATE_TEST_SUITE_P(Shapes, CpuBackendTest,
                          ::testing::Combine(::testing::Values(Shape{64, 64}, Shape{96, 48},
                                                               Shape{48, 96}, Shape{37, 53},
                                                               Shape{130, 17}),
-                                            ::testing::Values(Precision::F32, Precision::F64)),
+                                            ::testing::Values(Precision::F32, Precision::F64),
+                                            ::testing::Values("gesdd", "gram64")),
                          [](const auto& info) {
                            const Shape s = std::get<0>(info.param);
                            return std::to_string(s.out) + "x" + std::to_string(s.in) + "_" +
-                                  precision_name(std::get<1>(info.param));
+                                  precision_name(std::get<1>(info.param)) + "_" +
+                                  std::get<2>(info.param);
                          });
 
 TEST(CpuBackend, CompareTakesAbsoluteValueAndFirstArgmax) {
@@ -168,4 +171,66 @@ TEST(CpuBackend, FallbackNoteAndUnknownBackend) {
   EXPECT_EQ(b->name(), "cpu");
   EXPECT_NE(note.find("CPU backend"), std::string::npos);
   EXPECT_THROW(make_backend("tpu", Precision::F32, nullptr), UsageError);
+}
+
+TEST(CpuBackend, Gram64TopKMatchesItsFullDecompositionAndKeepsEverySigma) {
+  // 300 x 120 (tall, right-side Gram) and 120 x 300 (wide, left-side Gram): keep 10 takes the
+  // tridiagonal route (dstemr), keep 0 the full dsyevd one; they must describe the same matrix.
+  for (const auto [out, in] : {std::pair<int64_t, int64_t>{300, 120}, {120, 300}}) {
+    std::mt19937_64 rng(out * 3 + in);
+    const Dense<double> w = random_weight(out, in, 1.0, rng);
+    auto b = make_cpu_backend(Precision::F64, "gram64");
+    auto ref = make_cpu_backend(Precision::F64, "gesdd");
+    const Decomposition top = run(*b, w, Side::Both, 10), all = run(*b, w, Side::Both, 0);
+    const Decomposition exact = run(*ref, w, Side::Both, 0);
+    ASSERT_EQ(top.sigma.size(), 120u);
+    ASSERT_EQ(top.left.count, 10);
+    ASSERT_EQ(top.right.count, 10);
+    EXPECT_EQ(top.left.dim, out);
+    EXPECT_EQ(top.right.dim, in);
+    for (size_t i = 0; i < top.sigma.size(); ++i) {
+      EXPECT_NEAR(top.sigma[i], exact.sigma[i], 1e-9 * exact.sigma[0]) << i;
+      EXPECT_NEAR(all.sigma[i], exact.sigma[i], 1e-9 * exact.sigma[0]) << i;
+    }
+    for (int64_t j = 0; j < 10; ++j) {
+      double dot_l = 0, dot_r = 0, dot_full = 0;  // signs are arbitrary
+      for (int64_t i = 0; i < out; ++i)
+        dot_l += top.left.at(i, j) * exact.left.at(i, j),
+            dot_full += top.left.at(i, j) * all.left.at(i, j);
+      for (int64_t i = 0; i < in; ++i) dot_r += top.right.at(i, j) * exact.right.at(i, j);
+      EXPECT_NEAR(std::fabs(dot_l), 1.0, 1e-9) << j;
+      EXPECT_NEAR(std::fabs(dot_r), 1.0, 1e-9) << j;
+      EXPECT_NEAR(std::fabs(dot_full), 1.0, 1e-9) << j;
+    }
+  }
+}
+
+TEST(CpuBackend, Gram64LeavesNullDirectionsZeroNeverLongerThanOne) {
+  // Rank 20 of a tall 150 x 60 matrix: the Gram side is W^T W (60), and left vectors 20..59 have
+  // no direction to come from. They must come back zero, never as amplified rounding noise.
+  std::mt19937_64 rng(17);
+  std::vector<double> s(60, 0.0);
+  for (int i = 0; i < 20; ++i) s[i] = 1.0 / (1 + i);
+  const Dense<double> w =
+      compose_svd(random_orthonormal(150, 60, rng), s, random_orthonormal(60, 60, rng));
+  for (Precision p : {Precision::F32, Precision::F64}) {
+    auto b = make_cpu_backend(p, "gram64");
+    const Decomposition d = run(*b, w, Side::Left, 0);
+    ASSERT_EQ(d.left.count, 60);
+    for (int64_t j = 0; j < 60; ++j) {
+      double norm = 0;
+      for (int64_t i = 0; i < 150; ++i) norm += d.left.at(i, j) * d.left.at(i, j);
+      if (j < 20)
+        EXPECT_NEAR(norm, 1.0, 1e-5) << j;
+      else
+        EXPECT_EQ(norm, 0.0) << j;
+    }
+  }
+}
+
+TEST(CpuBackend, AlgorithmsByName) {
+  EXPECT_EQ(make_backend("cpu", Precision::F32, nullptr, "gram64")->algo(), "gram64");
+  EXPECT_EQ(make_backend("cpu", Precision::F32, nullptr, "gesdd")->algo(), "gesdd");
+  EXPECT_THROW(make_backend("cpu", Precision::F32, nullptr, "gesvd"), UsageError);
+  EXPECT_THROW(make_cpu_backend(Precision::F32, "qr"), UsageError);
 }
