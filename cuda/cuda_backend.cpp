@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "backend/cpu/tridiagonal.hpp"
 #include "cuda/check.hpp"
 #include "cuda/kernels.cuh"
 #include "cuda/resources.hpp"
@@ -363,52 +364,103 @@ class CudaBackend final : public Backend {
     INDIM_CUBLAS_CHECK(cublasDsyrk(ctx_.cublas(), CUBLAS_FILL_MODE_LOWER,
                                    left_gram ? CUBLAS_OP_T : CUBLAS_OP_N, n, left_gram ? in : out,
                                    &one, a.get(), in, &zero, g.get(), n));
-    DeviceBuffer<double> lambda(static_cast<size_t>(n));
-    size_t dev_bytes = 0, host_bytes = 0;
-    INDIM_CUSOLVER_CHECK(cusolverDnXsyevd_bufferSize(
-        ctx_.cusolver(), ctx_.params(), CUSOLVER_EIG_MODE_VECTOR, CUBLAS_FILL_MODE_LOWER, n,
-        CUDA_R_64F, g.get(), n, CUDA_R_64F, lambda.get(), CUDA_R_64F, &dev_bytes, &host_bytes));
-    std::vector<unsigned char> host_work(std::max<size_t>(host_bytes, 1));
-    INDIM_CUSOLVER_CHECK(cusolverDnXsyevd(
-        ctx_.cusolver(), ctx_.params(), CUSOLVER_EIG_MODE_VECTOR, CUBLAS_FILL_MODE_LOWER, n,
-        CUDA_R_64F, g.get(), n, CUDA_R_64F, lambda.get(), CUDA_R_64F, ctx_.workspace(dev_bytes),
-        dev_bytes, host_work.data(), host_bytes, ctx_.info()));
-    check_info(ctx_, label, "cusolverDnXsyevd");
-
     Decomposition d;
-    std::vector<double> lam(static_cast<size_t>(n));
-    INDIM_CUDA_CHECK(cudaMemcpyAsync(lam.data(), lambda.get(), lam.size() * sizeof(double),
-                                     cudaMemcpyDeviceToHost, s));
+    std::vector<double> lam(static_cast<size_t>(n));  // ascending
+    // The top `keep` eigenvectors, column-major, in descending order.
+    DeviceBuffer<double> e(static_cast<size_t>(n * keep));
+    if (keep > n / 2) {
+      DeviceBuffer<double> lambda(static_cast<size_t>(n));
+      size_t dev_bytes = 0, host_bytes = 0;
+      INDIM_CUSOLVER_CHECK(cusolverDnXsyevd_bufferSize(
+          ctx_.cusolver(), ctx_.params(), CUSOLVER_EIG_MODE_VECTOR, CUBLAS_FILL_MODE_LOWER, n,
+          CUDA_R_64F, g.get(), n, CUDA_R_64F, lambda.get(), CUDA_R_64F, &dev_bytes, &host_bytes));
+      std::vector<unsigned char> host_work(std::max<size_t>(host_bytes, 1));
+      INDIM_CUSOLVER_CHECK(cusolverDnXsyevd(
+          ctx_.cusolver(), ctx_.params(), CUSOLVER_EIG_MODE_VECTOR, CUBLAS_FILL_MODE_LOWER, n,
+          CUDA_R_64F, g.get(), n, CUDA_R_64F, lambda.get(), CUDA_R_64F, ctx_.workspace(dev_bytes),
+          dev_bytes, host_work.data(), host_bytes, ctx_.info()));
+      check_info(ctx_, label, "cusolverDnXsyevd");
+      INDIM_CUDA_CHECK(cudaMemcpyAsync(lam.data(), lambda.get(), lam.size() * sizeof(double),
+                                       cudaMemcpyDeviceToHost, s));
+      cuda::reverse_columns(g.get(), e.get(), n, n, keep, s);
+    } else {
+      top_eigenvectors(g, n, keep, lam, e, label);
+    }
     ctx_.sync();
     d.sigma.resize(static_cast<size_t>(n));
     for (int64_t j = 0; j < n; ++j) d.sigma[j] = std::sqrt(std::max(lam[n - 1 - j], 0.0));
 
-    // Descending eigenvectors: the Gram side's singular vectors, column-major [n, keep].
-    DeviceBuffer<double> e(static_cast<size_t>(n * keep));
-    cuda::reverse_columns(g.get(), e.get(), n, n, keep, s);
-    std::vector<double> ones(static_cast<size_t>(keep), 1.0), inv(static_cast<size_t>(keep));
-    for (int64_t j = 0; j < keep; ++j) inv[j] = d.sigma[j] > 0 ? 1.0 / d.sigma[j] : 0.0;
-    DeviceBuffer<double> ones_d(ones.size()), inv_d(inv.size());
-    INDIM_CUDA_CHECK(cudaMemcpyAsync(ones_d.get(), ones.data(), ones.size() * sizeof(double),
-                                     cudaMemcpyHostToDevice, s));
-    INDIM_CUDA_CHECK(cudaMemcpyAsync(inv_d.get(), inv.data(), inv.size() * sizeof(double),
-                                     cudaMemcpyHostToDevice, s));
     const bool want_left = side != Side::Right, want_right = side != Side::Left;
     Vectors& gram_side = left_gram ? d.left : d.right;
     Vectors& other_side = left_gram ? d.right : d.left;
-    if (left_gram ? want_left : want_right) gram_side = download(e.get(), ones_d.get(), n, keep);
+    if (left_gram ? want_left : want_right) {
+      std::vector<double> ones(static_cast<size_t>(keep), 1.0);
+      DeviceBuffer<double> ones_d(ones.size());
+      INDIM_CUDA_CHECK(cudaMemcpyAsync(ones_d.get(), ones.data(), ones.size() * sizeof(double),
+                                       cudaMemcpyHostToDevice, s));
+      gram_side = download(e.get(), ones_d.get(), n, keep);
+    }
     if (left_gram ? want_right : want_left) {
-      // Other side = W^T U / sigma (= A U) when the Gram was W W^T, else W V / sigma (= A^T V):
-      // column-major [m, keep] with m the other dimension.
+      // Other side = W^T u_j (= A u_j) when the Gram was W W^T, else W v_j (= A^T v_j):
+      // column-major [m, keep] with m the other dimension, each column normalised. The fp64
+      // Gram resolves sigma down to about 1e-8 sigma_1; below 1e-7 sigma_1 a direction is null
+      // and stays zero, as on the CPU.
       const int64_t m = left_gram ? in : out;
-      DeviceBuffer<double> o(static_cast<size_t>(m * keep));
+      DeviceBuffer<double> o(static_cast<size_t>(m * keep)), inv(static_cast<size_t>(keep));
       INDIM_CUBLAS_CHECK(cublasDgemm(ctx_.cublas(), left_gram ? CUBLAS_OP_N : CUBLAS_OP_T,
                                      CUBLAS_OP_N, m, keep, n, &one, a.get(), in, e.get(), n, &zero,
                                      o.get(), m));
-      other_side = download(o.get(), inv_d.get(), m, keep);
+      cuda::inverse_column_norms(o.get(), m, keep, 1e-7 * d.sigma[0], inv.get(), s);
+      other_side = download(o.get(), inv.get(), m, keep);
     }
     ctx_.sync();  // buffers are freed at scope end
     return d;
+  }
+
+  // The top `keep` eigenpairs of the symmetric g [n, n] (lower triangle, destroyed): every
+  // eigenvalue into `lam` (ascending), the top keep vectors into `e` (column-major, descending).
+  // cuSOLVER reduces g to tridiagonal form on the device (Dsytrd), the host solves the
+  // tridiagonal problem for the keep vectors only, and Dormtr carries them back on the device:
+  // the back-transformation of the other n - keep vectors, most of syevd's work after the
+  // reduction, is skipped.
+  void top_eigenvectors(DeviceBuffer<double>& g, int64_t n, int64_t keep, std::vector<double>& lam,
+                        DeviceBuffer<double>& e, const std::string& label) {
+    cudaStream_t s = ctx_.stream();
+    const int ni = static_cast<int>(n), ki = static_cast<int>(keep);
+    DeviceBuffer<double> diag(static_cast<size_t>(n)), off(static_cast<size_t>(n)),
+        tau(static_cast<size_t>(n));
+    int lwork = 0;
+    INDIM_CUSOLVER_CHECK(cusolverDnDsytrd_bufferSize(ctx_.cusolver(), CUBLAS_FILL_MODE_LOWER, ni,
+                                                     g.get(), ni, diag.get(), off.get(), tau.get(),
+                                                     &lwork));
+    INDIM_CUSOLVER_CHECK(cusolverDnDsytrd(
+        ctx_.cusolver(), CUBLAS_FILL_MODE_LOWER, ni, g.get(), ni, diag.get(), off.get(), tau.get(),
+        static_cast<double*>(ctx_.workspace(sizeof(double) * static_cast<size_t>(lwork))), lwork,
+        ctx_.info()));
+    check_info(ctx_, label, "cusolverDnDsytrd");
+    std::vector<double> d_host(static_cast<size_t>(n)), e_host(static_cast<size_t>(n), 0.0);
+    INDIM_CUDA_CHECK(
+        cudaMemcpyAsync(d_host.data(), diag.get(), n * sizeof(double), cudaMemcpyDeviceToHost, s));
+    if (n > 1)
+      INDIM_CUDA_CHECK(cudaMemcpyAsync(e_host.data(), off.get(), (n - 1) * sizeof(double),
+                                       cudaMemcpyDeviceToHost, s));
+    ctx_.sync();
+    std::vector<double> z;
+    detail::tridiagonal_top(d_host, e_host, keep, lam, z, label);
+    DeviceBuffer<double> zd(z.size());
+    INDIM_CUDA_CHECK(
+        cudaMemcpyAsync(zd.get(), z.data(), z.size() * sizeof(double), cudaMemcpyHostToDevice, s));
+    INDIM_CUSOLVER_CHECK(cusolverDnDormtr_bufferSize(ctx_.cusolver(), CUBLAS_SIDE_LEFT,
+                                                     CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_N, ni, ki,
+                                                     g.get(), ni, tau.get(), zd.get(), ni, &lwork));
+    INDIM_CUSOLVER_CHECK(cusolverDnDormtr(
+        ctx_.cusolver(), CUBLAS_SIDE_LEFT, CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_N, ni, ki, g.get(), ni,
+        tau.get(), zd.get(), ni,
+        static_cast<double*>(ctx_.workspace(sizeof(double) * static_cast<size_t>(lwork))), lwork,
+        ctx_.info()));
+    check_info(ctx_, label, "cusolverDnDormtr");
+    cuda::reverse_columns(zd.get(), e.get(), n, keep, keep, s);
+    ctx_.sync();  // zd and z are freed at scope end
   }
 
   template <typename T>

@@ -52,6 +52,33 @@ __global__ void reverse_columns_kernel(const double* __restrict__ src, double* _
   }
 }
 
+// scale[j] = 1 / ||src[:, j]|| (0 at or below floor). Column-major src [rows, cols]; one block
+// per column (grid-stride over columns), each thread summing a strided part of the column in
+// fp64, then a shared-memory tree reduction.
+__global__ void inverse_column_norms_kernel(const double* __restrict__ src, int64_t rows,
+                                            int64_t cols, double floor,
+                                            double* __restrict__ scale) {
+  __shared__ double part[kThreads];
+  for (int64_t j = blockIdx.x; j < cols; j += gridDim.x) {
+    double sum = 0;
+    for (int64_t i = threadIdx.x; i < rows; i += blockDim.x) {
+      const double v = src[i + j * rows];
+      sum += v * v;
+    }
+    part[threadIdx.x] = sum;
+    __syncthreads();
+    for (int w = blockDim.x / 2; w > 0; w /= 2) {
+      if (threadIdx.x < w) part[threadIdx.x] += part[threadIdx.x + w];
+      __syncthreads();
+    }
+    if (threadIdx.x == 0) {
+      const double norm = sqrt(part[0]);
+      scale[j] = norm > floor && norm > 0 ? 1.0 / norm : 0.0;
+    }
+    __syncthreads();  // part[] is reused by the next column
+  }
+}
+
 // Row-major dst[i, j] = src[i + j * rows] * scale[j]. One thread per element of dst, so writes
 // coalesce.
 template <typename Dst>
@@ -298,6 +325,15 @@ void reverse_columns(const double* src, double* dst, int64_t rows, int64_t n, in
   if (total == 0) return;
   reverse_columns_kernel<<<blocks_for(total) < 65535 ? blocks_for(total) : 65535, kThreads, 0, s>>>(
       src, dst, rows, n, keep);
+  INDIM_KERNEL_CHECK();
+}
+
+void inverse_column_norms(const double* src, int64_t rows, int64_t cols, double floor,
+                          double* scale, cudaStream_t s) {
+  if (cols == 0) return;
+  const int64_t blocks = cols < 65535 ? cols : 65535;
+  inverse_column_norms_kernel<<<static_cast<unsigned>(blocks), kThreads, 0, s>>>(src, rows, cols,
+                                                                                 floor, scale);
   INDIM_KERNEL_CHECK();
 }
 

@@ -41,6 +41,11 @@ void transpose(const T* src, T* dst, int64_t rows, int64_t cols, cudaStream_t s)
 void reverse_columns(const double* src, double* dst, int64_t rows, int64_t n, int64_t keep,
                      cudaStream_t s);
 
+/// scale[j] = 1 / ||src[:, j]|| for the column-major src [rows, cols] (ld = rows), or 0 where the
+/// norm is at most `floor` (a null direction stays zero instead of amplified rounding noise).
+void inverse_column_norms(const double* src, int64_t rows, int64_t cols, double floor,
+                          double* scale, cudaStream_t s);
+
 /// Column-major src [rows, cols] (ld = rows) times diag(scale) -> row-major dst [rows, cols].
 template <typename Dst>
 void scale_columns_to_row_major(const double* src, const double* scale, Dst* dst, int64_t rows,

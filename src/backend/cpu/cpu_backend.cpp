@@ -21,6 +21,7 @@
 #include <cmath>
 #include <string>
 
+#include "backend/cpu/tridiagonal.hpp"
 #include "indim/backend.hpp"
 #include "indim/error.hpp"
 
@@ -164,19 +165,7 @@ Decomposition gram64_impl(Dense<T>&& w, Side side, int64_t keep, const std::stri
     check_lapack(LAPACKE_dsytrd(LAPACK_COL_MAJOR, 'L', ln, g.data(), ln, diag.data(), off.data(),
                                 tau.data()),
                  label, "dsytrd");
-    lambda = diag;
-    std::vector<double> off_copy = off;
-    check_lapack(LAPACKE_dsterf(ln, lambda.data(), off_copy.data()), label, "dsterf");
-    top.resize(static_cast<size_t>(n * keep));
-    std::vector<double> found(static_cast<size_t>(n));
-    std::vector<lapack_int> support(static_cast<size_t>(2 * keep));
-    lapack_int m = 0;
-    lapack_logical tryrac = 1;
-    check_lapack(
-        LAPACKE_dstemr(LAPACK_COL_MAJOR, 'V', 'I', ln, diag.data(), off.data(), 0, 0, ln - lk + 1,
-                       ln, &m, found.data(), top.data(), ln, lk, support.data(), &tryrac),
-        label, "dstemr");
-    if (m != lk) check_lapack(-1, label, "dstemr (fewer eigenpairs than asked)");
+    detail::tridiagonal_top(diag, off, keep, lambda, top, label);
     check_lapack(LAPACKE_dormtr(LAPACK_COL_MAJOR, 'L', 'L', 'N', ln, lk, g.data(), ln, tau.data(),
                                 top.data(), ln),
                  label, "dormtr");

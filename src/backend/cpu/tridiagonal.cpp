@@ -1,0 +1,39 @@
+#include "backend/cpu/tridiagonal.hpp"
+
+#include <lapacke.h>
+
+#include "indim/error.hpp"
+
+namespace indim::detail {
+
+namespace {
+
+void check(lapack_int info, const std::string& label, const char* routine) {
+  if (info != 0)
+    throw Error(label + ": LAPACK " + routine + " failed (info " + std::to_string(info) +
+                (info > 0 ? ", did not converge)" : ", illegal argument)"));
+}
+
+}  // namespace
+
+void tridiagonal_top(std::vector<double>& diag, std::vector<double>& off, int64_t keep,
+                     std::vector<double>& lambda, std::vector<double>& z,
+                     const std::string& label) {
+  const lapack_int n = static_cast<lapack_int>(diag.size()), k = static_cast<lapack_int>(keep);
+  if (k < 1 || k > n || off.size() < diag.size())
+    throw Error(label + ": tridiagonal eigenproblem with inconsistent sizes");
+  lambda = diag;
+  std::vector<double> off_copy = off;
+  check(LAPACKE_dsterf(n, lambda.data(), off_copy.data()), label, "dsterf");
+  z.assign(static_cast<size_t>(n) * static_cast<size_t>(k), 0.0);
+  std::vector<double> found(static_cast<size_t>(n));
+  std::vector<lapack_int> support(static_cast<size_t>(2 * k));
+  lapack_int m = 0;
+  lapack_logical tryrac = 1;
+  check(LAPACKE_dstemr(LAPACK_COL_MAJOR, 'V', 'I', n, diag.data(), off.data(), 0, 0, n - k + 1, n,
+                       &m, found.data(), z.data(), n, k, support.data(), &tryrac),
+        label, "dstemr");
+  if (m != k) check(-1, label, "dstemr (fewer eigenpairs than asked)");
+}
+
+}  // namespace indim::detail
