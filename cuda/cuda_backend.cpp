@@ -61,6 +61,7 @@ void destroy_event(cudaEvent_t e) { INDIM_CUDA_WARN(cudaEventDestroy(e)); }
 void destroy_cublas(cublasHandle_t h) { cublasDestroy(h); }
 void destroy_cusolver(cusolverDnHandle_t h) { cusolverDnDestroy(h); }
 void destroy_params(cusolverDnParams_t p) { cusolverDnDestroyParams(p); }
+void destroy_gesvdj(gesvdjInfo_t p) { cusolverDnDestroyGesvdjInfo(p); }
 
 GpuContext::GpuContext(int device) : device_(device) {
   INDIM_CUDA_CHECK(cudaSetDevice(device));
@@ -134,16 +135,9 @@ class CudaBackend final : public Backend {
     const int64_t out = transposed ? cols : rows, in = transposed ? rows : cols;
     const int64_t r = std::min(out, in);
     if (keep <= 0 || keep > r) keep = r;
-    if (choose_algo(out, in, keep, label) == "gram64") {
-      DeviceBuffer<double> a = upload_stored<double>(bytes, dtype, rows, cols, transposed, label);
-      return gram64_device(a, out, in, side, keep, label);
-    }
-    if (precision_ == Precision::F32) {
-      DeviceBuffer<float> a = upload_stored<float>(bytes, dtype, rows, cols, transposed, label);
-      return gesvd_device<float>(a, out, in, side, keep, label);
-    }
-    DeviceBuffer<double> a = upload_stored<double>(bytes, dtype, rows, cols, transposed, label);
-    return gesvd_device<double>(a, out, in, side, keep, label);
+    return dispatch(out, in, side, keep, label, [&](auto type) {
+      return upload_stored<decltype(type)>(bytes, dtype, rows, cols, transposed, label);
+    });
   }
 
   Decomposition decompose_merged(const void* base_bytes, DType dtype, int64_t rows, int64_t cols,
@@ -153,22 +147,10 @@ class CudaBackend final : public Backend {
     const int64_t out = conv1d ? cols : rows, in = conv1d ? rows : cols;
     const int64_t r = std::min(out, in);
     if (keep <= 0 || keep > r) keep = r;
-    if (choose_algo(out, in, keep, label) == "gram64") {
-      DeviceBuffer<double> w =
-          merged<double>(base_bytes, dtype, rows, cols, update, base_label, label);
-      if (conv1d) w = transposed(w, rows, cols);
-      return gram64_device(w, out, in, side, keep, label);
-    }
-    if (precision_ == Precision::F32) {
-      DeviceBuffer<float> w =
-          merged<float>(base_bytes, dtype, rows, cols, update, base_label, label);
-      if (conv1d) w = transposed(w, rows, cols);
-      return gesvd_device<float>(w, out, in, side, keep, label);
-    }
-    DeviceBuffer<double> w =
-        merged<double>(base_bytes, dtype, rows, cols, update, base_label, label);
-    if (conv1d) w = transposed(w, rows, cols);
-    return gesvd_device<double>(w, out, in, side, keep, label);
+    return dispatch(out, in, side, keep, label, [&](auto type) {
+      auto w = merged<decltype(type)>(base_bytes, dtype, rows, cols, update, base_label, label);
+      return conv1d ? transposed(w, rows, cols) : std::move(w);
+    });
   }
 
   Similarity compare(const Vectors& tuned, const Vectors& base, int64_t k,
@@ -180,11 +162,11 @@ class CudaBackend final : public Backend {
   }
 
  private:
-  // The algorithm for an [out, in] matrix within the memory budget: gram64 needs the most,
-  // gesvd is the fallback; a matrix too large for both is an error naming it.
+  // The algorithm for an [out, in] matrix within the memory budget: gesvd needs the least and
+  // is the fallback of the others; a matrix too large for it is an error naming it.
   std::string choose_algo(int64_t out, int64_t in, int64_t keep, const std::string& label) const {
     std::string algo = algo_;
-    if (algo == "gram64" && cuda_bytes_needed("gram64", precision_, out, in, keep) > budget_)
+    if (algo != "gesvd" && cuda_bytes_needed(algo, precision_, out, in, keep) > budget_)
       algo = "gesvd";
     const uint64_t need = cuda_bytes_needed(algo, precision_, out, in, keep);
     if (need > budget_)
@@ -195,15 +177,45 @@ class CudaBackend final : public Backend {
     return algo;
   }
 
+  // Decomposes the [out, in] matrix that make(T{}) leaves on the device (DeviceBuffer<T>, T
+  // double for gram64, else the working precision) with the algorithm the budget allows.
+  template <typename Make>
+  Decomposition dispatch(int64_t out, int64_t in, Side side, int64_t keep, const std::string& label,
+                         Make&& make) {
+    const std::string algo = choose_algo(out, in, keep, label);
+    if (algo == "gram64") {
+      DeviceBuffer<double> a = make(double{});
+      return gram64_device(a, out, in, side, keep, label);
+    }
+    if (precision_ == Precision::F32) {
+      DeviceBuffer<float> a = make(float{});
+      return direct_device<float>(a, out, in, side, keep, label, algo);
+    }
+    DeviceBuffer<double> a = make(double{});
+    return direct_device<double>(a, out, in, side, keep, label, algo);
+  }
+
+  // A host matrix: copied to the device in its own precision, cast there.
   template <typename T>
   Decomposition run(const Dense<T>& w, Side side, int64_t keep, const std::string& label) {
     if (w.rows <= 0 || w.cols <= 0) throw BadInput(label + ": cannot decompose an empty matrix");
     const int64_t r = std::min(w.rows, w.cols);
     if (keep <= 0 || keep > r) keep = r;
-    if (choose_algo(w.rows, w.cols, keep, label) == "gesvd")
-      return precision_ == Precision::F32 ? gesvd<float>(w, side, keep, label)
-                                          : gesvd<double>(w, side, keep, label);
-    return gram64(w, side, keep, label);
+    return dispatch(w.rows, w.cols, side, keep, label, [&](auto type) {
+      using D = decltype(type);
+      const size_t count = static_cast<size_t>(w.rows * w.cols);
+      DeviceBuffer<T> staged(count);
+      INDIM_CUDA_CHECK(cudaMemcpyAsync(staged.get(), w.data.data(), count * sizeof(T),
+                                       cudaMemcpyHostToDevice, ctx_.stream()));
+      if constexpr (std::is_same<D, T>::value) {
+        return staged;
+      } else {
+        DeviceBuffer<D> a(count);
+        cuda::cast(staged.get(), a.get(), static_cast<int64_t>(count), ctx_.stream());
+        ctx_.sync();  // staged is freed at scope end
+        return a;
+      }
+    });
   }
 
   template <typename T>
@@ -333,24 +345,6 @@ class CudaBackend final : public Backend {
     return v;
   }
 
-  template <typename T>
-  Decomposition gram64(const Dense<T>& w, Side side, int64_t keep, const std::string& label) {
-    const size_t count = static_cast<size_t>(w.rows * w.cols);
-    cudaStream_t s = ctx_.stream();
-    DeviceBuffer<double> a(count);
-    if constexpr (std::is_same<T, double>::value) {
-      INDIM_CUDA_CHECK(cudaMemcpyAsync(a.get(), w.data.data(), count * sizeof(double),
-                                       cudaMemcpyHostToDevice, s));
-    } else {
-      DeviceBuffer<float> staged(count);
-      INDIM_CUDA_CHECK(cudaMemcpyAsync(staged.get(), w.data.data(), count * sizeof(float),
-                                       cudaMemcpyHostToDevice, s));
-      cuda::cast_to_double(staged.get(), a.get(), static_cast<int64_t>(count), s);
-      ctx_.sync();  // staged is freed at scope end
-    }
-    return gram64_device(a, w.rows, w.cols, side, keep, label);
-  }
-
   // W [out, in] row-major in fp64 on the device, i.e. A = W^T column-major [in, out].
   Decomposition gram64_device(DeviceBuffer<double>& a, int64_t out, int64_t in, Side side,
                               int64_t keep, const std::string& label) {
@@ -464,23 +458,10 @@ class CudaBackend final : public Backend {
   }
 
   template <typename T>
-  Decomposition gesvd(const Dense<double>& w, Side side, int64_t keep, const std::string& label) {
-    Dense<T> cast{w.rows, w.cols, std::vector<T>(w.data.begin(), w.data.end())};
-    return gesvd_impl(cast, side, keep, label);
-  }
-  template <typename T>
-  Decomposition gesvd(const Dense<float>& w, Side side, int64_t keep, const std::string& label) {
-    Dense<T> cast{w.rows, w.cols, std::vector<T>(w.data.begin(), w.data.end())};
-    return gesvd_impl(cast, side, keep, label);
-  }
-
-  template <typename T>
-  Decomposition gesvd_impl(const Dense<T>& w, Side side, int64_t keep, const std::string& label) {
-    const size_t count = static_cast<size_t>(w.rows * w.cols);
-    DeviceBuffer<T> a(count);
-    INDIM_CUDA_CHECK(cudaMemcpyAsync(a.get(), w.data.data(), count * sizeof(T),
-                                     cudaMemcpyHostToDevice, ctx_.stream()));
-    return gesvd_device<T>(a, w.rows, w.cols, side, keep, label);
+  Decomposition direct_device(DeviceBuffer<T>& a, int64_t out, int64_t in, Side side, int64_t keep,
+                              const std::string& label, const std::string& algo) {
+    if (algo == "gesvd") return gesvd_device<T>(a, out, in, side, keep, label);
+    return uv_device<T>(a, out, in, side, keep, label, algo);
   }
 
   // W [out, in] row-major in T on the device.
@@ -550,6 +531,88 @@ class CudaBackend final : public Backend {
     };
     if (want_left) d.left = as_is ? from_vt() : from_u();
     if (want_right) d.right = as_is ? from_u() : from_vt();
+    return d;
+  }
+
+  // gesvdp (QDWH polar decomposition + syevd) and gesvdj (one-sided Jacobi) in T: both compute
+  // U and V. As for gesvd, the buffer is made m >= n first (A = W^T as it lies when in >= out,
+  // else W column-major), so U holds the m-side's vectors and V the n-side's, both
+  // column-major [dim, r]; only their first `keep` columns come back.
+  template <typename T>
+  Decomposition uv_device(DeviceBuffer<T>& a, int64_t out, int64_t in, Side side, int64_t keep,
+                          const std::string& label, const std::string& algo) {
+    const int64_t r = std::min(out, in);
+    cudaStream_t s = ctx_.stream();
+    const bool as_is = in >= out;
+    DeviceBuffer<T> t;
+    T* mat = a.get();
+    if (!as_is) {
+      t.grow(static_cast<size_t>(out * in));
+      cuda::transpose(a.get(), t.get(), out, in, s);
+      mat = t.get();
+    }
+    const int64_t m = as_is ? in : out, n = as_is ? out : in;
+    DeviceBuffer<T> sv(static_cast<size_t>(r)), u(static_cast<size_t>(m * r)),
+        v(static_cast<size_t>(n * r));
+    if (algo == "gesvdp") {
+      const cudaDataType dt = data_type<T>();
+      size_t dev_bytes = 0, host_bytes = 0;
+      INDIM_CUSOLVER_CHECK(cusolverDnXgesvdp_bufferSize(
+          ctx_.cusolver(), ctx_.params(), CUSOLVER_EIG_MODE_VECTOR, 1, m, n, dt, mat, m, dt,
+          sv.get(), dt, u.get(), m, dt, v.get(), n, dt, &dev_bytes, &host_bytes));
+      std::vector<unsigned char> host_work(std::max<size_t>(host_bytes, 1));
+      double err_sigma = 0;  // how far sigma near zero was perturbed; not needed here
+      INDIM_CUSOLVER_CHECK(cusolverDnXgesvdp(
+          ctx_.cusolver(), ctx_.params(), CUSOLVER_EIG_MODE_VECTOR, 1, m, n, dt, mat, m, dt,
+          sv.get(), dt, u.get(), m, dt, v.get(), n, dt, ctx_.workspace(dev_bytes), dev_bytes,
+          host_work.data(), host_bytes, ctx_.info(), &err_sigma));
+      check_info(ctx_, label, "cusolverDnXgesvdp");
+    } else {
+      gesvdjInfo_t raw = nullptr;
+      INDIM_CUSOLVER_CHECK(cusolverDnCreateGesvdjInfo(&raw));
+      cuda::GesvdjParams params(raw);  // default tolerance (machine eps), 100 sweeps, sorted
+      const int mi = static_cast<int>(m), ni = static_cast<int>(n);
+      int lwork = 0;
+      if constexpr (std::is_same<T, float>::value) {
+        INDIM_CUSOLVER_CHECK(cusolverDnSgesvdj_bufferSize(ctx_.cusolver(), CUSOLVER_EIG_MODE_VECTOR,
+                                                          1, mi, ni, mat, mi, sv.get(), u.get(), mi,
+                                                          v.get(), ni, &lwork, raw));
+        INDIM_CUSOLVER_CHECK(cusolverDnSgesvdj(
+            ctx_.cusolver(), CUSOLVER_EIG_MODE_VECTOR, 1, mi, ni, mat, mi, sv.get(), u.get(), mi,
+            v.get(), ni, static_cast<float*>(ctx_.workspace(sizeof(float) * lwork)), lwork,
+            ctx_.info(), raw));
+      } else {
+        INDIM_CUSOLVER_CHECK(cusolverDnDgesvdj_bufferSize(ctx_.cusolver(), CUSOLVER_EIG_MODE_VECTOR,
+                                                          1, mi, ni, mat, mi, sv.get(), u.get(), mi,
+                                                          v.get(), ni, &lwork, raw));
+        INDIM_CUSOLVER_CHECK(cusolverDnDgesvdj(
+            ctx_.cusolver(), CUSOLVER_EIG_MODE_VECTOR, 1, mi, ni, mat, mi, sv.get(), u.get(), mi,
+            v.get(), ni, static_cast<double*>(ctx_.workspace(sizeof(double) * lwork)), lwork,
+            ctx_.info(), raw));
+      }
+      check_info(ctx_, label, "cusolverDngesvdj");
+    }
+    Decomposition d;
+    std::vector<T> sig(static_cast<size_t>(r));
+    INDIM_CUDA_CHECK(
+        cudaMemcpyAsync(sig.data(), sv.get(), sig.size() * sizeof(T), cudaMemcpyDeviceToHost, s));
+    ctx_.sync();
+    d.sigma.assign(sig.begin(), sig.end());
+    // The first keep columns of a column-major [dim, r] block, as row-major [dim, keep].
+    auto take = [&](const DeviceBuffer<T>& block, int64_t dim) {
+      std::vector<T> h(static_cast<size_t>(dim * keep));
+      INDIM_CUDA_CHECK(
+          cudaMemcpyAsync(h.data(), block.get(), h.size() * sizeof(T), cudaMemcpyDeviceToHost, s));
+      ctx_.sync();
+      Vectors vec = empty_vectors(dim, keep);
+      auto& o = vec.values<T>();
+      for (int64_t i = 0; i < dim; ++i)
+        for (int64_t j = 0; j < keep; ++j) o[i * keep + j] = h[i + j * dim];
+      return vec;
+    };
+    // as_is: U [in, r] is W's right side, V [out, r] its left; else the other way round.
+    if (side != Side::Right) d.left = as_is ? take(v, n) : take(u, m);
+    if (side != Side::Left) d.right = as_is ? take(u, m) : take(v, n);
     return d;
   }
 

@@ -31,6 +31,12 @@ void find_non_finite(const T* w, int64_t n, unsigned long long* first_bad, cudaS
 /// dst[i] = (Dst) src[i], n elements.
 void cast_to_double(const float* src, double* dst, int64_t n, cudaStream_t s);
 void cast_to_float(const double* src, float* dst, int64_t n, cudaStream_t s);
+inline void cast(const float* src, double* dst, int64_t n, cudaStream_t s) {
+  cast_to_double(src, dst, n, s);
+}
+inline void cast(const double* src, float* dst, int64_t n, cudaStream_t s) {
+  cast_to_float(src, dst, n, s);
+}
 
 /// Row-major [rows, cols] -> row-major [cols, rows].
 template <typename T>

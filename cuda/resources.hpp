@@ -37,12 +37,14 @@ void destroy_event(cudaEvent_t e);
 void destroy_cublas(cublasHandle_t h);
 void destroy_cusolver(cusolverDnHandle_t h);
 void destroy_params(cusolverDnParams_t p);
+void destroy_gesvdj(gesvdjInfo_t p);
 
 using Stream = Owned<cudaStream_t, destroy_stream>;
 using Event = Owned<cudaEvent_t, destroy_event>;
 using CublasHandle = Owned<cublasHandle_t, destroy_cublas>;
 using CusolverHandle = Owned<cusolverDnHandle_t, destroy_cusolver>;
 using SolverParams = Owned<cusolverDnParams_t, destroy_params>;
+using GesvdjParams = Owned<gesvdjInfo_t, destroy_gesvdj>;
 
 /// Device memory of `n` elements of T (uninitialised); grow() reallocates only to enlarge.
 template <typename T>

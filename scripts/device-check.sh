@@ -57,9 +57,10 @@ export -f agree
 export bin root
 step agree 120 bash -c agree
 step bench-7b 150 "$bin/indim" bench --shapes 4096x4096,11008x4096,4096x11008 \
-  --runs cpu:gesdd,cuda:gram64,cuda:gesvd --reference cuda --json "$out/bench-7b.json"
+  --runs cpu:gram64,cuda:gram64,cuda:gesvd,cuda:gesvdp,cuda:gesvdj --reference cuda \
+  --json "$out/bench-7b.json"
 step bench-70b 120 "$bin/indim" bench --shapes 8192x8192,28672x8192,1024x8192 \
-  --runs cuda:gram64,cuda:gesvd --reference none --json "$out/bench-70b.json"
+  --runs cuda:gram64,cuda:gesvdp,cuda:gesvd --reference none --json "$out/bench-70b.json"
 # Peers on one Llama-7B-shaped layer: the paper's torch procedure (a) against indim cold (d)
 # and with the base cached (e); numpy (b) is left to the bench's CPU row at these sizes.
 step peers-7b 150 bash -c "'$bin/indim' demo --out '$root/l7b' --hidden 4096 --intermediate 11008 \

@@ -97,7 +97,7 @@ class Backend {
  public:
   virtual ~Backend() = default;
   virtual std::string name() const = 0;
-  /// @brief The decomposition algorithm in use ("gesdd", "gram64", "gesvd").
+  /// @brief The decomposition algorithm in use ("gesdd", "gram64", "gesvd", "gesvdp", "gesvdj").
   virtual std::string algo() const = 0;
   virtual Precision precision() const = 0;
   /// @brief Economy SVD of `w` ([out, in], row-major, as stored by nn.Linear), keeping the
@@ -137,21 +137,23 @@ std::unique_ptr<Backend> make_cpu_backend(Precision precision, const std::string
 bool cuda_built();
 /// @brief Usable CUDA devices; 0 without a driver or device (`why` says which). Never throws.
 int cuda_device_count(std::string* why);
-/// @brief The CUDA backend on `device` with algorithm "gram64" or "gesvd", keeping each
-/// decomposition within `gpu_mem` bytes of device memory (0: 90% of the free memory at start).
-/// A matrix too large for gram64 within the budget falls back to gesvd; one too large for both
-/// is an indim::Error naming it. Throws indim::Error when there is no such device,
-/// indim::UsageError in a build without CUDA.
+/// @brief The CUDA backend on `device` with algorithm "gram64" (fp64 Gram + syevd, top-k by
+/// sytrd + a host tridiagonal solve + ormtr), "gesvd", "gesvdp" (polar decomposition) or
+/// "gesvdj" (Jacobi), keeping each decomposition within `gpu_mem` bytes of device memory (0: 90%
+/// of the free memory at start). A matrix too large for its algorithm within the budget falls
+/// back to gesvd; one too large for gesvd is an indim::Error naming it. Throws indim::Error when
+/// there is no such device, indim::UsageError in a build without CUDA.
 std::unique_ptr<Backend> make_cuda_backend(Precision precision, const std::string& algo, int device,
                                            uint64_t gpu_mem = 0);
 
-/// @brief Device bytes a decomposition of an [rows, cols] matrix needs with `algo` ("gram64"
-/// or "gesvd"), keeping `keep` vectors, inputs of `precision` (the estimate the budget uses).
+/// @brief Device bytes a decomposition of an [rows, cols] matrix needs with `algo` (a CUDA
+/// algorithm), keeping `keep` vectors, inputs of `precision` (the estimate the budget uses).
 uint64_t cuda_bytes_needed(const std::string& algo, Precision precision, int64_t rows, int64_t cols,
                            int64_t keep);
 
-/// @brief Resolves `name` ("auto", "cpu" or "cuda") and `algo` ("auto", "gesdd" for the CPU,
-/// "gram64" or "gesvd" for CUDA). "auto" picks CUDA when a device exists, else the CPU, and
+/// @brief Resolves `name` ("auto", "cpu" or "cuda") and `algo` ("auto"; "gram64" (the default
+/// of both) or "gesdd" for the CPU; "gram64", "gesvd", "gesvdp" or "gesvdj" for CUDA). "auto"
+/// picks CUDA when a device exists, else the CPU, and
 /// `note` then receives a line for stderr. Throws indim::UsageError for an unknown or
 /// mismatched name or algorithm, indim::Error when CUDA is named but unusable.
 std::unique_ptr<Backend> make_backend(const std::string& name, Precision precision,

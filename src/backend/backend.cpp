@@ -159,7 +159,11 @@ uint64_t cuda_bytes_needed(const std::string& algo, Precision precision, int64_t
   double bytes;
   if (algo == "gram64")  // fp64 copy + staged input, Gram, syevd workspace (~2 n^2), vectors
     bytes = 8 * m * n + t * m * n + 8 * n * n + 16 * n * n + 8 * n * k + 8 * m * k + t * m * k;
-  else  // input + transposed copy, U, VT, workspace (~ (m + n) n)
+  else if (algo == "gesvdp")  // as gesvd, with U and V and 1.66x gesvd's workspace
+    bytes = t * (2 * m * n + m * n + n * n + 2 * (m + n) * n);
+  else if (algo == "gesvdj")  // input + transposed copy, U, V, Jacobi workspace (~ m n + n^2)
+    bytes = t * (2 * m * n + m * n + n * n + m * n + n * n);
+  else  // gesvd: input + transposed copy, U, VT, workspace (~ (m + n) n)
     bytes = t * (2 * m * n + m * n + n * n + (m + n) * n);
   return static_cast<uint64_t>(bytes) + (64ull << 20);  // handles, small buffers
 }
@@ -169,7 +173,7 @@ namespace {
 // The algorithms of each backend; the first is the one "auto" picks. On the CPU gram64 was
 // 1.9-2.7x faster than gesdd and 40x closer to the fp64 reference (bench/RESULTS.md).
 const std::vector<std::string> kCpuAlgos = {"gram64", "gesdd"};
-const std::vector<std::string> kCudaAlgos = {"gram64", "gesvd"};
+const std::vector<std::string> kCudaAlgos = {"gram64", "gesvd", "gesvdp", "gesvdj"};
 
 bool has(const std::vector<std::string>& set, const std::string& a) {
   return std::find(set.begin(), set.end(), a) != set.end();

@@ -60,10 +60,12 @@ void add_compute_options(CLI::App* cmd, AnalyzeArgs& a) {
   cmd->add_option("--backend", a.backend, "Compute backend")
       ->capture_default_str()
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
-  cmd->add_option("--algo", a.algo,
-                  "Decomposition: gesdd (cpu), gram64 or gesvd (cuda); auto picks per backend")
+  cmd->add_option(
+         "--algo", a.algo,
+         "Decomposition: gram64 (both backends; the default), gesdd (cpu), gesvd, gesvdp or "
+         "gesvdj (cuda)")
       ->capture_default_str()
-      ->check(CLI::IsMember({"auto", "gesdd", "gram64", "gesvd"}));
+      ->check(CLI::IsMember({"auto", "gesdd", "gram64", "gesvd", "gesvdp", "gesvdj"}));
   cmd->add_option("--devices", a.devices, "CUDA devices to spread matrices over, e.g. 0,1,2,3")
       ->delimiter(',');
   cmd->add_option("--gpu-mem", a.gpu_mem,

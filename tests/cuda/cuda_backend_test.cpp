@@ -105,7 +105,8 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Combine(::testing::Values(Shape{96, 96}, Shape{200, 72}, Shape{72, 200},
                                          Shape{97, 131}),
                        ::testing::Values(Kind::Random, Kind::Clustered, Kind::RankDeficient),
-                       ::testing::Values(std::string("gram64"), std::string("gesvd")),
+                       ::testing::Values(std::string("gram64"), std::string("gesvd"),
+                                         std::string("gesvdp"), std::string("gesvdj")),
                        ::testing::Values(Precision::F32, Precision::F64)),
     [](const auto& info) { return case_name(info.param); });
 
