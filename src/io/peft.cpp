@@ -27,6 +27,71 @@ bool truthy(const nlohmann::ordered_json& v) {
   return true;
 }
 
+// Why a module pattern would make a backtracking regex engine (libstdc++'s) work without bound,
+// or "" when it cannot: a quantifier on a quantifier (Python's re, which PEFT uses, refuses
+// these as "multiple repeat"), or a repeated group that itself repeats or alternates, as in
+// (a*)* or (a|ab)*, whose ways to match grow exponentially with the name's length; or more
+// than 4 repetitions in all (.*.*.*... tries every split of the name among them).
+std::string runaway_pattern(const std::string& k) {
+  struct Group {
+    bool repeats = false, alternates = false;
+  };
+  std::vector<Group> open;
+  Group closed;  // the group that just ended, when prev == GroupEnd
+  int repetitions = 0;
+  enum { Atom, GroupEnd, Quantifier, Lazy, Start } prev = Start;
+  auto quantifier_at = [&](size_t i) -> size_t {  // length of the quantifier at i, 0 if none
+    if (k[i] == '*' || k[i] == '+' || k[i] == '?') return 1;
+    if (k[i] != '{') return 0;
+    size_t j = i + 1, digits = 0;
+    while (j < k.size() && (std::isdigit(static_cast<unsigned char>(k[j])) || k[j] == ','))
+      digits += k[j] != ',', ++j;
+    return j < k.size() && k[j] == '}' && digits > 0 ? j - i + 1 : 0;
+  };
+  for (size_t i = 0; i < k.size();) {
+    const char c = k[i];
+    if (const size_t q = quantifier_at(i)) {
+      if (prev == Quantifier && c == '?' && q == 1) {
+        prev = Lazy, ++i;
+        continue;
+      }
+      if (prev == Quantifier || prev == Lazy) return "repeats a repetition";
+      if (prev == GroupEnd && (closed.repeats || closed.alternates))
+        return "repeats a group that itself repeats or alternates";
+      for (Group& g : open) g.repeats = true;
+      if (++repetitions > 4) return "holds more than 4 repetitions";
+      prev = Quantifier, i += q;
+      continue;
+    }
+    if (c == '\\') {
+      prev = Atom, i += 2;
+    } else if (c == '[') {  // a class: up to the first unescaped ']' after its first character
+      size_t j = i + 1;
+      if (j < k.size() && k[j] == '^') ++j;
+      if (j < k.size() && k[j] == ']') ++j;
+      while (j < k.size() && k[j] != ']') j += k[j] == '\\' ? 2 : 1;
+      prev = Atom, i = j + 1;
+    } else if (c == '(') {
+      open.push_back({});
+      prev = Start, ++i;
+      if (i + 1 < k.size() && k[i] == '?') i += 2;  // (?: (?= (?!
+    } else if (c == ')') {
+      if (!open.empty()) closed = open.back(), open.pop_back();
+      if (!open.empty()) {
+        open.back().repeats |= closed.repeats;
+        open.back().alternates |= closed.alternates;
+      }
+      prev = GroupEnd, ++i;
+    } else if (c == '|') {
+      if (!open.empty()) open.back().alternates = true;
+      prev = Start, ++i;
+    } else {
+      prev = (c == '^' || c == '$') ? Start : Atom, ++i;
+    }
+  }
+  return "";
+}
+
 template <typename T>
 std::vector<std::pair<std::string, T>> pattern(const nlohmann::ordered_json& j,
                                                const std::string& path, const char* field) {
@@ -49,6 +114,10 @@ std::vector<std::pair<std::string, T>> pattern(const nlohmann::ordered_json& j,
         bad(path, std::string(field) + " key \"" + k.substr(0, 80) +
                       "\" holds a number too large for a module pattern");
     }
+    const std::string runaway = runaway_pattern(k);
+    if (!runaway.empty())
+      bad(path, std::string(field) + " key \"" + k.substr(0, 80) + "\" " + runaway +
+                    ", which could make matching module names run without end");
     try {
       std::regex check("(.*\\.)?(" + k + ")");
     } catch (const std::regex_error&) {

@@ -70,6 +70,21 @@ TEST(AdapterConfig, DefaultsScalesAndPatterns) {
   EXPECT_DOUBLE_EQ(c.scale_for("anything"), 1.5);
 }
 
+TEST(AdapterConfig, PatternsAsPeftUsersWriteThemStillWork) {
+  // The guards against runaway patterns leave real ones alone: groups, classes, alternation
+  // without repetition, look-ahead, lazy repetition.
+  const LoraConfig c = parse_adapter_config(
+      R"({"peft_type":"LORA","r":8,
+          "rank_pattern":{"^model\\.layers\\.(\\d+)\\.self_attn\\.(q|k)_proj$":2,
+                          "layers\\.[0-9]+\\.mlp\\..*?_proj":3,
+                          "(?!.*lm_head).*\\.v_proj":5}})",
+      "x");
+  EXPECT_EQ(c.rank_for("model.layers.3.self_attn.k_proj"), 2);
+  EXPECT_EQ(c.rank_for("model.layers.3.mlp.up_proj"), 3);
+  EXPECT_EQ(c.rank_for("model.layers.3.self_attn.v_proj"), 5);
+  EXPECT_EQ(c.rank_for("model.layers.3.self_attn.o_proj"), 8);
+}
+
 struct RefusedCase {
   const char* label;
   std::string config;
@@ -126,6 +141,17 @@ INSTANTIATE_TEST_SUITE_P(
         RefusedCase{"huge_pattern_rank",
                     R"({"peft_type":"LORA","rank_pattern":{"q":37777777777777777777777.5}})",
                     "is not a rank"},
+        // Found by the fuzzer: stacked quantifiers (l???????/****...) kept libstdc++'s regex
+        // compiler busy for minutes; Python's re refuses them as "multiple repeat".
+        RefusedCase{"stacked_repeats", R"({"peft_type":"LORA","rank_pattern":{"l???/***x":2}})",
+                    "repeats a repetition"},
+        RefusedCase{"nested_repeat", R"({"peft_type":"LORA","rank_pattern":{"(a*)*b":2}})",
+                    "repeats a group that itself repeats"},
+        RefusedCase{"repeated_alternation",
+                    R"({"peft_type":"LORA","rank_pattern":{"x(?:a|ab)+y":2}})",
+                    "repeats a group that itself repeats or alternates"},
+        RefusedCase{"many_repeats", R"({"peft_type":"LORA","alpha_pattern":{".*a.*b.*c.*d.*e":2}})",
+                    "more than 4 repetitions"},
         RefusedCase{"fractional_pattern_rank", R"({"peft_type":"LORA","rank_pattern":{"q":2.5}})",
                     "is not a rank"},
         RefusedCase{"huge_repeat", R"({"peft_type":"LORA","rank_pattern":{"q{99999999999}":2}})",
