@@ -13,6 +13,7 @@
 // on the device first.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
@@ -22,6 +23,7 @@
 #include "cuda/kernels.cuh"
 #include "cuda/resources.hpp"
 #include "indim/backend.hpp"
+#include "pipeline/staging.hpp"
 
 namespace indim {
 
@@ -87,6 +89,8 @@ void* GpuContext::workspace(size_t bytes) {
   return workspace_.get();
 }
 
+void GpuContext::activate() const { INDIM_CUDA_CHECK(cudaSetDevice(device_)); }
+
 void GpuContext::sync() const { INDIM_CUDA_CHECK(cudaStreamSynchronize(stream_.get())); }
 
 }  // namespace cuda
@@ -115,22 +119,29 @@ class CudaBackend final : public Backend {
  public:
   CudaBackend(Precision p, std::string algo, int device, uint64_t budget)
       : precision_(p), algo_(std::move(algo)), ctx_(device), budget_(budget) {}
+  ~CudaBackend() override {
+    cudaSetDevice(ctx_.device());  // staged buffers are freed on this thread
+    stager_.reset();
+  }
   std::string name() const override { return "cuda"; }
   std::string algo() const override { return algo_; }
   Precision precision() const override { return precision_; }
 
   Decomposition decompose(Dense<float>&& w, Side side, int64_t keep,
                           const std::string& label) override {
+    ctx_.activate();
     return run(w, side, keep, label);
   }
   Decomposition decompose(Dense<double>&& w, Side side, int64_t keep,
                           const std::string& label) override {
+    ctx_.activate();
     return run(w, side, keep, label);
   }
 
   Decomposition decompose_stored(const void* bytes, DType dtype, int64_t rows, int64_t cols,
                                  bool transposed, Side side, int64_t keep,
                                  const std::string& label) override {
+    ctx_.activate();
     if (rows <= 0 || cols <= 0) throw BadInput(label + ": cannot decompose an empty matrix");
     const int64_t out = transposed ? cols : rows, in = transposed ? rows : cols;
     const int64_t r = std::min(out, in);
@@ -143,6 +154,7 @@ class CudaBackend final : public Backend {
   Decomposition decompose_merged(const void* base_bytes, DType dtype, int64_t rows, int64_t cols,
                                  const LowRankUpdate& update, bool conv1d, Side side, int64_t keep,
                                  const std::string& base_label, const std::string& label) override {
+    ctx_.activate();
     if (rows <= 0 || cols <= 0) throw BadInput(label + ": cannot decompose an empty matrix");
     const int64_t out = conv1d ? cols : rows, in = conv1d ? rows : cols;
     const int64_t r = std::min(out, in);
@@ -157,22 +169,96 @@ class CudaBackend final : public Backend {
                      int64_t head_cols) override {
     if (tuned.dim != base.dim || tuned.precision != base.precision)
       throw Error("compare: vector sets differ in dimension or precision");
+    ctx_.activate();
     return tuned.precision == Precision::F32 ? compare_impl<float>(tuned, base, k, head_cols)
                                              : compare_impl<double>(tuned, base, k, head_cols);
   }
 
+  // Staging: a loader thread copies announced inputs through two pinned chunks on a copy
+  // stream into device buffers, at most staging_limit_ bytes at once (1 GiB, or an eighth of
+  // the budget when smaller, taken from the decompositions' budget while streaming).
+  void stream_inputs(const std::vector<std::vector<ByteRange>>& entries) override {
+    ctx_.activate();
+    stager_.reset();
+    if (copy_stream_.get() == nullptr) {
+      cudaStream_t s = nullptr;
+      INDIM_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+      copy_stream_ = cuda::Stream(s);
+      for (int i = 0; i < 2; ++i) {
+        pinned_.emplace_back(kChunk);
+        cudaEvent_t e = nullptr;
+        INDIM_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+        chunk_done_.emplace_back(e);
+      }
+    }
+    staging_limit_ = std::min<uint64_t>(1ull << 30, budget_ / 8);
+    stager_ = std::make_unique<detail::Stager<Staged>>(
+        entries, staging_limit_, [this](const ByteRange& r) { return copy_in(r); });
+  }
+
+  void release_inputs(size_t entry) override {
+    if (!stager_) return;
+    ctx_.activate();
+    stager_->release(entry);
+  }
+
+  std::string staging_summary() const override {
+    if (!stager_) return {};
+    std::string s = "cuda:" + std::to_string(ctx_.device()) + ": " +
+                    std::to_string(stager_->hits()) +
+                    " inputs found staged ahead on the copy stream, peak " +
+                    std::to_string(stager_->peak_bytes() >> 20) + " MiB staged";
+    const std::string e = stager_->error();
+    return e.empty() ? s : s + "; the loader stopped early: " + e;
+  }
+
  private:
+  static constexpr size_t kChunk = 64ull << 20;
+
+  // One input staged on the device: its stored bytes, and an event after their copy.
+  struct Staged {
+    size_t bytes = 0;
+    DeviceBuffer<unsigned char> raw;
+    cuda::Event ready;
+  };
+
+  // On the loader thread: the range through the pinned chunks (alternating, each reused once
+  // its previous copy has finished) into a new device buffer.
+  Staged copy_in(const ByteRange& r) {
+    ctx_.activate();
+    Staged st;
+    st.bytes = r.bytes;
+    st.raw.grow(std::max<size_t>(r.bytes, 1));
+    const auto* src = static_cast<const unsigned char*>(r.data);
+    for (size_t off = 0, c = 0; off < r.bytes; off += kChunk, ++c) {
+      const size_t slot = c % 2, len = std::min(kChunk, r.bytes - off);
+      INDIM_CUDA_CHECK(cudaEventSynchronize(chunk_done_[slot].get()));
+      std::memcpy(pinned_[slot].get(), src + off, len);
+      INDIM_CUDA_CHECK(cudaMemcpyAsync(st.raw.get() + off, pinned_[slot].get(), len,
+                                       cudaMemcpyHostToDevice, copy_stream_.get()));
+      INDIM_CUDA_CHECK(cudaEventRecord(chunk_done_[slot].get(), copy_stream_.get()));
+    }
+    cudaEvent_t e = nullptr;
+    INDIM_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+    st.ready = cuda::Event(e);
+    INDIM_CUDA_CHECK(cudaEventRecord(e, copy_stream_.get()));
+    return st;
+  }
+
+  uint64_t decomposition_budget() const { return budget_ - (stager_ ? staging_limit_ : 0); }
+
   // The algorithm for an [out, in] matrix within the memory budget: gesvd needs the least and
   // is the fallback of the others; a matrix too large for it is an error naming it.
   std::string choose_algo(int64_t out, int64_t in, int64_t keep, const std::string& label) const {
     std::string algo = algo_;
-    if (algo != "gesvd" && cuda_bytes_needed(algo, precision_, out, in, keep) > budget_)
+    const uint64_t budget = decomposition_budget();
+    if (algo != "gesvd" && cuda_bytes_needed(algo, precision_, out, in, keep) > budget)
       algo = "gesvd";
     const uint64_t need = cuda_bytes_needed(algo, precision_, out, in, keep);
-    if (need > budget_)
+    if (need > budget)
       throw Error(label + ": [" + std::to_string(out) + ", " + std::to_string(in) +
                   "] needs about " + std::to_string(need >> 20) + " MiB of GPU memory with " +
-                  algo + ", over the budget of " + std::to_string(budget_ >> 20) +
+                  algo + ", over the budget of " + std::to_string(budget >> 20) +
                   " MiB (--gpu-mem)");
     return algo;
   }
@@ -302,13 +388,21 @@ class CudaBackend final : public Backend {
     }
     const size_t count = static_cast<size_t>(rows * cols);
     const size_t nbytes = count * static_cast<size_t>(dtype_bits(dtype) / 8);
-    DeviceBuffer<unsigned char> raw(nbytes);
+    DeviceBuffer<unsigned char> raw;
     DeviceBuffer<unsigned long long> bad(1);
     DeviceBuffer<T> w(count);
-    INDIM_CUDA_CHECK(
-        cudaMemcpyAsync(raw.get(), bytes, nbytes, cudaMemcpyHostToDevice, ctx_.stream()));
-    cuda::convert_stored<T>(raw.get(), type, rows, cols, transposed, w.get(), bad.get(),
-                            ctx_.stream());
+    const unsigned char* src = nullptr;
+    Staged* staged = stager_ ? stager_->find(bytes) : nullptr;
+    if (staged != nullptr && staged->bytes == nbytes) {  // copied ahead: wait for that copy
+      INDIM_CUDA_CHECK(cudaStreamWaitEvent(ctx_.stream(), staged->ready.get(), 0));
+      src = staged->raw.get();
+    } else {
+      raw.grow(nbytes);
+      INDIM_CUDA_CHECK(
+          cudaMemcpyAsync(raw.get(), bytes, nbytes, cudaMemcpyHostToDevice, ctx_.stream()));
+      src = raw.get();
+    }
+    cuda::convert_stored<T>(src, type, rows, cols, transposed, w.get(), bad.get(), ctx_.stream());
     unsigned long long first = 0;
     INDIM_CUDA_CHECK(
         cudaMemcpyAsync(&first, bad.get(), sizeof first, cudaMemcpyDeviceToHost, ctx_.stream()));
@@ -666,6 +760,11 @@ class CudaBackend final : public Backend {
   std::string algo_;
   GpuContext ctx_;
   uint64_t budget_;
+  cuda::Stream copy_stream_;
+  std::vector<cuda::PinnedBuffer<unsigned char>> pinned_;
+  std::vector<cuda::Event> chunk_done_;
+  uint64_t staging_limit_ = 0;
+  std::unique_ptr<detail::Stager<Staged>> stager_;  // last: its loader uses the members above
 };
 
 }  // namespace

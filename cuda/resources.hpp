@@ -114,6 +114,9 @@ class GpuContext {
  public:
   explicit GpuContext(int device);
   int device() const { return device_; }
+  /// Makes this context's device current for the calling thread (worker and loader threads
+  /// start on device 0).
+  void activate() const;
   cudaStream_t stream() const { return stream_.get(); }
   cublasHandle_t cublas() const { return cublas_.get(); }
   cusolverDnHandle_t cusolver() const { return cusolver_.get(); }

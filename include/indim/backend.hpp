@@ -87,6 +87,13 @@ struct LowRankUpdate {
   std::vector<double> magnitude;
 };
 
+/// @brief Bytes of one input of a decomposition (a tensor's stored bytes, usually inside a
+/// mapped checkpoint file).
+struct ByteRange {
+  const void* data = nullptr;
+  size_t bytes = 0;
+};
+
 /// @brief Applies `u` to `w` (stored orientation) on the host. Throws indim::BadInput
 /// "<label>: merging the adapter gives a non-finite value at [i, j]".
 template <typename T>
@@ -122,6 +129,16 @@ class Backend {
                                          int64_t cols, const LowRankUpdate& update, bool conv1d,
                                          Side side, int64_t keep, const std::string& base_label,
                                          const std::string& label);
+  /// @brief Announces the stored inputs of the plan entries this backend will be given, in
+  /// order of use (each entry: the byte ranges later passed to decompose_stored or
+  /// decompose_merged). A backend may copy them ahead of use: the CUDA backend stages them on
+  /// the device from a loader thread through pinned buffers on a copy stream. Default: none.
+  virtual void stream_inputs(const std::vector<std::vector<ByteRange>>& entries) { (void)entries; }
+  /// @brief Entries 0..entry of the announced plan are finished; what was staged for them may
+  /// be freed.
+  virtual void release_inputs(size_t entry) { (void)entry; }
+  /// @brief What staging did, for a note: empty when the backend does not stage.
+  virtual std::string staging_summary() const { return {}; }
   /// @brief The first k columns of `tuned` against every column of `base` (same dim); also
   /// keeps |cos| against the first `head_cols` base vectors when head_cols > 0.
   virtual Similarity compare(const Vectors& tuned, const Vectors& base, int64_t k,

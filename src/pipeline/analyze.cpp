@@ -435,6 +435,28 @@ AnalyzeResult analyze(const AnalyzeOptions& o) {
     if (!units.empty()) units.front().pair.base.file->release(*units.front().pair.base.info);
   };
 
+  // The stored inputs an entry will hand the backend as bytes (whole 2-D matrices: bases, also
+  // under a LoRA merge, and full tuned tensors), for backends that copy them ahead of use.
+  auto entry_inputs = [&](size_t i) {
+    std::vector<ByteRange> in;
+    const auto& [name, units] = plan[i];
+    for (const Unit& u : units) {
+      bool pending = false;
+      for (Side s : sides) pending |= !records.count({u.tuned_index, name, side_name(s)});
+      if (!pending || !u.part.label.empty()) continue;
+      const TensorRef& b = u.pair.base;
+      if (b.info->shape.size() == 2) in.push_back({b.file->data(*b.info), b.info->nbytes()});
+      const TensorRef& t = u.pair.tuned;
+      if (u.pair.lora == nullptr && t.info->shape.size() == 2)
+        in.push_back({t.file->data(*t.info), t.info->nbytes()});
+    }
+    return in;
+  };
+  auto staging_note = [&](const Backend& b) {
+    const std::string s = b.staging_summary();
+    if (s.find("stopped early") != std::string::npos) note("warning: " + s);
+  };
+
   // Readahead of an entry's tensors, issued one entry early so disk reads overlap compute.
   auto prefetch = [&](size_t i) {
     if (i >= plan.size()) return;
@@ -443,12 +465,17 @@ AnalyzeResult analyze(const AnalyzeOptions& o) {
       u.pair.tuned.file->prefetch(*u.pair.tuned.info);
     }
   };
+  std::vector<std::vector<ByteRange>> inputs;
+  for (size_t i = 0; i < plan.size(); ++i) inputs.push_back(entry_inputs(i));
   if (backends.size() == 1) {
+    backends[0]->stream_inputs(inputs);
     prefetch(0);
     for (size_t i = 0; i < plan.size(); ++i) {
       prefetch(i + 1);
       process(*backends[0], plan[i].first, plan[i].second);
+      backends[0]->release_inputs(i);
     }
+    staging_note(*backends[0]);
   } else {
     std::vector<double> costs;
     for (const auto& [name, units] : plan) {
@@ -467,15 +494,19 @@ AnalyzeResult analyze(const AnalyzeOptions& o) {
     for (size_t w = 0; w < backends.size(); ++w)
       threads.emplace_back([&, w] {
         try {
-          for (size_t i = 0; i < plan.size() && !failed; ++i)
-            if (worker_of[i] == static_cast<int>(w)) {
-              for (size_t next = i + 1; next < plan.size(); ++next)
-                if (worker_of[next] == static_cast<int>(w)) {
-                  prefetch(next);
-                  break;
-                }
-              process(*backends[w], plan[i].first, plan[i].second);
-            }
+          std::vector<size_t> mine;
+          std::vector<std::vector<ByteRange>> my_inputs;
+          for (size_t i = 0; i < plan.size(); ++i)
+            if (worker_of[i] == static_cast<int>(w))
+              mine.push_back(i), my_inputs.push_back(inputs[i]);
+          backends[w]->stream_inputs(my_inputs);
+          for (size_t n = 0; n < mine.size() && !failed; ++n) {
+            if (n + 1 < mine.size()) prefetch(mine[n + 1]);
+            process(*backends[w], plan[mine[n]].first, plan[mine[n]].second);
+            backends[w]->release_inputs(n);
+          }
+          std::lock_guard<std::mutex> lock(mu);
+          staging_note(*backends[w]);
         } catch (...) {
           std::lock_guard<std::mutex> lock(mu);
           if (!failed.exchange(true)) error = std::current_exception();

@@ -23,13 +23,9 @@
 #include <utility>
 #include <vector>
 
-namespace indim::detail {
+#include "indim/backend.hpp"
 
-/// @brief Bytes of one input (a tensor's stored bytes, usually inside a mapped file).
-struct ByteRange {
-  const void* data = nullptr;
-  size_t bytes = 0;
-};
+namespace indim::detail {
 
 template <typename Buffer>
 class Stager {

@@ -10,7 +10,7 @@
 #include <cstring>
 #include <numeric>
 
-using indim::detail::ByteRange;
+using indim::ByteRange;
 using Buffer = std::vector<unsigned char>;
 using HostStager = indim::detail::Stager<Buffer>;
 
