@@ -783,7 +783,7 @@ int cuda_device_count(std::string* why) {
 }
 
 std::unique_ptr<Backend> make_cuda_backend(Precision precision, const std::string& algo, int device,
-                                           uint64_t gpu_mem) {
+                                           uint64_t gpu_mem, int share) {
   std::string why;
   const int n = cuda_device_count(&why);
   if (device < 0 || device >= n)
@@ -794,7 +794,8 @@ std::unique_ptr<Backend> make_cuda_backend(Precision precision, const std::strin
   INDIM_CUDA_CHECK(cudaSetDevice(device));
   size_t free_bytes = 0, total_bytes = 0;
   INDIM_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
-  const uint64_t budget = gpu_mem > 0 ? gpu_mem : static_cast<uint64_t>(free_bytes * 0.9);
+  const uint64_t budget = (gpu_mem > 0 ? gpu_mem : static_cast<uint64_t>(free_bytes * 0.9)) /
+                          static_cast<uint64_t>(std::max(share, 1));
   return std::make_unique<CudaBackend>(precision, algo, device, budget);
 }
 

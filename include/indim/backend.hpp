@@ -160,8 +160,9 @@ int cuda_device_count(std::string* why);
 /// of the free memory at start). A matrix too large for its algorithm within the budget falls
 /// back to gesvd; one too large for gesvd is an indim::Error naming it. Throws indim::Error when
 /// there is no such device, indim::UsageError in a build without CUDA.
+/// `share` > 1 divides that budget, for several backends (streams) on one device.
 std::unique_ptr<Backend> make_cuda_backend(Precision precision, const std::string& algo, int device,
-                                           uint64_t gpu_mem = 0);
+                                           uint64_t gpu_mem = 0, int share = 1);
 
 /// @brief Device bytes a decomposition of an [rows, cols] matrix needs with `algo` (a CUDA
 /// algorithm), keeping `keep` vectors, inputs of `precision` (the estimate the budget uses).

@@ -37,6 +37,7 @@ struct AnalyzeArgs {
   std::vector<int> devices;
   std::string gpu_mem = "0";
   int workers = 1;
+  int streams = 1;
   bool quiet = false;
   bool html = false;
   std::vector<std::string> plot_matrices;
@@ -71,6 +72,11 @@ void add_compute_options(CLI::App* cmd, AnalyzeArgs& a) {
   cmd->add_option("--gpu-mem", a.gpu_mem,
                   "GPU memory per device for one decomposition (K, M, G); 0: 90% of free")
       ->capture_default_str();
+  cmd->add_option("--streams", a.streams,
+                  "CUDA backend: matrices in flight per device, each on its own stream with an "
+                  "equal share of --gpu-mem")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 16));
   cmd->add_option("--workers", a.workers, "CPU backend: matrices decomposed in parallel")
       ->capture_default_str()
       ->check(CLI::Range(1, 256));
@@ -107,6 +113,7 @@ AnalyzeOptions to_options(const AnalyzeArgs& a) {
   o.devices = a.devices;
   o.gpu_mem = DecompositionCache::parse_size(a.gpu_mem, "--gpu-mem");
   o.workers = a.workers;
+  o.streams = a.streams;
   o.html = a.html;
   o.plot_matrices = a.plot_matrices;
   o.plot_top = a.plot_top;

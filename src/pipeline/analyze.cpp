@@ -295,6 +295,26 @@ AnalyzeResult analyze(const AnalyzeOptions& o) {
   auto note = [&](const std::string& s) {
     if (o.note) o.note(s);
   };
+  // Backends first: a flag they refuse is a usage error before any file is read.
+  std::string backend_note;
+  std::vector<std::unique_ptr<Backend>> backends;
+  backends.push_back(make_backend(o.backend, o.precision, &backend_note, o.algo, o.gpu_mem,
+                                  o.devices.empty() ? 0 : o.devices.front()));
+  if (!backend_note.empty()) note(backend_note);
+  Backend* backend = backends.front().get();
+  if (backend->name() == "cuda" && (o.devices.size() > 1 || o.streams > 1)) {
+    // One backend per stream per device, each with its share of the device's budget.
+    const std::string algo = backend->algo();
+    backends.clear();
+    for (int dev : o.devices.empty() ? std::vector<int>{0} : o.devices)
+      for (int s = 0; s < std::max(o.streams, 1); ++s)
+        backends.push_back(make_cuda_backend(o.precision, algo, dev, o.gpu_mem, o.streams));
+    backend = backends.front().get();
+  }
+  if (backend->name() == "cpu")
+    while (static_cast<int>(backends.size()) < o.workers)
+      backends.push_back(make_cpu_backend(o.precision, backend->algo()));
+
   Checkpoint base = Checkpoint::open(o.base);
   const ModelLayout layout = detect_layout(base);
   std::vector<TunedInput> tuned;
@@ -318,19 +338,6 @@ AnalyzeResult analyze(const AnalyzeOptions& o) {
                      " (see `indim inspect BASE TUNED`, or use --include)");
   }
   const auto plan = make_plan(base, tables);
-
-  std::string backend_note;
-  std::vector<std::unique_ptr<Backend>> backends;
-  backends.push_back(make_backend(o.backend, o.precision, &backend_note, o.algo, o.gpu_mem,
-                                  o.devices.empty() ? 0 : o.devices.front()));
-  if (!backend_note.empty()) note(backend_note);
-  Backend* backend = backends.front().get();
-  if (backend->name() == "cuda")
-    for (size_t i = 1; i < o.devices.size(); ++i)
-      backends.push_back(make_cuda_backend(o.precision, backend->algo(), o.devices[i], o.gpu_mem));
-  if (backend->name() == "cpu")
-    while (static_cast<int>(backends.size()) < o.workers)
-      backends.push_back(make_cpu_backend(o.precision, backend->algo()));
 
   AnalyzeResult res;
   res.eps = eps_grid(o.eps);

@@ -76,6 +76,12 @@ TEST(Cli, HelpVersionAndUsageErrors) {
   EXPECT_EQ(indim_cli("analyze onlyone").rc, 1);
   EXPECT_EQ(indim_cli("analyze a b --k 0").rc, 1);
   EXPECT_EQ(indim_cli("analyze a b --precision fp16").rc, 1);
+  EXPECT_EQ(indim_cli("analyze a b --streams 0").rc, 1);
+  EXPECT_EQ(indim_cli("analyze a b --algo gesvdq").rc, 1);
+  const CliRun cpu_gesvd = indim_cli("analyze a b --out x --backend cpu --algo gesvdj");
+  EXPECT_EQ(cpu_gesvd.rc, 1);
+  EXPECT_NE(cpu_gesvd.out.find("runs on the CUDA backend only"), std::string::npos)
+      << cpu_gesvd.out;
   EXPECT_EQ(indim_cli("frobnicate").rc, 1);
 }
 
