@@ -171,6 +171,32 @@ Dense<T> load_side(const MatchedPair& p, const MatrixPart& part, bool tuned) {
   return take_rows(std::move(w), part.rows);
 }
 
+// A side's matrix (or part) that is one contiguous run of stored bytes: a whole 2-D tensor
+// (transposed for Conv1D), an expert of a 3-D stack, or a run of consecutive rows of either.
+struct StoredBlock {
+  const uint8_t* data;
+  int64_t rows, cols;
+  bool transposed;
+  size_t elements() const { return static_cast<size_t>(rows * cols); }
+};
+
+std::optional<StoredBlock> stored_block(const TensorRef& ref, const MatrixPart& part, bool conv1d) {
+  const auto& shape = ref.info->shape;
+  const size_t elt = static_cast<size_t>(dtype_bits(ref.info->dtype) / 8);
+  if (!((shape.size() == 2 && part.slice < 0) || (shape.size() == 3 && part.slice >= 0)))
+    return std::nullopt;
+  StoredBlock b{ref.file->data(*ref.info), static_cast<int64_t>(shape[shape.size() - 2]),
+                static_cast<int64_t>(shape[shape.size() - 1]), conv1d && shape.size() == 2};
+  if (part.slice >= 0) b.data += static_cast<size_t>(part.slice) * b.elements() * elt;
+  if (part.rows.empty()) return b;
+  if (b.transposed) return std::nullopt;  // rows of a Conv1D's [out, in] are stored columns
+  for (size_t i = 1; i < part.rows.size(); ++i)
+    if (part.rows[i] != part.rows[0] + static_cast<int64_t>(i)) return std::nullopt;
+  b.data += static_cast<size_t>(part.rows.front() * b.cols) * elt;
+  b.rows = static_cast<int64_t>(part.rows.size());
+  return b;
+}
+
 Decomposition decompose(Backend& b, const MatchedPair& p, const MatrixPart& part, bool tuned,
                         Side side, int64_t keep) {
   const std::string label = tuned
@@ -188,15 +214,16 @@ Decomposition decompose(Backend& b, const MatchedPair& p, const MatrixPart& part
     return d;
   }
   const TensorRef& ref = tuned ? p.tuned : p.base;
-  if (part.label.empty() && !(tuned && p.lora != nullptr) && ref.info->shape.size() == 2) {
-    // Whole stored matrices go to the backend as bytes (the GPU converts them on the device).
-    Decomposition d = b.decompose_stored(
-        ref.file->data(*ref.info), ref.info->dtype, static_cast<int64_t>(ref.info->shape[0]),
-        static_cast<int64_t>(ref.info->shape[1]), p.conv1d, side, keep, label);
-    ref.file->release(*ref.info);
-    return d;
-  }
   const std::string where = part.label.empty() ? label : label + " [" + part.label + "]";
+  if (!(tuned && p.lora != nullptr))
+    if (const auto block = stored_block(ref, part, p.conv1d)) {
+      // Contiguous stored bytes go to the backend as they are (the GPU converts them on the
+      // device); a non-finite value is reported within the part.
+      Decomposition d = b.decompose_stored(block->data, ref.info->dtype, block->rows, block->cols,
+                                           block->transposed, side, keep, where);
+      if (part.label.empty()) ref.file->release(*ref.info);
+      return d;
+    }
   if (b.precision() == Precision::F32)
     return b.decompose(load_side<float>(p, part, tuned), side, keep, where);
   return b.decompose(load_side<double>(p, part, tuned), side, keep, where);
@@ -450,12 +477,18 @@ AnalyzeResult analyze(const AnalyzeOptions& o) {
     for (const Unit& u : units) {
       bool pending = false;
       for (Side s : sides) pending |= !records.count({u.tuned_index, name, side_name(s)});
-      if (!pending || !u.part.label.empty()) continue;
-      const TensorRef& b = u.pair.base;
-      if (b.info->shape.size() == 2) in.push_back({b.file->data(*b.info), b.info->nbytes()});
-      const TensorRef& t = u.pair.tuned;
-      if (u.pair.lora == nullptr && t.info->shape.size() == 2)
-        in.push_back({t.file->data(*t.info), t.info->nbytes()});
+      if (!pending) continue;
+      const size_t elt = static_cast<size_t>(dtype_bits(u.pair.base.info->dtype) / 8);
+      if (u.pair.lora != nullptr && u.part.label.empty()) {  // merged on the device
+        const TensorRef& b = u.pair.base;
+        in.push_back({b.file->data(*b.info), b.info->nbytes()});
+      } else if (const auto b = stored_block(u.pair.base, u.part, u.pair.conv1d)) {
+        in.push_back({b->data, b->elements() * elt});
+      }
+      if (u.pair.lora == nullptr)
+        if (const auto t = stored_block(u.pair.tuned, u.part, u.pair.conv1d))
+          in.push_back({t->data, t->elements() * static_cast<size_t>(
+                                                     dtype_bits(u.pair.tuned.info->dtype) / 8)});
     }
     return in;
   };

@@ -229,4 +229,28 @@ TEST(Layouts, ExpertStacksAnalysedPerExpert) {
   EXPECT_EQ(split.records.size(), 9u);  // 3 x (gate, up) + 3 down
   EXPECT_EQ(split.records[0].name, gname + "[0.gate]");
   EXPECT_EQ(split.records[0].type, "mlp.experts.gate_up_proj[gate]");
+  // Each half is its own run of stored rows, decomposed from the stored bytes.
+  for (const auto& r : split.records)
+    if (r.name == gname + "[1.up]") {
+      auto rows = [&](const Dense<double>& w) {
+        Dense<double> h{ffn, hidden, {w.data.begin() + ffn * hidden, w.data.end()}};
+        return test::reference_left(h);
+      };
+      auto ref = test::reference_similarity(rows(experts[1]), rows(experts0[1]), r.k);
+      for (int j = 0; j < r.k; ++j) EXPECT_NEAR(r.maxcos[j], ref.maxcos[j], 1e-4) << j;
+    }
+
+  // A non-finite value inside expert 2 names the tensor, the expert and the place in it.
+  gu[2 * 16 * 12 + 5 * 12 + 7] = std::nan("");
+  write_safetensors(dir / "tuned/model.safetensors",
+                    {tensor(gname, {3, 16, 12}, gu), tensor(dname, {3, 12, 8}, down)});
+  try {
+    run(dir, false);
+    FAIL() << "expected BadInput";
+  } catch (const BadInput& e) {
+    EXPECT_NE(
+        std::string(e.what()).find("tensor '" + gname + "' [2] holds a non-finite value at [5, 7]"),
+        std::string::npos)
+        << e.what();
+  }
 }
