@@ -13,7 +13,7 @@ cuda_lib=$(dirname "$(ldconfig -p | awk '/libcusolver.so.12 / {print $NF; exit}'
 export LD_LIBRARY_PATH="$root/lib:${cuda_lib:-/usr/local/cuda/lib64}:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
 bin="$root/bin"
 summary=()
-budget=450  # seconds for all steps; later steps are skipped past it
+budget=480  # seconds for all steps; later steps are skipped past it
 step() {  # step NAME SECONDS COMMAND...: runs with a time limit, logs to $out/NAME.log
   local name=$1 limit=$2
   shift 2
@@ -59,19 +59,38 @@ step agree 120 bash -c agree
 step bench-7b 150 "$bin/indim" bench --shapes 4096x4096,11008x4096,4096x11008 \
   --runs cpu:gram64,cuda:gram64,cuda:gesvd,cuda:gesvdp,cuda:gesvdj --reference cuda \
   --json "$out/bench-7b.json"
-step bench-70b 120 "$bin/indim" bench --shapes 8192x8192,28672x8192,1024x8192 \
-  --runs cuda:gram64,cuda:gesvdp,cuda:gesvd --reference none --json "$out/bench-70b.json"
 # Peers on one Llama-7B-shaped layer: the paper's torch procedure (a) against indim cold (d)
 # and with the base cached (e); numpy (b) is left to the bench's CPU row at these sizes.
 step peers-7b 150 bash -c "'$bin/indim' demo --out '$root/l7b' --hidden 4096 --intermediate 11008 \
   --kv-dim 4096 --layers 1 --backend cuda --no-cache > /dev/null &&
   python3 bench/peers/peers.py --indim '$bin/indim' --base '$root/l7b/base' \
   --tuned '$root/l7b/lora' --runs ade --json '$out/peers-7b.json'"
+streams() {  # the 7B layer's full fine-tune, cold, with 1 and 2 matrices in flight
+  set -e
+  local n t0
+  for n in 1 2; do
+    t0=$(date +%s%N)
+    "$bin/indim" analyze "$root/l7b/base" "$root/l7b/full" --backend cuda --no-cache \
+      --streams "$n" --out "$root/streams-$n" -q > /dev/null
+    echo "streams $n: $((($(date +%s%N) - t0) / 1000000)) ms wall"
+  done
+  python3 scripts/compare-reports.py "$root/streams-1/report.json" \
+    "$root/streams-2/report.json" fp32
+}
+export -f streams
+step streams 60 bash -c streams
+step bench-70b 120 "$bin/indim" bench --shapes 8192x8192,28672x8192,1024x8192 \
+  --runs cuda:gram64,cuda:gesvdp,cuda:gesvd --reference none --json "$out/bench-70b.json"
+# The GPU half of the scaling curve (square and 2.7:1), gram64; rows print as they finish.
+step scaling 100 "$bin/indim" bench --runs cuda:gram64 --reference none \
+  --shapes 1024x1024,2752x1024,2048x2048,5504x2048,4096x4096,11008x4096,8192x8192,22016x8192,16384x16384 \
+  --json "$out/scaling.json"
 
 echo
 cat "$out/agree.log" 2>/dev/null
 echo
-cat "$out/bench-7b.log" "$out/bench-70b.log" "$out/peers-7b.log" 2>/dev/null
+cat "$out/bench-7b.log" "$out/peers-7b.log" "$out/streams.log" "$out/bench-70b.log" \
+  "$out/scaling.log" 2>/dev/null
 echo
 grep -E "tests|PASSED|FAILED" "$out/gpu-tests.log" | tail -3
 printf '%s\n' "${summary[@]}"
