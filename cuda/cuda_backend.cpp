@@ -664,7 +664,8 @@ class CudaBackend final : public Backend {
     } else {
       gesvdjInfo_t raw = nullptr;
       INDIM_CUSOLVER_CHECK(cusolverDnCreateGesvdjInfo(&raw));
-      cuda::GesvdjParams params(raw);  // default tolerance (machine eps), 100 sweeps, sorted
+      cuda::GesvdjParams params(raw);  // default tolerance (machine eps) and 100 sweeps
+      INDIM_CUSOLVER_CHECK(cusolverDnXgesvdjSetSortEig(raw, 1));
       const int mi = static_cast<int>(m), ni = static_cast<int>(n);
       int lwork = 0;
       if constexpr (std::is_same<T, float>::value) {
@@ -691,17 +692,24 @@ class CudaBackend final : public Backend {
     INDIM_CUDA_CHECK(
         cudaMemcpyAsync(sig.data(), sv.get(), sig.size() * sizeof(T), cudaMemcpyDeviceToHost, s));
     ctx_.sync();
-    d.sigma.assign(sig.begin(), sig.end());
-    // The first keep columns of a column-major [dim, r] block, as row-major [dim, keep].
+    // Descending order, whatever order the solver left: then the first keep columns suffice.
+    std::vector<int64_t> order(static_cast<size_t>(r));
+    for (int64_t j = 0; j < r; ++j) order[j] = j;
+    std::stable_sort(order.begin(), order.end(),
+                     [&](int64_t x, int64_t y) { return sig[x] > sig[y]; });
+    bool sorted = true;
+    for (int64_t j = 0; j < r; ++j) sorted &= order[j] == j;
+    for (int64_t j = 0; j < r; ++j) d.sigma.push_back(static_cast<double>(sig[order[j]]));
+    // Columns order[0..keep) of a column-major [dim, r] block, as row-major [dim, keep].
     auto take = [&](const DeviceBuffer<T>& block, int64_t dim) {
-      std::vector<T> h(static_cast<size_t>(dim * keep));
+      std::vector<T> h(static_cast<size_t>(dim * (sorted ? keep : r)));
       INDIM_CUDA_CHECK(
           cudaMemcpyAsync(h.data(), block.get(), h.size() * sizeof(T), cudaMemcpyDeviceToHost, s));
       ctx_.sync();
       Vectors vec = empty_vectors(dim, keep);
       auto& o = vec.values<T>();
       for (int64_t i = 0; i < dim; ++i)
-        for (int64_t j = 0; j < keep; ++j) o[i * keep + j] = h[i + j * dim];
+        for (int64_t j = 0; j < keep; ++j) o[i * keep + j] = h[i + order[j] * dim];
       return vec;
     };
     // as_is: U [in, r] is W's right side, V [out, r] its left; else the other way round.
