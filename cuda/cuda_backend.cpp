@@ -117,8 +117,8 @@ void check_info(GpuContext& ctx, const std::string& label, const char* routine) 
 
 class CudaBackend final : public Backend {
  public:
-  CudaBackend(Precision p, std::string algo, int device, uint64_t budget)
-      : precision_(p), algo_(std::move(algo)), ctx_(device), budget_(budget) {}
+  CudaBackend(Precision p, std::string algo, int device, uint64_t budget, int share)
+      : precision_(p), algo_(std::move(algo)), ctx_(device), budget_(budget), share_(share) {}
   ~CudaBackend() override {
     cudaSetDevice(ctx_.device());  // staged buffers are freed on this thread
     stager_.reset();
@@ -259,7 +259,9 @@ class CudaBackend final : public Backend {
       throw Error(label + ": [" + std::to_string(out) + ", " + std::to_string(in) +
                   "] needs about " + std::to_string(need >> 20) + " MiB of GPU memory with " +
                   algo + ", over the budget of " + std::to_string(budget >> 20) +
-                  " MiB (--gpu-mem)");
+                  (share_ > 1 ? " MiB (--gpu-mem shared by --streams " + std::to_string(share_) +
+                                    "; fewer streams give each more)"
+                              : std::string(" MiB (--gpu-mem)")));
     return algo;
   }
 
@@ -768,6 +770,7 @@ class CudaBackend final : public Backend {
   std::string algo_;
   GpuContext ctx_;
   uint64_t budget_;
+  int share_;
   cuda::Stream copy_stream_;
   std::vector<cuda::PinnedBuffer<unsigned char>> pinned_;
   std::vector<cuda::Event> chunk_done_;
@@ -804,7 +807,7 @@ std::unique_ptr<Backend> make_cuda_backend(Precision precision, const std::strin
   INDIM_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
   const uint64_t budget = (gpu_mem > 0 ? gpu_mem : static_cast<uint64_t>(free_bytes * 0.9)) /
                           static_cast<uint64_t>(std::max(share, 1));
-  return std::make_unique<CudaBackend>(precision, algo, device, budget);
+  return std::make_unique<CudaBackend>(precision, algo, device, budget, std::max(share, 1));
 }
 
 }  // namespace indim
