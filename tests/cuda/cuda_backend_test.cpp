@@ -218,20 +218,25 @@ TEST(CudaPipeline, SameCountsAsCpuOnTheDemo) {
     o.out_dir = dir / "cpu";
     AnalyzeResult cpu = analyze(o);
     o.backend = "cuda";
-    o.out_dir = dir / "cuda";
-    AnalyzeResult gpu = analyze(o);
-    EXPECT_EQ(gpu.backend, "cuda");
-    ASSERT_EQ(cpu.records.size(), gpu.records.size());
-    const double tol = prec == Precision::F32 ? 1e-4 : 1e-8;
-    for (size_t i = 0; i < cpu.records.size(); ++i) {
-      const auto &c = cpu.records[i], &g = gpu.records[i];
-      ASSERT_EQ(c.name, g.name);
-      bool near_edge = false;
-      for (int j = 0; j < c.k; ++j) {
-        EXPECT_NEAR(g.maxcos[j], c.maxcos[j], tol) << c.name << " " << j;
-        for (double e : cpu.eps) near_edge |= std::fabs(c.maxcos[j] - e) < 1e-4;
+    // One stream, then two matrices in flight on two streams (inputs staged ahead either way).
+    for (int streams : {1, 2}) {
+      o.streams = streams;
+      o.out_dir = dir / ("cuda" + std::to_string(streams));
+      AnalyzeResult gpu = analyze(o);
+      EXPECT_EQ(gpu.backend, "cuda");
+      ASSERT_EQ(cpu.records.size(), gpu.records.size());
+      const double tol = prec == Precision::F32 ? 1e-4 : 1e-8;
+      for (size_t i = 0; i < cpu.records.size(); ++i) {
+        const auto &c = cpu.records[i], &g = gpu.records[i];
+        ASSERT_EQ(c.name, g.name);
+        bool near_edge = false;
+        for (int j = 0; j < c.k; ++j) {
+          EXPECT_NEAR(g.maxcos[j], c.maxcos[j], tol)
+              << c.name << " " << j << " streams " << streams;
+          for (double e : cpu.eps) near_edge |= std::fabs(c.maxcos[j] - e) < 1e-4;
+        }
+        if (!near_edge) EXPECT_EQ(g.counts, c.counts) << c.name << " streams " << streams;
       }
-      if (!near_edge) EXPECT_EQ(g.counts, c.counts) << c.name;
     }
   }
 }
