@@ -105,6 +105,28 @@ constexpr cudaDataType data_type() {
   return std::is_same<T, float>::value ? CUDA_R_32F : CUDA_R_64F;
 }
 
+// cusolverDn?gesvdj (economy, vectors) for S and D, with lda = m, ldu = m, ldv = n.
+cusolverStatus_t gesvdj_size(cusolverDnHandle_t h, int m, int n, const float* a, const float* s,
+                             const float* u, const float* v, int* lwork, gesvdjInfo_t p) {
+  return cusolverDnSgesvdj_bufferSize(h, CUSOLVER_EIG_MODE_VECTOR, 1, m, n, a, m, s, u, m, v, n,
+                                      lwork, p);
+}
+cusolverStatus_t gesvdj_size(cusolverDnHandle_t h, int m, int n, const double* a, const double* s,
+                             const double* u, const double* v, int* lwork, gesvdjInfo_t p) {
+  return cusolverDnDgesvdj_bufferSize(h, CUSOLVER_EIG_MODE_VECTOR, 1, m, n, a, m, s, u, m, v, n,
+                                      lwork, p);
+}
+cusolverStatus_t gesvdj_run(cusolverDnHandle_t h, int m, int n, float* a, float* s, float* u,
+                            float* v, float* work, int lwork, int* info, gesvdjInfo_t p) {
+  return cusolverDnSgesvdj(h, CUSOLVER_EIG_MODE_VECTOR, 1, m, n, a, m, s, u, m, v, n, work, lwork,
+                           info, p);
+}
+cusolverStatus_t gesvdj_run(cusolverDnHandle_t h, int m, int n, double* a, double* s, double* u,
+                            double* v, double* work, int lwork, int* info, gesvdjInfo_t p) {
+  return cusolverDnDgesvdj(h, CUSOLVER_EIG_MODE_VECTOR, 1, m, n, a, m, s, u, m, v, n, work, lwork,
+                           info, p);
+}
+
 void check_info(GpuContext& ctx, const std::string& label, const char* routine) {
   int info = 0;
   INDIM_CUDA_CHECK(
@@ -670,23 +692,11 @@ class CudaBackend final : public Backend {
       INDIM_CUSOLVER_CHECK(cusolverDnXgesvdjSetSortEig(raw, 1));
       const int mi = static_cast<int>(m), ni = static_cast<int>(n);
       int lwork = 0;
-      if constexpr (std::is_same<T, float>::value) {
-        INDIM_CUSOLVER_CHECK(cusolverDnSgesvdj_bufferSize(ctx_.cusolver(), CUSOLVER_EIG_MODE_VECTOR,
-                                                          1, mi, ni, mat, mi, sv.get(), u.get(), mi,
-                                                          v.get(), ni, &lwork, raw));
-        INDIM_CUSOLVER_CHECK(cusolverDnSgesvdj(
-            ctx_.cusolver(), CUSOLVER_EIG_MODE_VECTOR, 1, mi, ni, mat, mi, sv.get(), u.get(), mi,
-            v.get(), ni, static_cast<float*>(ctx_.workspace(sizeof(float) * lwork)), lwork,
-            ctx_.info(), raw));
-      } else {
-        INDIM_CUSOLVER_CHECK(cusolverDnDgesvdj_bufferSize(ctx_.cusolver(), CUSOLVER_EIG_MODE_VECTOR,
-                                                          1, mi, ni, mat, mi, sv.get(), u.get(), mi,
-                                                          v.get(), ni, &lwork, raw));
-        INDIM_CUSOLVER_CHECK(cusolverDnDgesvdj(
-            ctx_.cusolver(), CUSOLVER_EIG_MODE_VECTOR, 1, mi, ni, mat, mi, sv.get(), u.get(), mi,
-            v.get(), ni, static_cast<double*>(ctx_.workspace(sizeof(double) * lwork)), lwork,
-            ctx_.info(), raw));
-      }
+      INDIM_CUSOLVER_CHECK(
+          gesvdj_size(ctx_.cusolver(), mi, ni, mat, sv.get(), u.get(), v.get(), &lwork, raw));
+      INDIM_CUSOLVER_CHECK(gesvdj_run(ctx_.cusolver(), mi, ni, mat, sv.get(), u.get(), v.get(),
+                                      static_cast<T*>(ctx_.workspace(sizeof(T) * lwork)), lwork,
+                                      ctx_.info(), raw));
       check_info(ctx_, label, "cusolverDngesvdj");
     }
     Decomposition d;

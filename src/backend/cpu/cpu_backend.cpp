@@ -55,9 +55,10 @@ void gemm_tn(int64_t m, int64_t n, int64_t k, const double* a, int64_t lda, cons
   cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, m, n, k, 1.0, a, lda, b, ldb, 0.0, c, n);
 }
 
-// Copies the first `keep` columns of a row-major [rows, cols] block (transposed if asked).
-template <typename T>
-Vectors take_columns(const T* src, int64_t rows, int64_t cols, int64_t keep, bool col_major) {
+// The first `keep` columns of a [rows, cols] block of S, row-major (column-major when asked),
+// as vectors of precision T.
+template <typename T, typename S>
+Vectors take_columns(const S* src, int64_t rows, int64_t cols, int64_t keep, bool col_major) {
   Vectors v;
   v.precision = std::is_same<T, float>::value ? Precision::F32 : Precision::F64;
   v.dim = rows;
@@ -66,7 +67,7 @@ Vectors take_columns(const T* src, int64_t rows, int64_t cols, int64_t keep, boo
   out.resize(static_cast<size_t>(rows * keep));
   for (int64_t i = 0; i < rows; ++i)
     for (int64_t j = 0; j < keep; ++j)
-      out[i * keep + j] = col_major ? src[i + j * rows] : src[i * cols + j];
+      out[i * keep + j] = static_cast<T>(col_major ? src[i + j * rows] : src[i * cols + j]);
   return v;
 }
 
@@ -112,26 +113,12 @@ Decomposition decompose_impl(Dense<T>&& w, Side side, int64_t keep, const std::s
   // LAPACK's U [mm, r] is column-major, its VT [r, nn] reads row-major as [nn, r]. For A = W^T
   // the left vectors of W are A's right ones, and the other way round.
   if (side != Side::Right)
-    d.left = as_is ? take_columns(vt.data(), out, r, keep, false)
-                   : take_columns(u.data(), out, r, keep, true);
+    d.left = as_is ? take_columns<T>(vt.data(), out, r, keep, false)
+                   : take_columns<T>(u.data(), out, r, keep, true);
   if (side != Side::Left)
-    d.right = as_is ? take_columns(u.data(), in, r, keep, true)
-                    : take_columns(vt.data(), in, r, keep, false);
+    d.right = as_is ? take_columns<T>(u.data(), in, r, keep, true)
+                    : take_columns<T>(vt.data(), in, r, keep, false);
   return d;
-}
-
-// Row-major [rows, keep] vectors of precision T from a column-major fp64 block [rows, keep].
-template <typename T>
-Vectors vectors_from(const double* colmajor, int64_t rows, int64_t keep) {
-  Vectors v;
-  v.precision = std::is_same<T, float>::value ? Precision::F32 : Precision::F64;
-  v.dim = rows;
-  v.count = keep;
-  auto& out = v.values<T>();
-  out.resize(static_cast<size_t>(rows * keep));
-  for (int64_t i = 0; i < rows; ++i)
-    for (int64_t j = 0; j < keep; ++j) out[i * keep + j] = static_cast<T>(colmajor[i + j * rows]);
-  return v;
 }
 
 template <typename T>
@@ -180,7 +167,8 @@ Decomposition gram64_impl(Dense<T>&& w, Side side, int64_t keep, const std::stri
   const bool want_left = side != Side::Right, want_right = side != Side::Left;
   Vectors& gram_side = left_gram ? d.left : d.right;
   Vectors& other_side = left_gram ? d.right : d.left;
-  if (left_gram ? want_left : want_right) gram_side = vectors_from<T>(e.data(), n, keep);
+  if (left_gram ? want_left : want_right)
+    gram_side = take_columns<T>(e.data(), n, keep, keep, true);
   if (left_gram ? want_right : want_left) {
     // A u_j = W^T u_j (left Gram) or A^T v_j = W v_j: column-major [m, keep], normalised. The
     // fp64 Gram resolves sigma down to about 1e-8 sigma_1; below 1e-7 sigma_1 a direction is
@@ -197,7 +185,7 @@ Decomposition gram64_impl(Dense<T>&& w, Side side, int64_t keep, const std::stri
       const double s = norm > floor && norm > 0 ? 1.0 / norm : 0.0;
       for (int64_t i = 0; i < m; ++i) col[i] *= s;
     }
-    other_side = vectors_from<T>(o.data(), m, keep);
+    other_side = take_columns<T>(o.data(), m, keep, keep, true);
   }
   return d;
 }
