@@ -803,6 +803,15 @@ int cuda_device_count(std::string* why) {
   return n;
 }
 
+std::string cuda_device_name(int device) {
+  cudaDeviceProp prop{};
+  if (cudaGetDeviceProperties(&prop, device) != cudaSuccess) {
+    cudaGetLastError();
+    return {};
+  }
+  return prop.name;
+}
+
 std::unique_ptr<Backend> make_cuda_backend(Precision precision, const std::string& algo, int device,
                                            uint64_t gpu_mem, int share) {
   std::string why;

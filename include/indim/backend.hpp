@@ -154,6 +154,9 @@ std::unique_ptr<Backend> make_cpu_backend(Precision precision, const std::string
 bool cuda_built();
 /// @brief Usable CUDA devices; 0 without a driver or device (`why` says which). Never throws.
 int cuda_device_count(std::string* why);
+/// @brief The name of CUDA device `device` ("NVIDIA H200"), empty when there is none. Never
+/// throws.
+std::string cuda_device_name(int device);
 /// @brief The CUDA backend on `device` with algorithm "gram64" (fp64 Gram + syevd, top-k by
 /// sytrd + a host tridiagonal solve + ormtr), "gesvd", "gesvdp" (polar decomposition) or
 /// "gesvdj" (Jacobi), keeping each decomposition within `gpu_mem` bytes of device memory (0: 90%

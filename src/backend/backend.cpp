@@ -142,6 +142,8 @@ int cuda_device_count(std::string* why) {
   return 0;
 }
 
+std::string cuda_device_name(int) { return {}; }
+
 std::unique_ptr<Backend> make_cuda_backend(Precision, const std::string&, int, uint64_t, int) {
   throw UsageError(
       "--backend cuda: this build of indim has no CUDA backend (the CUDA toolkit "

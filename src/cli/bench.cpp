@@ -2,10 +2,11 @@
 // of large norm, as a LoRA makes. Up to min(out, in) = 4096, W0 = U diag(i^-0.6) V^T with Haar
 // U, V (QR of Gaussians, O(n^3) on the host); above, where that would take the host longer than
 // the GPU takes to decompose, W0 = G diag(j^-0.6) / sqrt(out) with G Gaussian: no structure for
-// a solver to exploit, a similar decay, O(out in) to make (the "generator" field says which). Each
-// run (backend:algorithm) decomposes the base fully and the tuned matrix to its top k, then
-// compares them; its time is the pair's wall time, best of
-// --reps. Accuracy: max |maxcos - ref| over the top k and over every tuned vector (the tuned
+// a solver to exploit, a similar decay, O(out in) to make (the "generator" field says which).
+// Each run (backend:algorithm) decomposes the base fully and the tuned matrix to its top k,
+// then compares them; its time is the pair's wall time, best of --reps, with the rate its flops
+// give and, on a GPU the bench knows, that rate as a fraction of the datasheet peak (fp64 for
+// gram64). Accuracy: max |maxcos - ref| over the top k and over every tuned vector (the tuned
 // side decomposed fully once more, untimed), against the reference run in fp64.
 #include "cli/bench.hpp"
 
@@ -52,6 +53,20 @@ double flops(const std::string& algo, Shape s) {
   const double n = static_cast<double>(std::min(s.out, s.in));
   if (algo == "gram64") return m * n * n + 9 * n * n * n + 2 * m * n * n;
   return 6 * m * n * n + 11 * n * n * n;
+}
+
+// Vendor datasheet rates in GFLOP/s of the GPUs indim is measured on (fp64 through the tensor
+// cores, which cuBLAS's DGEMM/DSYRK use; fp32 plain), or 0 for a device not listed.
+double gpu_peak_gflops(const std::string& device_name, bool fp64) {
+  struct Peak {
+    const char* name;
+    double fp64, fp32;
+  };
+  static const Peak peaks[] = {
+      {"H200", 67000, 67000}, {"H100", 67000, 67000}, {"A100", 19500, 19500}};
+  for (const Peak& p : peaks)
+    if (device_name.find(p.name) != std::string::npos) return fp64 ? p.fp64 : p.fp32;
+  return 0;
 }
 
 struct Pair {
@@ -116,8 +131,8 @@ struct Reference {
 int run_bench(const BenchArgs& a) {
   const Precision prec = a.precision == "fp64" ? Precision::F64 : Precision::F32;
   nlohmann::json rows = nlohmann::json::array();
-  std::printf("%-12s %-14s %-5s %10s %10s %9s %12s %12s\n", "shape", "run", "prec", "seconds",
-              "GFLOP/s", "vs first", "err top-k", "err all");
+  std::printf("%-12s %-14s %-5s %10s %10s %8s %9s %12s %12s\n", "shape", "run", "prec", "seconds",
+              "GFLOP/s", "of peak", "vs first", "err top-k", "err all");
   for (const std::string& shape_text : a.shapes) {
     const Shape s = parse_shape(shape_text);
     const Pair pair = make_pair_for(s, static_cast<uint64_t>(s.out * 7919 + s.in));
@@ -160,9 +175,17 @@ int run_bench(const BenchArgs& a) {
           err_all = std::max(err_all, std::fabs(all[j] - ref.all[j]));
       }
       const double gflops = (flops(b->algo(), s) * 2) / best / 1e9;  // base + tuned
+      // gram64 computes in fp64 whatever the working precision; the others in that precision.
+      const double peak = b->name() == "cuda"
+                              ? gpu_peak_gflops(cuda_device_name(0),
+                                                b->algo() == "gram64" || prec == Precision::F64)
+                              : 0.0;
+      const std::string of_peak =
+          peak > 0 ? std::to_string(static_cast<int>(100 * gflops / peak + 0.5)) + "%" : "-";
       if (first == 0) first = best;
-      std::printf("%-12s %-14s %-5s %10.3f %10.1f %8.1fx %12.2e %12.2e\n", shape_text.c_str(),
-                  run.c_str(), a.precision.c_str(), best, gflops, first / best, err_top, err_all);
+      std::printf("%-12s %-14s %-5s %10.3f %10.1f %8s %8.1fx %12.2e %12.2e\n", shape_text.c_str(),
+                  run.c_str(), a.precision.c_str(), best, gflops, of_peak.c_str(), first / best,
+                  err_top, err_all);
       std::fflush(stdout);
       rows.push_back(
           {{"shape", shape_text},
@@ -172,6 +195,7 @@ int run_bench(const BenchArgs& a) {
            {"precision", a.precision},
            {"seconds", best},
            {"gflops", gflops},
+           {"peak_gflops", peak > 0 ? nlohmann::json(peak) : nlohmann::json()},
            {"speedup_vs_first", first / best},
            {"err_topk", std::isnan(err_top) ? nlohmann::json() : nlohmann::json(err_top)},
            {"err_all", std::isnan(err_all) ? nlohmann::json() : nlohmann::json(err_all)},
