@@ -93,6 +93,9 @@ struct AnalyzeOptions {
   int plot_top = 4;                              ///< else the N with most intruders per fine-tune
   ProgressFn progress;                           ///< optional
   std::function<void(const std::string&)> note;  ///< optional: lines for stderr
+  /// Optional, for library users with a backend of their own (and for tests): makes each of
+  /// the `workers` backends in place of `backend`, `algo`, `devices` and `streams`.
+  std::function<std::unique_ptr<Backend>()> backend_factory;
 };
 
 struct TunedSummary {

@@ -325,11 +325,15 @@ AnalyzeResult analyze(const AnalyzeOptions& o) {
   // Backends first: a flag they refuse is a usage error before any file is read.
   std::string backend_note;
   std::vector<std::unique_ptr<Backend>> backends;
-  backends.push_back(make_backend(o.backend, o.precision, &backend_note, o.algo, o.gpu_mem,
-                                  o.devices.empty() ? 0 : o.devices.front()));
+  if (o.backend_factory) {
+    for (int w = 0; w < std::max(o.workers, 1); ++w) backends.push_back(o.backend_factory());
+  } else {
+    backends.push_back(make_backend(o.backend, o.precision, &backend_note, o.algo, o.gpu_mem,
+                                    o.devices.empty() ? 0 : o.devices.front()));
+  }
   if (!backend_note.empty()) note(backend_note);
   Backend* backend = backends.front().get();
-  if (backend->name() == "cuda" && (o.devices.size() > 1 || o.streams > 1)) {
+  if (!o.backend_factory && backend->name() == "cuda" && (o.devices.size() > 1 || o.streams > 1)) {
     // One backend per stream per device, each with its share of the device's budget.
     const std::string algo = backend->algo();
     backends.clear();
@@ -338,7 +342,7 @@ AnalyzeResult analyze(const AnalyzeOptions& o) {
         backends.push_back(make_cuda_backend(o.precision, algo, dev, o.gpu_mem, o.streams));
     backend = backends.front().get();
   }
-  if (backend->name() == "cpu")
+  if (!o.backend_factory && backend->name() == "cpu")
     while (static_cast<int>(backends.size()) < o.workers)
       backends.push_back(make_cpu_backend(o.precision, backend->algo()));
 
@@ -473,6 +477,11 @@ AnalyzeResult analyze(const AnalyzeOptions& o) {
   // under a LoRA merge, and full tuned tensors), for backends that copy them ahead of use.
   auto entry_inputs = [&](size_t i) {
     std::vector<ByteRange> in;
+    auto add = [&](const void* data, size_t bytes) {  // once per entry: a base serves every unit
+      for (const ByteRange& r : in)
+        if (r.data == data) return;
+      in.push_back({data, bytes});
+    };
     const auto& [name, units] = plan[i];
     for (const Unit& u : units) {
       bool pending = false;
@@ -481,14 +490,14 @@ AnalyzeResult analyze(const AnalyzeOptions& o) {
       const size_t elt = static_cast<size_t>(dtype_bits(u.pair.base.info->dtype) / 8);
       if (u.pair.lora != nullptr && u.part.label.empty()) {  // merged on the device
         const TensorRef& b = u.pair.base;
-        in.push_back({b.file->data(*b.info), b.info->nbytes()});
+        add(b.file->data(*b.info), b.info->nbytes());
       } else if (const auto b = stored_block(u.pair.base, u.part, u.pair.conv1d)) {
-        in.push_back({b->data, b->elements() * elt});
+        add(b->data, b->elements() * elt);
       }
       if (u.pair.lora == nullptr)
         if (const auto t = stored_block(u.pair.tuned, u.part, u.pair.conv1d))
-          in.push_back({t->data, t->elements() * static_cast<size_t>(
-                                                     dtype_bits(u.pair.tuned.info->dtype) / 8)});
+          add(t->data,
+              t->elements() * static_cast<size_t>(dtype_bits(u.pair.tuned.info->dtype) / 8));
     }
     return in;
   };
