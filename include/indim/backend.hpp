@@ -58,8 +58,10 @@ inline std::vector<double>& Vectors::values<double>() {
   return f64;
 }
 
-/// @brief Economy SVD of an [out, in] weight: singular values (descending, all min(out, in) of
-/// them) and the kept left (U, dim = out) and/or right (V, dim = in) vectors.
+/// @brief Economy SVD of an [out, in] weight: singular values (descending; all min(out, in) of
+/// them, except that a decomposition asked for its top `keep` only may hold just the leading
+/// max(keep, 50), those beyond `keep` to about 1e-3 sigma_1, as spectra plots need) and the
+/// kept left (U, dim = out) and/or right (V, dim = in) vectors.
 struct Decomposition {
   std::vector<double> sigma;
   Vectors left;

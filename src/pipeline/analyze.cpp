@@ -294,7 +294,7 @@ MatrixResult::Delta describe_delta(Backend& b, const Unit& u) {
   d.rel_fro = base_sq > 0 ? d.fro / std::sqrt(base_sq) : 0.0;
   if (fro_sq == 0) return d;
   const std::vector<double> s =
-      b.decompose(std::move(w), Side::Left, 1, u.pair.base_name + " (update)").sigma;
+      b.decompose(std::move(w), Side::Left, 0, u.pair.base_name + " (update)").sigma;
   d.spectral = s.empty() ? 0.0 : s[0];
   double total = 0;
   for (double x : s) total += x, d.rank += x > 1e-3 * d.spectral ? 1 : 0;

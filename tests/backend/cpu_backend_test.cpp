@@ -234,3 +234,77 @@ TEST(CpuBackend, AlgorithmsByName) {
   EXPECT_THROW(make_backend("cpu", Precision::F32, nullptr, "gesvd"), UsageError);
   EXPECT_THROW(make_cpu_backend(Precision::F32, "qr"), UsageError);
 }
+
+namespace {
+
+// |<x, y>| of column j of two decompositions' left vectors.
+double left_dot(const Decomposition& a, const Decomposition& b, int64_t j) {
+  double dot = 0;
+  for (int64_t i = 0; i < a.left.dim; ++i) dot += a.left.at(i, j) * b.left.at(i, j);
+  return std::fabs(dot);
+}
+
+}  // namespace
+
+TEST(CpuBackend, Gram64TopKByIterationMatchesTheExactRoute) {
+  // Grams of 300 and more take the iterative route for the tuned side's top 10: a decaying
+  // spectrum with a LoRA-like update on top (tall and wide), and a top of 12 values 0.1% apart.
+  struct Case {
+    int64_t out, in;
+    bool clustered;
+  };
+  for (const Case c : {Case{420, 300, false}, Case{300, 700, false}, Case{320, 320, true}}) {
+    std::mt19937_64 rng(c.out + c.in);
+    const int64_t r = std::min(c.out, c.in);
+    std::vector<double> s(static_cast<size_t>(r));
+    for (int64_t i = 0; i < r; ++i)
+      s[i] = c.clustered && i < 12 ? 1.0 - 0.001 * i : std::pow(i + 1.0, -0.6);
+    Dense<double> w =
+        compose_svd(random_orthonormal(c.out, r, rng), s, random_orthonormal(c.in, r, rng));
+    const Dense<double> upd = compose_svd(random_orthonormal(c.out, 3, rng), {0.8, 0.6, 0.4},
+                                          random_orthonormal(c.in, 3, rng));
+    for (size_t i = 0; i < w.data.size(); ++i) w.data[i] += upd.data[i];
+    auto gram = make_cpu_backend(Precision::F64, "gram64");
+    auto exact = make_cpu_backend(Precision::F64, "gesdd");
+    const Decomposition it = run(*gram, w, Side::Both, 10), ex = run(*exact, w, Side::Both, 0);
+    ASSERT_EQ(it.sigma.size(), 50u) << "the iterative route keeps the 50 leading values";
+    // The top 10 converged; the others, shown in spectra only, to plotting accuracy.
+    for (size_t j = 0; j < 50; ++j)
+      EXPECT_NEAR(it.sigma[j], ex.sigma[j], (j < 10 ? 1e-10 : 1e-3) * ex.sigma[0]) << j;
+    ASSERT_EQ(it.left.count, 10);
+    ASSERT_EQ(it.right.count, 10);
+    if (c.clustered) {
+      // Vectors of a cluster are not defined one by one; the span of the top 12 is.
+      for (int64_t j = 0; j < 10; ++j) {
+        double in_span = 0;  // squared length of vector j's projection onto the exact top 12
+        for (int64_t l = 0; l < 12; ++l) {
+          double d = 0;
+          for (int64_t i = 0; i < c.out; ++i) d += it.left.at(i, j) * ex.left.at(i, l);
+          in_span += d * d;
+        }
+        EXPECT_NEAR(in_span, 1.0, 1e-9) << j;
+      }
+      continue;
+    }
+    for (int64_t j = 0; j < 10; ++j) {
+      EXPECT_NEAR(left_dot(it, ex, j), 1.0, 1e-10) << c.out << "x" << c.in << " " << j;
+      double right = 0;
+      for (int64_t i = 0; i < c.in; ++i) right += it.right.at(i, j) * ex.right.at(i, j);
+      EXPECT_NEAR(std::fabs(right), 1.0, 1e-10) << j;
+    }
+  }
+}
+
+TEST(CpuBackend, Gram64TopKFallsBackToTheExactRouteWhenIterationIsSlow) {
+  // A nearly flat spectrum (1, 0.999, 0.998, ...): sigma_67 / sigma_10 = 0.94 is too close to 1
+  // for 60 sweeps to reach the residual bound, so the exact route answers, with every value.
+  std::mt19937_64 rng(3);
+  std::vector<double> s(300);
+  for (int i = 0; i < 300; ++i) s[i] = 1.0 - 0.001 * i;
+  const Dense<double> w =
+      compose_svd(random_orthonormal(300, 300, rng), s, random_orthonormal(300, 300, rng));
+  const Decomposition it = run(*make_cpu_backend(Precision::F64, "gram64"), w, Side::Left, 10);
+  const Decomposition ex = run(*make_cpu_backend(Precision::F64, "gesdd"), w, Side::Left, 10);
+  ASSERT_EQ(it.sigma.size(), 300u);
+  for (int64_t j = 0; j < 10; ++j) EXPECT_NEAR(left_dot(it, ex, j), 1.0, 1e-9) << j;
+}
