@@ -52,17 +52,18 @@ __global__ void reverse_columns_kernel(const double* __restrict__ src, double* _
   }
 }
 
-// scale[j] = 1 / ||src[:, j]|| (0 at or below floor). Column-major src [rows, cols]; one block
-// per column (grid-stride over columns), each thread summing a strided part of the column in
-// fp64, then a shared-memory tree reduction.
-__global__ void inverse_column_norms_kernel(const double* __restrict__ src, int64_t rows,
-                                            int64_t cols, double floor,
-                                            double* __restrict__ scale) {
+// Per column j of the column-major src [rows, cols]: the norm of src[:, j] - theta[j] *
+// sub[:, j] (just src[:, j] when sub is null), written as is, or when `inverse` as 1 / norm (0 at
+// or below floor). One block per column (grid-stride over columns), each thread summing a
+// strided part of the column in fp64, then a shared-memory tree reduction.
+__global__ void column_norms_kernel(const double* __restrict__ src, const double* __restrict__ sub,
+                                    const double* __restrict__ theta, int64_t rows, int64_t cols,
+                                    bool inverse, double floor, double* __restrict__ out) {
   __shared__ double part[kThreads];
   for (int64_t j = blockIdx.x; j < cols; j += gridDim.x) {
     double sum = 0;
     for (int64_t i = threadIdx.x; i < rows; i += blockDim.x) {
-      const double v = src[i + j * rows];
+      const double v = src[i + j * rows] - (sub != nullptr ? theta[j] * sub[i + j * rows] : 0.0);
       sum += v * v;
     }
     part[threadIdx.x] = sum;
@@ -73,7 +74,7 @@ __global__ void inverse_column_norms_kernel(const double* __restrict__ src, int6
     }
     if (threadIdx.x == 0) {
       const double norm = sqrt(part[0]);
-      scale[j] = norm > floor && norm > 0 ? 1.0 / norm : 0.0;
+      out[j] = !inverse ? norm : norm > floor && norm > 0 ? 1.0 / norm : 0.0;
     }
     __syncthreads();  // part[] is reused by the next column
   }
@@ -332,8 +333,17 @@ void inverse_column_norms(const double* src, int64_t rows, int64_t cols, double 
                           double* scale, cudaStream_t s) {
   if (cols == 0) return;
   const int64_t blocks = cols < 65535 ? cols : 65535;
-  inverse_column_norms_kernel<<<static_cast<unsigned>(blocks), kThreads, 0, s>>>(src, rows, cols,
-                                                                                 floor, scale);
+  column_norms_kernel<<<static_cast<unsigned>(blocks), kThreads, 0, s>>>(
+      src, nullptr, nullptr, rows, cols, true, floor, scale);
+  INDIM_KERNEL_CHECK();
+}
+
+void ritz_residuals(const double* gv, const double* v, const double* theta, int64_t rows,
+                    int64_t cols, double* out, cudaStream_t s) {
+  if (cols == 0) return;
+  const int64_t blocks = cols < 65535 ? cols : 65535;
+  column_norms_kernel<<<static_cast<unsigned>(blocks), kThreads, 0, s>>>(gv, v, theta, rows, cols,
+                                                                         false, 0.0, out);
   INDIM_KERNEL_CHECK();
 }
 

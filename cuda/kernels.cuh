@@ -52,6 +52,11 @@ void reverse_columns(const double* src, double* dst, int64_t rows, int64_t n, in
 void inverse_column_norms(const double* src, int64_t rows, int64_t cols, double floor,
                           double* scale, cudaStream_t s);
 
+/// out[j] = ||gv[:, j] - theta[j] v[:, j]|| for column-major gv, v [rows, cols] (ld = rows) and
+/// device theta [cols]: the residuals of Ritz pairs.
+void ritz_residuals(const double* gv, const double* v, const double* theta, int64_t rows,
+                    int64_t cols, double* out, cudaStream_t s);
+
 /// Column-major src [rows, cols] (ld = rows) times diag(scale) -> row-major dst [rows, cols].
 template <typename Dst>
 void scale_columns_to_row_major(const double* src, const double* scale, Dst* dst, int64_t rows,

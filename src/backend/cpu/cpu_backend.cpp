@@ -19,7 +19,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <random>
 #include <string>
 
 #include "backend/cpu/tridiagonal.hpp"
@@ -122,67 +121,51 @@ Decomposition decompose_impl(Dense<T>&& w, Side side, int64_t keep, const std::s
   return d;
 }
 
-// The tuned side's top k by subspace iteration: a block of max(k, 50) + 16 vectors (50: the
-// leading singular values the report's spectra show), at most 60 sweeps, on Grams of at least
-// 4 blocks; otherwise, or when it does not converge, the exact tridiagonal route.
-constexpr int64_t kShownSigma = 50, kOversample = 16;
-constexpr int kMaxSweeps = 60;
-constexpr double kResidualTol = 1e-12;
-
-int64_t subspace_block(int64_t keep) { return std::max(keep, kShownSigma) + kOversample; }
-
 // Top `keep` eigenpairs of the symmetric positive semi-definite g [n, n] (lower triangle) by
-// subspace iteration with a Rayleigh-Ritz step each sweep, from a fixed-seed Gaussian block of
-// `block` columns (the same answer every run): Ritz vector j converges as (lambda_{block+1} /
-// lambda_j)^sweeps, whatever the clustering inside the block. Done when every residual
-// ||G v_j - theta_j v_j||, j < keep, is at most 1e-12 theta_1, so a vector's error is at most
-// that over its eigenvalue gap. Returns false (take the exact route) when it is not done after
-// kMaxSweeps. On success `theta` holds the block's leading max(keep, 50) Ritz values (those
-// beyond keep are not checked: within 3e-4 theta_1 in the tests, enough for the spectra they
-// serve) and `e` the top keep Ritz vectors, column-major [n, keep], both descending.
+// subspace iteration (detail::kSubspace*): Ritz vector j converges as (lambda_{b+1} /
+// lambda_j)^sweeps for a block of b, whatever the clustering inside the block; a vector's error
+// is at most its residual over its eigenvalue gap. Returns false (take the exact route) when
+// it has not converged after the last sweep. On success `theta` holds the leading max(keep, 50)
+// Ritz values (those beyond keep are not checked: within 3e-4 theta_1 in the tests, enough for
+// the spectra they serve) and `e` the top keep Ritz vectors, column-major [n, keep], both
+// descending.
 bool subspace_top(std::vector<double>& g, int64_t n, int64_t keep, std::vector<double>& theta,
                   std::vector<double>& e) {
-  for (int64_t j = 0; j < n; ++j)  // both triangles, for dgemm (measured faster than dsymm)
+  for (int64_t j = 0; j < n; ++j)  // both triangles, for dgemm
     for (int64_t i = j + 1; i < n; ++i) g[j + i * n] = g[i + j * n];
-  const int64_t b = subspace_block(keep);
+  const int64_t b = detail::subspace_block(keep);
   const lapack_int ln = static_cast<lapack_int>(n), lb = static_cast<lapack_int>(b);
   const size_t nb = static_cast<size_t>(n * b);
-  std::vector<double> q(nb), y(nb), v(nb), gv(nb), h(static_cast<size_t>(b * b)),
-      s(static_cast<size_t>(b * b)), w(static_cast<size_t>(b)), tau(static_cast<size_t>(b));
-  std::mt19937_64 rng(0x5eedULL + static_cast<uint64_t>(n));
-  std::normal_distribution<double> gauss;
-  for (double& x : q) x = gauss(rng);
+  std::vector<double> q = detail::subspace_start(n, b), y(nb), v(nb), gv(nb),
+                      h(static_cast<size_t>(b * b)), s, ritz_values, tau(static_cast<size_t>(b));
   auto orthonormalise = [&](std::vector<double>& z) {
     return LAPACKE_dgeqrf(LAPACK_COL_MAJOR, ln, lb, z.data(), ln, tau.data()) == 0 &&
            LAPACKE_dorgqr(LAPACK_COL_MAJOR, ln, lb, lb, z.data(), ln, tau.data()) == 0;
   };
   if (!orthonormalise(q)) return false;
-  for (int sweep = 0; sweep < kMaxSweeps; ++sweep) {
+  for (int sweep = 0; sweep < detail::kSubspaceMaxSweeps; ++sweep) {
     // Y = G Q; H = Q^T Y = S diag(theta) S^T; V = Q S, G V = Y S.
     cblas_dgemm(CblasColMajor, CblasNoTrans, CblasNoTrans, ln, lb, ln, 1.0, g.data(), ln, q.data(),
                 ln, 0.0, y.data(), ln);
     cblas_dgemm(CblasColMajor, CblasTrans, CblasNoTrans, lb, lb, ln, 1.0, q.data(), ln, y.data(),
                 ln, 0.0, h.data(), lb);
-    if (LAPACKE_dsyevd(LAPACK_COL_MAJOR, 'V', 'L', lb, h.data(), lb, w.data()) != 0) return false;
-    for (int64_t j = 0; j < b; ++j)  // descending
-      std::copy(h.begin() + (b - 1 - j) * b, h.begin() + (b - j) * b, s.begin() + j * b);
+    if (!detail::ritz(h, b, s, ritz_values)) return false;
     cblas_dgemm(CblasColMajor, CblasNoTrans, CblasNoTrans, ln, lb, lb, 1.0, q.data(), ln, s.data(),
                 lb, 0.0, v.data(), ln);
     cblas_dgemm(CblasColMajor, CblasNoTrans, CblasNoTrans, ln, lb, lb, 1.0, y.data(), ln, s.data(),
                 lb, 0.0, gv.data(), ln);
-    const double top = std::max(w[b - 1], 0.0);
     double worst = 0;
     for (int64_t j = 0; j < keep; ++j) {
       double r = 0;
       for (int64_t i = 0; i < n; ++i) {
-        const double d = gv[i + j * n] - w[b - 1 - j] * v[i + j * n];
+        const double d = gv[i + j * n] - ritz_values[j] * v[i + j * n];
         r += d * d;
       }
       worst = std::max(worst, std::sqrt(r));
     }
-    if (worst <= kResidualTol * top) {
-      theta.resize(static_cast<size_t>(std::max(keep, kShownSigma)));
-      for (size_t j = 0; j < theta.size(); ++j) theta[j] = w[b - 1 - j];
+    if (worst <= detail::kSubspaceTol * std::max(ritz_values[0], 0.0)) {
+      theta.assign(ritz_values.begin(),
+                   ritz_values.begin() + std::max(keep, detail::kSubspaceShown));
       e.assign(v.begin(), v.begin() + n * keep);
       return true;
     }
@@ -218,7 +201,7 @@ Decomposition gram64_impl(Dense<T>&& w, Side side, int64_t keep, const std::stri
     check_lapack(LAPACKE_dsyevd(LAPACK_COL_MAJOR, 'V', 'L', ln, g.data(), ln, lambda.data()), label,
                  "dsyevd");
     top.assign(g.end() - n * keep, g.end());
-  } else if (n >= 4 * subspace_block(keep) && subspace_top(g, n, keep, theta, e)) {
+  } else if (detail::subspace_applies(n, keep) && subspace_top(g, n, keep, theta, e)) {
   } else {
     std::vector<double> diag(static_cast<size_t>(n)), off(static_cast<size_t>(n)),
         tau(static_cast<size_t>(n));

@@ -2,6 +2,8 @@
 
 #include <lapacke.h>
 
+#include <random>
+
 #include "indim/error.hpp"
 
 namespace indim::detail {
@@ -15,6 +17,27 @@ void check(lapack_int info, const std::string& label, const char* routine) {
 }
 
 }  // namespace
+
+std::vector<double> subspace_start(int64_t n, int64_t b) {
+  std::vector<double> q(static_cast<size_t>(n * b));
+  std::mt19937_64 rng(0x5eedULL + static_cast<uint64_t>(n));
+  std::normal_distribution<double> gauss;
+  for (double& x : q) x = gauss(rng);
+  return q;
+}
+
+bool ritz(std::vector<double>& h, int64_t b, std::vector<double>& s, std::vector<double>& theta) {
+  std::vector<double> w(static_cast<size_t>(b));
+  const lapack_int lb = static_cast<lapack_int>(b);
+  if (LAPACKE_dsyevd(LAPACK_COL_MAJOR, 'V', 'L', lb, h.data(), lb, w.data()) != 0) return false;
+  s.resize(static_cast<size_t>(b * b));
+  theta.resize(static_cast<size_t>(b));
+  for (int64_t j = 0; j < b; ++j) {  // ascending -> descending
+    std::copy(h.begin() + (b - 1 - j) * b, h.begin() + (b - j) * b, s.begin() + j * b);
+    theta[j] = w[b - 1 - j];
+  }
+  return true;
+}
 
 void tridiagonal_top(std::vector<double>& diag, std::vector<double>& off, int64_t keep,
                      std::vector<double>& lambda, std::vector<double>& z,
