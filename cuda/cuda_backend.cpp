@@ -480,7 +480,9 @@ class CudaBackend final : public Backend {
     std::vector<double> lam(static_cast<size_t>(n));  // ascending
     // The top `keep` eigenvectors, column-major, in descending order.
     DeviceBuffer<double> e(static_cast<size_t>(n * keep));
-    if (keep > n / 2) {
+    std::vector<double> theta;  // the iterative route's leading values, descending
+    if (detail::subspace_applies(n, keep) && subspace_top(g, n, keep, theta, e)) {
+    } else if (keep > n / 2) {
       DeviceBuffer<double> lambda(static_cast<size_t>(n));
       size_t dev_bytes = 0, host_bytes = 0;
       INDIM_CUSOLVER_CHECK(cusolverDnXsyevd_bufferSize(
@@ -499,8 +501,12 @@ class CudaBackend final : public Backend {
       top_eigenvectors(g, n, keep, lam, e, label);
     }
     ctx_.sync();
-    d.sigma.resize(static_cast<size_t>(n));
-    for (int64_t j = 0; j < n; ++j) d.sigma[j] = std::sqrt(std::max(lam[n - 1 - j], 0.0));
+    if (!theta.empty()) {
+      for (double t : theta) d.sigma.push_back(std::sqrt(std::max(t, 0.0)));
+    } else {
+      d.sigma.resize(static_cast<size_t>(n));
+      for (int64_t j = 0; j < n; ++j) d.sigma[j] = std::sqrt(std::max(lam[n - 1 - j], 0.0));
+    }
 
     const bool want_left = side != Side::Right, want_right = side != Side::Left;
     Vectors& gram_side = left_gram ? d.left : d.right;
@@ -527,6 +533,76 @@ class CudaBackend final : public Backend {
     }
     ctx_.sync();  // buffers are freed at scope end
     return d;
+  }
+
+  // The top `keep` eigenpairs of the symmetric g [n, n] (lower triangle) by subspace iteration,
+  // as the CPU backend's subspace_top: GEMMs on the device, the b x b Rayleigh-Ritz problem on
+  // the host, residuals by a kernel. On success `theta` holds the leading max(keep, 50) values
+  // and `e` the top keep vectors (column-major [n, keep]), both descending; false: not
+  // converged (or QR failed), take the exact route.
+  bool subspace_top(DeviceBuffer<double>& g, int64_t n, int64_t keep, std::vector<double>& theta,
+                    DeviceBuffer<double>& e) {
+    cudaStream_t s = ctx_.stream();
+    const int64_t b = detail::subspace_block(keep);
+    const int ni = static_cast<int>(n), bi = static_cast<int>(b);
+    const size_t nb = static_cast<size_t>(n * b), bb = static_cast<size_t>(b * b);
+    const double one = 1.0, zero = 0.0;
+    DeviceBuffer<double> q(nb), y(nb), v(nb), gv(nb), h(bb), sd(bb), tau(static_cast<size_t>(b)),
+        theta_d(static_cast<size_t>(b)), resid(static_cast<size_t>(keep));
+    std::vector<double> start = detail::subspace_start(n, b), hh(bb), sh, ritz_values,
+                        r(static_cast<size_t>(keep));
+    INDIM_CUDA_CHECK(
+        cudaMemcpyAsync(q.get(), start.data(), nb * sizeof(double), cudaMemcpyHostToDevice, s));
+    int lwork_qr = 0, lwork_q = 0;
+    INDIM_CUSOLVER_CHECK(
+        cusolverDnDgeqrf_bufferSize(ctx_.cusolver(), ni, bi, q.get(), ni, &lwork_qr));
+    INDIM_CUSOLVER_CHECK(
+        cusolverDnDorgqr_bufferSize(ctx_.cusolver(), ni, bi, bi, q.get(), ni, tau.get(), &lwork_q));
+    double* work = static_cast<double*>(
+        ctx_.workspace(sizeof(double) * static_cast<size_t>(std::max(lwork_qr, lwork_q))));
+    auto orthonormalise = [&](DeviceBuffer<double>& z) {
+      INDIM_CUSOLVER_CHECK(cusolverDnDgeqrf(ctx_.cusolver(), ni, bi, z.get(), ni, tau.get(), work,
+                                            lwork_qr, ctx_.info()));
+      INDIM_CUSOLVER_CHECK(cusolverDnDorgqr(ctx_.cusolver(), ni, bi, bi, z.get(), ni, tau.get(),
+                                            work, lwork_q, ctx_.info()));
+    };
+    orthonormalise(q);
+    for (int sweep = 0; sweep < detail::kSubspaceMaxSweeps; ++sweep) {
+      // Y = G Q; H = Q^T Y = S diag(theta) S^T (host); V = Q S, G V = Y S.
+      INDIM_CUBLAS_CHECK(cublasDsymm(ctx_.cublas(), CUBLAS_SIDE_LEFT, CUBLAS_FILL_MODE_LOWER, ni,
+                                     bi, &one, g.get(), ni, q.get(), ni, &zero, y.get(), ni));
+      INDIM_CUBLAS_CHECK(cublasDgemm(ctx_.cublas(), CUBLAS_OP_T, CUBLAS_OP_N, bi, bi, ni, &one,
+                                     q.get(), ni, y.get(), ni, &zero, h.get(), bi));
+      INDIM_CUDA_CHECK(
+          cudaMemcpyAsync(hh.data(), h.get(), bb * sizeof(double), cudaMemcpyDeviceToHost, s));
+      ctx_.sync();
+      if (!detail::ritz(hh, b, sh, ritz_values)) return false;
+      INDIM_CUDA_CHECK(
+          cudaMemcpyAsync(sd.get(), sh.data(), bb * sizeof(double), cudaMemcpyHostToDevice, s));
+      INDIM_CUDA_CHECK(cudaMemcpyAsync(theta_d.get(), ritz_values.data(), b * sizeof(double),
+                                       cudaMemcpyHostToDevice, s));
+      INDIM_CUBLAS_CHECK(cublasDgemm(ctx_.cublas(), CUBLAS_OP_N, CUBLAS_OP_N, ni, bi, bi, &one,
+                                     q.get(), ni, sd.get(), bi, &zero, v.get(), ni));
+      INDIM_CUBLAS_CHECK(cublasDgemm(ctx_.cublas(), CUBLAS_OP_N, CUBLAS_OP_N, ni, bi, bi, &one,
+                                     y.get(), ni, sd.get(), bi, &zero, gv.get(), ni));
+      cuda::ritz_residuals(gv.get(), v.get(), theta_d.get(), n, keep, resid.get(), s);
+      INDIM_CUDA_CHECK(
+          cudaMemcpyAsync(r.data(), resid.get(), keep * sizeof(double), cudaMemcpyDeviceToHost, s));
+      ctx_.sync();  // also: sh and ritz_values may change next sweep
+      const double worst = *std::max_element(r.begin(), r.end());
+      if (worst <= detail::kSubspaceTol * std::max(ritz_values[0], 0.0)) {
+        theta.assign(ritz_values.begin(),
+                     ritz_values.begin() + std::max(keep, detail::kSubspaceShown));
+        INDIM_CUDA_CHECK(cudaMemcpyAsync(e.get(), v.get(), n * keep * sizeof(double),
+                                         cudaMemcpyDeviceToDevice, s));
+        ctx_.sync();
+        return true;
+      }
+      std::swap(q, gv);  // span(G V) = span(G Q): the next iterate
+      orthonormalise(q);
+    }
+    ctx_.sync();
+    return false;
   }
 
   // The top `keep` eigenpairs of the symmetric g [n, n] (lower triangle, destroyed): every
