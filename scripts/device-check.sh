@@ -65,20 +65,22 @@ step peers-7b 150 bash -c "'$bin/indim' demo --out '$root/l7b' --hidden 4096 --i
   --kv-dim 4096 --layers 1 --backend cuda --no-cache > /dev/null &&
   python3 bench/peers/peers.py --indim '$bin/indim' --base '$root/l7b/base' \
   --tuned '$root/l7b/lora' --runs ade --json '$out/peers-7b.json'"
-streams() {  # the 7B layer's full fine-tune, cold, with 1 and 2 matrices in flight
+streams() {  # the 7B layer's full fine-tune, cold, with 1, 2 and 4 matrices in flight
   set -e
   local n t0
-  for n in 1 2; do
+  for n in 1 2 4; do
     t0=$(date +%s%N)
     "$bin/indim" analyze "$root/l7b/base" "$root/l7b/full" --backend cuda --no-cache \
       --streams "$n" --out "$root/streams-$n" -q > /dev/null
     echo "streams $n: $((($(date +%s%N) - t0) / 1000000)) ms wall"
   done
-  python3 scripts/compare-reports.py "$root/streams-1/report.json" \
-    "$root/streams-2/report.json" fp32
+  for n in 2 4; do
+    python3 scripts/compare-reports.py "$root/streams-1/report.json" \
+      "$root/streams-$n/report.json" fp32
+  done
 }
 export -f streams
-step streams 60 bash -c streams
+step streams 90 bash -c streams
 step bench-70b 120 "$bin/indim" bench --shapes 8192x8192,28672x8192,1024x8192 \
   --runs cuda:gram64,cuda:gesvdp,cuda:gesvd --reference none --json "$out/bench-70b.json"
 # The GPU half of the scaling curve (square and 2.7:1), gram64; rows print as they finish.
