@@ -23,6 +23,7 @@
 #include "cuda/kernels.cuh"
 #include "cuda/resources.hpp"
 #include "indim/backend.hpp"
+#include "pipeline/memory_pool.hpp"
 #include "pipeline/staging.hpp"
 
 namespace indim {
@@ -139,8 +140,13 @@ void check_info(GpuContext& ctx, const std::string& label, const char* routine) 
 
 class CudaBackend final : public Backend {
  public:
-  CudaBackend(Precision p, std::string algo, int device, uint64_t budget, int share)
-      : precision_(p), algo_(std::move(algo)), ctx_(device), budget_(budget), share_(share) {}
+  CudaBackend(Precision p, std::string algo, int device, std::shared_ptr<detail::MemoryPool> pool,
+              uint64_t staging_limit)
+      : precision_(p),
+        algo_(std::move(algo)),
+        ctx_(device),
+        pool_(std::move(pool)),
+        staging_limit_(staging_limit) {}
   ~CudaBackend() override {
     cudaSetDevice(ctx_.device());  // staged buffers are freed on this thread
     stager_.reset();
@@ -213,7 +219,6 @@ class CudaBackend final : public Backend {
         chunk_done_.emplace_back(e);
       }
     }
-    staging_limit_ = std::min<uint64_t>(1ull << 30, budget_ / 8);
     stager_ = std::make_unique<detail::Stager<Staged>>(
         entries, staging_limit_, [this](const ByteRange& r) { return copy_in(r); });
   }
@@ -267,13 +272,11 @@ class CudaBackend final : public Backend {
     return st;
   }
 
-  uint64_t decomposition_budget() const { return budget_ - (stager_ ? staging_limit_ : 0); }
-
   // The algorithm for an [out, in] matrix within the memory budget: gesvd needs the least and
   // is the fallback of the others; a matrix too large for it is an error naming it.
   std::string choose_algo(int64_t out, int64_t in, int64_t keep, const std::string& label) const {
     std::string algo = algo_;
-    const uint64_t budget = decomposition_budget();
+    const uint64_t budget = pool_->total();
     if (algo != "gesvd" && cuda_bytes_needed(algo, precision_, out, in, keep) > budget)
       algo = "gesvd";
     const uint64_t need = cuda_bytes_needed(algo, precision_, out, in, keep);
@@ -281,9 +284,7 @@ class CudaBackend final : public Backend {
       throw Error(label + ": [" + std::to_string(out) + ", " + std::to_string(in) +
                   "] needs about " + std::to_string(need >> 20) + " MiB of GPU memory with " +
                   algo + ", over the budget of " + std::to_string(budget >> 20) +
-                  (share_ > 1 ? " MiB (--gpu-mem shared by --streams " + std::to_string(share_) +
-                                    "; fewer streams give each more)"
-                              : std::string(" MiB (--gpu-mem)")));
+                  " MiB (--gpu-mem, less what staging holds)");
     return algo;
   }
 
@@ -293,6 +294,9 @@ class CudaBackend final : public Backend {
   Decomposition dispatch(int64_t out, int64_t in, Side side, int64_t keep, const std::string& label,
                          Make&& make) {
     const std::string algo = choose_algo(out, in, keep, label);
+    // Held until the decomposition's buffers are freed (they are declared after it).
+    detail::MemoryPool::Lease lease =
+        pool_->acquire(cuda_bytes_needed(algo, precision_, out, in, keep));
     if (algo == "gram64") {
       DeviceBuffer<double> a = make(double{});
       return gram64_device(a, out, in, side, keep, label);
@@ -855,12 +859,11 @@ class CudaBackend final : public Backend {
   Precision precision_;
   std::string algo_;
   GpuContext ctx_;
-  uint64_t budget_;
-  int share_;
+  std::shared_ptr<detail::MemoryPool> pool_;  // the device's budget, shared by its streams
   cuda::Stream copy_stream_;
   std::vector<cuda::PinnedBuffer<unsigned char>> pinned_;
   std::vector<cuda::Event> chunk_done_;
-  uint64_t staging_limit_ = 0;
+  uint64_t staging_limit_;
   std::unique_ptr<detail::Stager<Staged>> stager_;  // last: its loader uses the members above
 };
 
@@ -888,8 +891,9 @@ std::string cuda_device_name(int device) {
   return prop.name;
 }
 
-std::unique_ptr<Backend> make_cuda_backend(Precision precision, const std::string& algo, int device,
-                                           uint64_t gpu_mem, int share) {
+std::vector<std::unique_ptr<Backend>> make_cuda_backends(Precision precision,
+                                                         const std::string& algo, int device,
+                                                         uint64_t gpu_mem, int streams) {
   std::string why;
   const int n = cuda_device_count(&why);
   if (device < 0 || device >= n)
@@ -900,9 +904,22 @@ std::unique_ptr<Backend> make_cuda_backend(Precision precision, const std::strin
   INDIM_CUDA_CHECK(cudaSetDevice(device));
   size_t free_bytes = 0, total_bytes = 0;
   INDIM_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
-  const uint64_t budget = (gpu_mem > 0 ? gpu_mem : static_cast<uint64_t>(free_bytes * 0.9)) /
-                          static_cast<uint64_t>(std::max(share, 1));
-  return std::make_unique<CudaBackend>(precision, algo, device, budget, std::max(share, 1));
+  const uint64_t budget = gpu_mem > 0 ? gpu_mem : static_cast<uint64_t>(free_bytes * 0.9);
+  streams = std::max(streams, 1);
+  // Each stream stages up to 1 GiB (an eighth of its part of the budget when smaller); the
+  // decompositions share the rest.
+  const uint64_t staging =
+      std::min<uint64_t>(1ull << 30, budget / (8 * static_cast<uint64_t>(streams)));
+  auto pool = std::make_shared<detail::MemoryPool>(budget - staging * streams);
+  std::vector<std::unique_ptr<Backend>> out;
+  for (int s = 0; s < streams; ++s)
+    out.push_back(std::make_unique<CudaBackend>(precision, algo, device, pool, staging));
+  return out;
+}
+
+std::unique_ptr<Backend> make_cuda_backend(Precision precision, const std::string& algo, int device,
+                                           uint64_t gpu_mem) {
+  return std::move(make_cuda_backends(precision, algo, device, gpu_mem, 1).front());
 }
 
 }  // namespace indim

@@ -82,7 +82,7 @@ struct AnalyzeOptions {
   uint64_t gpu_mem = 0;       ///< GPU memory budget per device in bytes; 0: 90% of free
   int workers = 1;            ///< CPU backend: matrices decomposed in parallel
   int streams = 1;  ///< CUDA backend: matrices in flight per device, each on its own stream and
-                    ///< handles with an equal share of gpu_mem
+                    ///< handles, sharing the device's gpu_mem
   SelectOptions select;
   bool resume = false;
   bool delta = false;     ///< also describe each update W - W0 (costs one more SVD per matrix)

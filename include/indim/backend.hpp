@@ -159,15 +159,21 @@ int cuda_device_count(std::string* why);
 /// @brief The name of CUDA device `device` ("NVIDIA H200"), empty when there is none. Never
 /// throws.
 std::string cuda_device_name(int device);
-/// @brief The CUDA backend on `device` with algorithm "gram64" (fp64 Gram + syevd, top-k by
-/// sytrd + a host tridiagonal solve + ormtr), "gesvd", "gesvdp" (polar decomposition) or
-/// "gesvdj" (Jacobi), keeping each decomposition within `gpu_mem` bytes of device memory (0: 90%
-/// of the free memory at start). A matrix too large for its algorithm within the budget falls
-/// back to gesvd; one too large for gesvd is an indim::Error naming it. Throws indim::Error when
-/// there is no such device, indim::UsageError in a build without CUDA.
-/// `share` > 1 divides that budget, for several backends (streams) on one device.
+/// @brief The CUDA backend on `device` with algorithm "gram64" (fp64 Gram + syevd; the tuned
+/// side's top k by subspace iteration, else sytrd + a host tridiagonal solve + ormtr), "gesvd",
+/// "gesvdp" (polar decomposition) or "gesvdj" (Jacobi), within `gpu_mem` bytes of device memory
+/// (0: 90% of the free memory at start), of which up to 1 GiB (an eighth when smaller) holds
+/// inputs staged ahead. A matrix too large for its algorithm within the budget falls back to
+/// gesvd; one too large for gesvd is an indim::Error naming it. Throws indim::Error when there
+/// is no such device, indim::UsageError in a build without CUDA.
 std::unique_ptr<Backend> make_cuda_backend(Precision precision, const std::string& algo, int device,
-                                           uint64_t gpu_mem = 0, int share = 1);
+                                           uint64_t gpu_mem = 0);
+/// @brief `streams` CUDA backends on one device, each with its own stream and handles, sharing
+/// its `gpu_mem` budget: each decomposition leases what it needs and waits while the others
+/// hold too much, so a large matrix waits for room instead of failing against a fixed share.
+std::vector<std::unique_ptr<Backend>> make_cuda_backends(Precision precision,
+                                                         const std::string& algo, int device,
+                                                         uint64_t gpu_mem, int streams);
 
 /// @brief Device bytes a decomposition of an [rows, cols] matrix needs with `algo` (a CUDA
 /// algorithm), keeping `keep` vectors, inputs of `precision` (the estimate the budget uses).

@@ -144,10 +144,16 @@ int cuda_device_count(std::string* why) {
 
 std::string cuda_device_name(int) { return {}; }
 
-std::unique_ptr<Backend> make_cuda_backend(Precision, const std::string&, int, uint64_t, int) {
+std::vector<std::unique_ptr<Backend> > make_cuda_backends(Precision, const std::string&, int,
+                                                          uint64_t, int) {
   throw UsageError(
       "--backend cuda: this build of indim has no CUDA backend (the CUDA toolkit "
       "was not found when it was built)");
+}
+
+std::unique_ptr<Backend> make_cuda_backend(Precision precision, const std::string& algo, int device,
+                                           uint64_t gpu_mem) {
+  return std::move(make_cuda_backends(precision, algo, device, gpu_mem, 1).front());
 }
 #endif
 

@@ -73,8 +73,8 @@ void add_compute_options(CLI::App* cmd, AnalyzeArgs& a) {
                   "GPU memory per device for one decomposition (K, M, G); 0: 90% of free")
       ->capture_default_str();
   cmd->add_option("--streams", a.streams,
-                  "CUDA backend: matrices in flight per device, each on its own stream with an "
-                  "equal share of --gpu-mem")
+                  "CUDA backend: matrices in flight per device, each on its own stream, sharing "
+                  "the device's --gpu-mem")
       ->capture_default_str()
       ->check(CLI::Range(1, 16));
   cmd->add_option("--workers", a.workers, "CPU backend: matrices decomposed in parallel")

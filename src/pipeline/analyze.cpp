@@ -334,12 +334,12 @@ AnalyzeResult analyze(const AnalyzeOptions& o) {
   if (!backend_note.empty()) note(backend_note);
   Backend* backend = backends.front().get();
   if (!o.backend_factory && backend->name() == "cuda" && (o.devices.size() > 1 || o.streams > 1)) {
-    // One backend per stream per device, each with its share of the device's budget.
+    // One backend per stream per device; the streams of a device share its budget.
     const std::string algo = backend->algo();
     backends.clear();
     for (int dev : o.devices.empty() ? std::vector<int>{0} : o.devices)
-      for (int s = 0; s < std::max(o.streams, 1); ++s)
-        backends.push_back(make_cuda_backend(o.precision, algo, dev, o.gpu_mem, o.streams));
+      for (auto& b : make_cuda_backends(o.precision, algo, dev, o.gpu_mem, o.streams))
+        backends.push_back(std::move(b));
     backend = backends.front().get();
   }
   if (!o.backend_factory && backend->name() == "cpu")
