@@ -571,7 +571,9 @@ class CudaBackend final : public Backend {
                                             work, lwork_q, ctx_.info()));
     };
     orthonormalise(q);
-    for (int sweep = 0; sweep < detail::kSubspaceMaxSweeps; ++sweep) {
+    double before = 0;  // the previous sweep's worst residual, relative to theta_1
+    const int max_sweeps = detail::subspace_max_sweeps(n, keep);
+    for (int sweep = 0; sweep < max_sweeps; ++sweep) {
       // Y = G Q; H = Q^T Y = S diag(theta) S^T (host); V = Q S, G V = Y S.
       INDIM_CUBLAS_CHECK(cublasDsymm(ctx_.cublas(), CUBLAS_SIDE_LEFT, CUBLAS_FILL_MODE_LOWER, ni,
                                      bi, &one, g.get(), ni, q.get(), ni, &zero, y.get(), ni));
@@ -602,6 +604,9 @@ class CudaBackend final : public Backend {
         ctx_.sync();
         return true;
       }
+      const double now = worst / ritz_values[0];
+      if (detail::subspace_hopeless(sweep, before, now, max_sweeps)) return false;
+      before = now;
       std::swap(q, gv);  // span(G V) = span(G Q): the next iterate
       orthonormalise(q);
     }

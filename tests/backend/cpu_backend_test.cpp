@@ -6,6 +6,7 @@
 #include <random>
 #include <tuple>
 
+#include "backend/cpu/tridiagonal.hpp"
 #include "indim/analyze.hpp"
 #include "indim/demo.hpp"
 #include "indim/error.hpp"
@@ -307,4 +308,19 @@ TEST(CpuBackend, Gram64TopKFallsBackToTheExactRouteWhenIterationIsSlow) {
   const Decomposition ex = run(*make_cpu_backend(Precision::F64, "gesdd"), w, Side::Left, 10);
   ASSERT_EQ(it.sigma.size(), 300u);
   for (int64_t j = 0; j < 10; ++j) EXPECT_NEAR(left_dot(it, ex, j), 1.0, 1e-9) << j;
+}
+
+TEST(CpuBackend, SubspaceIterationGivesUpEarlyOnlyWhenTheBoundIsOutOfReach) {
+  using detail::subspace_hopeless;
+  EXPECT_FALSE(subspace_hopeless(1, 1e-3, 9.9e-4, 60)) << "too early to judge a rate";
+  EXPECT_FALSE(subspace_hopeless(5, 1e-3, 1e-4, 60)) << "x0.1 a sweep: 8 more reach 1e-12";
+  EXPECT_TRUE(subspace_hopeless(5, 1e-3, 9e-4, 60)) << "x0.9 a sweep: about 200 more needed";
+  EXPECT_TRUE(subspace_hopeless(5, 1e-3, 1e-3, 60)) << "no progress";
+  EXPECT_FALSE(subspace_hopeless(50, 1e-11, 3e-12, 60)) << "close to the bound at a fair rate";
+  EXPECT_TRUE(subspace_hopeless(58, 1e-6, 5e-7, 60)) << "20 more sweeps past the cap";
+  EXPECT_TRUE(subspace_hopeless(10, 1e-6, 5e-7, 20)) << "past a smaller cap";
+  // The cap follows the Gram's order: a sweep is cheap next to the exact route when n is large.
+  EXPECT_EQ(detail::subspace_max_sweeps(300, 10), 20);
+  EXPECT_EQ(detail::subspace_max_sweeps(2048, 10), 31);
+  EXPECT_EQ(detail::subspace_max_sweeps(11008, 10), 60);
 }

@@ -143,7 +143,9 @@ bool subspace_top(std::vector<double>& g, int64_t n, int64_t keep, std::vector<d
            LAPACKE_dorgqr(LAPACK_COL_MAJOR, ln, lb, lb, z.data(), ln, tau.data()) == 0;
   };
   if (!orthonormalise(q)) return false;
-  for (int sweep = 0; sweep < detail::kSubspaceMaxSweeps; ++sweep) {
+  double before = 0;  // the previous sweep's worst residual, relative to theta_1
+  const int max_sweeps = detail::subspace_max_sweeps(n, keep);
+  for (int sweep = 0; sweep < max_sweeps; ++sweep) {
     // Y = G Q; H = Q^T Y = S diag(theta) S^T; V = Q S, G V = Y S.
     cblas_dgemm(CblasColMajor, CblasNoTrans, CblasNoTrans, ln, lb, ln, 1.0, g.data(), ln, q.data(),
                 ln, 0.0, y.data(), ln);
@@ -169,6 +171,9 @@ bool subspace_top(std::vector<double>& g, int64_t n, int64_t keep, std::vector<d
       e.assign(v.begin(), v.begin() + n * keep);
       return true;
     }
+    const double now = worst / ritz_values[0];
+    if (detail::subspace_hopeless(sweep, before, now, max_sweeps)) return false;
+    before = now;
     q.swap(gv);  // span(G V) = span(G Q): the next iterate
     if (!orthonormalise(q)) return false;
   }
