@@ -485,8 +485,11 @@ class CudaBackend final : public Backend {
     // The top `keep` eigenvectors, column-major, in descending order.
     DeviceBuffer<double> e(static_cast<size_t>(n * keep));
     std::vector<double> theta;  // the iterative route's leading values, descending
-    if (detail::subspace_applies(n, keep) && subspace_top(g, n, keep, theta, e)) {
+    const int sweeps = detail::subspace_applies(n, keep) ? subspace_top(g, n, keep, theta, e) : 0;
+    if (sweeps > 0) {
+      d.route = "gram64/subspace, " + std::to_string(sweeps) + " sweeps";
     } else if (keep > n / 2) {
+      d.route = "gram64/syevd";
       DeviceBuffer<double> lambda(static_cast<size_t>(n));
       size_t dev_bytes = 0, host_bytes = 0;
       INDIM_CUSOLVER_CHECK(cusolverDnXsyevd_bufferSize(
@@ -502,6 +505,7 @@ class CudaBackend final : public Backend {
                                        cudaMemcpyDeviceToHost, s));
       cuda::reverse_columns(g.get(), e.get(), n, n, keep, s);
     } else {
+      d.route = "gram64/tridiagonal";
       top_eigenvectors(g, n, keep, lam, e, label);
     }
     ctx_.sync();
@@ -542,10 +546,10 @@ class CudaBackend final : public Backend {
   // The top `keep` eigenpairs of the symmetric g [n, n] (lower triangle) by subspace iteration,
   // as the CPU backend's subspace_top: GEMMs on the device, the b x b Rayleigh-Ritz problem on
   // the host, residuals by a kernel. On success `theta` holds the leading max(keep, 50) values
-  // and `e` the top keep vectors (column-major [n, keep]), both descending; false: not
-  // converged (or QR failed), take the exact route.
-  bool subspace_top(DeviceBuffer<double>& g, int64_t n, int64_t keep, std::vector<double>& theta,
-                    DeviceBuffer<double>& e) {
+  // and `e` the top keep vectors (column-major [n, keep]), both descending; returns the sweeps
+  // it took, or 0: not converged, or not in time (take the exact route).
+  int subspace_top(DeviceBuffer<double>& g, int64_t n, int64_t keep, std::vector<double>& theta,
+                   DeviceBuffer<double>& e) {
     cudaStream_t s = ctx_.stream();
     const int64_t b = detail::subspace_block(keep);
     const int ni = static_cast<int>(n), bi = static_cast<int>(b);
@@ -582,7 +586,7 @@ class CudaBackend final : public Backend {
       INDIM_CUDA_CHECK(
           cudaMemcpyAsync(hh.data(), h.get(), bb * sizeof(double), cudaMemcpyDeviceToHost, s));
       ctx_.sync();
-      if (!detail::ritz(hh, b, sh, ritz_values)) return false;
+      if (!detail::ritz(hh, b, sh, ritz_values)) return 0;
       INDIM_CUDA_CHECK(
           cudaMemcpyAsync(sd.get(), sh.data(), bb * sizeof(double), cudaMemcpyHostToDevice, s));
       INDIM_CUDA_CHECK(cudaMemcpyAsync(theta_d.get(), ritz_values.data(), b * sizeof(double),
@@ -602,16 +606,16 @@ class CudaBackend final : public Backend {
         INDIM_CUDA_CHECK(cudaMemcpyAsync(e.get(), v.get(), n * keep * sizeof(double),
                                          cudaMemcpyDeviceToDevice, s));
         ctx_.sync();
-        return true;
+        return sweep + 1;
       }
       const double now = worst / ritz_values[0];
-      if (detail::subspace_hopeless(sweep, before, now, max_sweeps)) return false;
+      if (detail::subspace_hopeless(sweep, before, now, max_sweeps)) return 0;
       before = now;
       std::swap(q, gv);  // span(G V) = span(G Q): the next iterate
       orthonormalise(q);
     }
     ctx_.sync();
-    return false;
+    return 0;
   }
 
   // The top `keep` eigenpairs of the symmetric g [n, n] (lower triangle, destroyed): every
@@ -703,6 +707,7 @@ class CudaBackend final : public Backend {
                                           host_bytes, ctx_.info()));
     check_info(ctx_, label, "cusolverDnXgesvd");
     Decomposition d;
+    d.route = "gesvd";
     std::vector<T> sig(static_cast<size_t>(r));
     INDIM_CUDA_CHECK(
         cudaMemcpyAsync(sig.data(), sv.get(), sig.size() * sizeof(T), cudaMemcpyDeviceToHost, s));
@@ -785,6 +790,7 @@ class CudaBackend final : public Backend {
       check_info(ctx_, label, "cusolverDngesvdj");
     }
     Decomposition d;
+    d.route = algo;
     std::vector<T> sig(static_cast<size_t>(r));
     INDIM_CUDA_CHECK(
         cudaMemcpyAsync(sig.data(), sv.get(), sig.size() * sizeof(T), cudaMemcpyDeviceToHost, s));

@@ -29,9 +29,10 @@ struct MatrixResult {
   bool conv1d = false;         ///< stored [in, out] (Conv1D) and transposed for the analysis
   std::string dtype;           ///< tuned tensor's dtype
   std::string side = "left";
-  int k = 0;                   ///< vectors compared (min(k, rank))
-  bool identical = false;      ///< tuned bytes equal base bytes: no decomposition needed
-  bool base_cached = false;    ///< the base decomposition came from the cache
+  int k = 0;                 ///< vectors compared (min(k, rank))
+  bool identical = false;    ///< tuned bytes equal base bytes: no decomposition needed
+  bool base_cached = false;  ///< the base decomposition came from the cache
+  std::string route;  ///< how the tuned side was decomposed (Decomposition::route; "identical")
   std::vector<double> maxcos;  ///< per tuned vector j < k
   std::vector<int64_t> argmax;
   std::vector<double> sigma;        ///< tuned sigma_j, j < k

@@ -66,6 +66,9 @@ struct Decomposition {
   std::vector<double> sigma;
   Vectors left;
   Vectors right;
+  /// How the backend computed it: "gesdd", "gesvd", "gesvdp", "gesvdj", "gram64/syevd",
+  /// "gram64/subspace, N sweeps" or "gram64/tridiagonal" (the top k after a reduction).
+  std::string route;
 };
 
 /// @brief Per tuned vector j < k: max_i |<y_j, x_i>| over all base vectors, and its argmax;

@@ -461,6 +461,7 @@ AnalyzeResult analyze(const AnalyzeOptions& o) {
         MatrixResult r = same ? identical_record(*base_d, s, o.k, res.eps)
                               : intruder_record(backend, *tuned_d, *base_d, s, o.k, res.eps);
         describe(r, u, name, base_cached, secs / static_cast<double>(sides.size()));
+        r.route = same ? "identical" : tuned_d->route;
         if (delta) r.has_delta = true, r.delta = *delta;
         std::lock_guard<std::mutex> lock(mu);
         journal.append(r);

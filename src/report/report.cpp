@@ -24,6 +24,7 @@ nlohmann::ordered_json record_to_json(const MatrixResult& r, double primary_eps,
   j["k"] = r.k;
   j["identical"] = r.identical;
   j["base_cached"] = r.base_cached;
+  j["route"] = r.route;
   j["maxcos"] = r.maxcos;
   j["argmax"] = r.argmax;
   j["sigma"] = r.sigma;
@@ -72,6 +73,7 @@ MatrixResult record_from_json(const nlohmann::json& j) {
     r.k = j.at("k").get<int>();
     r.identical = j.at("identical").get<bool>();
     r.base_cached = j.value("base_cached", false);
+    r.route = j.value("route", std::string());
     r.maxcos = j.at("maxcos").get<std::vector<double>>();
     r.argmax = j.at("argmax").get<std::vector<int64_t>>();
     r.sigma = j.at("sigma").get<std::vector<double>>();
@@ -155,7 +157,7 @@ std::string num(double v) {
 std::string build_matrices_csv(const AnalyzeResult& res, int k) {
   std::ostringstream out;
   out << "tuned_index,tuned_path,name,tuned_name,layer,type,rows,cols,dtype,side,k,identical,"
-         "seconds";
+         "seconds,route";
   for (double e : res.eps) out << ",intruders_eps_" << eps_key(e);
   const bool deltas = std::any_of(res.records.begin(), res.records.end(),
                                   [](const MatrixResult& r) { return r.has_delta; });
@@ -167,7 +169,8 @@ std::string build_matrices_csv(const AnalyzeResult& res, int k) {
     out << r.tuned_index << "," << csv_field(res.tuned[r.tuned_index].path) << ","
         << csv_field(r.name) << "," << csv_field(r.tuned_name) << "," << r.layer << ","
         << csv_field(r.type) << "," << r.shape[0] << "," << r.shape[1] << "," << r.dtype << ","
-        << r.side << "," << r.k << "," << (r.identical ? "true" : "false") << "," << num(r.seconds);
+        << r.side << "," << r.k << "," << (r.identical ? "true" : "false") << "," << num(r.seconds)
+        << "," << csv_field(r.route);
     for (double e : res.eps) out << "," << r.count_at(e);
     if (deltas) {
       if (r.has_delta)

@@ -183,6 +183,8 @@ TEST(CpuBackend, Gram64TopKMatchesItsFullDecompositionAndKeepsEverySigma) {
     auto b = make_cpu_backend(Precision::F64, "gram64");
     auto ref = make_cpu_backend(Precision::F64, "gesdd");
     const Decomposition top = run(*b, w, Side::Both, 10), all = run(*b, w, Side::Both, 0);
+    EXPECT_EQ(top.route, "gram64/tridiagonal") << "a Gram of 120 is too small to iterate on";
+    EXPECT_EQ(all.route, "gram64/syevd");
     const Decomposition exact = run(*ref, w, Side::Both, 0);
     ASSERT_EQ(top.sigma.size(), 120u);
     ASSERT_EQ(top.left.count, 10);
@@ -269,6 +271,8 @@ TEST(CpuBackend, Gram64TopKByIterationMatchesTheExactRoute) {
     auto exact = make_cpu_backend(Precision::F64, "gesdd");
     const Decomposition it = run(*gram, w, Side::Both, 10), ex = run(*exact, w, Side::Both, 0);
     ASSERT_EQ(it.sigma.size(), 50u) << "the iterative route keeps the 50 leading values";
+    EXPECT_EQ(it.route.rfind("gram64/subspace, ", 0), 0u) << it.route;
+    EXPECT_EQ(ex.route, "gesdd");
     // The top 10 converged; the others, shown in spectra only, to plotting accuracy.
     for (size_t j = 0; j < 50; ++j)
       EXPECT_NEAR(it.sigma[j], ex.sigma[j], (j < 10 ? 1e-10 : 1e-3) * ex.sigma[0]) << j;
@@ -307,6 +311,7 @@ TEST(CpuBackend, Gram64TopKFallsBackToTheExactRouteWhenIterationIsSlow) {
   const Decomposition it = run(*make_cpu_backend(Precision::F64, "gram64"), w, Side::Left, 10);
   const Decomposition ex = run(*make_cpu_backend(Precision::F64, "gesdd"), w, Side::Left, 10);
   ASSERT_EQ(it.sigma.size(), 300u);
+  EXPECT_EQ(it.route, "gram64/tridiagonal");
   for (int64_t j = 0; j < 10; ++j) EXPECT_NEAR(left_dot(it, ex, j), 1.0, 1e-9) << j;
 }
 

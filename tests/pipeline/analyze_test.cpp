@@ -108,8 +108,11 @@ TEST_P(DemoTrio, ReportMatchesIndependentComputation) {
   EXPECT_EQ(report["tuned"][0]["intruders"]["0.5"], 0);
   const auto& m0 = report["matrices"][0];
   for (const char* f : {"name", "shape", "dtype", "k", "maxcos", "argmax", "sigma", "sigma_ratio",
-                        "counts", "intruders", "seconds"})
+                        "counts", "intruders", "seconds", "route"})
     EXPECT_TRUE(m0.contains(f)) << f;
+  for (const auto& m : report["matrices"])  // full, then the LoRA one with untouched tensors
+    EXPECT_EQ(m["route"], m["identical"].get<bool>() ? "identical" : "gram64/tridiagonal")
+        << m["name"] << " " << m["route"];
   EXPECT_EQ(m0["dtype"], dtype_name(GetParam()));
 
   // matrices.csv and journal.jsonl

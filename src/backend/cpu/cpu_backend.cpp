@@ -103,12 +103,14 @@ Decomposition decompose_impl(Dense<T>&& w, Side side, int64_t keep, const std::s
   std::vector<T> s(r), u(static_cast<size_t>(mm * r)), vt(static_cast<size_t>(r * nn));
   std::vector<T> copy = w.data;  // gesdd destroys its input; gesvd needs it again on failure
   lapack_int info = gesdd('S', m, n, w.data.data(), m, s.data(), u.data(), m, vt.data(), r);
-  if (info > 0) {
+  const bool fell_back = info > 0;
+  if (fell_back) {
     std::vector<T> superb(r);
     info = gesvd(m, n, copy.data(), m, s.data(), u.data(), m, vt.data(), r, superb.data());
   }
   check_lapack(info, label, "SVD");
   Decomposition d;
+  d.route = fell_back ? "gesvd" : "gesdd";
   d.sigma.assign(s.begin(), s.end());
   // LAPACK's U [mm, r] is column-major, its VT [r, nn] reads row-major as [nn, r]. For A = W^T
   // the left vectors of W are A's right ones, and the other way round.
@@ -124,13 +126,13 @@ Decomposition decompose_impl(Dense<T>&& w, Side side, int64_t keep, const std::s
 // Top `keep` eigenpairs of the symmetric positive semi-definite g [n, n] (lower triangle) by
 // subspace iteration (detail::kSubspace*): Ritz vector j converges as (lambda_{b+1} /
 // lambda_j)^sweeps for a block of b, whatever the clustering inside the block; a vector's error
-// is at most its residual over its eigenvalue gap. Returns false (take the exact route) when
-// it has not converged after the last sweep. On success `theta` holds the leading max(keep, 50)
-// Ritz values (those beyond keep are not checked: within 3e-4 theta_1 in the tests, enough for
-// the spectra they serve) and `e` the top keep Ritz vectors, column-major [n, keep], both
-// descending.
-bool subspace_top(std::vector<double>& g, int64_t n, int64_t keep, std::vector<double>& theta,
-                  std::vector<double>& e) {
+// is at most its residual over its eigenvalue gap. Returns the sweeps it took, or 0 (take the
+// exact route) when it has not converged, or will not in time. On success `theta` holds the leading
+// max(keep, 50) Ritz values (those beyond keep are not checked: within 3e-4 theta_1 in the tests,
+// enough for the spectra they serve) and `e` the top keep Ritz vectors, column-major [n, keep],
+// both descending.
+int subspace_top(std::vector<double>& g, int64_t n, int64_t keep, std::vector<double>& theta,
+                 std::vector<double>& e) {
   for (int64_t j = 0; j < n; ++j)  // both triangles, for dgemm
     for (int64_t i = j + 1; i < n; ++i) g[j + i * n] = g[i + j * n];
   const int64_t b = detail::subspace_block(keep);
@@ -142,7 +144,7 @@ bool subspace_top(std::vector<double>& g, int64_t n, int64_t keep, std::vector<d
     return LAPACKE_dgeqrf(LAPACK_COL_MAJOR, ln, lb, z.data(), ln, tau.data()) == 0 &&
            LAPACKE_dorgqr(LAPACK_COL_MAJOR, ln, lb, lb, z.data(), ln, tau.data()) == 0;
   };
-  if (!orthonormalise(q)) return false;
+  if (!orthonormalise(q)) return 0;
   double before = 0;  // the previous sweep's worst residual, relative to theta_1
   const int max_sweeps = detail::subspace_max_sweeps(n, keep);
   for (int sweep = 0; sweep < max_sweeps; ++sweep) {
@@ -151,7 +153,7 @@ bool subspace_top(std::vector<double>& g, int64_t n, int64_t keep, std::vector<d
                 ln, 0.0, y.data(), ln);
     cblas_dgemm(CblasColMajor, CblasTrans, CblasNoTrans, lb, lb, ln, 1.0, q.data(), ln, y.data(),
                 ln, 0.0, h.data(), lb);
-    if (!detail::ritz(h, b, s, ritz_values)) return false;
+    if (!detail::ritz(h, b, s, ritz_values)) return 0;
     cblas_dgemm(CblasColMajor, CblasNoTrans, CblasNoTrans, ln, lb, lb, 1.0, q.data(), ln, s.data(),
                 lb, 0.0, v.data(), ln);
     cblas_dgemm(CblasColMajor, CblasNoTrans, CblasNoTrans, ln, lb, lb, 1.0, y.data(), ln, s.data(),
@@ -169,15 +171,15 @@ bool subspace_top(std::vector<double>& g, int64_t n, int64_t keep, std::vector<d
       theta.assign(ritz_values.begin(),
                    ritz_values.begin() + std::max(keep, detail::kSubspaceShown));
       e.assign(v.begin(), v.begin() + n * keep);
-      return true;
+      return sweep + 1;
     }
     const double now = worst / ritz_values[0];
-    if (detail::subspace_hopeless(sweep, before, now, max_sweeps)) return false;
+    if (detail::subspace_hopeless(sweep, before, now, max_sweeps)) return 0;
     before = now;
     q.swap(gv);  // span(G V) = span(G Q): the next iterate
-    if (!orthonormalise(q)) return false;
+    if (!orthonormalise(q)) return 0;
   }
-  return false;
+  return 0;
 }
 
 template <typename T>
@@ -202,12 +204,16 @@ Decomposition gram64_impl(Dense<T>&& w, Side side, int64_t keep, const std::stri
   std::vector<double> lambda(static_cast<size_t>(n));  // ascending
   std::vector<double> top;       // the top `keep` eigenvectors, column-major [n, keep], ascending
   std::vector<double> theta, e;  // the iterative route's values and vectors, descending
+  std::string route = "gram64/syevd";
   if (keep > n / 2) {
     check_lapack(LAPACKE_dsyevd(LAPACK_COL_MAJOR, 'V', 'L', ln, g.data(), ln, lambda.data()), label,
                  "dsyevd");
     top.assign(g.end() - n * keep, g.end());
-  } else if (detail::subspace_applies(n, keep) && subspace_top(g, n, keep, theta, e)) {
+  } else if (const int sweeps =
+                 detail::subspace_applies(n, keep) ? subspace_top(g, n, keep, theta, e) : 0) {
+    route = "gram64/subspace, " + std::to_string(sweeps) + " sweeps";
   } else {
+    route = "gram64/tridiagonal";
     std::vector<double> diag(static_cast<size_t>(n)), off(static_cast<size_t>(n)),
         tau(static_cast<size_t>(n));
     check_lapack(LAPACKE_dsytrd(LAPACK_COL_MAJOR, 'L', ln, g.data(), ln, diag.data(), off.data(),
@@ -219,6 +225,7 @@ Decomposition gram64_impl(Dense<T>&& w, Side side, int64_t keep, const std::stri
                  label, "dormtr");
   }
   Decomposition d;
+  d.route = route;
   if (!theta.empty()) {
     for (double t : theta) d.sigma.push_back(std::sqrt(std::max(t, 0.0)));
   } else {
