@@ -78,6 +78,10 @@ streams() {  # the 7B layer's full fine-tune, cold, with 1, 2 and 4 matrices in 
     python3 scripts/compare-reports.py "$root/streams-1/report.json" \
       "$root/streams-$n/report.json" fp32
   done
+  python3 -c "import collections, json, sys
+r = json.load(open(sys.argv[1]))
+print('tuned routes:', dict(collections.Counter(m['route'] for m in r['matrices'])))" \
+    "$root/streams-1/report.json"
 }
 export -f streams
 step streams 90 bash -c streams

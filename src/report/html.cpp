@@ -340,14 +340,14 @@ void matrix_table(std::ostringstream& o, const AnalyzeResult& res, double eps) {
        "<th>name</th><th>layer</th><th>type</th><th>side</th><th>shape</th><th>dtype</th>"
        "<th>intruders (eps "
     << eps_key(eps) << ")</th><th>min max|cos|</th><th>identical</th><th>seconds</th>"
-    << "</tr></thead><tbody>";
+    << "<th>route</th></tr></thead><tbody>";
   for (const auto& r : res.records) {
     o << "<tr><td>" << r.tuned_index << "</td><td>" << esc(r.name) << "</td><td>" << r.layer
       << "</td><td>" << esc(r.type) << "</td><td>" << r.side << "</td><td data-v=\""
       << r.shape[0] * r.shape[1] << "\">" << r.shape[0] << "x" << r.shape[1] << "</td><td>"
       << r.dtype << "</td><td>" << r.count_at(eps) << "</td><td>" << fmt("%.4f", min_maxcos(r))
       << "</td><td>" << (r.identical ? "yes" : "") << "</td><td>" << fmt("%.3f", r.seconds)
-      << "</td></tr>";
+      << "</td><td>" << esc(r.route) << "</td></tr>";
   }
   o << "</tbody></table></section>\n";
 }
