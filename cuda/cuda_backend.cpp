@@ -18,7 +18,7 @@
 #include <string>
 #include <vector>
 
-#include "backend/cpu/tridiagonal.hpp"
+#include "backend/cpu/gram_host.hpp"
 #include "cuda/check.hpp"
 #include "cuda/kernels.cuh"
 #include "cuda/resources.hpp"

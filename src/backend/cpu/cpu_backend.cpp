@@ -21,7 +21,7 @@
 #include <cmath>
 #include <string>
 
-#include "backend/cpu/tridiagonal.hpp"
+#include "backend/cpu/gram_host.hpp"
 #include "indim/backend.hpp"
 #include "indim/error.hpp"
 

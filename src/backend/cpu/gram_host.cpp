@@ -1,4 +1,4 @@
-#include "backend/cpu/tridiagonal.hpp"
+#include "backend/cpu/gram_host.hpp"
 
 #include <lapacke.h>
 
