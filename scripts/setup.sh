@@ -8,7 +8,7 @@ set -euo pipefail
 # chromium runs the HTML report's browser tests; clang and libclang-rt-14-dev the fuzzers;
 # python3-numpy and python3-scipy the peer baseline the CPU backend is checked against.
 packages=(build-essential cmake ninja-build pkg-config nlohmann-json3-dev libcli11-dev
-          liblapacke-dev libopenblas-dev libgtest-dev libxxhash-dev)
+          liblapacke-dev libopenblas-dev libgtest-dev libxxhash-dev libre2-dev)
 [ "${1:-}" = "--build-only" ] || packages+=(chromium clang libclang-rt-14-dev python3-numpy python3-scipy)
 missing=()
 for p in "${packages[@]}"; do

@@ -29,7 +29,13 @@ struct MatrixResult {
   bool conv1d = false;         ///< stored [in, out] (Conv1D) and transposed for the analysis
   std::string dtype;           ///< tuned tensor's dtype
   std::string side = "left";
-  int k = 0;                 ///< vectors compared (min(k, rank))
+  int k = 0;  ///< tuned vectors tested: min(--k, out, in)
+  bool k_clamped = false;  ///< --k asked for more vectors than the matrix has
+  /// Of the top k, how many have sigma_j below the null floor (null_floor()): directions of a
+  /// rank-deficient matrix that any algorithm fills differently. They are the last ones (sigma
+  /// descends), are not tested (maxcos NaN, written as null; argmax -1) and count neither as
+  /// intruders nor as matches.
+  int null_directions = 0;
   bool identical = false;    ///< tuned bytes equal base bytes: no decomposition needed
   bool base_cached = false;  ///< the base decomposition came from the cache
   std::string route;  ///< how the tuned side was decomposed (Decomposition::route; "identical")
@@ -62,6 +68,14 @@ struct MatrixResult {
 
 /// @brief Base vectors and singular values kept per matrix for plots.
 constexpr int kPlotHead = 50;
+
+/// @brief The relative singular value under which a tuned direction is null (not tested):
+/// max(1e-7, max(rows, cols) * machine epsilon of the working precision), as numpy's
+/// matrix_rank, and no lower than the 1e-7 under which the gram64 route returns no vector.
+double null_floor(int64_t rows, int64_t cols, Precision precision);
+/// @brief Marks the top-k directions with sigma_j < floor * sigma_0 as null (see MatrixResult)
+/// and recounts.
+void mark_null_directions(MatrixResult& r, double floor, const std::vector<double>& eps);
 
 /// @brief Fills eps/counts of `r` from its maxcos for the given eps grid.
 void count_intruders(MatrixResult& r, const std::vector<double>& eps);
@@ -104,6 +118,7 @@ struct TunedSummary {
   int matrices = 0;
   std::vector<double> eps;
   std::vector<int> totals;  ///< intruders summed over matrices, per eps
+  int null_directions = 0;  ///< summed over matrices: tested neither as intruders nor matches
 };
 
 struct AnalyzeResult {
@@ -113,7 +128,7 @@ struct AnalyzeResult {
   std::string backend;
   double seconds = 0;
   int resumed = 0;  ///< records taken from the journal instead of recomputed
-  std::string report_json, matrices_csv, journal, report_html;
+  std::string report_json, matrices_csv, vectors_csv, journal, report_html;
   std::string header_json;  ///< inputs and settings, as in the journal's first line
 };
 

@@ -15,7 +15,8 @@ namespace indim {
 /// everything else the decomposition depends on (shape, dtype, side, backend, algorithm,
 /// precision, layout, part). Files are written under a temporary name and renamed, carry an
 /// XXH3-64 checksum, and a file that fails its checks is removed and recomputed. The total size
-/// is kept under `max_bytes` by removing the least recently used files.
+/// is kept under `max_bytes` by removing the least recently used files. Every fault of the cache
+/// (unwritable directory, unreadable entry) degrades to recomputing, never to a failed run.
 class DecompositionCache {
  public:
   DecompositionCache(std::string dir, uint64_t max_bytes);
@@ -28,12 +29,18 @@ class DecompositionCache {
   const std::string& dir() const { return dir_; }
   /// @brief The key of `n` bytes decomposed under `context`.
   static std::string key(const uint8_t* bytes, uint64_t n, const std::string& context);
-  /// @brief The cached decomposition, or nullopt. A damaged file is removed and `warning` says
-  /// so. A hit marks the file recently used.
+  /// @brief The cached decomposition, or nullopt. An entry that is damaged, inconsistent or not
+  /// a regular file is a miss (`warning` says so; a damaged file is removed, and any entry is
+  /// replaced by the next store). A hit marks the file recently used.
   std::optional<Decomposition> load(const std::string& key, std::string* warning) const;
   /// @brief Stores atomically, then evicts down to the size bound. `label` names the tensor in
-  /// `indim cache ls`.
-  void store(const std::string& key, const Decomposition& d, const std::string& label) const;
+  /// `indim cache ls`. A cache is an optimisation: a failed write returns false with `warning`
+  /// set, and never throws for I/O.
+  bool store(const std::string& key, const Decomposition& d, const std::string& label,
+             std::string* warning = nullptr) const;
+  /// @brief Why the directory cannot serve as a cache (not creatable, not writable), or "".
+  /// An unusable cache loads nothing and stores nothing.
+  const std::string& unusable() const { return unusable_; }
 
   struct Entry {
     std::string key;
@@ -51,6 +58,7 @@ class DecompositionCache {
   void evict(const std::string& keep) const;
   std::string dir_;
   uint64_t max_bytes_;
+  std::string unusable_;
 };
 
 }  // namespace indim

@@ -58,6 +58,11 @@ class SafetensorsFile {
   /// @brief Asks the kernel to start reading the tensor's pages now (readahead), so that the
   /// read overlaps the work on the tensor before it.
   void prefetch(const TensorInfo& t) const;
+  /// @brief Throws indim::BadInput naming the file and tensor when the file changed (size or
+  /// modification time) since it was opened, or a read of its mapping found a page gone (the
+  /// file was truncated under a running analysis). Reads of vanished pages see zeros instead of
+  /// killing the process with SIGBUS; a caller checks after reading that nothing was damaged.
+  void check_intact(const TensorInfo& t) const;
 
  private:
   SafetensorsFile() = default;

@@ -2,16 +2,24 @@
 
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <memory>
 
 #include "indim/error.hpp"
 
 namespace indim::detail {
 
-AtomicFile::AtomicFile(std::string path)
-    : path_(std::move(path)), tmp_(path_ + ".tmp." + std::to_string(::getpid())) {
-  f_ = std::fopen(tmp_.c_str(), "wb");
+namespace {
+std::string temporary_name(const std::string& path) {
+  static std::atomic<unsigned long> counter{0};
+  return path + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(counter++);
+}
+}  // namespace
+
+AtomicFile::AtomicFile(std::string path) : path_(std::move(path)), tmp_(temporary_name(path_)) {
+  f_ = std::fopen(tmp_.c_str(), "wbx");  // x: never follow or reuse a name someone else made
   if (f_ == nullptr) throw Error(path_ + ": cannot write: " + std::strerror(errno));
 }
 
@@ -25,21 +33,40 @@ void AtomicFile::write(const void* data, size_t n) {
     throw Error(path_ + ": write failed: " + std::strerror(errno));
 }
 
-void AtomicFile::commit() {
+void AtomicFile::finish() {
+  if (f_ == nullptr) return;
   if (std::fflush(f_) != 0 || ::fsync(::fileno(f_)) != 0)
     throw Error(path_ + ": write failed: " + std::strerror(errno));
   int rc = std::fclose(f_);
   f_ = nullptr;
   if (rc != 0) throw Error(path_ + ": close failed: " + std::strerror(errno));
+}
+
+void AtomicFile::publish() {
   if (std::rename(tmp_.c_str(), path_.c_str()) != 0)
     throw Error(path_ + ": rename failed: " + std::strerror(errno));
   done_ = true;
+}
+
+void AtomicFile::commit() {
+  finish();
+  publish();
 }
 
 void write_file_atomic(const std::string& path, std::string_view content) {
   AtomicFile f(path);
   f.write(content);
   f.commit();
+}
+
+void write_files_atomic(const std::vector<std::pair<std::string, std::string>>& files) {
+  std::vector<std::unique_ptr<AtomicFile>> out;
+  for (const auto& [path, content] : files) {
+    out.push_back(std::make_unique<AtomicFile>(path));
+    out.back()->write(content);
+    out.back()->finish();
+  }
+  for (auto& f : out) f->publish();
 }
 
 }  // namespace indim::detail

@@ -5,21 +5,28 @@
 #include <cstdio>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 namespace indim::detail {
 
 class AtomicFile {
  public:
-  /// Opens "<path>.tmp.<pid>" for writing. Throws indim::Error on failure.
+  /// Opens "<path>.tmp.<pid>.<n>" (unique within the process and across processes of one host)
+  /// for writing. Throws indim::Error on failure.
   explicit AtomicFile(std::string path);
-  /// Removes the temporary file unless commit() succeeded.
+  /// Removes the temporary file unless publish() succeeded.
   ~AtomicFile();
   AtomicFile(const AtomicFile&) = delete;
   AtomicFile& operator=(const AtomicFile&) = delete;
 
   void write(const void* data, size_t n);
   void write(std::string_view s) { write(s.data(), s.size()); }
-  /// Flushes, syncs and renames onto the final path.
+  /// Flushes, syncs and closes the temporary file; the final path is untouched.
+  void finish();
+  /// Renames the finished temporary file onto the final path.
+  void publish();
+  /// finish() then publish().
   void commit();
 
  private:
@@ -30,5 +37,9 @@ class AtomicFile {
 
 /// Writes `content` to `path` atomically.
 void write_file_atomic(const std::string& path, std::string_view content);
+
+/// Writes every (path, content) to its temporary name first and renames them into place only
+/// when all are written, in the order given: a failure leaves every old file as it was.
+void write_files_atomic(const std::vector<std::pair<std::string, std::string>>& files);
 
 }  // namespace indim::detail

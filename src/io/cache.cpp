@@ -6,6 +6,7 @@
 
 #define XXH_INLINE_ALL
 #include <sys/stat.h>
+#include <unistd.h>
 #include <utime.h>
 #include <xxhash.h>
 
@@ -13,11 +14,11 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "indim/error.hpp"
 #include "io/atomic_file.hpp"
+#include "io/regular_file.hpp"
 
 namespace fs = std::filesystem;
 
@@ -47,17 +48,21 @@ void put_vectors(std::string& out, const Vectors& v) {
     out.append(reinterpret_cast<const char*>(v.f64.data()), v.f64.size() * sizeof(double));
 }
 
-// Reads vectors described by `meta` from `p`, advancing it; false when they overrun `end`.
+// Reads vectors described by `meta` from `p`, advancing it; false when they overrun `end` (every
+// count checked before it is multiplied: a crafted entry must not overflow its way past).
 bool get_vectors(const nlohmann::json& meta, Precision prec, const char*& p, const char* end,
                  Vectors& v) {
   if (meta.is_null()) return true;
   v.precision = prec;
-  v.dim = meta.at("dim").get<int64_t>();
-  v.count = meta.at("count").get<int64_t>();
-  if (v.dim < 0 || v.count < 0) return false;
-  const uint64_t n = static_cast<uint64_t>(v.dim) * static_cast<uint64_t>(v.count);
-  const uint64_t bytes = n * (prec == Precision::F32 ? 4 : 8);
-  if (bytes > static_cast<uint64_t>(end - p)) return false;
+  if (!meta.at("dim").is_number_unsigned() || !meta.at("count").is_number_unsigned()) return false;
+  const uint64_t dim = meta.at("dim").get<uint64_t>(), count = meta.at("count").get<uint64_t>();
+  const uint64_t elt = prec == Precision::F32 ? 4 : 8;
+  uint64_t n = 0, bytes = 0;
+  if (__builtin_mul_overflow(dim, count, &n) || __builtin_mul_overflow(n, elt, &bytes) ||
+      bytes > static_cast<uint64_t>(end - p))
+    return false;
+  v.dim = static_cast<int64_t>(dim);
+  v.count = static_cast<int64_t>(count);
   if (prec == Precision::F32) {
     v.f32.resize(n);
     std::memcpy(v.f32.data(), p, bytes);
@@ -69,13 +74,79 @@ bool get_vectors(const nlohmann::json& meta, Precision prec, const char*& p, con
   return true;
 }
 
+// The decoded entry, or the reason it cannot be used.
+std::optional<Decomposition> decode(const std::string& data, const std::string& key,
+                                    std::string& why) {
+  auto fail = [&](std::string w) {
+    why = std::move(w);
+    return std::optional<Decomposition>();
+  };
+  if (data.size() < sizeof kMagic + 16 || std::memcmp(data.data(), kMagic, sizeof kMagic) != 0)
+    return fail("is not an indim cache file");
+  uint64_t sum;
+  std::memcpy(&sum, data.data() + data.size() - 8, 8);
+  if (sum != XXH3_64bits(data.data(), data.size() - 8))
+    return fail("fails its checksum");
+  uint32_t version, mlen;
+  std::memcpy(&version, data.data() + 8, 4);
+  std::memcpy(&mlen, data.data() + 12, 4);
+  if (version != kVersion) return fail("has format version " + std::to_string(version));
+  const char* p = data.data() + 16;
+  const char* end = data.data() + data.size() - 8;
+  if (mlen > static_cast<uint64_t>(end - p)) return fail("is truncated");
+  try {
+    const nlohmann::json meta = nlohmann::json::parse(p, p + mlen);
+    p += mlen;
+    if (meta.at("key") != key) return fail("holds another key");
+    const Precision prec = meta.at("precision") == "fp64" ? Precision::F64 : Precision::F32;
+    Decomposition d;
+    if (!meta.at("sigma").is_number_unsigned()) return fail("has unreadable metadata");
+    const uint64_t ns = meta.at("sigma").get<uint64_t>();
+    if (ns > static_cast<uint64_t>(end - p) / 8) return fail("is truncated");
+    d.sigma.resize(ns);
+    std::memcpy(d.sigma.data(), p, ns * 8);
+    p += ns * 8;
+    if (!get_vectors(meta.at("left"), prec, p, end, d.left) ||
+        !get_vectors(meta.at("right"), prec, p, end, d.right) || p != end)
+      return fail("has inconsistent sizes");
+    return d;
+  } catch (const nlohmann::json::exception&) {
+    return fail("has unreadable metadata");
+  }
+}
+
+// The label stored in an entry's metadata, "" when it cannot be read (never blocks: FIFOs and
+// other non-files are refused by open_regular).
+std::string entry_label(const std::string& path) {
+  try {
+    uint64_t size = 0;
+    detail::Fd f = detail::open_regular(path, &size);
+    char head[16];
+    if (::pread(f.get(), head, 16, 0) != 16) return "";
+    uint32_t mlen;
+    std::memcpy(&mlen, head + 12, 4);
+    if (mlen >= (1u << 20) || mlen > size) return "";
+    std::string m(mlen, '\0');
+    if (::pread(f.get(), m.data(), mlen, 16) != static_cast<ssize_t>(mlen)) return "";
+    auto j = nlohmann::json::parse(m, nullptr, false);
+    if (j.is_object() && j.contains("label") && j["label"].is_string())
+      return j["label"].get<std::string>();
+  } catch (const Error&) {
+  }
+  return "";
+}
+
 }  // namespace
 
 DecompositionCache::DecompositionCache(std::string dir, uint64_t max_bytes)
     : dir_(std::move(dir)), max_bytes_(max_bytes) {
   std::error_code ec;
   fs::create_directories(dir_, ec);
-  if (!fs::is_directory(dir_, ec)) throw Error(dir_ + ": cannot create the cache directory");
+  if (detail::path_kind(dir_) != detail::PathKind::Directory)
+    unusable_ = dir_ + ": cannot create the cache directory" +
+                (ec ? ": " + ec.message() : std::string());
+  else if (::access(dir_.c_str(), W_OK | X_OK) != 0)
+    unusable_ = dir_ + ": the cache directory is not writable";
 }
 
 std::string DecompositionCache::default_dir() {
@@ -127,8 +198,9 @@ std::string DecompositionCache::path_of(const std::string& key) const {
   return (fs::path(dir_) / (key + kSuffix)).string();
 }
 
-void DecompositionCache::store(const std::string& key, const Decomposition& d,
-                               const std::string& label) const {
+bool DecompositionCache::store(const std::string& key, const Decomposition& d,
+                               const std::string& label, std::string* warning) const {
+  if (!unusable_.empty()) return false;
   const Precision prec = d.left.count > 0 ? d.left.precision : d.right.precision;
   const nlohmann::json meta = {{"key", key},
                                {"label", label},
@@ -145,54 +217,43 @@ void DecompositionCache::store(const std::string& key, const Decomposition& d,
   put_vectors(out, d.left);
   put_vectors(out, d.right);
   put(out, static_cast<uint64_t>(XXH3_64bits(out.data(), out.size())));
-  detail::write_file_atomic(path_of(key), out);
+  const std::string path = path_of(key);
+  std::error_code ec;
+  if (detail::path_kind(path) == detail::PathKind::Directory) fs::remove_all(path, ec);
+  try {
+    detail::write_file_atomic(path, out);
+  } catch (const Error& e) {
+    if (warning != nullptr)
+      *warning = std::string("warning: cannot write to the cache (") + e.what() +
+                 "); going on without storing";
+    return false;
+  }
   evict(key);
+  return true;
 }
 
 std::optional<Decomposition> DecompositionCache::load(const std::string& key,
                                                       std::string* warning) const {
+  if (!unusable_.empty()) return std::nullopt;
   const std::string path = path_of(key);
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return std::nullopt;
-  const std::string data((std::istreambuf_iterator<char>(in)), {});
-  in.close();
-  auto damaged = [&](const std::string& why) -> std::optional<Decomposition> {
+  std::string data;
+  try {
+    if (detail::path_kind(path) == detail::PathKind::Missing) return std::nullopt;
+    data = detail::read_regular_file(path, UINT64_MAX);
+  } catch (const BadInput& e) {  // a directory, FIFO, unreadable file: a miss, replaced on store
+    if (warning != nullptr) *warning = std::string("indim: cache entry ") + e.what() + "; recomputing";
+    return std::nullopt;
+  }
+  std::string why;
+  std::optional<Decomposition> d = decode(data, key, why);
+  if (!d) {
     if (warning != nullptr) *warning = "indim: cache file " + path + " " + why + "; recomputing";
     std::error_code ec;
     fs::remove(path, ec);
     return std::nullopt;
-  };
-  if (data.size() < sizeof kMagic + 16 || std::memcmp(data.data(), kMagic, sizeof kMagic) != 0)
-    return damaged("is not an indim cache file");
-  uint64_t sum;
-  std::memcpy(&sum, data.data() + data.size() - 8, 8);
-  if (sum != XXH3_64bits(data.data(), data.size() - 8)) return damaged("fails its checksum");
-  uint32_t version, mlen;
-  std::memcpy(&version, data.data() + 8, 4);
-  std::memcpy(&mlen, data.data() + 12, 4);
-  if (version != kVersion) return damaged("has format version " + std::to_string(version));
-  const char* p = data.data() + 16;
-  const char* end = data.data() + data.size() - 8;
-  if (mlen > static_cast<uint64_t>(end - p)) return damaged("is truncated");
-  try {
-    const nlohmann::json meta = nlohmann::json::parse(p, p + mlen);
-    p += mlen;
-    if (meta.at("key").get<std::string>() != key) return damaged("holds another key");
-    const Precision prec = meta.at("precision") == "fp64" ? Precision::F64 : Precision::F32;
-    Decomposition d;
-    const uint64_t ns = meta.at("sigma").get<uint64_t>();
-    if (ns * 8 > static_cast<uint64_t>(end - p)) return damaged("is truncated");
-    d.sigma.resize(ns);
-    std::memcpy(d.sigma.data(), p, ns * 8);
-    p += ns * 8;
-    if (!get_vectors(meta.at("left"), prec, p, end, d.left) ||
-        !get_vectors(meta.at("right"), prec, p, end, d.right) || p != end)
-      return damaged("has inconsistent sizes");
-    ::utime(path.c_str(), nullptr);  // recently used
-    return d;
-  } catch (const nlohmann::json::exception&) {
-    return damaged("has unreadable metadata");
   }
+  ::utime(path.c_str(), nullptr);  // recently used
+  return d;
 }
 
 std::vector<DecompositionCache::Entry> DecompositionCache::list() const {
@@ -205,20 +266,7 @@ std::vector<DecompositionCache::Entry> DecompositionCache::list() const {
     if (::stat(e.path().c_str(), &st) != 0) continue;
     Entry en{name.substr(0, name.size() - 5), "", static_cast<uint64_t>(st.st_size),
              static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec};
-    std::ifstream in(e.path(), std::ios::binary);
-    char head[16];
-    if (in.read(head, 16)) {
-      uint32_t mlen;
-      std::memcpy(&mlen, head + 12, 4);
-      if (mlen < (1u << 20)) {
-        std::string m(mlen, '\0');
-        if (in.read(m.data(), mlen)) {
-          auto j = nlohmann::json::parse(m, nullptr, false);
-          if (j.is_object() && j.contains("label") && j["label"].is_string())
-            en.label = j["label"].get<std::string>();
-        }
-      }
-    }
+    if (S_ISREG(st.st_mode)) en.label = entry_label(e.path().string());
     out.push_back(en);
   }
   std::sort(out.begin(), out.end(), [](const Entry& a, const Entry& b) {

@@ -1,11 +1,14 @@
 #include "indim/checkpoint.hpp"
 
+#include <algorithm>
 #include <filesystem>
+#include <set>
 #include <nlohmann/json.hpp>
 
 #include "indim/error.hpp"
 #include "io/atomic_file.hpp"
 #include "io/json_strict.hpp"
+#include "io/regular_file.hpp"
 
 namespace fs = std::filesystem;
 
@@ -18,21 +21,47 @@ bool ends_with(const std::string& s, const std::string& suffix) {
          s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
+bool present(const fs::path& p) { return detail::path_kind(p.string()) != detail::PathKind::Missing; }
+
+// Beside a shard index, a .safetensors file the index does not name would be silently ignored:
+// refuse the directory as ambiguous (checked once the index itself has been read and validated).
+void refuse_unlisted(const std::string& dir, const std::string& index,
+                     const std::map<std::string, std::string>& weight_map) {
+  std::set<std::string> listed;
+  for (const auto& [tensor, shard] : weight_map) listed.insert(shard);
+  std::vector<std::string> extra;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    const std::string name = e.path().filename().string();
+    if (ends_with(name, ".safetensors") && !listed.count(name)) extra.push_back(e.path().string());
+  }
+  std::sort(extra.begin(), extra.end());
+  if (!extra.empty())
+    throw BadInput(dir + ": ambiguous: holds the shard index " + index + " and " + extra[0] +
+                   ", which the index does not list" +
+                   (extra.size() > 1 ? " (and " + std::to_string(extra.size() - 1) + " more)"
+                                     : std::string()) +
+                   "; name the index or the file to analyse");
+}
+
 // Finds the checkpoint file inside a directory: the one index, else the one safetensors file.
 std::string resolve_directory(const std::string& dir) {
   std::vector<std::string> indexes, files;
-  for (const auto& e : fs::directory_iterator(dir)) {
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
     const std::string name = e.path().filename().string();
     if (ends_with(name, ".safetensors.index.json"))
       indexes.push_back(e.path().string());
     else if (ends_with(name, ".safetensors"))
       files.push_back(e.path().string());
   }
-  if (fs::exists(fs::path(dir) / "adapter_config.json"))
+  if (ec) throw BadInput(dir + ": cannot list the directory: " + ec.message());
+  std::sort(indexes.begin(), indexes.end());
+  std::sort(files.begin(), files.end());
+  if (present(fs::path(dir) / "adapter_config.json"))
     throw BadInput(dir +
-                   ": this is a PEFT adapter folder (adapter_config.json); merging adapters "
-                   "is not supported yet: merge it into the base with PEFT and save the "
-                   "result as safetensors");
+                   ": this is a PEFT adapter folder (adapter_config.json); an adapter is a "
+                   "fine-tune: give it as TUNED, after the base checkpoint it was trained on");
   if (indexes.size() > 1)
     throw BadInput(dir + ": holds " + std::to_string(indexes.size()) +
                    " shard indexes; name the one to use");
@@ -40,7 +69,7 @@ std::string resolve_directory(const std::string& dir) {
   if (files.size() == 1) return files[0];
   if (files.empty()) {
     for (const char* legacy : {"pytorch_model.bin", "pytorch_model.bin.index.json"})
-      if (fs::exists(fs::path(dir) / legacy))
+      if (present(fs::path(dir) / legacy))
         throw BadInput(dir + ": holds " + legacy +
                        " (PyTorch pickle), which indim does not read; convert it to safetensors");
     throw BadInput(dir + ": no .safetensors file or shard index found");
@@ -60,9 +89,9 @@ void check_shard_name(const std::string& index, const std::string& tensor,
 }  // namespace
 
 Checkpoint Checkpoint::open(const std::string& path) {
-  std::error_code ec;
-  if (!fs::exists(path, ec)) throw BadInput(path + ": no such file or directory");
-  std::string file = fs::is_directory(path, ec) ? resolve_directory(path) : path;
+  const detail::PathKind kind = detail::path_kind(path);
+  if (kind == detail::PathKind::Missing) throw BadInput(path + ": no such file or directory");
+  std::string file = kind == detail::PathKind::Directory ? resolve_directory(path) : path;
   Checkpoint c;
   c.path_ = path;
   if (!ends_with(file, ".index.json")) {
@@ -73,14 +102,15 @@ Checkpoint Checkpoint::open(const std::string& path) {
   }
 
   c.kind_ = "sharded";
-  const auto weight_map = parse_shard_index(detail::read_small_file(file), file);
+  const auto weight_map =
+      parse_shard_index(detail::read_regular_file(file, detail::kMaxShardIndexBytes), file);
   const fs::path dir = fs::path(file).parent_path();
   std::map<std::string, size_t> shard_of_file;
   for (const auto& [tensor, shard] : weight_map) {
     auto it = shard_of_file.find(shard);
     if (it == shard_of_file.end()) {
       const fs::path sp = dir / shard;
-      if (!fs::exists(sp, ec))
+      if (!present(sp))
         throw BadInput(file + ": tensor '" + tensor + "': shard " + shard + " does not exist");
       c.files_.push_back(SafetensorsFile::open(sp.string()));
       it = shard_of_file.emplace(shard, c.files_.size() - 1).first;
@@ -92,6 +122,7 @@ Checkpoint Checkpoint::open(const std::string& path) {
                      ", which does not contain it");
     c.tensors_[tensor] = {sf, info};
   }
+  if (kind == detail::PathKind::Directory) refuse_unlisted(path, file, weight_map);
   // A tensor stored in two shards is ambiguous even if the index names only one of them.
   std::map<std::string, std::string> seen;
   for (const auto& f : c.files_)

@@ -1,8 +1,13 @@
-// A read-only memory-mapped file: non-copyable, unmapped on destruction.
+// A read-only memory-mapped file: non-copyable, unmapped on destruction. A file truncated under
+// its mapping raises SIGBUS on the next read of a vanished page; every MappedFile is registered
+// with a SIGBUS handler that maps a zero page there instead and marks the file damaged, so the
+// reader finishes and check_intact() turns the damage into indim::BadInput.
 #pragma once
 
 #include <cstdint>
 #include <string>
+
+#include "io/regular_file.hpp"
 
 namespace indim::detail {
 
@@ -20,10 +25,16 @@ class MappedFile {
   void release(uint64_t offset, uint64_t len) const;
   /// Starts asynchronous readahead of [offset, offset+len).
   void prefetch(uint64_t offset, uint64_t len) const;
+  /// Throws indim::BadInput("<what>: ...") when the file's size or modification time changed
+  /// since it was mapped, or a read found a page gone.
+  void check_intact(const std::string& what) const;
 
  private:
+  Fd fd_;
   const uint8_t* data_ = nullptr;
   uint64_t size_ = 0;
+  int64_t mtime_ns_ = 0;
+  int slot_ = -1;  // in the SIGBUS registry; -1 when not registered
 };
 
 }  // namespace indim::detail

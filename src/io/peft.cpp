@@ -3,12 +3,13 @@
 #include <cctype>
 #include <cmath>
 #include <filesystem>
-#include <regex>
 #include <type_traits>
 
 #include "indim/error.hpp"
 #include "indim/match.hpp"
 #include "io/json_strict.hpp"
+#include "io/regular_file.hpp"
+#include "plan/regex.hpp"
 
 namespace fs = std::filesystem;
 
@@ -27,70 +28,7 @@ bool truthy(const nlohmann::ordered_json& v) {
   return true;
 }
 
-// Why a module pattern would make a backtracking regex engine (libstdc++'s) work without bound,
-// or "" when it cannot: a quantifier on a quantifier (Python's re, which PEFT uses, refuses
-// these as "multiple repeat"), or a repeated group that itself repeats or alternates, as in
-// (a*)* or (a|ab)*, whose ways to match grow exponentially with the name's length; or more
-// than 4 repetitions in all (.*.*.*... tries every split of the name among them).
-std::string runaway_pattern(const std::string& k) {
-  struct Group {
-    bool repeats = false, alternates = false;
-  };
-  std::vector<Group> open;
-  Group closed;  // the group that just ended, when prev == GroupEnd
-  int repetitions = 0;
-  enum { Atom, GroupEnd, Quantifier, Lazy, Start } prev = Start;
-  auto quantifier_at = [&](size_t i) -> size_t {  // length of the quantifier at i, 0 if none
-    if (k[i] == '*' || k[i] == '+' || k[i] == '?') return 1;
-    if (k[i] != '{') return 0;
-    size_t j = i + 1, digits = 0;
-    while (j < k.size() && (std::isdigit(static_cast<unsigned char>(k[j])) || k[j] == ','))
-      digits += k[j] != ',', ++j;
-    return j < k.size() && k[j] == '}' && digits > 0 ? j - i + 1 : 0;
-  };
-  for (size_t i = 0; i < k.size();) {
-    const char c = k[i];
-    if (const size_t q = quantifier_at(i)) {
-      if (prev == Quantifier && c == '?' && q == 1) {
-        prev = Lazy, ++i;
-        continue;
-      }
-      if (prev == Quantifier || prev == Lazy) return "repeats a repetition";
-      if (prev == GroupEnd && (closed.repeats || closed.alternates))
-        return "repeats a group that itself repeats or alternates";
-      for (Group& g : open) g.repeats = true;
-      if (++repetitions > 4) return "holds more than 4 repetitions";
-      prev = Quantifier, i += q;
-      continue;
-    }
-    if (c == '\\') {
-      prev = Atom, i += 2;
-    } else if (c == '[') {  // a class: up to the first unescaped ']' after its first character
-      size_t j = i + 1;
-      if (j < k.size() && k[j] == '^') ++j;
-      if (j < k.size() && k[j] == ']') ++j;
-      while (j < k.size() && k[j] != ']') j += k[j] == '\\' ? 2 : 1;
-      prev = Atom, i = j + 1;
-    } else if (c == '(') {
-      open.push_back({});
-      prev = Start, ++i;
-      if (i + 1 < k.size() && k[i] == '?') i += 2;  // (?: (?= (?!
-    } else if (c == ')') {
-      if (!open.empty()) closed = open.back(), open.pop_back();
-      if (!open.empty()) {
-        open.back().repeats |= closed.repeats;
-        open.back().alternates |= closed.alternates;
-      }
-      prev = GroupEnd, ++i;
-    } else if (c == '|') {
-      if (!open.empty()) open.back().alternates = true;
-      prev = Start, ++i;
-    } else {
-      prev = (c == '^' || c == '$') ? Start : Atom, ++i;
-    }
-  }
-  return "";
-}
+std::string module_pattern(const std::string& key) { return "(.*\\.)?(" + key + ")"; }
 
 template <typename T>
 std::vector<std::pair<std::string, T>> pattern(const nlohmann::ordered_json& j,
@@ -100,29 +38,12 @@ std::vector<std::pair<std::string, T>> pattern(const nlohmann::ordered_json& j,
   if (!j[field].is_object()) bad(path, std::string(field) + " is not an object");
   for (const auto& [k, v] : j[field].items()) {
     if (!v.is_number()) bad(path, std::string(field) + "[\"" + k + "\"] is not a number");
-    // Keys are module names or simple regexes. Long keys and backreferences serve no module
-    // pattern, and libstdc++'s regex compiler overflows on huge backreference numbers.
-    if (k.size() > 1024)
-      bad(path, std::string(field) + " key of " + std::to_string(k.size()) +
-                    " characters is too long for a module pattern");
-    for (size_t i = 0, digits = 0; i < k.size(); ++i) {
-      if (k[i] == '\\' && i + 1 < k.size() && k[i + 1] >= '1' && k[i + 1] <= '9')
-        bad(path, std::string(field) + " key \"" + k.substr(0, 80) +
-                      "\" uses a backreference, which module patterns do not support");
-      digits = std::isdigit(static_cast<unsigned char>(k[i])) ? digits + 1 : 0;
-      if (digits > 6)  // repetition counts like {99999999999} overflow the same way
-        bad(path, std::string(field) + " key \"" + k.substr(0, 80) +
-                      "\" holds a number too large for a module pattern");
-    }
-    const std::string runaway = runaway_pattern(k);
-    if (!runaway.empty())
-      bad(path, std::string(field) + " key \"" + k.substr(0, 80) + "\" " + runaway +
-                    ", which could make matching module names run without end");
-    try {
-      std::regex check("(.*\\.)?(" + k + ")");
-    } catch (const std::regex_error&) {
-      bad(path, std::string(field) + " key \"" + k + "\" is not a valid regex");
-    }
+    // PEFT matches a key as re.match(rf"(.*\.)?({key})$", module): the same full match, in RE2
+    // (linear time, so no key can make matching run away).
+    const detail::Regex re(module_pattern(k));
+    if (!re.ok())
+      bad(path, std::string(field) + " key \"" + k.substr(0, 200) + "\" is not a valid regex: " +
+                    re.error());
     const double x = v.template get<double>();
     const bool integral = std::is_integral<T>::value;
     if (!std::isfinite(x) || std::fabs(x) > 1e6 || (integral && x != std::floor(x)))
@@ -136,7 +57,7 @@ std::vector<std::pair<std::string, T>> pattern(const nlohmann::ordered_json& j,
 template <typename T>
 const T* first_match(const std::vector<std::pair<std::string, T>>& pats, const std::string& name) {
   for (const auto& [k, v] : pats)
-    if (std::regex_match(name, std::regex("(.*\\.)?(" + k + ")"))) return &v;
+    if (detail::Regex(module_pattern(k)).full_match(name)) return &v;
   return nullptr;
 }
 
@@ -147,17 +68,21 @@ struct KeyParts {
   std::string adapter_name;
 };
 
+// Drops every `.base_layer.` infix (PEFT wraps adapted layers, and modules_to_save keep it).
+std::string without_base_layer(std::string k) {
+  const std::string infix = ".base_layer.";
+  for (size_t at = k.find(infix); at != std::string::npos; at = k.find(infix, at + 1))
+    k.replace(at, infix.size(), ".");
+  return k;
+}
+
 KeyParts split_key(const std::string& key) {
   const std::string k = strip_peft_prefix(key);
-  static const std::regex lora(
-      R"(^(.+)\.(lora_A|lora_B|lora_embedding_A|lora_embedding_B|lora_magnitude_vector)(?:\.([^.]+))?(?:\.(weight|bias))?$)");
-  std::smatch m;
-  if (!std::regex_match(k, m, lora)) {
-    // modules_to_save and trained biases replace base tensors; drop a `.base_layer.` infix.
-    std::string full = std::regex_replace(k, std::regex(R"(\.base_layer\.)"), ".");
-    return {full, "", ""};
-  }
-  std::string kind = m[2], adapter = m[3], suffix = m[4];
+  static const detail::Regex lora(
+      R"((.+)\.(lora_A|lora_B|lora_embedding_A|lora_embedding_B|lora_magnitude_vector)(?:\.([^.]+))?(?:\.(weight|bias))?)");
+  std::string module, kind, adapter, suffix;
+  if (!lora.full_match(k, {&module, &kind, &adapter, &suffix}))
+    return {without_base_layer(k), "", ""};  // modules_to_save and trained biases
   // `...lora_A.weight` leaves "weight" in group 3 when there is no adapter name.
   if (suffix.empty() && (adapter == "weight" || adapter == "bias")) suffix = adapter, adapter = "";
   std::string role = kind == "lora_A"             ? "A"
@@ -165,7 +90,7 @@ KeyParts split_key(const std::string& key) {
                      : kind == "lora_embedding_A" ? "emb_A"
                      : kind == "lora_embedding_B" ? "emb_B"
                                                   : "magnitude";
-  return {m[1], role, adapter};
+  return {module, role, adapter};
 }
 
 }  // namespace
@@ -239,18 +164,21 @@ LoraConfig parse_adapter_config(std::string_view text, const std::string& path) 
 }
 
 bool Adapter::is_adapter_dir(const std::string& path) {
-  std::error_code ec;
-  return fs::is_directory(path, ec) && fs::exists(fs::path(path) / "adapter_config.json", ec);
+  return detail::path_kind(path) == detail::PathKind::Directory &&
+         detail::path_kind((fs::path(path) / "adapter_config.json").string()) !=
+             detail::PathKind::Missing;
 }
 
 Adapter Adapter::open(const std::string& dir) {
   Adapter a;
   a.path_ = dir;
   const std::string cfg = (fs::path(dir) / "adapter_config.json").string();
-  a.config_ = parse_adapter_config(detail::read_small_file(cfg), cfg);
+  a.config_ =
+      parse_adapter_config(detail::read_regular_file(cfg, detail::kMaxConfigBytes), cfg);
   const fs::path weights = fs::path(dir) / "adapter_model.safetensors";
-  if (!fs::exists(weights)) {
-    if (fs::exists(fs::path(dir) / "adapter_model.bin"))
+  if (detail::path_kind(weights.string()) == detail::PathKind::Missing) {
+    if (detail::path_kind((fs::path(dir) / "adapter_model.bin").string()) !=
+        detail::PathKind::Missing)
       bad(dir,
           "holds adapter_model.bin (PyTorch pickle), which indim does not read; save the "
           "adapter with safe_serialization=True");

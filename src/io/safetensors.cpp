@@ -83,6 +83,9 @@ TensorInfo parse_entry(const std::string& name, const nlohmann::json& e, const s
     bad(path, quoted(name) + ": data_offsets is not a pair [begin, end]");
   t.begin = unsigned_field(off[0], path, name, "data_offsets");
   t.end = unsigned_field(off[1], path, name, "data_offsets");
+  if (t.end < t.begin)
+    bad(path, quoted(name) + ": data_offsets [" + std::to_string(t.begin) + ", " +
+                  std::to_string(t.end) + "] end before they begin");
   for (const auto& [k, _] : e.items())
     if (k != "dtype" && k != "shape" && k != "data_offsets")
       warnings.push_back(path + ": " + quoted(name) + ": unknown field '" + k + "' ignored");
@@ -129,15 +132,16 @@ SafetensorsHeader parse_safetensors(const uint8_t* data, uint64_t size, const st
   std::string_view text(reinterpret_cast<const char*>(data + 8), n);
   if (auto at = invalid_utf8_at(text); at != std::string_view::npos)
     bad(path, "header is not valid UTF-8 (byte " + std::to_string(at) + " of the header)");
-  nlohmann::json j = detail::parse_json_strict(text, path + ": header");
-  if (!j.is_object()) bad(path, "header is not a JSON object");
-
-  for (const auto& [key, value] : j.items()) {
-    if (key == "__metadata__")
-      parse_metadata(value, path, h.metadata);
-    else
-      h.tensors.push_back(parse_entry(key, value, path, h.warnings));
-  }
+  // Entries are validated as they are parsed and not kept as JSON: a header of a million
+  // tensors parses in linear time and memory.
+  const bool object = detail::for_each_json_member(
+      text, path + ": header", [&](const std::string& key, nlohmann::json&& value) {
+        if (key == "__metadata__")
+          parse_metadata(value, path, h.metadata);
+        else
+          h.tensors.push_back(parse_entry(key, value, path, h.warnings));
+      });
+  if (!object) bad(path, "header is not a JSON object");
 
   std::sort(h.tensors.begin(), h.tensors.end(), [](const TensorInfo& a, const TensorInfo& b) {
     return a.begin != b.begin ? a.begin < b.begin : a.end < b.end;
@@ -151,7 +155,6 @@ SafetensorsHeader parse_safetensors(const uint8_t* data, uint64_t size, const st
           where + (expected == 0 && t.begin != 0 ? " do not start at 0"
                    : t.begin > expected ? " leave a gap after byte " + std::to_string(expected)
                                         : " overlap the previous tensor"));
-    if (t.end < t.begin) bad(path, where + " end before they begin");
     uint64_t numel = 0, bits = 0;
     if (!checked_numel(t.shape, numel) ||
         __builtin_mul_overflow(numel, static_cast<uint64_t>(dtype_bits(t.dtype)), &bits))
@@ -194,6 +197,10 @@ const uint8_t* SafetensorsFile::data(const TensorInfo& t) const {
 
 void SafetensorsFile::prefetch(const TensorInfo& t) const {
   map_->prefetch(header_.data_start() + t.begin, t.nbytes());
+}
+
+void SafetensorsFile::check_intact(const TensorInfo& t) const {
+  map_->check_intact(path_ + ": tensor '" + t.name + "'");
 }
 
 void SafetensorsFile::release(const TensorInfo& t) const {

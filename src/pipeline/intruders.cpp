@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <limits>
 
 #include "indim/analyze.hpp"
 #include "indim/error.hpp"
@@ -43,6 +44,23 @@ void count_intruders(MatrixResult& r, const std::vector<double>& eps) {
     for (double m : r.maxcos) n += m < e ? 1 : 0;
     r.counts.push_back(n);
   }
+}
+
+double null_floor(int64_t rows, int64_t cols, Precision precision) {
+  const double unit = precision == Precision::F32 ? 1.1920929e-7 : 2.220446049250313e-16;
+  return std::max(1e-7, static_cast<double>(std::max(rows, cols)) * unit);
+}
+
+void mark_null_directions(MatrixResult& r, double floor, const std::vector<double>& eps) {
+  r.null_directions = 0;
+  const double s0 = r.sigma.empty() ? 0.0 : r.sigma[0];
+  for (int j = 0; j < r.k; ++j)
+    if (!(r.sigma[j] >= floor * s0) || s0 == 0) {
+      r.maxcos[j] = std::numeric_limits<double>::quiet_NaN();
+      r.argmax[j] = -1;
+      ++r.null_directions;
+    }
+  count_intruders(r, eps);  // NaN < eps is false: null directions are never counted
 }
 
 MatrixResult intruder_record(Backend& backend, const Decomposition& tuned,

@@ -1,10 +1,11 @@
 #include "indim/layout.hpp"
 
 #include <filesystem>
-#include <regex>
 
 #include "indim/error.hpp"
 #include "io/json_strict.hpp"
+#include "io/regular_file.hpp"
+#include "plan/regex.hpp"
 
 namespace fs = std::filesystem;
 
@@ -17,8 +18,8 @@ bool conv1d_model_type(const std::string& t) {
   return t == "gpt2" || t == "decision_transformer" || t == "imagegpt";
 }
 
-const std::regex& conv1d_names() {
-  static const std::regex r(
+const detail::Regex& conv1d_names() {
+  static const detail::Regex r(
       R"((^|\.)(attn\.(c_attn|q_attn|c_proj)|crossattention\.(c_attn|q_attn|c_proj)|mlp\.(c_fc|c_proj))\.weight$)");
   return r;
 }
@@ -26,7 +27,7 @@ const std::regex& conv1d_names() {
 }  // namespace
 
 bool ModelLayout::is_conv1d(const std::string& name) const {
-  return conv1d_family && std::regex_search(name, conv1d_names());
+  return conv1d_family && conv1d_names().search(name);
 }
 
 std::string ModelLayout::describe() const {
@@ -128,11 +129,12 @@ std::vector<MatrixPart> ModelLayout::parts(const std::string& name,
 ModelLayout detect_layout(const Checkpoint& c) {
   ModelLayout l;
   l.source = "default";
-  fs::path dir = fs::is_directory(c.path()) ? fs::path(c.path()) : fs::path(c.path()).parent_path();
+  fs::path dir = detail::path_kind(c.path()) == detail::PathKind::Directory
+                    ? fs::path(c.path())
+                    : fs::path(c.path()).parent_path();
   const fs::path cfg = dir / "config.json";
-  std::error_code ec;
-  if (fs::exists(cfg, ec)) {
-    nlohmann::json j = detail::read_json_file(cfg.string());
+  if (detail::path_kind(cfg.string()) != detail::PathKind::Missing) {
+    nlohmann::json j = detail::read_json_file(cfg.string(), detail::kMaxConfigBytes);
     if (j.is_object() && j.contains("model_type") && j["model_type"].is_string()) {
       l.model_type = j["model_type"].get<std::string>();
       l.source = "config.json";
@@ -154,9 +156,9 @@ ModelLayout detect_layout(const Checkpoint& c) {
     }
   }
   // No config: GPT-2's unprefixed `h.N.attn.c_attn.weight` names are unmistakable.
-  static const std::regex gpt2(R"((^|\.)h\.\d+\.attn\.c_attn\.weight$)");
+  static const detail::Regex gpt2(R"((^|\.)h\.\d+\.attn\.c_attn\.weight$)");
   for (const auto& [name, _] : c.tensors())
-    if (std::regex_search(name, gpt2)) {
+    if (gpt2.search(name)) {
       l.model_type = "gpt2";
       l.source = "tensor names";
       l.conv1d_family = true;

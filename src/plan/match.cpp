@@ -2,11 +2,11 @@
 
 #include <algorithm>
 #include <map>
-#include <regex>
 #include <set>
 
 #include "indim/error.hpp"
 #include "indim/peft.hpp"
+#include "plan/regex.hpp"
 
 namespace indim {
 
@@ -19,41 +19,24 @@ std::string drop_first_segment(const std::string& name) {
   return dot == std::string::npos ? std::string() : name.substr(dot + 1);
 }
 
-std::vector<std::regex> compile(const std::vector<std::string>& patterns, const char* flag) {
-  std::vector<std::regex> out;
-  for (const auto& p : patterns) {
-    try {
-      out.emplace_back(p, std::regex::ECMAScript);
-    } catch (const std::regex_error& e) {
-      throw UsageError(std::string(flag) + " \"" + p + "\" is not a valid regex: " + e.what());
-    }
-  }
-  return out;
-}
+using detail::Regex;
 
-bool any_match(const std::vector<std::regex>& rs, const std::string& s) {
-  for (const auto& r : rs)
-    if (std::regex_search(s, r)) return true;
-  return false;
-}
-
-const std::regex& default_excluded() {
-  static const std::regex r(
+const Regex& default_excluded() {
+  static const Regex r(
       R"((^|\.)(embed_tokens|embed_positions|embeddings|wte|wpe|lm_head|shared)(\.|$)|norm|(^|\.)ln_)",
-      std::regex::ECMAScript | std::regex::icase);
+      /*case_insensitive=*/true);
   return r;
 }
 
-void select_pair(MatchedPair& p, const std::vector<std::regex>& inc,
-                 const std::vector<std::regex>& exc) {
+void select_pair(MatchedPair& p, const std::vector<Regex>& inc, const std::vector<Regex>& exc) {
   const TensorInfo& info = *p.base.info;
   const bool stack = info.shape.size() == 3 && p.base_name.find("experts") != std::string::npos;
   if (info.shape.size() != 2 && !stack) {
     p.reason = std::to_string(info.shape.size()) + "-D tensor";
   } else if (!inc.empty()) {
-    p.selected = any_match(inc, p.base_name);
+    p.selected = detail::any_search(inc, p.base_name);
     p.reason = p.selected ? "matches --include" : "no --include matches";
-  } else if (std::regex_search(p.base_name, default_excluded())) {
+  } else if (default_excluded().search(p.base_name)) {
     p.reason = "embedding, head or norm";
   } else if (layer_index(p.base_name) < 0) {
     p.reason = "outside the layer blocks";
@@ -61,7 +44,7 @@ void select_pair(MatchedPair& p, const std::vector<std::regex>& inc,
     p.selected = true;
     p.reason = stack ? "expert stack, each expert apart" : "2-D layer weight";
   }
-  if (p.selected && any_match(exc, p.base_name)) {
+  if (p.selected && detail::any_search(exc, p.base_name)) {
     p.selected = false;
     p.reason = "matches --exclude";
   }
@@ -191,8 +174,8 @@ bool lora_transposed(const LoraModule& m, const TensorInfo& base, bool conv1d,
 
 MatchTable match_checkpoints(const Checkpoint& base, const Checkpoint& tuned,
                              const SelectOptions& select, const ModelLayout& layout) {
-  const auto inc = compile(select.include, "--include");
-  const auto exc = compile(select.exclude, "--exclude");
+  const auto inc = detail::compile_option_patterns(select.include, "--include");
+  const auto exc = detail::compile_option_patterns(select.exclude, "--exclude");
   BaseNames names(base);
   std::map<std::string, std::string> tuned_for_base;  // base name -> tuned name
   MatchTable table;
@@ -226,8 +209,8 @@ MatchTable match_checkpoints(const Checkpoint& base, const Checkpoint& tuned,
 
 MatchTable match_adapter(const Checkpoint& base, const Adapter& adapter,
                          const SelectOptions& select, const ModelLayout& layout) {
-  const auto inc = compile(select.include, "--include");
-  const auto exc = compile(select.exclude, "--exclude");
+  const auto inc = detail::compile_option_patterns(select.include, "--include");
+  const auto exc = detail::compile_option_patterns(select.exclude, "--exclude");
   BaseNames names(base);
   MatchTable table;
   const std::string file = adapter.weights().path();
