@@ -38,11 +38,11 @@ Shape parse_shape(const std::string& s) {
   try {
     if (x != std::string::npos) {
       Shape sh{std::stoll(s.substr(0, x)), std::stoll(s.substr(x + 1))};
-      if (sh.out > 0 && sh.in > 0) return sh;
+      if (sh.out > 0 && sh.in > 0 && sh.out <= 65536 && sh.in <= 65536) return sh;
     }
   } catch (const std::exception&) {
   }
-  throw UsageError("--shapes takes OUTxIN, not \"" + s + "\"");
+  throw UsageError("--shapes takes OUTxIN with sides from 1 to 65536, not \"" + s + "\"");
 }
 
 // Flops of one decomposition, for the achieved rate: Golub-Van Loan's U-only R-SVD

@@ -17,6 +17,26 @@ namespace {
 
 constexpr int kExitIntruders = 4;
 
+// A whole-number option in [lo, hi], refused with a message that names the option and the range
+// (CLI11's own range text does not say which option it means).
+CLI::Validator in_range(const std::string& option, long long lo, long long hi) {
+  return CLI::Validator(
+      [=](std::string& text) -> std::string {
+        long long v = 0;
+        size_t used = 0;
+        try {
+          v = std::stoll(text, &used);
+        } catch (const std::exception&) {
+          used = 0;
+        }
+        if (used == 0 || used != text.size() || v < lo || v > hi)
+          return option + " must be a whole number from " + std::to_string(lo) + " to " +
+                 std::to_string(hi) + ", not \"" + text.substr(0, 40) + "\"";
+        return "";
+      },
+      "INT in [" + std::to_string(lo) + " - " + std::to_string(hi) + "]");
+}
+
 struct AnalyzeArgs {
   std::string base;
   std::vector<std::string> tuned;
@@ -46,9 +66,11 @@ struct AnalyzeArgs {
 };
 
 void add_compute_options(CLI::App* cmd, AnalyzeArgs& a) {
-  cmd->add_option("--k", a.k, "Top singular vectors of the tuned matrix to test")
+  cmd->add_option("--k", a.k,
+                  "Top singular vectors of the tuned matrix to test (at most min(out, in) are: "
+                  "records say k_clamped)")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(in_range("--k", 1, 1 << 30));
   cmd->add_option("--eps", a.eps, "Intruder threshold(s), comma separated; the first is primary")
       ->delimiter(',')
       ->capture_default_str();
@@ -76,10 +98,10 @@ void add_compute_options(CLI::App* cmd, AnalyzeArgs& a) {
                   "CUDA backend: matrices in flight per device, each on its own stream, sharing "
                   "the device's --gpu-mem")
       ->capture_default_str()
-      ->check(CLI::Range(1, 16));
+      ->check(in_range("--streams", 1, 16));
   cmd->add_option("--workers", a.workers, "CPU backend: matrices decomposed in parallel")
       ->capture_default_str()
-      ->check(CLI::Range(1, 256));
+      ->check(in_range("--workers", 1, 256));
   cmd->add_option("--cache", a.cache, "Base decomposition cache directory")->capture_default_str();
   cmd->add_flag("--no-cache", a.no_cache, "Neither read nor write the cache");
   cmd->add_option("--cache-max", a.cache_max, "Cache size bound (K, M, G, T); LRU eviction")
@@ -89,7 +111,7 @@ void add_compute_options(CLI::App* cmd, AnalyzeArgs& a) {
   cmd->add_option("--plot-top", a.plot_top,
                   "Without --plot-matrices: draw the N matrices with most intruders per fine-tune")
       ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
+      ->check(in_range("--plot-top", 0, 24));
 }
 
 AnalyzeOptions to_options(const AnalyzeArgs& a) {
@@ -302,8 +324,10 @@ int main(int argc, char** argv) {
   analyze_cmd->add_flag("--html", a.html, "Also write report.html (self-contained, with plots)");
   analyze_cmd->add_flag("--delta", a.delta,
                         "Also describe each update W - W0: norms, rank, effective rank");
-  analyze_cmd->add_option("--fail-on-intruders", a.fail_on,
-                          "Exit 4 when the total at the primary eps exceeds N");
+  analyze_cmd
+      ->add_option("--fail-on-intruders", a.fail_on,
+                   "Exit 4 when the total at the primary eps exceeds N")
+      ->check(in_range("--fail-on-intruders", 0, 2147483647));
 
   std::string ibase, ituned;
   SelectOptions isel;

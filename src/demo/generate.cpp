@@ -94,6 +94,12 @@ void write_sharded(const std::string& dir, const std::vector<TensorData>& tensor
 DemoPaths generate_demo(const std::string& dir, const DemoOptions& o) {
   if (o.hidden < 1 || o.intermediate < 1 || o.kv_dim < 1 || o.layers < 1 || o.vocab < 1)
     throw UsageError("demo: sizes and layer count must be at least 1");
+  // Bounds on what one option may make the generator allocate (a 16384 x 65536 fp64 matrix is
+  // 8 GiB already).
+  if (o.hidden > 16384 || o.intermediate > 65536 || o.kv_dim > 16384 || o.layers > 256 ||
+      o.vocab > 262144)
+    throw UsageError(
+        "demo: sizes are bounded (hidden, kv-dim <= 16384, intermediate <= 65536, layers <= 256)");
   if (o.lora_rank < 1 || o.lora_rank > std::min(o.kv_dim, o.hidden))
     throw UsageError("demo: --lora-rank must lie in [1, min(kv-dim, hidden)]");
   std::mt19937_64 rng(o.seed);

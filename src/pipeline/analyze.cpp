@@ -12,7 +12,6 @@
 #include <filesystem>
 #include <mutex>
 #include <optional>
-#include <regex>
 #include <thread>
 
 #include "indim/cache.hpp"
@@ -21,8 +20,11 @@
 #include "indim/schedule.hpp"
 #include "indim/tuned.hpp"
 #include "io/atomic_file.hpp"
+#include "io/dir_lock.hpp"
+#include "io/regular_file.hpp"
 #include "pipeline/journal.hpp"
 #include "pipeline/merge.hpp"
+#include "plan/regex.hpp"
 #include "report/report.hpp"
 
 namespace fs = std::filesystem;
@@ -44,15 +46,15 @@ void validate(const AnalyzeOptions& o) {
   if (o.out_dir.empty()) throw UsageError("--out must name a directory");
   if (o.k < 1) throw UsageError("--k must be at least 1");
   if (o.eps.empty()) throw UsageError("--eps needs at least one value");
+  if (o.eps.size() > 64) throw UsageError("--eps takes at most 64 values");
   for (double e : o.eps)
     if (!(e > 0.0 && e <= 1.0)) throw UsageError("--eps values must lie in (0, 1]");
-  for (const auto& p : o.plot_matrices) {
-    try {
-      std::regex check(p);
-    } catch (const std::regex_error& e) {
-      throw UsageError("--plot-matrices \"" + p + "\" is not a valid regex: " + e.what());
-    }
-  }
+  if (o.workers < 1 || o.workers > 256) throw UsageError("--workers must lie in 1 ... 256");
+  if (o.streams < 1 || o.streams > 16) throw UsageError("--streams must lie in 1 ... 16");
+  if (o.devices.size() > 64) throw UsageError("--devices names at most 64 devices");
+  for (int d : o.devices)
+    if (d < 0) throw UsageError("--devices takes device numbers from 0");
+  detail::compile_option_patterns(o.plot_matrices, "--plot-matrices");
 }
 
 nlohmann::json checkpoint_json(const Checkpoint& c) {
@@ -197,8 +199,8 @@ std::optional<StoredBlock> stored_block(const TensorRef& ref, const MatrixPart& 
   return b;
 }
 
-Decomposition decompose(Backend& b, const MatchedPair& p, const MatrixPart& part, bool tuned,
-                        Side side, int64_t keep) {
+Decomposition decompose_side(Backend& b, const MatchedPair& p, const MatrixPart& part, bool tuned,
+                             Side side, int64_t keep) {
   const std::string label = tuned
                                 ? p.tuned.file->path() + ": " + (p.lora ? "module '" : "tensor '") +
                                       p.tuned_name + (p.lora ? "' merged" : "'")
@@ -229,6 +231,40 @@ Decomposition decompose(Backend& b, const MatchedPair& p, const MatrixPart& part
   return b.decompose(load_side<double>(p, part, tuned), side, keep, where);
 }
 
+// Every file a unit reads, checked for changes under the run (see SafetensorsFile::check_intact);
+// called before a unit starts and again before its record is kept.
+void check_intact(const MatchedPair& p) {
+  p.base.file->check_intact(*p.base.info);
+  p.tuned.file->check_intact(*p.tuned.info);
+  if (p.lora != nullptr) {
+    p.lora->a.file->check_intact(*p.lora->a.info);
+    p.lora->b.file->check_intact(*p.lora->b.info);
+    if (p.lora->magnitude) p.lora->magnitude->file->check_intact(*p.lora->magnitude->info);
+  }
+}
+
+// Finite input can still overflow a decomposition in fp32 (values near 3.4e38): refuse rather
+// than report infinite or NaN singular values.
+void check_finite(const Decomposition& d, Precision precision, const std::string& where) {
+  for (double x : d.sigma)
+    if (!std::isfinite(x))
+      throw BadInput(where + ": its singular values overflow in " + precision_name(precision) +
+                     (precision == Precision::F32 ? " (values too large); use --precision fp64"
+                                                  : " (values too large)"));
+}
+
+std::string side_label(const MatchedPair& p, const MatrixPart& part, bool tuned) {
+  const std::string name = part_key(tuned ? p.tuned_name : p.base_name, part);
+  return (tuned ? p.tuned.file->path() : p.base.file->path()) + ": tensor '" + name + "'";
+}
+
+Decomposition decompose(Backend& b, const MatchedPair& p, const MatrixPart& part, bool tuned,
+                        Side side, int64_t keep) {
+  Decomposition d = decompose_side(b, p, part, tuned, side, keep);
+  check_finite(d, b.precision(), side_label(p, part, tuned));
+  return d;
+}
+
 bool bytes_identical(const TensorRef& a, const TensorRef& b) {
   return a.info->dtype == b.info->dtype && a.info->nbytes() == b.info->nbytes() &&
          std::memcmp(a.file->data(*a.info), b.file->data(*b.info), a.info->nbytes()) == 0;
@@ -257,6 +293,16 @@ MatrixResult identical_record(const Decomposition& base, Side side, int k,
   return r;
 }
 
+// A unit's matrix as analysed, [out, in] (transposed for Conv1D, rows of its part).
+std::pair<int64_t, int64_t> unit_shape(const Unit& u) {
+  const auto& shape = u.pair.base.info->shape;
+  int64_t rows = static_cast<int64_t>(shape[shape.size() - 2]);
+  int64_t cols = static_cast<int64_t>(shape[shape.size() - 1]);
+  if (u.pair.conv1d) std::swap(rows, cols);
+  if (!u.part.rows.empty()) rows = static_cast<int64_t>(u.part.rows.size());
+  return {rows, cols};
+}
+
 // Fills a record's naming, shape and timing from its unit.
 void describe(MatrixResult& r, const Unit& u, const std::string& name, bool base_cached,
               double seconds) {
@@ -268,11 +314,8 @@ void describe(MatrixResult& r, const Unit& u, const std::string& name, bool base
   r.type = matrix_type(u.pair.base_name);
   if (!u.part.rows.empty())  // "3.up" -> "[up]": experts fold together, Q/K/V do not
     r.type += "[" + u.part.label.substr(u.part.label.rfind('.') + 1) + "]";
-  const auto& shape = u.pair.base.info->shape;
-  r.shape = {static_cast<int64_t>(shape[shape.size() - 2]),
-             static_cast<int64_t>(shape[shape.size() - 1])};
-  if (u.pair.conv1d) std::swap(r.shape[0], r.shape[1]);
-  if (!u.part.rows.empty()) r.shape[0] = static_cast<int64_t>(u.part.rows.size());
+  const auto [rows, cols] = unit_shape(u);
+  r.shape = {rows, cols};
   r.conv1d = u.pair.conv1d;
   r.dtype = dtype_name(u.pair.tuned.info->dtype);
   r.seconds = seconds;
@@ -289,6 +332,10 @@ MatrixResult::Delta describe_delta(Backend& b, const Unit& u) {
     w.data[i] -= w0.data[i];
     fro_sq += static_cast<double>(w.data[i]) * w.data[i];
   }
+  if (!std::isfinite(fro_sq))
+    throw BadInput(u.pair.tuned.file->path() + ": tensor '" + u.pair.tuned_name +
+                   "': the update W - W0 overflows " + precision_name(b.precision()) +
+                   " (--delta); use --precision fp64");
   MatrixResult::Delta d;
   d.fro = std::sqrt(fro_sq);
   d.rel_fro = base_sq > 0 ? d.fro / std::sqrt(base_sq) : 0.0;
@@ -373,12 +420,17 @@ AnalyzeResult analyze(const AnalyzeOptions& o) {
   AnalyzeResult res;
   res.eps = eps_grid(o.eps);
   res.backend = backend->name();
+  // Inputs are valid: only now is anything in --out touched, under a lock for the whole run.
   std::error_code ec;
   fs::create_directories(o.out_dir, ec);
-  if (!fs::is_directory(o.out_dir)) throw Error(o.out_dir + ": cannot create output directory");
+  if (detail::path_kind(o.out_dir) != detail::PathKind::Directory)
+    throw Error(o.out_dir + ": cannot create the output directory" +
+                (ec ? ": " + ec.message() : std::string()));
+  const detail::DirLock out_lock(o.out_dir, "indim analyze");
   res.journal = (fs::path(o.out_dir) / "journal.jsonl").string();
   res.report_json = (fs::path(o.out_dir) / "report.json").string();
   res.matrices_csv = (fs::path(o.out_dir) / "matrices.csv").string();
+  res.vectors_csv = (fs::path(o.out_dir) / "vectors.csv").string();
 
   nlohmann::json header = {
       {"indim_journal", 1},
@@ -400,6 +452,11 @@ AnalyzeResult analyze(const AnalyzeOptions& o) {
   detail::Journal journal(res.journal, header, o.resume);
   std::optional<DecompositionCache> cache;
   if (!o.cache_dir.empty()) cache.emplace(o.cache_dir, o.cache_max);
+  if (cache && !cache->unusable().empty()) {
+    note("warning: " + cache->unusable() + "; going on without the cache");
+    cache.reset();
+  }
+  std::atomic<bool> cache_writes{cache.has_value()};  // off after the first failed write
 
   const auto sides = sides_of(o.side);
   int total = 0;
@@ -443,23 +500,33 @@ AnalyzeResult analyze(const AnalyzeOptions& o) {
         }
         base_cached = base_d.has_value();
       }
+      check_intact(u.pair);
       if (!base_d) {
         base_d = decompose(backend, u.pair, u.part, /*tuned=*/false, o.side, 0);
-        if (cache) cache->store(base_key, *base_d, b_label(u));
+        std::string warning;
+        if (cache && cache_writes && !cache->store(base_key, *base_d, b_label(u), &warning)) {
+          std::lock_guard<std::mutex> lock(mu);
+          if (cache_writes.exchange(false)) note(warning);  // warned once
+        }
       }
       const bool same = u.pair.lora == nullptr && u.part.label.empty() &&
                         bytes_identical(u.pair.base, u.pair.tuned);
+      const auto [rows, cols] = unit_shape(u);
+      const int k = static_cast<int>(std::min<int64_t>(o.k, std::min(rows, cols)));
       std::optional<Decomposition> tuned_d;
-      if (!same) tuned_d = decompose(backend, u.pair, u.part, /*tuned=*/true, o.side, o.k);
+      if (!same) tuned_d = decompose(backend, u.pair, u.part, /*tuned=*/true, o.side, k);
       const double secs =
           std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       std::optional<MatrixResult::Delta> delta;
       if (o.delta && !same)
         delta = backend.precision() == Precision::F32 ? describe_delta<float>(backend, u)
                                                       : describe_delta<double>(backend, u);
+      check_intact(u.pair);  // nothing below may rest on bytes that changed under the run
       for (Side s : sides) {
-        MatrixResult r = same ? identical_record(*base_d, s, o.k, res.eps)
-                              : intruder_record(backend, *tuned_d, *base_d, s, o.k, res.eps);
+        MatrixResult r = same ? identical_record(*base_d, s, k, res.eps)
+                              : intruder_record(backend, *tuned_d, *base_d, s, k, res.eps);
+        mark_null_directions(r, null_floor(rows, cols, backend.precision()), res.eps);
+        r.k_clamped = k < o.k;
         describe(r, u, name, base_cached, secs / static_cast<double>(sides.size()));
         r.route = same ? "identical" : tuned_d->route;
         if (delta) r.has_delta = true, r.delta = *delta;
@@ -578,6 +645,7 @@ AnalyzeResult analyze(const AnalyzeOptions& o) {
         if (it == records.end()) continue;
         res.records.push_back(it->second);
         ++sum.matrices;
+        sum.null_directions += it->second.null_directions;
         for (size_t e = 0; e < res.eps.size(); ++e)
           sum.totals[e] += it->second.count_at(res.eps[e]);
       }
@@ -585,15 +653,21 @@ AnalyzeResult analyze(const AnalyzeOptions& o) {
   }
   res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
-  detail::write_file_atomic(res.report_json,
-                            detail::build_report(res, header, o.eps.front()).dump(2) + "\n");
-  detail::write_file_atomic(res.matrices_csv, detail::build_matrices_csv(res, o.k));
+  journal.start();  // a fully resumed run still leaves the journal of this run
   res.header_json = header.dump();
+  // All outputs to temporary names first, renamed together; report.json last, as the mark of a
+  // finished run.
+  std::vector<std::pair<std::string, std::string>> outputs;
+  outputs.emplace_back(res.matrices_csv, detail::build_matrices_csv(res));
+  outputs.emplace_back(res.vectors_csv, detail::build_vectors_csv(res, o.eps.front()));
   if (o.html) {
     res.report_html = (fs::path(o.out_dir) / "report.html").string();
     HtmlOptions h{o.eps.front(), o.k, o.plot_matrices, o.plot_top};
-    detail::write_file_atomic(res.report_html, format_html(res, h));
+    outputs.emplace_back(res.report_html, format_html(res, h));
   }
+  outputs.emplace_back(res.report_json,
+                       detail::build_report(res, header, o.eps.front()).dump(2) + "\n");
+  detail::write_files_atomic(outputs);
   return res;
 }
 

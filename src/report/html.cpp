@@ -8,11 +8,11 @@
 #include <cstdio>
 #include <map>
 #include <nlohmann/json.hpp>
-#include <regex>
 #include <sstream>
 
 #include "indim/error.hpp"
 #include "indim/report.hpp"
+#include "plan/regex.hpp"
 
 namespace indim {
 
@@ -208,14 +208,7 @@ double min_maxcos(const MatrixResult& r) {
 }
 
 std::vector<const MatrixResult*> chosen(const AnalyzeResult& res, const HtmlOptions& opt) {
-  std::vector<std::regex> rs;
-  for (const auto& p : opt.plot_matrices) {
-    try {
-      rs.emplace_back(p);
-    } catch (const std::regex_error& e) {
-      throw UsageError("--plot-matrices \"" + p + "\" is not a valid regex: " + e.what());
-    }
-  }
+  const auto rs = detail::compile_option_patterns(opt.plot_matrices, "--plot-matrices");
   constexpr size_t kMaxPerTuned = 24;  // keeps the file small whatever the regex matches
   std::vector<const MatrixResult*> out;
   for (size_t t = 0; t < res.tuned.size(); ++t) {
@@ -225,8 +218,7 @@ std::vector<const MatrixResult*> chosen(const AnalyzeResult& res, const HtmlOpti
     if (!rs.empty()) {
       std::vector<const MatrixResult*> m;
       for (auto* r : mine)
-        if (std::any_of(rs.begin(), rs.end(),
-                        [&](const std::regex& x) { return std::regex_search(r->name, x); }))
+        if (detail::any_search(rs, r->name))
           m.push_back(r);
       mine = m;
     } else {

@@ -1,8 +1,10 @@
 #include "report/report.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <ctime>
+#include <limits>
 #include <sstream>
 
 #include "indim/error.hpp"
@@ -22,6 +24,8 @@ nlohmann::ordered_json record_to_json(const MatrixResult& r, double primary_eps,
   j["dtype"] = r.dtype;
   j["side"] = r.side;
   j["k"] = r.k;
+  if (r.k_clamped) j["k_clamped"] = true;
+  j["null_directions"] = r.null_directions;
   j["identical"] = r.identical;
   j["base_cached"] = r.base_cached;
   j["route"] = r.route;
@@ -71,10 +75,13 @@ MatrixResult record_from_json(const nlohmann::json& j) {
     r.dtype = j.at("dtype").get<std::string>();
     r.side = j.at("side").get<std::string>();
     r.k = j.at("k").get<int>();
+    r.k_clamped = j.value("k_clamped", false);
+    r.null_directions = j.value("null_directions", 0);
     r.identical = j.at("identical").get<bool>();
     r.base_cached = j.value("base_cached", false);
     r.route = j.value("route", std::string());
-    r.maxcos = j.at("maxcos").get<std::vector<double>>();
+    for (const auto& m : j.at("maxcos"))  // null: a null direction, not tested
+      r.maxcos.push_back(m.is_null() ? std::numeric_limits<double>::quiet_NaN() : m.get<double>());
     r.argmax = j.at("argmax").get<std::vector<int64_t>>();
     r.sigma = j.at("sigma").get<std::vector<double>>();
     r.sigma_ratio = j.at("sigma_ratio").get<std::vector<double>>();
@@ -131,7 +138,8 @@ nlohmann::ordered_json build_report(const AnalyzeResult& res, const nlohmann::js
     tuned.push_back({{"index", t},
                      {"path", res.tuned[t].path},
                      {"matrices", res.tuned[t].matrices},
-                     {"intruders", totals}});
+                     {"intruders", totals},
+                     {"null_directions", res.tuned[t].null_directions}});
   }
   j["tuned"] = tuned;
   nlohmann::ordered_json mats = nlohmann::ordered_json::array();
@@ -152,25 +160,35 @@ std::string num(double v) {
   std::snprintf(buf, sizeof buf, "%.9g", v);
   return buf;
 }
+
+// A number for pandas: NaN (a null direction) as an empty cell.
+std::string cell(double v) { return std::isnan(v) ? std::string() : num(v); }
+
+double min_tested_maxcos(const MatrixResult& r) {
+  double m = std::numeric_limits<double>::quiet_NaN();
+  for (double c : r.maxcos)
+    if (!std::isnan(c) && !(c >= m)) m = c;
+  return m;
+}
+
 }  // namespace
 
-std::string build_matrices_csv(const AnalyzeResult& res, int k) {
+std::string build_matrices_csv(const AnalyzeResult& res) {
   std::ostringstream out;
-  out << "tuned_index,tuned_path,name,tuned_name,layer,type,rows,cols,dtype,side,k,identical,"
-         "seconds,route";
+  out << "tuned_index,tuned_path,name,tuned_name,layer,type,rows,cols,dtype,side,k,"
+         "null_directions,identical,seconds,route,min_maxcos";
   for (double e : res.eps) out << ",intruders_eps_" << eps_key(e);
   const bool deltas = std::any_of(res.records.begin(), res.records.end(),
                                   [](const MatrixResult& r) { return r.has_delta; });
   if (deltas) out << ",delta_fro,delta_rel_fro,delta_spectral,delta_rank,delta_effective_rank";
-  for (const char* col : {"maxcos", "argmax", "sigma", "sigma_ratio"})
-    for (int j = 0; j < k; ++j) out << "," << col << "_" << j;
   out << "\n";
   for (const auto& r : res.records) {
     out << r.tuned_index << "," << csv_field(res.tuned[r.tuned_index].path) << ","
         << csv_field(r.name) << "," << csv_field(r.tuned_name) << "," << r.layer << ","
         << csv_field(r.type) << "," << r.shape[0] << "," << r.shape[1] << "," << r.dtype << ","
-        << r.side << "," << r.k << "," << (r.identical ? "true" : "false") << "," << num(r.seconds)
-        << "," << csv_field(r.route);
+        << r.side << "," << r.k << "," << r.null_directions << ","
+        << (r.identical ? "true" : "false") << "," << num(r.seconds) << "," << csv_field(r.route)
+        << "," << cell(min_tested_maxcos(r));
     for (double e : res.eps) out << "," << r.count_at(e);
     if (deltas) {
       if (r.has_delta)
@@ -179,15 +197,23 @@ std::string build_matrices_csv(const AnalyzeResult& res, int k) {
       else
         out << ",,,,,";
     }
-    auto cells = [&](auto getter) {
-      for (int j = 0; j < k; ++j) out << "," << (j < r.k ? getter(j) : std::string());
-    };
-    cells([&](int j) { return num(r.maxcos[j]); });
-    cells([&](int j) { return std::to_string(r.argmax[j]); });
-    cells([&](int j) { return num(r.sigma[j]); });
-    cells([&](int j) { return num(r.sigma_ratio[j]); });
     out << "\n";
   }
+  return out.str();
+}
+
+std::string build_vectors_csv(const AnalyzeResult& res, double primary_eps) {
+  std::ostringstream out;
+  out << "tuned_index,name,side,j,sigma,sigma_ratio,maxcos,argmax,null,intruder\n";
+  for (const auto& r : res.records)
+    for (int j = 0; j < r.k; ++j) {
+      const bool null = std::isnan(r.maxcos[j]);
+      out << r.tuned_index << "," << csv_field(r.name) << "," << r.side << "," << j << ","
+          << num(r.sigma[j]) << "," << num(r.sigma_ratio[j]) << "," << cell(r.maxcos[j]) << ","
+          << (null ? std::string() : std::to_string(r.argmax[j])) << ","
+          << (null ? "true" : "false") << "," << (r.maxcos[j] < primary_eps ? "true" : "false")
+          << "\n";
+    }
   return out.str();
 }
 

@@ -12,7 +12,10 @@ namespace indim::detail {
 /// tuned totals and per matrix records (docs/report-schema.md).
 nlohmann::ordered_json build_report(const AnalyzeResult& result, const nlohmann::json& header,
                                     double primary_eps);
-/// matrices.csv: one row per matrix record, a header row first.
-std::string build_matrices_csv(const AnalyzeResult& result, int k);
+/// matrices.csv: one row per matrix record, a header row first; the same columns whatever k is
+/// (docs/report-schema.md).
+std::string build_matrices_csv(const AnalyzeResult& result);
+/// vectors.csv: one row per tested tuned vector (record, j): sigma, maxcos, argmax, flags.
+std::string build_vectors_csv(const AnalyzeResult& result, double primary_eps);
 
 }  // namespace indim::detail

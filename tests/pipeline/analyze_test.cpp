@@ -119,7 +119,12 @@ TEST_P(DemoTrio, ReportMatchesIndependentComputation) {
   EXPECT_EQ(count_lines(res.matrices_csv), 29u);
   const std::string csv = test::read_text(res.matrices_csv);
   EXPECT_NE(csv.find("intruders_eps_0.5"), std::string::npos);
-  EXPECT_NE(csv.find("maxcos_9"), std::string::npos);
+  // The same columns whatever k is; the per-vector values go to vectors.csv, a row per vector.
+  EXPECT_EQ(csv.substr(0, csv.find('\n')).find("maxcos_"), std::string::npos);
+  EXPECT_NE(csv.find(",null_directions,"), std::string::npos);
+  EXPECT_EQ(count_lines(res.vectors_csv), 1u + 28u * 10u);
+  EXPECT_NE(test::read_text(res.vectors_csv).find("tuned_index,name,side,j,sigma,sigma_ratio,maxcos"),
+            std::string::npos);
   EXPECT_EQ(count_lines(res.journal), 29u);
   for (const auto& e : fs::directory_iterator(dir / "out"))
     EXPECT_EQ(e.path().filename().string().find(".tmp"), std::string::npos) << e.path();
