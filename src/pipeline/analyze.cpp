@@ -245,12 +245,18 @@ void check_intact(const MatchedPair& p) {
 
 // Finite input can still overflow a decomposition in fp32 (values near 3.4e38): refuse rather
 // than report infinite or NaN singular values.
+template <typename T>
+bool all_finite(const std::vector<T>& v) {
+  return std::all_of(v.begin(), v.end(), [](T x) { return std::isfinite(x); });
+}
+
 void check_finite(const Decomposition& d, Precision precision, const std::string& where) {
-  for (double x : d.sigma)
-    if (!std::isfinite(x))
-      throw BadInput(where + ": its singular values overflow in " + precision_name(precision) +
-                     (precision == Precision::F32 ? " (values too large); use --precision fp64"
-                                                  : " (values too large)"));
+  const bool ok = all_finite(d.sigma) && all_finite(d.left.f32) && all_finite(d.left.f64) &&
+                  all_finite(d.right.f32) && all_finite(d.right.f64);
+  if (!ok)
+    throw BadInput(where + ": its decomposition overflows in " + precision_name(precision) +
+                   (precision == Precision::F32 ? " (values too large); use --precision fp64"
+                                                : " (values too large)"));
 }
 
 std::string side_label(const MatchedPair& p, const MatrixPart& part, bool tuned) {
