@@ -20,7 +20,7 @@ for target in safetensors shard_index adapter_config; do
   work="$build/tests/fuzz/corpus-$target"
   mkdir -p "$work"
   echo "fuzz: $target for ${seconds}s"
-  if ! (cd "$build/tests/fuzz" && "./${target}_fuzzer" -max_total_time="$seconds" -timeout=10 \
+  if ! (cd "$build/tests/fuzz" && "./${target}_fuzzer" -max_total_time="$seconds" -timeout=10 -max_len=262144 \
         -rss_limit_mb=2048 -print_final_stats=1 "corpus-$target" \
         "$OLDPWD/tests/fuzz/corpus/$target" 2>&1 | tail -n 6); then
     status=1

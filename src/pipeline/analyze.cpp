@@ -33,7 +33,7 @@ namespace indim {
 
 namespace {
 
-constexpr const char* kSchemaVersion = "1.0";
+constexpr const char* kSchemaVersion = "1.1";
 
 std::string shape_text(const std::vector<uint64_t>& s) {
   std::string t = "[";

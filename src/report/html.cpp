@@ -203,8 +203,12 @@ void eps_sweep_chart(std::ostringstream& o, const AnalyzeResult& res) {
   o << "</svg></section>\n";
 }
 
+// The smallest tested maxcos (null directions are not tested), 1 when none was.
 double min_maxcos(const MatrixResult& r) {
-  return r.maxcos.empty() ? 1.0 : *std::min_element(r.maxcos.begin(), r.maxcos.end());
+  double m = 1.0;
+  for (double c : r.maxcos)
+    if (c < m) m = c;  // false for NaN
+  return m;
 }
 
 std::vector<const MatrixResult*> chosen(const AnalyzeResult& res, const HtmlOptions& opt) {
@@ -259,8 +263,11 @@ void cos_heatmap(std::ostringstream& o, const MatrixResult& r, double eps) {
     o << "<text x=\"" << left - 4 << "\" y=\"" << top + ch * j + ch - 4
       << "\" text-anchor=\"end\" class=\"lbl\">" << j << "</text><rect class=\"cos-row\" x=\""
       << left << "\" y=\"" << top + ch * j << "\" width=\"" << cw * r.head_cols << "\" height=\""
-      << ch << "\" fill=\"transparent\"><title>tuned vector " << j << ": max |cos| "
-      << fmt("%.3f", r.maxcos[j]) << " over all base vectors, best base vector " << r.argmax[j]
+      << ch << "\" fill=\"transparent\"><title>tuned vector " << j
+      << (std::isnan(r.maxcos[j])
+              ? std::string(": a null direction (sigma below the floor), not tested")
+              : ": max |cos| " + fmt("%.3f", r.maxcos[j]) +
+                    " over all base vectors, best base vector " + std::to_string(r.argmax[j]))
       << "</title></rect>";
     if (r.maxcos[j] < eps) {
       const int x = left + cw * r.head_cols + 4, y = top + ch * j + ch / 2;

@@ -72,7 +72,11 @@ std::string format_summary(const AnalyzeResult& res, double primary_eps, int k) 
                 k, eps_key(primary_eps).c_str(), res.backend.c_str(), res.seconds);
   o << head;
   for (size_t t = 0; t < res.tuned.size(); ++t) {
-    o << "\n[" << t << "] " << res.tuned[t].path << " (" << res.tuned[t].matrices << " matrices)\n";
+    o << "\n[" << t << "] " << res.tuned[t].path << " (" << res.tuned[t].matrices << " matrices";
+    if (res.tuned[t].null_directions > 0)
+      o << "; " << res.tuned[t].null_directions
+        << " null directions of rank-deficient matrices, not tested";
+    o << ")\n";
     layer_table(o, res, static_cast<int>(t), primary_eps);
   }
   o << "\nIntruders summed over all matrices, by eps:\n";
