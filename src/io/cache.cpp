@@ -178,6 +178,8 @@ uint64_t DecompositionCache::parse_size(const std::string& text, const std::stri
   else if (!unit.empty())
     throw UsageError(flag + ": unknown unit \"" + unit + "\" (K, M, G or T)");
   if (!(v >= 0)) throw UsageError(flag + " must not be negative");
+  if (!(v * mult < 9.2e18))  // beyond uint64_t the conversion would be undefined
+    throw UsageError(flag + " \"" + text + "\" is too large");
   return static_cast<uint64_t>(v * mult);
 }
 

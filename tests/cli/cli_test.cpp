@@ -37,17 +37,9 @@ const std::string& cache_home() {
 }
 
 CliRun indim_cli(const std::string& args) {
-  const std::string cmd =
-      "XDG_CACHE_HOME=" + cache_home() + " " + std::string(INDIM_CLI_PATH) + " " + args + " 2>&1";
-  CliRun r{-1, ""};
-  FILE* p = ::popen(cmd.c_str(), "r");
-  if (p == nullptr) return r;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = std::fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
-  const int status = ::pclose(p);
-  r.rc = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
+  const test::CommandResult r = test::run_command(
+      "XDG_CACHE_HOME=" + cache_home() + " " + std::string(INDIM_CLI_PATH) + " " + args + " 2>&1");
+  return {r.rc > 128 ? -1 : r.rc, r.out};
 }
 
 DemoPaths tiny_demo(const test::TempDir& dir) {

@@ -21,23 +21,11 @@ using namespace indim;
 
 namespace {
 
-struct Outcome {
-  int rc;           // exit code; 128 + N when killed by signal N; 124 when `timeout` fired
-  std::string out;  // stdout and stderr together
-};
+using Outcome = test::CommandResult;  // rc: 124 or 137 when `timeout` fired
 
 Outcome indim(const std::string& args, const std::string& cache) {
-  const std::string cmd = "XDG_CACHE_HOME=" + cache + " timeout -s KILL 60 " +
-                          std::string(INDIM_CLI_PATH) + " " + args + " 2>&1";
-  Outcome r{-1, ""};
-  FILE* p = ::popen(cmd.c_str(), "r");
-  if (p == nullptr) return r;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = std::fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
-  const int status = ::pclose(p);
-  r.rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  return r;
+  return test::run_command("XDG_CACHE_HOME=" + cache + " timeout -s KILL 60 " +
+                           std::string(INDIM_CLI_PATH) + " " + args + " 2>&1");
 }
 
 std::vector<float> random_values(size_t n, uint64_t seed) {

@@ -120,6 +120,8 @@ TEST(Cache, ParseSize) {
   EXPECT_THROW(DecompositionCache::parse_size("12X"), UsageError);
   EXPECT_THROW(DecompositionCache::parse_size("lots"), UsageError);
   EXPECT_THROW(DecompositionCache::parse_size("-1G"), UsageError);
+  EXPECT_THROW(DecompositionCache::parse_size("1e30T"), UsageError);  // no undefined conversion
+  EXPECT_THROW(DecompositionCache::parse_size("nan"), UsageError);
 }
 
 TEST(Cache, SecondFineTuneReusesTheBaseAndGetsTheSameAnswer) {
