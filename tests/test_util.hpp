@@ -5,9 +5,8 @@
 #include <unistd.h>
 
 #include <array>
-#include <cstdio>
-
 #include <cstdint>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <random>

@@ -29,7 +29,7 @@ struct MatrixResult {
   bool conv1d = false;         ///< stored [in, out] (Conv1D) and transposed for the analysis
   std::string dtype;           ///< tuned tensor's dtype
   std::string side = "left";
-  int k = 0;  ///< tuned vectors tested: min(--k, out, in)
+  int k = 0;               ///< tuned vectors tested: min(--k, out, in)
   bool k_clamped = false;  ///< --k asked for more vectors than the matrix has
   /// Of the top k, how many have sigma_j below the null floor (null_floor()): directions of a
   /// rank-deficient matrix that any algorithm fills differently. They are the last ones (sigma

@@ -30,8 +30,8 @@ CLI::Validator in_range(const std::string& option, long long lo, long long hi) {
           used = 0;
         }
         if (used == 0 || used != text.size() || v < lo || v > hi)
-          return "must be a whole number from " + std::to_string(lo) + " to " +
-                 std::to_string(hi) + ", not \"" + text.substr(0, 40) + "\"";
+          return "must be a whole number from " + std::to_string(lo) + " to " + std::to_string(hi) +
+                 ", not \"" + text.substr(0, 40) + "\"";
         return "";
       },
       "INT in [" + std::to_string(lo) + " - " + std::to_string(hi) + "]", option);

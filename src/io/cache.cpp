@@ -85,8 +85,7 @@ std::optional<Decomposition> decode(const std::string& data, const std::string& 
     return fail("is not an indim cache file");
   uint64_t sum;
   std::memcpy(&sum, data.data() + data.size() - 8, 8);
-  if (sum != XXH3_64bits(data.data(), data.size() - 8))
-    return fail("fails its checksum");
+  if (sum != XXH3_64bits(data.data(), data.size() - 8)) return fail("fails its checksum");
   uint32_t version, mlen;
   std::memcpy(&version, data.data() + 8, 4);
   std::memcpy(&mlen, data.data() + 12, 4);
@@ -143,8 +142,8 @@ DecompositionCache::DecompositionCache(std::string dir, uint64_t max_bytes)
   std::error_code ec;
   fs::create_directories(dir_, ec);
   if (detail::path_kind(dir_) != detail::PathKind::Directory)
-    unusable_ = dir_ + ": cannot create the cache directory" +
-                (ec ? ": " + ec.message() : std::string());
+    unusable_ =
+        dir_ + ": cannot create the cache directory" + (ec ? ": " + ec.message() : std::string());
   else if (::access(dir_.c_str(), W_OK | X_OK) != 0)
     unusable_ = dir_ + ": the cache directory is not writable";
 }
@@ -243,7 +242,8 @@ std::optional<Decomposition> DecompositionCache::load(const std::string& key,
     if (detail::path_kind(path) == detail::PathKind::Missing) return std::nullopt;
     data = detail::read_regular_file(path, UINT64_MAX);
   } catch (const BadInput& e) {  // a directory, FIFO, unreadable file: a miss, replaced on store
-    if (warning != nullptr) *warning = std::string("indim: cache entry ") + e.what() + "; recomputing";
+    if (warning != nullptr)
+      *warning = std::string("indim: cache entry ") + e.what() + "; recomputing";
     return std::nullopt;
   }
   std::string why;

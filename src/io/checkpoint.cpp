@@ -2,8 +2,8 @@
 
 #include <algorithm>
 #include <filesystem>
-#include <set>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "indim/error.hpp"
 #include "io/atomic_file.hpp"
@@ -21,7 +21,9 @@ bool ends_with(const std::string& s, const std::string& suffix) {
          s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
-bool present(const fs::path& p) { return detail::path_kind(p.string()) != detail::PathKind::Missing; }
+bool present(const fs::path& p) {
+  return detail::path_kind(p.string()) != detail::PathKind::Missing;
+}
 
 // Beside a shard index, a .safetensors file the index does not name would be silently ignored:
 // refuse the directory as ambiguous (checked once the index itself has been read and validated).

@@ -42,8 +42,8 @@ std::vector<std::pair<std::string, T>> pattern(const nlohmann::ordered_json& j,
     // (linear time, so no key can make matching run away).
     const detail::Regex re(module_pattern(k));
     if (!re.ok())
-      bad(path, std::string(field) + " key \"" + k.substr(0, 200) + "\" is not a valid regex: " +
-                    re.error());
+      bad(path, std::string(field) + " key \"" + k.substr(0, 200) +
+                    "\" is not a valid regex: " + re.error());
     const double x = v.template get<double>();
     const bool integral = std::is_integral<T>::value;
     if (!std::isfinite(x) || std::fabs(x) > 1e6 || (integral && x != std::floor(x)))
@@ -173,8 +173,7 @@ Adapter Adapter::open(const std::string& dir) {
   Adapter a;
   a.path_ = dir;
   const std::string cfg = (fs::path(dir) / "adapter_config.json").string();
-  a.config_ =
-      parse_adapter_config(detail::read_regular_file(cfg, detail::kMaxConfigBytes), cfg);
+  a.config_ = parse_adapter_config(detail::read_regular_file(cfg, detail::kMaxConfigBytes), cfg);
   const fs::path weights = fs::path(dir) / "adapter_model.safetensors";
   if (detail::path_kind(weights.string()) == detail::PathKind::Missing) {
     if (detail::path_kind((fs::path(dir) / "adapter_model.bin").string()) !=

@@ -130,8 +130,8 @@ ModelLayout detect_layout(const Checkpoint& c) {
   ModelLayout l;
   l.source = "default";
   fs::path dir = detail::path_kind(c.path()) == detail::PathKind::Directory
-                    ? fs::path(c.path())
-                    : fs::path(c.path()).parent_path();
+                     ? fs::path(c.path())
+                     : fs::path(c.path()).parent_path();
   const fs::path cfg = dir / "config.json";
   if (detail::path_kind(cfg.string()) != detail::PathKind::Missing) {
     nlohmann::json j = detail::read_json_file(cfg.string(), detail::kMaxConfigBytes);

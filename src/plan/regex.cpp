@@ -62,8 +62,8 @@ std::vector<Regex> compile_option_patterns(const std::vector<std::string>& patte
   for (const auto& p : patterns) {
     out.emplace_back(p);
     if (!out.back().ok())
-      throw UsageError(flag + " \"" + p.substr(0, 200) + "\" is not a valid regex: " +
-                       out.back().error());
+      throw UsageError(flag + " \"" + p.substr(0, 200) +
+                       "\" is not a valid regex: " + out.back().error());
   }
   return out;
 }

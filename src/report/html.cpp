@@ -222,8 +222,7 @@ std::vector<const MatrixResult*> chosen(const AnalyzeResult& res, const HtmlOpti
     if (!rs.empty()) {
       std::vector<const MatrixResult*> m;
       for (auto* r : mine)
-        if (detail::any_search(rs, r->name))
-          m.push_back(r);
+        if (detail::any_search(rs, r->name)) m.push_back(r);
       mine = m;
     } else {
       std::stable_sort(mine.begin(), mine.end(), [&](auto* a, auto* b) {

@@ -37,7 +37,9 @@ std::vector<float> random_values(size_t n, uint64_t seed) {
 }
 
 TensorData f32(const std::string& name, int64_t rows, int64_t cols, const std::vector<float>& v) {
-  return {name, DType::F32, {static_cast<uint64_t>(rows), static_cast<uint64_t>(cols)},
+  return {name,
+          DType::F32,
+          {static_cast<uint64_t>(rows), static_cast<uint64_t>(cols)},
           encode_floats(v, DType::F32)};
 }
 
@@ -50,8 +52,7 @@ Pair small_pair(const test::TempDir& d, const std::string& name0 = "model.layers
   fs::create_directories(d / "tuned");
   std::vector<TensorData> base, tuned;
   for (int l = 0; l < 2; ++l) {
-    const std::string n =
-        l == 0 ? name0 : "model.layers." + std::to_string(l) + ".mlp.w.weight";
+    const std::string n = l == 0 ? name0 : "model.layers." + std::to_string(l) + ".mlp.w.weight";
     auto w = random_values(32 * 24, 10 + l);
     base.push_back(f32(n, 32, 24, w));
     auto t = random_values(32 * 24, 20 + l);
@@ -98,7 +99,8 @@ TEST_F(Hostile, HugeNamesNeverCrashTheRegexes) {
 
 TEST_F(Hostile, PatternsRe2CannotCompileAreUsageErrors) {
   const Pair p = small_pair(dir);
-  Outcome r = run("analyze " + p.base + " " + p.tuned + " --out " + dir / "o" + " --include '(?=x)'");
+  Outcome r =
+      run("analyze " + p.base + " " + p.tuned + " --out " + dir / "o" + " --include '(?=x)'");
   EXPECT_EQ(r.rc, 1) << r.out;
   EXPECT_NE(r.out.find("--include \"(?=x)\" is not a valid regex"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("look-around is not supported"), std::string::npos) << r.out;
@@ -137,10 +139,10 @@ TEST_F(Hostile, FifosAreRefusedNotWaitedOn) {
 TEST_F(Hostile, HugeKIsClampedAndTheCsvKeepsItsColumns) {
   const Pair p = small_pair(dir);
   const Outcome r = run("analyze " + p.base + " " + p.tuned + " --out " + dir / "o" +
-                    " --k 2147483647 -q --no-cache");
+                        " --k 2147483647 -q --no-cache");
   ASSERT_EQ(r.rc, 1) << r.out;  // above the documented bound
   const Outcome ok = run("analyze " + p.base + " " + p.tuned + " --out " + dir / "o" +
-                     " --k 1073741824 -q --no-cache");
+                         " --k 1073741824 -q --no-cache");
   ASSERT_EQ(ok.rc, 0) << ok.out;
   const auto report = nlohmann::json::parse(test::read_text(dir / "o/report.json"));
   for (const auto& m : report["matrices"]) {
@@ -163,7 +165,8 @@ TEST_F(Hostile, SecondRunIntoOneOutRefuses) {
   ASSERT_NE(std::fgets(pidbuf, sizeof pidbuf, h), nullptr);
   ::pclose(h);
   const pid_t pid = std::stoi(pidbuf);
-  for (int i = 0; i < 100 && std::system(("flock -n " + dir / "o/.indim.lock" + " true").c_str()) == 0; ++i)
+  for (int i = 0;
+       i < 100 && std::system(("flock -n " + dir / "o/.indim.lock" + " true").c_str()) == 0; ++i)
     ::usleep(50000);  // until the holder has it
   const std::string before = test::read_text(dir / "o/report.json");
   const Outcome r = run("analyze " + p.base + " " + p.tuned + " --out " + dir / "o -q");

@@ -101,18 +101,21 @@ TEST(Header, TwoHundredThousandTensorsParse) {
                           ",\"model.layers.7.w\":{\"dtype\":\"F32\",\"shape\":[1],"
                           "\"data_offsets\":[0,4]}}";
   const auto dimg = test::st_image(dup, 4 * 200000);
-  EXPECT_NE(error_of([&] { parse_safetensors(dimg.data(), dimg.size(), "dup"); })
-                .find("duplicate key \"model.layers.7.w\""),
+  EXPECT_NE(error_of([&] {
+              parse_safetensors(dimg.data(), dimg.size(), "dup");
+            }).find("duplicate key \"model.layers.7.w\""),
             std::string::npos);
-  EXPECT_NE(error_of([] { detail::parse_json_strict(R"({"a":{"b":1,"b":2}})", "x"); })
-                .find("duplicate key \"b\""),
+  EXPECT_NE(error_of([] {
+              detail::parse_json_strict(R"({"a":{"b":1,"b":2}})", "x");
+            }).find("duplicate key \"b\""),
             std::string::npos);
 }
 
 TEST(Header, DeepNestingRefusedNotRecursed) {
   const std::string deep = std::string(1000000, '[') + std::string(1000000, ']');
-  EXPECT_NE(error_of([&] { detail::parse_json_strict(deep, "deep"); }).find("nested deeper than 64"),
-            std::string::npos);
+  EXPECT_NE(
+      error_of([&] { detail::parse_json_strict(deep, "deep"); }).find("nested deeper than 64"),
+      std::string::npos);
   const std::string h = "{\"__metadata__\":" + std::string(100000, '[') + "}";
   const auto img = test::st_image(h, 0);
   EXPECT_NE(error_of([&] { parse_safetensors(img.data(), img.size(), "deep"); }).find("deep: "),
@@ -149,9 +152,12 @@ TEST(CacheFaults, CraftedCountsThatOverflowAreAMiss) {
   DecompositionCache c(dir / "c", 1ull << 30);
   const std::string key = "0000000000000000000000000000beef";
   // A well-formed file with a valid checksum whose counts multiply past 2^64.
-  for (const std::string meta :
-       {R"({"key":")" + key + R"(","label":"x","precision":"fp32","sigma":2305843009213693953,"left":null,"right":null})",
-        R"({"key":")" + key + R"(","label":"x","precision":"fp32","sigma":0,"left":{"dim":4611686018427387904,"count":4},"right":null})"}) {
+  for (
+      const std::string meta :
+      {R"({"key":")" + key +
+           R"(","label":"x","precision":"fp32","sigma":2305843009213693953,"left":null,"right":null})",
+       R"({"key":")" + key +
+           R"(","label":"x","precision":"fp32","sigma":0,"left":{"dim":4611686018427387904,"count":4},"right":null})"}) {
     std::string out("INDIMSVD", 8);
     const uint32_t version = 1, mlen = static_cast<uint32_t>(meta.size());
     out.append(reinterpret_cast<const char*>(&version), 4);
@@ -200,8 +206,8 @@ TEST(NullDirections, RankOneTunedMatrixCountsAlikeOnEveryRoute) {
   for (int i = 0; i < m; ++i)
     for (int j = 0; j < n; ++j) tuned[i * n + j] = u[i] * v[j];
   const std::vector<uint64_t> shape{m, n};
-  write_safetensors(dir / "b.safetensors",
-                    {{"model.layers.0.w.weight", DType::F32, shape, encode_floats(base, DType::F32)}});
+  write_safetensors(dir / "b.safetensors", {{"model.layers.0.w.weight", DType::F32, shape,
+                                             encode_floats(base, DType::F32)}});
   write_safetensors(dir / "t.safetensors", {{"model.layers.0.w.weight", DType::F32, shape,
                                              encode_floats(tuned, DType::F32)}});
   for (Side side : {Side::Left, Side::Right})

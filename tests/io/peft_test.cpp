@@ -86,10 +86,10 @@ TEST(AdapterConfig, PatternsAsPeftUsersWriteThemStillWork) {
   EXPECT_EQ(c.rank_for("model.layers.3.self_attn.o_proj"), 8);
   EXPECT_EQ(c.rank_for("m.xababay"), 6);
   // RE2 reads a repetition count it cannot hold as literal text, as Python's re does.
-  EXPECT_EQ(parse_adapter_config(R"({"peft_type":"LORA","r":8,"rank_pattern":{"q{99999999999}":2}})",
-                                 "x")
-                .rank_for("m.q{99999999999}"),
-            2);
+  EXPECT_EQ(
+      parse_adapter_config(R"({"peft_type":"LORA","r":8,"rank_pattern":{"q{99999999999}":2}})", "x")
+          .rank_for("m.q{99999999999}"),
+      2);
   // A module name of 200k characters against every pattern: linear time, no deep recursion.
   const std::string long_name = "model." + std::string(200000, 'a') + "c";
   EXPECT_EQ(c.rank_for(long_name), 8);

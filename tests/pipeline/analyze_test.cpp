@@ -123,8 +123,9 @@ TEST_P(DemoTrio, ReportMatchesIndependentComputation) {
   EXPECT_EQ(csv.substr(0, csv.find('\n')).find("maxcos_"), std::string::npos);
   EXPECT_NE(csv.find(",null_directions,"), std::string::npos);
   EXPECT_EQ(count_lines(res.vectors_csv), 1u + 28u * 10u);
-  EXPECT_NE(test::read_text(res.vectors_csv).find("tuned_index,name,side,j,sigma,sigma_ratio,maxcos"),
-            std::string::npos);
+  EXPECT_NE(
+      test::read_text(res.vectors_csv).find("tuned_index,name,side,j,sigma,sigma_ratio,maxcos"),
+      std::string::npos);
   EXPECT_EQ(count_lines(res.journal), 29u);
   for (const auto& e : fs::directory_iterator(dir / "out"))
     EXPECT_EQ(e.path().filename().string().find(".tmp"), std::string::npos) << e.path();
