@@ -1,7 +1,5 @@
 #include "io/json_strict.hpp"
 
-#include <optional>
-#include <type_traits>
 #include <unordered_set>
 #include <vector>
 

@@ -1,6 +1,5 @@
 #include "indim/peft.hpp"
 
-#include <cctype>
 #include <cmath>
 #include <filesystem>
 #include <type_traits>
