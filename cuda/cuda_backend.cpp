@@ -18,13 +18,13 @@
 #include <string>
 #include <vector>
 
-#include "backend/cpu/gram_host.hpp"
+#include "backend/gram_host.hpp"
 #include "cuda/check.hpp"
 #include "cuda/kernels.cuh"
+#include "cuda/memory_pool.hpp"
 #include "cuda/resources.hpp"
+#include "cuda/staging.hpp"
 #include "indim/backend.hpp"
-#include "pipeline/memory_pool.hpp"
-#include "pipeline/staging.hpp"
 
 namespace indim {
 
@@ -134,8 +134,7 @@ void check_info(GpuContext& ctx, const std::string& label, const char* routine) 
       cudaMemcpyAsync(&info, ctx.info(), sizeof(int), cudaMemcpyDeviceToHost, ctx.stream()));
   ctx.sync();
   if (info != 0)
-    throw CusolverError(label + ": " + routine + " failed (info " + std::to_string(info) +
-                        (info > 0 ? ", did not converge)" : ", illegal argument)"));
+    throw CusolverError(label + ": " + routine + " failed " + detail::solver_info_text(info));
 }
 
 class CudaBackend final : public Backend {
@@ -879,6 +878,8 @@ class CudaBackend final : public Backend {
 };
 
 }  // namespace
+
+bool cuda_built() { return true; }
 
 int cuda_device_count(std::string* why) {
   int n = 0;

@@ -1,6 +1,7 @@
 // The analysis: per matrix records of intruder dimensions, and the end-to-end run.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -83,6 +84,51 @@ void count_intruders(MatrixResult& r, const std::vector<double>& eps);
 /// @brief Progress of a run: matrices done, total, and the matrix just finished.
 using ProgressFn = std::function<void(int done, int total, const std::string& what)>;
 
+/// @brief The estimated work of a unit (one tuned checkpoint's matrix, or part of one): flops
+/// of its decompositions (m n min(m, n) each, the order of every route; the base's is carried
+/// by the first unit of its matrix) and the stored bytes it reads.
+struct UnitCost {
+  double flops = 0;
+  uint64_t bytes = 0;
+  UnitCost& operator+=(const UnitCost& o) {
+    flops += o.flops, bytes += o.bytes;
+    return *this;
+  }
+};
+
+/// @brief A unit as an observer hears of it.
+struct UnitEvent {
+  int tuned_index = 0;
+  std::string name;  ///< base tensor name, "[part]" for a part
+  UnitCost cost;
+  bool resumed = false;  ///< taken from the journal: finished without being started
+};
+
+/// @brief Told of a run's progress, for any front end (the CLI's bar, the service's job
+/// status). Calls are serialised; they come from worker threads and must not throw.
+class RunObserver {
+ public:
+  virtual ~RunObserver() = default;
+  /// Once, before any unit: how many units the plan holds and their summed cost.
+  virtual void planned(int units, const UnitCost& total) { (void)units, (void)total; }
+  virtual void unit_started(const UnitEvent& unit) { (void)unit; }
+  /// Every unit of the plan exactly once, resumed units first, unless the run fails or is
+  /// cancelled before it.
+  virtual void unit_finished(const UnitEvent& unit) { (void)unit; }
+};
+
+/// @brief Stops a run between units: the units in flight finish and are journalled, then
+/// analyze() throws indim::Cancelled; `--resume` completes the run. Safe to call from a signal
+/// handler (one lock-free atomic store).
+class CancelToken {
+ public:
+  void cancel() noexcept { flag_.store(true, std::memory_order_relaxed); }
+  bool cancelled() const noexcept { return flag_.load(std::memory_order_relaxed); }
+
+ private:
+  std::atomic<bool> flag_{false};
+};
+
 struct AnalyzeOptions {
   std::string base;
   std::vector<std::string> tuned;
@@ -106,7 +152,9 @@ struct AnalyzeOptions {
   bool html = false;                             ///< also write report.html
   std::vector<std::string> plot_matrices;        ///< regexes: matrices drawn in detail in the HTML
   int plot_top = 4;                              ///< else the N with most intruders per fine-tune
-  ProgressFn progress;                           ///< optional
+  ProgressFn progress;                           ///< optional: per record (matrix and side)
+  RunObserver* observer = nullptr;               ///< optional: per unit, with costs
+  const CancelToken* cancel = nullptr;           ///< optional
   std::function<void(const std::string&)> note;  ///< optional: lines for stderr
   /// Optional, for library users with a backend of their own (and for tests): makes each of
   /// the `workers` backends in place of `backend`, `algo`, `devices` and `streams`.
@@ -121,6 +169,42 @@ struct TunedSummary {
   int null_directions = 0;  ///< summed over matrices: tested neither as intruders nor matches
 };
 
+/// @brief A checkpoint or adapter as the run read it (report.json "inputs").
+struct InputInfo {
+  struct File {
+    std::string path;
+    uint64_t bytes = 0;
+    int64_t mtime = 0;
+  };
+  struct Lora {
+    int r = 0;
+    double alpha = 0;
+    bool use_rslora = false, use_dora = false;
+    size_t modules = 0, full_tensors = 0;
+  };
+  std::string path;
+  std::string kind;  ///< "file", "sharded", ..., or "peft-lora"
+  size_t tensors = 0;
+  uint64_t bytes = 0;
+  std::vector<File> files;
+  bool is_lora = false;
+  Lora lora;
+};
+
+/// @brief What a run read and how it was asked to compute: the journal's first line, and the
+/// inputs and settings of report.json.
+struct RunHeader {
+  std::string schema_version;
+  InputInfo base;
+  std::vector<InputInfo> tuned;
+  int k = 0;
+  std::vector<double> eps, eps_grid;
+  std::string precision, side, backend, algo;
+  std::vector<std::string> include, exclude;
+  bool delta = false;
+  std::string layout;  ///< ModelLayout::describe()
+};
+
 struct AnalyzeResult {
   std::vector<MatrixResult> records;  ///< plan order
   std::vector<TunedSummary> tuned;
@@ -129,11 +213,20 @@ struct AnalyzeResult {
   double seconds = 0;
   int resumed = 0;  ///< records taken from the journal instead of recomputed
   std::string report_json, matrices_csv, vectors_csv, journal, report_html;
-  std::string header_json;  ///< inputs and settings, as in the journal's first line
+  RunHeader header;  ///< inputs and settings, as in the journal's first line
 };
 
-/// @brief Runs the analysis and writes report.json, matrices.csv and journal.jsonl into
-/// `out_dir`. Throws indim::BadInput / UsageError / Error.
+/// @brief Runs the analysis, journalling each record into `out_dir` as it completes, and
+/// returns the results as data (write_outputs writes the reports). Throws indim::BadInput /
+/// UsageError / Error, and indim::Cancelled when options.cancel stops it.
+AnalyzeResult analyze_only(const AnalyzeOptions& options);
+
+/// @brief Writes matrices.csv, vectors.csv, report.html (options.html) and report.json (last,
+/// the mark of a finished run) into options.out_dir, each to a temporary name first and
+/// renamed together; fills the paths in `result`.
+void write_outputs(AnalyzeResult& result, const AnalyzeOptions& options);
+
+/// @brief analyze_only, then write_outputs: the run as the CLI does it.
 AnalyzeResult analyze(const AnalyzeOptions& options);
 
 /// @brief Computes one matrix's record from a tuned/base decomposition pair (fills maxcos,

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -183,11 +184,53 @@ std::vector<std::unique_ptr<Backend>> make_cuda_backends(Precision precision,
 uint64_t cuda_bytes_needed(const std::string& algo, Precision precision, int64_t rows, int64_t cols,
                            int64_t keep);
 
-/// @brief Resolves `name` ("auto", "cpu" or "cuda") and `algo` ("auto"; "gram64" (the default
-/// of both) or "gesdd" for the CPU; "gram64", "gesvd", "gesvdp" or "gesvdj" for CUDA). "auto"
-/// picks CUDA when a device exists, else the CPU, and
-/// `note` then receives a line for stderr. Throws indim::UsageError for an unknown or
-/// mismatched name or algorithm, indim::Error when CUDA is named but unusable.
+/// @brief How many backends of a kind to build, and where (see make_fleet).
+struct FleetOptions {
+  Precision precision = Precision::F32;
+  std::string algo = "auto";  ///< one of the backend's algorithms, or "auto": its first
+  std::vector<int> devices;   ///< device backends: one worker set per device; empty: device 0
+  uint64_t gpu_mem = 0;       ///< device backends: memory budget per device; 0: 90% of free
+  int workers = 1;            ///< host backends: matrices decomposed in parallel
+  int streams = 1;            ///< device backends: matrices in flight per device
+};
+
+/// @brief One entry of the backend registry: its name, algorithms (the first is the default),
+/// what it can do, and how to build the workers of a run. A new backend is one file with its
+/// Backend subclass plus one entry in src/backend/registry.cpp; the CLI's option lists and the
+/// analysis read the registry.
+struct BackendSpec {
+  std::string name;                ///< "cpu", "cuda": the --backend value
+  std::string title;               ///< "CPU", "CUDA": as messages name it
+  std::string library;             ///< "LAPACK", "cuSOLVER": what does its decompositions
+  std::string unit;                ///< what `available` counts: "CUDA device", "CPU"
+  std::vector<std::string> algos;  ///< --algo values it accepts; the first is the default
+  bool device = false;             ///< an accelerator: --devices, --gpu-mem and --streams apply
+  bool stages_inputs = false;      ///< copies announced inputs ahead of use (stream_inputs)
+  /// How many units (devices) are usable now; 0 with `why` saying why. Never throws.
+  std::function<int(std::string* why)> available;
+  /// The workers of one run with a resolved algorithm (never "auto").
+  std::function<std::vector<std::unique_ptr<Backend>>(const FleetOptions&)> make;
+};
+
+/// @brief Every backend this build knows, in the order "auto" prefers them (device backends
+/// first). Entries of backends this build lacks stay listed: their `available` says so.
+const std::vector<BackendSpec>& backend_registry();
+/// @brief The entry named `name`, or nullptr.
+const BackendSpec* find_backend(const std::string& name);
+/// @brief "auto" and every registered name: what --backend accepts.
+std::vector<std::string> backend_choices();
+/// @brief "auto" and every algorithm of any backend, each once: what --algo accepts.
+std::vector<std::string> algo_choices();
+
+/// @brief The workers of a run: `name` ("auto" or a registered name) resolved against `algo`
+/// ("auto" or an algorithm), built per FleetOptions. "auto" takes the first registered backend
+/// that is available and runs `algo`; when it passes over a device backend, `note` receives a
+/// line for stderr. Throws indim::UsageError for an unknown or mismatched name or algorithm,
+/// indim::Error when a named backend is unusable.
+std::vector<std::unique_ptr<Backend>> make_fleet(const std::string& name,
+                                                 const FleetOptions& options, std::string* note);
+
+/// @brief One backend: make_fleet with a single worker on `device`.
 std::unique_ptr<Backend> make_backend(const std::string& name, Precision precision,
                                       std::string* note, const std::string& algo = "auto",
                                       uint64_t gpu_mem = 0, int device = 0);

@@ -26,6 +26,13 @@ class BadInput : public Error {
   using Error::Error;
 };
 
+/// @brief A run stopped by its CancelToken: the finished records are in its journal, and
+/// `--resume` completes it.
+class Cancelled : public Error {
+ public:
+  using Error::Error;
+};
+
 /// @brief A CUDA runtime call failed; the message holds the call, file:line and status name.
 class CudaError : public Error {
  public:

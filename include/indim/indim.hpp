@@ -5,7 +5,6 @@
 #include "indim/backend.hpp"
 #include "indim/cache.hpp"
 #include "indim/checkpoint.hpp"
-#include "indim/demo.hpp"
 #include "indim/dtype.hpp"
 #include "indim/error.hpp"
 #include "indim/layout.hpp"

@@ -22,6 +22,9 @@ struct TensorInfo {
   uint64_t nbytes() const { return end - begin; }
 };
 
+/// @brief A shape as messages and listings print it: "[4096, 11008]".
+std::string shape_text(const std::vector<uint64_t>& shape);
+
 /// @brief A parsed and fully validated safetensors header.
 struct SafetensorsHeader {
   uint64_t header_size = 0;         ///< N, the JSON length

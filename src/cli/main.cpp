@@ -1,5 +1,5 @@
 // indim command line: analyze, inspect, demo. Exit codes: 0 ok, 1 usage, 2 bad input,
-// 3 runtime failure, 4 --fail-on-intruders exceeded.
+// 3 runtime failure, 4 --fail-on-intruders exceeded, 130 interrupted (resumable).
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <ctime>
@@ -7,7 +7,10 @@
 #include <iostream>
 
 #include "cli/bench.hpp"
+#include "cli/interrupt.hpp"
 #include "cli/progress.hpp"
+#include "cli/registry_help.hpp"
+#include "indim/demo.hpp"
 #include "indim/indim.hpp"
 
 namespace fs = std::filesystem;
@@ -16,6 +19,7 @@ using namespace indim;
 namespace {
 
 constexpr int kExitIntruders = 4;
+constexpr int kExitInterrupted = 130;  // 128 + SIGINT, as shells report it
 
 // A whole-number option in [lo, hi], refused with a message that names the option and the range
 // (CLI11's own range text does not say which option it means).
@@ -55,7 +59,7 @@ struct AnalyzeArgs {
   bool no_cache = false;
   std::string cache_max = "20G";
   std::vector<int> devices;
-  std::string gpu_mem = "0";
+  uint64_t gpu_mem = 0;
   int workers = 1;
   int streams = 1;
   bool quiet = false;
@@ -80,20 +84,19 @@ void add_compute_options(CLI::App* cmd, AnalyzeArgs& a) {
   cmd->add_option("--side", a.side, "Singular vectors to compare")
       ->capture_default_str()
       ->check(CLI::IsMember({"left", "right", "both"}));
-  cmd->add_option("--backend", a.backend, "Compute backend")
+  cmd->add_option("--backend", a.backend, "Compute backend: " + cli::backends_help())
       ->capture_default_str()
-      ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
-  cmd->add_option(
-         "--algo", a.algo,
-         "Decomposition: gram64 (both backends; the default), gesdd (cpu), gesvd, gesvdp or "
-         "gesvdj (cuda)")
+      ->check(CLI::IsMember(backend_choices()));
+  cmd->add_option("--algo", a.algo, "Decomposition: " + cli::algos_help())
       ->capture_default_str()
-      ->check(CLI::IsMember({"auto", "gesdd", "gram64", "gesvd", "gesvdp", "gesvdj"}));
+      ->check(CLI::IsMember(algo_choices()));
   cmd->add_option("--devices", a.devices, "CUDA devices to spread matrices over, e.g. 0,1,2,3")
       ->delimiter(',');
   cmd->add_option("--gpu-mem", a.gpu_mem,
-                  "GPU memory per device for one decomposition (K, M, G); 0: 90% of free")
-      ->capture_default_str();
+                  "GPU memory per device for one decomposition (K, M, G: powers of 1024); 0: 90% "
+                  "of free")
+      ->capture_default_str()
+      ->transform(CLI::AsSizeValue(/*kb_is_1000=*/false));
   cmd->add_option("--streams", a.streams,
                   "CUDA backend: matrices in flight per device, each on its own stream, sharing "
                   "the device's --gpu-mem")
@@ -133,7 +136,7 @@ AnalyzeOptions to_options(const AnalyzeArgs& a) {
   o.cache_dir = a.no_cache ? std::string() : a.cache;
   o.cache_max = DecompositionCache::parse_size(a.cache_max);
   o.devices = a.devices;
-  o.gpu_mem = DecompositionCache::parse_size(a.gpu_mem, "--gpu-mem");
+  o.gpu_mem = a.gpu_mem;
   o.workers = a.workers;
   o.streams = a.streams;
   o.html = a.html;
@@ -143,14 +146,20 @@ AnalyzeOptions to_options(const AnalyzeArgs& a) {
   return o;
 }
 
+// The run with the progress bar as its observer; a first Ctrl-C cancels it between units.
 AnalyzeResult run_with_progress(AnalyzeOptions o) {
   cli::ProgressBar bar;
-  o.progress = [&bar](int done, int total, const std::string& what) {
-    bar.update(done, total, what);
-  };
-  AnalyzeResult r = analyze(o);
-  bar.finish();
-  return r;
+  cli::InterruptScope interrupt;
+  o.observer = &bar;
+  o.cancel = &interrupt.token();
+  try {
+    AnalyzeResult r = analyze(o);
+    bar.finish();
+    return r;
+  } catch (...) {
+    bar.finish();
+    throw;
+  }
 }
 
 int total_at(const AnalyzeResult& r, double eps) {
@@ -172,12 +181,6 @@ int cmd_analyze(const AnalyzeArgs& a) {
     return kExitIntruders;
   }
   return kExitOk;
-}
-
-std::string shape_text(const std::vector<uint64_t>& s) {
-  std::string t = "[";
-  for (size_t i = 0; i < s.size(); ++i) t += (i ? ", " : "") + std::to_string(s[i]);
-  return t + "]";
 }
 
 void print_checkpoint_line(const std::string& path, const Checkpoint& c) {
@@ -305,7 +308,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.footer(
       "Exit codes: 0 ok, 1 usage error, 2 bad input, 3 runtime failure, 4 intruders above "
-      "--fail-on-intruders.");
+      "--fail-on-intruders, 130 interrupted (Ctrl-C; the journal resumes with --resume).");
 
   AnalyzeArgs a;
   auto* analyze_cmd = app.add_subcommand("analyze", "Compare fine-tunes against their base");
@@ -407,6 +410,9 @@ int main(int argc, char** argv) {
   } catch (const UsageError& e) {
     std::cerr << "indim: usage error: " << e.what() << "\n";
     return kExitUsage;
+  } catch (const Cancelled& e) {
+    std::cerr << "indim: interrupted: " << e.what() << "\n";
+    return kExitInterrupted;
   } catch (const BadInput& e) {
     std::cerr << "indim: bad input: " << e.what() << "\n";
     return kExitBadInput;

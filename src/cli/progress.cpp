@@ -11,17 +11,32 @@ ProgressBar::ProgressBar()
 
 ProgressBar::~ProgressBar() { finish(); }
 
-void ProgressBar::update(int done, int total, const std::string& what) {
-  if (!enabled_ || total <= 0) return;
+void ProgressBar::planned(int units, const UnitCost& total) {
+  units_ = units;
+  total_flops_ = total.flops;
+  start_ = std::chrono::steady_clock::now();
+}
+
+void ProgressBar::unit_finished(const UnitEvent& unit) {
+  ++done_;
+  done_flops_ += unit.cost.flops;
+  if (unit.resumed) resumed_flops_ += unit.cost.flops;  // no time was spent on these
+  draw(unit.name);
+}
+
+void ProgressBar::draw(const std::string& what) {
+  if (!enabled_ || units_ <= 0 || total_flops_ <= 0) return;
   constexpr int kWidth = 30;
-  const int filled = kWidth * done / total;
+  const double share = done_flops_ / total_flops_;
+  const int filled = static_cast<int>(kWidth * share);
   const double secs =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
-  const double eta = done > 0 ? secs * (total - done) / done : 0.0;
+  const double worked = done_flops_ - resumed_flops_;
+  const double eta = worked > 0 ? secs * (total_flops_ - done_flops_) / worked : 0.0;
   std::string label = what.size() > 40 ? "..." + what.substr(what.size() - 37) : what;
   std::fprintf(stderr, "\r\033[K[%s%s] %d/%d  %.0fs, ~%.0fs left  %s",
-               std::string(filled, '#').c_str(), std::string(kWidth - filled, '.').c_str(), done,
-               total, secs, eta, label.c_str());
+               std::string(filled, '#').c_str(), std::string(kWidth - filled, '.').c_str(), done_,
+               units_, secs, eta, label.c_str());
   std::fflush(stderr);
   drawn_ = true;
 }

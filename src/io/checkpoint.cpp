@@ -8,6 +8,7 @@
 #include "indim/error.hpp"
 #include "io/atomic_file.hpp"
 #include "io/json_strict.hpp"
+#include "io/names.hpp"
 #include "io/regular_file.hpp"
 
 namespace fs = std::filesystem;
@@ -15,11 +16,6 @@ namespace fs = std::filesystem;
 namespace indim {
 
 namespace {
-
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() &&
-         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
 
 bool present(const fs::path& p) {
   return detail::path_kind(p.string()) != detail::PathKind::Missing;
@@ -35,7 +31,8 @@ void refuse_unlisted(const std::string& dir, const std::string& index,
   std::error_code ec;
   for (const auto& e : fs::directory_iterator(dir, ec)) {
     const std::string name = e.path().filename().string();
-    if (ends_with(name, ".safetensors") && !listed.count(name)) extra.push_back(e.path().string());
+    if (detail::ends_with(name, ".safetensors") && !listed.count(name))
+      extra.push_back(e.path().string());
   }
   std::sort(extra.begin(), extra.end());
   if (!extra.empty())
@@ -52,9 +49,9 @@ std::string resolve_directory(const std::string& dir) {
   std::error_code ec;
   for (const auto& e : fs::directory_iterator(dir, ec)) {
     const std::string name = e.path().filename().string();
-    if (ends_with(name, ".safetensors.index.json"))
+    if (detail::ends_with(name, ".safetensors.index.json"))
       indexes.push_back(e.path().string());
-    else if (ends_with(name, ".safetensors"))
+    else if (detail::ends_with(name, ".safetensors"))
       files.push_back(e.path().string());
   }
   if (ec) throw BadInput(dir + ": cannot list the directory: " + ec.message());
@@ -96,7 +93,7 @@ Checkpoint Checkpoint::open(const std::string& path) {
   std::string file = kind == detail::PathKind::Directory ? resolve_directory(path) : path;
   Checkpoint c;
   c.path_ = path;
-  if (!ends_with(file, ".index.json")) {
+  if (!detail::ends_with(file, ".index.json")) {
     c.kind_ = "safetensors";
     c.files_.push_back(SafetensorsFile::open(file));
     for (const auto& t : c.files_[0]->tensors()) c.tensors_[t.name] = {c.files_[0].get(), &t};

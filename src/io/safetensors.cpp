@@ -12,6 +12,12 @@
 
 namespace indim {
 
+std::string shape_text(const std::vector<uint64_t>& shape) {
+  std::string t = "[";
+  for (size_t i = 0; i < shape.size(); ++i) t += (i ? ", " : "") + std::to_string(shape[i]);
+  return t + "]";
+}
+
 namespace {
 
 constexpr uint64_t kMaxHeader = 100000000;  // the reference reader's N_MAX

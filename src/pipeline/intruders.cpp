@@ -89,4 +89,30 @@ MatrixResult intruder_record(Backend& backend, const Decomposition& tuned,
   return r;
 }
 
+namespace detail {
+
+MatrixResult identical_record(const Decomposition& base, Side side, int k,
+                              const std::vector<double>& eps) {
+  MatrixResult r;
+  r.side = side_name(side);
+  r.identical = true;
+  r.k = static_cast<int>(std::min<size_t>(k, base.sigma.size()));
+  for (int j = 0; j < r.k; ++j) {
+    r.maxcos.push_back(1.0);
+    r.argmax.push_back(j);
+    r.sigma.push_back(base.sigma[j]);
+    r.sigma_ratio.push_back(base.sigma[0] > 0 ? base.sigma[j] / base.sigma[0] : 0.0);
+  }
+  count_intruders(r, eps);
+  r.head_cols = static_cast<int>(std::min<size_t>(kPlotHead, base.sigma.size()));
+  r.cos_head.assign(static_cast<size_t>(r.k * r.head_cols), 0.0f);
+  for (int j = 0; j < r.k && j < r.head_cols; ++j) r.cos_head[j * r.head_cols + j] = 1.0f;
+  const size_t h = std::min<size_t>(kPlotHead, base.sigma.size());
+  r.sigma_head.assign(base.sigma.begin(), base.sigma.begin() + h);
+  r.base_sigma_head = r.sigma_head;
+  return r;
+}
+
+}  // namespace detail
+
 }  // namespace indim

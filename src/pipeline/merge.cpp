@@ -1,7 +1,6 @@
 #include "pipeline/merge.hpp"
 
-#include <cmath>
-
+#include "backend/finite.hpp"
 #include "indim/error.hpp"
 #include "indim/peft.hpp"
 
@@ -15,11 +14,10 @@ Dense<T> load_matrix(const TensorRef& r) {
   m.data.resize(static_cast<size_t>(m.rows * m.cols));
   convert_elements(r.file->data(*r.info), r.info->dtype, m.data.size(), m.data.data());
   r.file->release(*r.info);
-  for (size_t i = 0; i < m.data.size(); ++i)
-    if (!std::isfinite(m.data[i]))
-      throw BadInput(r.file->path() + ": tensor '" + r.info->name +
-                     "' holds a non-finite value at [" + std::to_string(i / m.cols) + ", " +
-                     std::to_string(i % m.cols) + "]");
+  const size_t bad = first_non_finite(m.data.data(), m.data.size());
+  if (bad < m.data.size())
+    throw BadInput(r.file->path() + ": tensor '" + r.info->name + "' holds a non-finite value at " +
+                   matrix_index_text(bad, m.cols));
   return m;
 }
 
@@ -33,11 +31,10 @@ Dense<T> load_slice(const TensorRef& r, int64_t index) {
   const size_t bytes = n * static_cast<size_t>(dtype_bits(r.info->dtype) / 8);
   convert_elements(r.file->data(*r.info) + static_cast<size_t>(index) * bytes, r.info->dtype, n,
                    m.data.data());
-  for (size_t i = 0; i < n; ++i)
-    if (!std::isfinite(m.data[i]))
-      throw BadInput(r.file->path() + ": tensor '" + r.info->name +
-                     "' holds a non-finite value at [" + std::to_string(index) + ", " +
-                     std::to_string(i / m.cols) + ", " + std::to_string(i % m.cols) + "]");
+  const size_t bad = first_non_finite(m.data.data(), n);
+  if (bad < n)
+    throw BadInput(r.file->path() + ": tensor '" + r.info->name + "' holds a non-finite value at " +
+                   matrix_index_text(bad, m.cols, index));
   return m;
 }
 

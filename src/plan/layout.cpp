@@ -4,6 +4,7 @@
 
 #include "indim/error.hpp"
 #include "io/json_strict.hpp"
+#include "io/names.hpp"
 #include "io/regular_file.hpp"
 #include "plan/regex.hpp"
 
@@ -39,10 +40,6 @@ std::string ModelLayout::describe() const {
 }
 
 namespace {
-
-bool ends_with(const std::string& s, const std::string& tail) {
-  return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
-}
 
 std::vector<int64_t> range(int64_t from, int64_t to) {
   std::vector<int64_t> r;
@@ -80,11 +77,11 @@ std::vector<MatrixPart> fused_rows(const ModelLayout& l, const std::string& name
     }
     return parts;
   };
-  if (ends_with(name, "gate_up_proj.weight") || ends_with(name, "gate_up_proj"))
+  if (detail::ends_with(name, "gate_up_proj.weight") || detail::ends_with(name, "gate_up_proj"))
     return even_split({"gate", "up"});
-  if (ends_with(name, "attn.c_attn.weight") || ends_with(name, "attn.Wqkv.weight"))
+  if (detail::ends_with(name, "attn.c_attn.weight") || detail::ends_with(name, "attn.Wqkv.weight"))
     return even_split({"q", "k", "v"});
-  if (ends_with(name, "qkv_proj.weight")) {  // Phi-3: rows [Q | K | V]
+  if (detail::ends_with(name, "qkv_proj.weight")) {  // Phi-3: rows [Q | K | V]
     need_heads();
     const int64_t kv = l.kv_heads > 0 ? l.kv_heads : l.heads;
     const int64_t hd = rows / (l.heads + 2 * kv);
@@ -94,7 +91,7 @@ std::vector<MatrixPart> fused_rows(const ModelLayout& l, const std::string& name
             {"k", -1, range(l.heads * hd, (l.heads + kv) * hd)},
             {"v", -1, range((l.heads + kv) * hd, rows)}};
   }
-  if (ends_with(name, "query_key_value.weight")) {
+  if (detail::ends_with(name, "query_key_value.weight")) {
     need_heads();
     if (l.model_type == "falcon" && l.new_decoder_architecture) {
       const int64_t kv = l.kv_heads > 0 ? l.kv_heads : l.heads;

@@ -7,7 +7,6 @@
 #include <cmath>
 #include <cstdio>
 #include <map>
-#include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "indim/error.hpp"
@@ -78,18 +77,15 @@ std::string tuned_label(const AnalyzeResult& r, size_t t) {
 }
 
 void summary(std::ostringstream& o, const AnalyzeResult& res, const HtmlOptions& opt) {
-  nlohmann::json h = nlohmann::json::parse(res.header_json);
+  const RunHeader& h = res.header;
   o << "<section id=\"summary\"><h2>Summary</h2><table class=\"kv\">";
-  o << "<tr><th>base</th><td>" << esc(h["inputs"]["base"]["path"].get<std::string>()) << " ("
-    << esc(h["inputs"]["base"]["kind"].get<std::string>()) << ", " << h["inputs"]["base"]["tensors"]
-    << " tensors)</td></tr>";
+  o << "<tr><th>base</th><td>" << esc(h.base.path) << " (" << esc(h.base.kind) << ", "
+    << h.base.tensors << " tensors)</td></tr>";
   for (size_t t = 0; t < res.tuned.size(); ++t)
     o << "<tr><th>fine-tune [" << t << "]</th><td>" << esc(res.tuned[t].path) << " ("
       << res.tuned[t].matrices << " matrices)</td></tr>";
-  const auto& s = h["settings"];
-  o << "<tr><th>settings</th><td>k = " << s["k"] << ", primary eps = " << eps_key(opt.primary_eps)
-    << ", side " << esc(s["side"].get<std::string>()) << ", "
-    << esc(s["precision"].get<std::string>()) << ", algorithm " << esc(s["algo"].get<std::string>())
+  o << "<tr><th>settings</th><td>k = " << h.k << ", primary eps = " << eps_key(opt.primary_eps)
+    << ", side " << esc(h.side) << ", " << esc(h.precision) << ", algorithm " << esc(h.algo)
     << ", backend " << esc(res.backend) << "</td></tr>";
   o << "<tr><th>time</th><td>" << fmt("%.2f", res.seconds) << " s";
   if (res.resumed > 0) o << " (" << res.resumed << " records resumed from the journal)";

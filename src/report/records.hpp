@@ -1,4 +1,5 @@
-// JSON form of per-matrix records, shared by the journal and report.json.
+// JSON forms of per-matrix records and of the run header, shared by the journal and
+// report.json.
 #pragma once
 
 #include <nlohmann/json.hpp>
@@ -11,5 +12,7 @@ namespace indim::detail {
 nlohmann::ordered_json record_to_json(const MatrixResult& r, double primary_eps, bool plot);
 /// Throws indim::Error when a field is missing or has the wrong type.
 MatrixResult record_from_json(const nlohmann::json& j);
+/// The journal's first line: {"indim_journal": 1, schema_version, inputs, settings, layout}.
+nlohmann::json header_to_json(const RunHeader& header);
 
 }  // namespace indim::detail

@@ -117,8 +117,8 @@ MatrixResult record_from_json(const nlohmann::json& j) {
   }
 }
 
-nlohmann::ordered_json build_report(const AnalyzeResult& res, const nlohmann::json& header,
-                                    double primary_eps) {
+nlohmann::ordered_json build_report(const AnalyzeResult& res, double primary_eps) {
+  const nlohmann::json header = header_to_json(res.header);
   nlohmann::ordered_json j;
   j["schema_version"] = header.at("schema_version");
   j["tool"] = {{"name", "indim"}, {"version", INDIM_VERSION}};

@@ -8,10 +8,9 @@
 
 namespace indim::detail {
 
-/// report.json: schema_version, tool, the journal header's inputs and settings, timing, per
-/// tuned totals and per matrix records (docs/report-schema.md).
-nlohmann::ordered_json build_report(const AnalyzeResult& result, const nlohmann::json& header,
-                                    double primary_eps);
+/// report.json: schema_version, tool, the run header's inputs and settings, timing, per tuned
+/// totals and per matrix records (docs/report-schema.md).
+nlohmann::ordered_json build_report(const AnalyzeResult& result, double primary_eps);
 /// matrices.csv: one row per matrix record, a header row first; the same columns whatever k is
 /// (docs/report-schema.md).
 std::string build_matrices_csv(const AnalyzeResult& result);

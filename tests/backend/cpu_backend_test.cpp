@@ -6,7 +6,7 @@
 #include <random>
 #include <tuple>
 
-#include "backend/cpu/gram_host.hpp"
+#include "backend/gram_host.hpp"
 #include "indim/analyze.hpp"
 #include "indim/demo.hpp"
 #include "indim/error.hpp"

@@ -163,8 +163,9 @@ TEST(Html, SevenBillionShapedRunStaysSmall) {
   AnalyzeResult res;
   res.eps = eps_grid({0.5});
   res.backend = "cpu";
-  res.header_json = R"({"inputs":{"base":{"path":"base","kind":"sharded","tensors":291}},)"
-                    R"("settings":{"k":10,"side":"left","precision":"fp32","algo":"gesdd"}})";
+  res.header.base.path = "base", res.header.base.kind = "sharded", res.header.base.tensors = 291;
+  res.header.k = 10, res.header.side = "left", res.header.precision = "fp32";
+  res.header.algo = "gesdd";
   const char* types[] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
                          "self_attn.o_proj", "mlp.gate_proj",    "mlp.up_proj",
                          "mlp.down_proj"};

@@ -21,7 +21,7 @@
 #include <cmath>
 #include <string>
 
-#include "backend/cpu/gram_host.hpp"
+#include "backend/gram_host.hpp"
 #include "indim/backend.hpp"
 #include "indim/error.hpp"
 
@@ -77,12 +77,6 @@ void check_size(int64_t out, int64_t in, const std::string& label) {
     throw BadInput(label + ": matrix too large for the CPU backend");
 }
 
-void check_lapack(lapack_int info, const std::string& label, const char* routine) {
-  if (info != 0)
-    throw Error(label + ": LAPACK " + routine + " failed (info " + std::to_string(info) +
-                (info > 0 ? ", did not converge)" : ", illegal argument)"));
-}
-
 template <typename T>
 Decomposition decompose_impl(Dense<T>&& w, Side side, int64_t keep, const std::string& label) {
   const int64_t out = w.rows, in = w.cols;
@@ -108,7 +102,7 @@ Decomposition decompose_impl(Dense<T>&& w, Side side, int64_t keep, const std::s
     std::vector<T> superb(r);
     info = gesvd(m, n, copy.data(), m, s.data(), u.data(), m, vt.data(), r, superb.data());
   }
-  check_lapack(info, label, "SVD");
+  detail::check_lapack(info, label, "SVD");
   Decomposition d;
   d.route = fell_back ? "gesvd" : "gesdd";
   d.sigma.assign(s.begin(), s.end());
@@ -206,8 +200,9 @@ Decomposition gram64_impl(Dense<T>&& w, Side side, int64_t keep, const std::stri
   std::vector<double> theta, e;  // the iterative route's values and vectors, descending
   std::string route = "gram64/syevd";
   if (keep > n / 2) {
-    check_lapack(LAPACKE_dsyevd(LAPACK_COL_MAJOR, 'V', 'L', ln, g.data(), ln, lambda.data()), label,
-                 "dsyevd");
+    detail::check_lapack(
+        LAPACKE_dsyevd(LAPACK_COL_MAJOR, 'V', 'L', ln, g.data(), ln, lambda.data()), label,
+        "dsyevd");
     top.assign(g.end() - n * keep, g.end());
   } else if (const int sweeps =
                  detail::subspace_applies(n, keep) ? subspace_top(g, n, keep, theta, e) : 0) {
@@ -216,13 +211,13 @@ Decomposition gram64_impl(Dense<T>&& w, Side side, int64_t keep, const std::stri
     route = "gram64/tridiagonal";
     std::vector<double> diag(static_cast<size_t>(n)), off(static_cast<size_t>(n)),
         tau(static_cast<size_t>(n));
-    check_lapack(LAPACKE_dsytrd(LAPACK_COL_MAJOR, 'L', ln, g.data(), ln, diag.data(), off.data(),
-                                tau.data()),
-                 label, "dsytrd");
+    detail::check_lapack(LAPACKE_dsytrd(LAPACK_COL_MAJOR, 'L', ln, g.data(), ln, diag.data(),
+                                        off.data(), tau.data()),
+                         label, "dsytrd");
     detail::tridiagonal_top(diag, off, keep, lambda, top, label);
-    check_lapack(LAPACKE_dormtr(LAPACK_COL_MAJOR, 'L', 'L', 'N', ln, lk, g.data(), ln, tau.data(),
-                                top.data(), ln),
-                 label, "dormtr");
+    detail::check_lapack(LAPACKE_dormtr(LAPACK_COL_MAJOR, 'L', 'L', 'N', ln, lk, g.data(), ln,
+                                        tau.data(), top.data(), ln),
+                         label, "dormtr");
   }
   Decomposition d;
   d.route = route;

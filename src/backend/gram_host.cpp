@@ -1,4 +1,4 @@
-#include "backend/cpu/gram_host.hpp"
+#include "backend/gram_host.hpp"
 
 #include <lapacke.h>
 
@@ -8,15 +8,14 @@
 
 namespace indim::detail {
 
-namespace {
-
-void check(lapack_int info, const std::string& label, const char* routine) {
-  if (info != 0)
-    throw Error(label + ": LAPACK " + routine + " failed (info " + std::to_string(info) +
-                (info > 0 ? ", did not converge)" : ", illegal argument)"));
+std::string solver_info_text(long long info) {
+  return "(info " + std::to_string(info) +
+         (info > 0 ? ", did not converge)" : ", illegal argument)");
 }
 
-}  // namespace
+void check_lapack(long long info, const std::string& label, const char* routine) {
+  if (info != 0) throw Error(label + ": LAPACK " + routine + " failed " + solver_info_text(info));
+}
 
 std::vector<double> subspace_start(int64_t n, int64_t b) {
   std::vector<double> q(static_cast<size_t>(n * b));
@@ -47,16 +46,17 @@ void tridiagonal_top(std::vector<double>& diag, std::vector<double>& off, int64_
     throw Error(label + ": tridiagonal eigenproblem with inconsistent sizes");
   lambda = diag;
   std::vector<double> off_copy = off;
-  check(LAPACKE_dsterf(n, lambda.data(), off_copy.data()), label, "dsterf");
+  check_lapack(LAPACKE_dsterf(n, lambda.data(), off_copy.data()), label, "dsterf");
   z.assign(static_cast<size_t>(n) * static_cast<size_t>(k), 0.0);
   std::vector<double> found(static_cast<size_t>(n));
   std::vector<lapack_int> support(static_cast<size_t>(2 * k));
   lapack_int m = 0;
   lapack_logical tryrac = 1;
-  check(LAPACKE_dstemr(LAPACK_COL_MAJOR, 'V', 'I', n, diag.data(), off.data(), 0, 0, n - k + 1, n,
-                       &m, found.data(), z.data(), n, k, support.data(), &tryrac),
-        label, "dstemr");
-  if (m != k) check(-1, label, "dstemr (fewer eigenpairs than asked)");
+  check_lapack(
+      LAPACKE_dstemr(LAPACK_COL_MAJOR, 'V', 'I', n, diag.data(), off.data(), 0, 0, n - k + 1, n, &m,
+                     found.data(), z.data(), n, k, support.data(), &tryrac),
+      label, "dstemr");
+  if (m != k) check_lapack(-1, label, "dstemr (fewer eigenpairs than asked)");
 }
 
 }  // namespace indim::detail

@@ -1,8 +1,8 @@
-// The host steps of the fp64 Gram route that both backends share. For the tuned side's top k:
-// subspace iteration on the Gram (its constants, start block and small Rayleigh-Ritz problem),
-// and, where that does not apply or converge, the eigenpairs of the symmetric tridiagonal
-// matrix left by ?sytrd: every eigenvalue (dsterf), and the vectors of the `keep` largest only
-// (dstemr), so that the back-transformation touches keep vectors.
+// The host steps of the fp64 Gram route that both backends share, and their solver checks. For the
+// tuned side's top k: subspace iteration on the Gram (its constants, start block and small
+// Rayleigh-Ritz problem), and, where that does not apply or converge, the eigenpairs of the
+// symmetric tridiagonal matrix left by ?sytrd: every eigenvalue (dsterf), and the vectors of the
+// `keep` largest only (dstemr), so that the back-transformation touches keep vectors.
 #pragma once
 
 #include <cmath>
@@ -56,5 +56,11 @@ bool ritz(std::vector<double>& h, int64_t b, std::vector<double>& s, std::vector
 /// ascending order of eigenvalue. Throws indim::Error naming `label` when LAPACK fails.
 void tridiagonal_top(std::vector<double>& diag, std::vector<double>& off, int64_t keep,
                      std::vector<double>& lambda, std::vector<double>& z, const std::string& label);
+
+/// @brief How a solver's nonzero `info` reads in an error: "(info 3, did not converge)" or
+/// "(info -2, illegal argument)"; the LAPACK and cuSOLVER checks share it.
+std::string solver_info_text(long long info);
+/// @brief Throws indim::Error "<label>: LAPACK <routine> failed (info ...)" when info != 0.
+void check_lapack(long long info, const std::string& label, const char* routine);
 
 }  // namespace indim::detail

@@ -1,7 +1,7 @@
 // The loader that stages plan entries' inputs ahead of their use (src/pipeline/staging.hpp),
 // with host buffers standing in for device ones: order, the byte bound, consumers that get
 // ahead of the loader, inputs never asked for, failures, and shutdown while the loader waits.
-#include "pipeline/staging.hpp"
+#include "cuda/staging.hpp"
 
 #include <gtest/gtest.h>
 

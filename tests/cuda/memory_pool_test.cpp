@@ -1,7 +1,7 @@
 // A device's memory budget shared by its streams (src/pipeline/memory_pool.hpp): leases that fit
 // run together, one that does not waits for room, an oversized one runs alone, and many workers
 // with random needs all finish within the bound.
-#include "pipeline/memory_pool.hpp"
+#include "cuda/memory_pool.hpp"
 
 #include <gtest/gtest.h>
 

@@ -1,0 +1,19 @@
+// Ctrl-C during a run: the first SIGINT (or SIGTERM) cancels the run between units, so the
+// finished records stay in a resumable journal; a second one ends the process at once.
+#pragma once
+
+#include "indim/analyze.hpp"
+
+namespace indim::cli {
+
+/// Installs the handlers for its lifetime (one scope at a time) and restores the previous ones.
+class InterruptScope {
+ public:
+  InterruptScope();
+  ~InterruptScope();
+  InterruptScope(const InterruptScope&) = delete;
+  InterruptScope& operator=(const InterruptScope&) = delete;
+  const CancelToken& token() const;
+};
+
+}  // namespace indim::cli

@@ -1,0 +1,100 @@
+#include "pipeline/decompose.hpp"
+
+#include "backend/finite.hpp"
+#include "backend/host_matrix.hpp"
+#include "indim/error.hpp"
+#include "pipeline/merge.hpp"
+
+namespace indim::detail {
+
+namespace {
+
+template <typename T>
+Dense<T> take_rows(Dense<T>&& w, const std::vector<int64_t>& rows) {
+  if (rows.empty()) return std::move(w);
+  Dense<T> r{static_cast<int64_t>(rows.size()), w.cols, {}};
+  r.data.reserve(rows.size() * static_cast<size_t>(w.cols));
+  for (int64_t row : rows)
+    r.data.insert(r.data.end(), w.data.begin() + row * w.cols, w.data.begin() + (row + 1) * w.cols);
+  return r;
+}
+
+template <typename T>
+Dense<T> oriented(Dense<T>&& w, bool conv1d) {
+  return conv1d ? transposed(w) : std::move(w);
+}
+
+// What names a side in errors: "<file>: tensor '<name>'" or "<file>: module '<name>' merged".
+std::string read_label(const WorkUnit& u, bool tuned) {
+  const MatchedPair& p = u.pair;
+  const std::string label = tuned
+                                ? p.tuned.file->path() + ": " + (p.lora ? "module '" : "tensor '") +
+                                      p.tuned_name + (p.lora ? "' merged" : "'")
+                                : p.base.file->path() + ": tensor '" + p.base_name + "'";
+  return u.part.label.empty() ? label : label + " [" + u.part.label + "]";
+}
+
+Decomposition on_backend(Backend& b, const WorkUnit& u, bool tuned, Side side, int64_t keep) {
+  const MatchedPair& p = u.pair;
+  const SideRead& r = tuned ? u.tuned : u.base;
+  const TensorRef& ref = tuned ? p.tuned : p.base;
+  if (r.kind == SideRead::Kind::Merged) {  // merged where the backend works: on the device
+    Decomposition d = b.decompose_merged(
+        r.data, p.base.info->dtype, r.rows, r.cols, lora_update(p), p.conv1d, side, keep,
+        p.base.file->path() + ": tensor '" + p.base_name + "'", lora_label(p));
+    p.base.file->release(*p.base.info);
+    return d;
+  }
+  // Contiguous stored bytes go as they are; a non-finite value is reported within the part.
+  Decomposition d = b.decompose_stored(r.data, ref.info->dtype, r.rows, r.cols, r.transposed, side,
+                                       keep, read_label(u, tuned));
+  if (u.part.label.empty()) ref.file->release(*ref.info);
+  return d;
+}
+
+// Finite input can still overflow a decomposition in fp32 (values near 3.4e38): refuse rather
+// than report infinite or NaN singular values.
+void check_finite(const Decomposition& d, Precision precision, const std::string& where) {
+  const bool ok = all_finite(d.sigma) && all_finite(d.left.f32) && all_finite(d.left.f64) &&
+                  all_finite(d.right.f32) && all_finite(d.right.f64);
+  if (!ok)
+    throw BadInput(where + ": its decomposition overflows in " + precision_name(precision) +
+                   (precision == Precision::F32 ? " (values too large); use --precision fp64"
+                                                : " (values too large)"));
+}
+
+}  // namespace
+
+template <typename T>
+Dense<T> load_side(const WorkUnit& u, bool tuned) {
+  const MatchedPair& p = u.pair;
+  const TensorRef& ref = tuned ? p.tuned : p.base;
+  Dense<T> w;
+  if (u.part.slice >= 0)
+    w = load_slice<T>(ref, u.part.slice);
+  else if (tuned && p.lora != nullptr)
+    w = oriented(merge_lora<T>(p), p.conv1d);
+  else
+    w = oriented(load_matrix<T>(ref), p.conv1d);
+  return take_rows(std::move(w), u.part.rows);
+}
+template Dense<float> load_side<float>(const WorkUnit&, bool);
+template Dense<double> load_side<double>(const WorkUnit&, bool);
+
+Decomposition decompose_side(Backend& b, const WorkUnit& u, bool tuned, Side side, int64_t keep) {
+  Decomposition d;
+  if ((tuned ? u.tuned : u.base).on_backend())
+    d = on_backend(b, u, tuned, side, keep);
+  else if (b.precision() == Precision::F32)
+    d = b.decompose(load_side<float>(u, tuned), side, keep, read_label(u, tuned));
+  else
+    d = b.decompose(load_side<double>(u, tuned), side, keep, read_label(u, tuned));
+  const MatchedPair& p = u.pair;
+  check_finite(d, b.precision(),
+               (tuned ? p.tuned.file->path() : p.base.file->path()) + ": tensor '" +
+                   (tuned ? p.tuned_name : p.base_name) +
+                   (u.part.label.empty() ? "" : "[" + u.part.label + "]") + "'");
+  return d;
+}
+
+}  // namespace indim::detail

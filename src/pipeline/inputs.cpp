@@ -1,0 +1,99 @@
+#include "pipeline/inputs.hpp"
+
+#include <sys/stat.h>
+
+#include "indim/error.hpp"
+
+namespace indim::detail {
+
+namespace {
+
+constexpr const char* kSchemaVersion = "1.1";
+
+void check_pair(const MatchedPair& p) {
+  if (!p.shapes_equal)
+    throw BadInput(p.base.file->path() + ": tensor '" + p.base_name + "' " +
+                   shape_text(p.base.info->shape) + " does not match " + p.tuned.file->path() +
+                   ": tensor '" + p.tuned_name + "' " + shape_text(p.tuned.info->shape));
+  for (const TensorRef* r : {&p.base, &p.tuned})
+    if (!dtype_is_analysable(r->info->dtype))
+      throw BadInput(r->file->path() + ": tensor '" + r->info->name + "' has dtype " +
+                     dtype_name(r->info->dtype) +
+                     ", which indim cannot analyse (F64, F32, F16, BF16); --exclude it");
+}
+
+void check_selection(const AnalyzeOptions& o, const std::vector<MatchTable>& tables) {
+  for (size_t t = 0; t < tables.size(); ++t) {
+    int n = 0;
+    for (const auto& p : tables[t].pairs)
+      if (p.selected) check_pair(p), ++n;
+    if (n == 0)
+      throw BadInput(o.tuned[t] + ": no matrix selected for analysis against " + o.base +
+                     " (see `indim inspect BASE TUNED`, or use --include)");
+  }
+}
+
+InputInfo checkpoint_info(const Checkpoint& c) {
+  InputInfo in;
+  in.path = c.path();
+  in.kind = c.kind();
+  in.tensors = c.tensors().size();
+  in.bytes = c.total_bytes();
+  for (const auto& f : c.files()) {
+    struct stat st {};
+    ::stat(f->path().c_str(), &st);
+    in.files.push_back({f->path(), f->file_size(), static_cast<int64_t>(st.st_mtime)});
+  }
+  return in;
+}
+
+InputInfo tuned_info(const TunedInput& t) {
+  InputInfo in = checkpoint_info(t.checkpoint());
+  in.path = t.path();
+  if (const Adapter* a = t.adapter()) {
+    const LoraConfig& c = a->config();
+    in.kind = "peft-lora";
+    in.is_lora = true;
+    in.lora = {
+        c.r, c.alpha, c.use_rslora, c.use_dora, a->modules().size(), a->full_tensors().size()};
+  }
+  return in;
+}
+
+}  // namespace
+
+RunInputs::RunInputs(const AnalyzeOptions& o, const std::function<void(const std::string&)>& note)
+    : base(Checkpoint::open(o.base)), layout(detect_layout(base)) {
+  for (const auto& p : o.tuned) {
+    tuned.push_back(TunedInput::open(p));
+    tables.push_back(tuned.back().match(base, o.select, layout));
+  }
+  for (const auto& w : base.warnings()) note("warning: " + w);
+  for (const auto& t : tuned) {
+    for (const auto& w : t.checkpoint().warnings()) note("warning: " + w);
+    if (t.is_adapter())
+      for (const auto& w : t.adapter()->config().warnings) note("warning: " + w);
+  }
+  check_selection(o, tables);
+}
+
+RunHeader make_header(const AnalyzeOptions& o, const RunInputs& in, const Backend& backend) {
+  RunHeader h;
+  h.schema_version = kSchemaVersion;
+  h.base = checkpoint_info(in.base);
+  for (const auto& t : in.tuned) h.tuned.push_back(tuned_info(t));
+  h.k = o.k;
+  h.eps = o.eps;
+  h.eps_grid = eps_grid(o.eps);
+  h.precision = precision_name(o.precision);
+  h.side = side_name(o.side);
+  h.backend = backend.name();
+  h.algo = backend.algo();
+  h.include = o.select.include;
+  h.exclude = o.select.exclude;
+  h.delta = o.delta;
+  h.layout = in.layout.describe();
+  return h;
+}
+
+}  // namespace indim::detail

@@ -1,0 +1,19 @@
+// The results stage (see outputs.cpp).
+#pragma once
+
+#include "indim/analyze.hpp"
+#include "pipeline/run_state.hpp"
+#include "plan/plan.hpp"
+
+namespace indim::detail {
+
+/// Fills res.records (plan order: fine-tune, then the base's storage order), res.tuned and
+/// res.resumed from the run's records.
+void collect_results(AnalyzeResult& res, const AnalyzeOptions& o, const Plan& plan,
+                     const RunState& state);
+/// Sets the output paths of `res` for o.out_dir.
+void output_paths(AnalyzeResult& res, const AnalyzeOptions& o);
+/// write_outputs for a caller that already holds the lock on o.out_dir.
+void write_outputs_locked(AnalyzeResult& res, const AnalyzeOptions& o);
+
+}  // namespace indim::detail

@@ -1,0 +1,65 @@
+// The plan as data: every unit of work of a run (one tuned checkpoint against one base matrix
+// or part of one), with how each side reaches the backend (the exact bytes it reads) and its
+// cost, decided once. Staging, decomposition, scheduling and progress all read it.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "indim/analyze.hpp"
+#include "indim/match.hpp"
+
+namespace indim::detail {
+
+/// How one side of a unit is handed to the backend.
+struct SideRead {
+  enum class Kind {
+    Stored,  ///< contiguous stored bytes, as they lie (the GPU converts them on the device)
+    Merged,  ///< the base's stored bytes merged with the pair's LoRA update by the backend
+    Host,    ///< loaded and reshaped on the host (rows of a Conv1D, scattered rows, LoRA parts)
+  };
+  Kind kind = Kind::Host;
+  const uint8_t* data = nullptr;  ///< Stored, Merged: the first byte the backend reads
+  size_t bytes = 0;               ///< Stored, Merged: how many
+  int64_t rows = 0, cols = 0;     ///< Stored, Merged: the block as stored, row-major
+  bool transposed = false;        ///< Stored: analysed as [cols, rows] (a Conv1D)
+  bool on_backend() const { return kind != Kind::Host; }
+};
+
+struct WorkUnit {
+  int tuned_index = 0;
+  MatchedPair pair;
+  MatrixPart part;
+  std::string name;            ///< the base name, with "[part]" for a part
+  int64_t rows = 0, cols = 0;  ///< the matrix as analysed, [out, in]
+  SideRead base, tuned;
+  UnitCost cost;
+  bool pending = true;  ///< false once its records were resumed from the journal
+};
+
+/// A base matrix (or part) and every fine-tune's unit against it: the base is decomposed once.
+struct PlanEntry {
+  std::string name;
+  std::vector<WorkUnit> units;
+  /// The stored bytes the backend reads for the pending units, each range once: what a backend
+  /// that stages inputs copies ahead.
+  std::vector<ByteRange> backend_inputs() const;
+  UnitCost cost() const;
+};
+
+struct Plan {
+  std::vector<PlanEntry> entries;  ///< base storage order: file, then offset; parts in order
+  size_t units() const;
+  UnitCost cost() const;
+};
+
+/// The plan of the selected pairs of every table, entries in the base's storage order so reads
+/// stream through each file once.
+Plan make_plan(const Checkpoint& base, const std::vector<MatchTable>& tables);
+
+/// The key of a unit's base decomposition in the cache: its bytes and everything that shapes
+/// the decomposition (dtype, shape, side, backend and algorithm, precision, layout, part).
+std::string base_cache_key(const WorkUnit& u, Side side, const std::string& backend_algo,
+                           Precision precision);
+
+}  // namespace indim::detail
