@@ -11,9 +11,15 @@ namespace {
 
 constexpr int kThreads = 256;
 
-unsigned blocks_for(int64_t n, int threads = kThreads) {
-  return static_cast<unsigned>((n + threads - 1) / threads);
+// Blocks for a grid-stride loop over n items, kThreads per block: enough to cover n, at most
+// 65535 (the loops stride over the rest).
+unsigned grid_stride_blocks(int64_t n) {
+  const int64_t b = (n + kThreads - 1) / kThreads;
+  return static_cast<unsigned>(b < 65535 ? b : 65535);
 }
+
+// One block per column, grid-stride over columns past 65535.
+unsigned column_blocks(int64_t cols) { return static_cast<unsigned>(cols < 65535 ? cols : 65535); }
 
 // Element-wise cast. One thread per element, grid-stride.
 template <typename Src, typename Dst>
@@ -38,17 +44,6 @@ __global__ void transpose_kernel(const T* __restrict__ src, T* __restrict__ dst,
   for (int k = threadIdx.y; k < 32; k += 8) {
     const int64_t r = c0 + k, c = r0 + threadIdx.x;  // dst is [cols, rows]
     if (r < cols && c < rows) dst[r * rows + c] = tile[threadIdx.x][k];
-  }
-}
-
-// dst[:, j] = src[:, n - 1 - j] for column-major matrices with `rows` rows. One thread per
-// element of dst.
-__global__ void reverse_columns_kernel(const double* __restrict__ src, double* __restrict__ dst,
-                                       int64_t rows, int64_t n, int64_t keep) {
-  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < rows * keep;
-       e += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t i = e % rows, j = e / rows;
-    dst[e] = src[i + (n - 1 - j) * rows];
   }
 }
 
@@ -157,16 +152,6 @@ __global__ void dora_rescale_kernel(T* __restrict__ w, int64_t rows, int64_t col
   for (int64_t i = threadIdx.x; i < len; i += blockDim.x) at(i) = static_cast<T>(at(i) * f);
 }
 
-// Grid-stride scan for non-finite values; the smallest index wins through atomicMin.
-template <typename T>
-__global__ void find_non_finite_kernel(const T* __restrict__ w, int64_t n,
-                                       unsigned long long* __restrict__ first_bad) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
-       i += int64_t(gridDim.x) * blockDim.x)
-    if (!isfinite(static_cast<double>(w[i])))
-      atomicMin(first_bad, static_cast<unsigned long long>(i));
-}
-
 constexpr int kSimThreads = 128;  // base columns per block
 constexpr int kSimRows = 32;      // rows of d staged per step
 constexpr int kSimK = 16;         // tuned vectors per pass (registers per thread)
@@ -266,7 +251,7 @@ void convert_stored(const void* src, StoredType type, int64_t rows, int64_t cols
   INDIM_CUDA_CHECK(cudaMemsetAsync(first_bad, 0xFF, sizeof(unsigned long long), s));
   const int64_t n = rows * cols;
   if (n == 0) return;
-  convert_stored_kernel<Dst><<<blocks_for(n) < 65535 ? blocks_for(n) : 65535, kThreads, 0, s>>>(
+  convert_stored_kernel<Dst><<<grid_stride_blocks(n), kThreads, 0, s>>>(
       src, static_cast<int>(type), rows, cols, transpose, dst, first_bad);
   INDIM_KERNEL_CHECK();
 }
@@ -287,26 +272,15 @@ void dora_rescale(T* w, int64_t rows, int64_t cols, bool by_columns, const doubl
 template void dora_rescale<float>(float*, int64_t, int64_t, bool, const double*, cudaStream_t);
 template void dora_rescale<double>(double*, int64_t, int64_t, bool, const double*, cudaStream_t);
 
-template <typename T>
-void find_non_finite(const T* w, int64_t n, unsigned long long* first_bad, cudaStream_t s) {
-  INDIM_CUDA_CHECK(cudaMemsetAsync(first_bad, 0xFF, sizeof(unsigned long long), s));
-  if (n == 0) return;
-  find_non_finite_kernel<T>
-      <<<blocks_for(n) < 65535 ? blocks_for(n) : 65535, kThreads, 0, s>>>(w, n, first_bad);
-  INDIM_KERNEL_CHECK();
-}
-template void find_non_finite<float>(const float*, int64_t, unsigned long long*, cudaStream_t);
-template void find_non_finite<double>(const double*, int64_t, unsigned long long*, cudaStream_t);
-
 void cast_to_double(const float* src, double* dst, int64_t n, cudaStream_t s) {
   if (n == 0) return;
-  cast_kernel<<<blocks_for(n) < 65535 ? blocks_for(n) : 65535, kThreads, 0, s>>>(src, dst, n);
+  cast_kernel<<<grid_stride_blocks(n), kThreads, 0, s>>>(src, dst, n);
   INDIM_KERNEL_CHECK();
 }
 
 void cast_to_float(const double* src, float* dst, int64_t n, cudaStream_t s) {
   if (n == 0) return;
-  cast_kernel<<<blocks_for(n) < 65535 ? blocks_for(n) : 65535, kThreads, 0, s>>>(src, dst, n);
+  cast_kernel<<<grid_stride_blocks(n), kThreads, 0, s>>>(src, dst, n);
   INDIM_KERNEL_CHECK();
 }
 
@@ -320,30 +294,19 @@ void transpose(const T* src, T* dst, int64_t rows, int64_t cols, cudaStream_t s)
 template void transpose<float>(const float*, float*, int64_t, int64_t, cudaStream_t);
 template void transpose<double>(const double*, double*, int64_t, int64_t, cudaStream_t);
 
-void reverse_columns(const double* src, double* dst, int64_t rows, int64_t n, int64_t keep,
-                     cudaStream_t s) {
-  const int64_t total = rows * keep;
-  if (total == 0) return;
-  reverse_columns_kernel<<<blocks_for(total) < 65535 ? blocks_for(total) : 65535, kThreads, 0, s>>>(
-      src, dst, rows, n, keep);
-  INDIM_KERNEL_CHECK();
-}
-
 void inverse_column_norms(const double* src, int64_t rows, int64_t cols, double floor,
                           double* scale, cudaStream_t s) {
   if (cols == 0) return;
-  const int64_t blocks = cols < 65535 ? cols : 65535;
-  column_norms_kernel<<<static_cast<unsigned>(blocks), kThreads, 0, s>>>(
-      src, nullptr, nullptr, rows, cols, true, floor, scale);
+  column_norms_kernel<<<column_blocks(cols), kThreads, 0, s>>>(src, nullptr, nullptr, rows, cols,
+                                                               true, floor, scale);
   INDIM_KERNEL_CHECK();
 }
 
 void ritz_residuals(const double* gv, const double* v, const double* theta, int64_t rows,
                     int64_t cols, double* out, cudaStream_t s) {
   if (cols == 0) return;
-  const int64_t blocks = cols < 65535 ? cols : 65535;
-  column_norms_kernel<<<static_cast<unsigned>(blocks), kThreads, 0, s>>>(gv, v, theta, rows, cols,
-                                                                         false, 0.0, out);
+  column_norms_kernel<<<column_blocks(cols), kThreads, 0, s>>>(gv, v, theta, rows, cols, false, 0.0,
+                                                               out);
   INDIM_KERNEL_CHECK();
 }
 
@@ -352,8 +315,7 @@ void scale_columns_to_row_major(const double* src, const double* scale, Dst* dst
                                 int64_t cols, cudaStream_t s) {
   const int64_t total = rows * cols;
   if (total == 0) return;
-  scale_columns_kernel<<<blocks_for(total) < 65535 ? blocks_for(total) : 65535, kThreads, 0, s>>>(
-      src, scale, dst, rows, cols);
+  scale_columns_kernel<<<grid_stride_blocks(total), kThreads, 0, s>>>(src, scale, dst, rows, cols);
   INDIM_KERNEL_CHECK();
 }
 template void scale_columns_to_row_major<float>(const double*, const double*, float*, int64_t,

@@ -24,10 +24,6 @@ template <typename T>
 void dora_rescale(T* w, int64_t rows, int64_t cols, bool by_columns, const double* magnitude,
                   cudaStream_t s);
 
-/// *first_bad = smallest index i < n with w[i] not finite, or ULLONG_MAX (reset first).
-template <typename T>
-void find_non_finite(const T* w, int64_t n, unsigned long long* first_bad, cudaStream_t s);
-
 /// dst[i] = (Dst) src[i], n elements.
 void cast_to_double(const float* src, double* dst, int64_t n, cudaStream_t s);
 void cast_to_float(const double* src, float* dst, int64_t n, cudaStream_t s);
@@ -41,11 +37,6 @@ inline void cast(const double* src, float* dst, int64_t n, cudaStream_t s) {
 /// Row-major [rows, cols] -> row-major [cols, rows].
 template <typename T>
 void transpose(const T* src, T* dst, int64_t rows, int64_t cols, cudaStream_t s);
-
-/// Column-major src [rows, n] (ld = rows) -> column-major dst [rows, keep] holding src's columns
-/// in reverse order: dst[:, j] = src[:, n - 1 - j] (eigenvectors come ascending).
-void reverse_columns(const double* src, double* dst, int64_t rows, int64_t n, int64_t keep,
-                     cudaStream_t s);
 
 /// scale[j] = 1 / ||src[:, j]|| for the column-major src [rows, cols] (ld = rows), or 0 where the
 /// norm is at most `floor` (a null direction stays zero instead of amplified rounding noise).

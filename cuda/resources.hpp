@@ -46,26 +46,31 @@ using CusolverHandle = Owned<cusolverDnHandle_t, destroy_cusolver>;
 using SolverParams = Owned<cusolverDnParams_t, destroy_params>;
 using GesvdjParams = Owned<gesvdjInfo_t, destroy_gesvdj>;
 
-/// Device memory of `n` elements of T (uninitialised); grow() reallocates only to enlarge.
+/// Device memory of `n` elements of T (uninitialised), allocated and freed in the order of the
+/// stream it belongs to (cudaMallocAsync / cudaFreeAsync from the device's memory pool), so
+/// allocating on one stream never waits for the others; grow() reallocates only to enlarge.
+/// Memory may be used on another stream once that stream waits for this one (an event).
 template <typename T>
 class DeviceBuffer {
  public:
   DeviceBuffer() = default;
-  explicit DeviceBuffer(size_t n) { grow(n); }
+  explicit DeviceBuffer(cudaStream_t s) : s_(s) {}
+  DeviceBuffer(size_t n, cudaStream_t s) : s_(s) { grow(n); }
   ~DeviceBuffer() { release(); }
   DeviceBuffer(const DeviceBuffer&) = delete;
   DeviceBuffer& operator=(const DeviceBuffer&) = delete;
   DeviceBuffer(DeviceBuffer&& o) noexcept
-      : p_(std::exchange(o.p_, nullptr)), n_(std::exchange(o.n_, 0)) {}
+      : p_(std::exchange(o.p_, nullptr)), n_(std::exchange(o.n_, 0)), s_(o.s_) {}
   DeviceBuffer& operator=(DeviceBuffer&& o) noexcept {
-    if (this != &o) release(), p_ = std::exchange(o.p_, nullptr), n_ = std::exchange(o.n_, 0);
+    if (this != &o)
+      release(), p_ = std::exchange(o.p_, nullptr), n_ = std::exchange(o.n_, 0), s_ = o.s_;
     return *this;
   }
   void grow(size_t n) {
     if (n <= n_) return;
     release();
     void* p = nullptr;
-    INDIM_CUDA_CHECK(cudaMalloc(&p, n * sizeof(T)));
+    INDIM_CUDA_CHECK(cudaMallocAsync(&p, n * sizeof(T), s_));
     p_ = static_cast<T*>(p);
     n_ = n;
   }
@@ -74,12 +79,29 @@ class DeviceBuffer {
 
  private:
   void release() {
-    if (p_ != nullptr) INDIM_CUDA_WARN(cudaFree(p_));
+    if (p_ != nullptr) INDIM_CUDA_WARN(cudaFreeAsync(p_, s_));
     p_ = nullptr;
     n_ = 0;
   }
   T* p_ = nullptr;
   size_t n_ = 0;
+  cudaStream_t s_ = nullptr;
+};
+
+/// Makes `device` current for the calling thread and restores the previous device on leaving
+/// (worker and loader threads start on device 0; library callers keep theirs).
+class DeviceScope {
+ public:
+  explicit DeviceScope(int device) {
+    INDIM_CUDA_CHECK(cudaGetDevice(&previous_));
+    if (previous_ != device) INDIM_CUDA_CHECK(cudaSetDevice(device));
+  }
+  ~DeviceScope() { INDIM_CUDA_WARN(cudaSetDevice(previous_)); }
+  DeviceScope(const DeviceScope&) = delete;
+  DeviceScope& operator=(const DeviceScope&) = delete;
+
+ private:
+  int previous_ = 0;
 };
 
 /// Page-locked host memory, for copies that overlap compute.
@@ -114,10 +136,12 @@ class GpuContext {
  public:
   explicit GpuContext(int device);
   int device() const { return device_; }
-  /// Makes this context's device current for the calling thread (worker and loader threads
-  /// start on device 0).
-  void activate() const;
   cudaStream_t stream() const { return stream_.get(); }
+  /// An uninitialised device buffer of n elements on this context's stream.
+  template <typename T>
+  DeviceBuffer<T> buffer(size_t n) const {
+    return DeviceBuffer<T>(n, stream_.get());
+  }
   cublasHandle_t cublas() const { return cublas_.get(); }
   cusolverDnHandle_t cusolver() const { return cusolver_.get(); }
   cusolverDnParams_t params() const { return params_.get(); }

@@ -1,0 +1,207 @@
+// cuSOLVER's direct SVDs in the working precision: gesvd (QR-based; the fallback of every
+// route, needing the least memory), gesvdp (QDWH polar decomposition) and gesvdj (one-sided
+// Jacobi). All need m >= n, so a tall W is transposed on the device first.
+#include <algorithm>
+
+#include "cuda/cuda_backend.hpp"
+#include "cuda/kernels.cuh"
+
+namespace indim::cuda {
+
+namespace {
+
+template <typename T>
+constexpr cudaDataType data_type() {
+  return std::is_same<T, float>::value ? CUDA_R_32F : CUDA_R_64F;
+}
+
+// cusolverDn?gesvdj (economy, vectors) for S and D, with lda = m, ldu = m, ldv = n.
+cusolverStatus_t gesvdj_size(cusolverDnHandle_t h, int m, int n, const float* a, const float* s,
+                             const float* u, const float* v, int* lwork, gesvdjInfo_t p) {
+  return cusolverDnSgesvdj_bufferSize(h, CUSOLVER_EIG_MODE_VECTOR, 1, m, n, a, m, s, u, m, v, n,
+                                      lwork, p);
+}
+cusolverStatus_t gesvdj_size(cusolverDnHandle_t h, int m, int n, const double* a, const double* s,
+                             const double* u, const double* v, int* lwork, gesvdjInfo_t p) {
+  return cusolverDnDgesvdj_bufferSize(h, CUSOLVER_EIG_MODE_VECTOR, 1, m, n, a, m, s, u, m, v, n,
+                                      lwork, p);
+}
+cusolverStatus_t gesvdj_run(cusolverDnHandle_t h, int m, int n, float* a, float* s, float* u,
+                            float* v, float* work, int lwork, int* info, gesvdjInfo_t p) {
+  return cusolverDnSgesvdj(h, CUSOLVER_EIG_MODE_VECTOR, 1, m, n, a, m, s, u, m, v, n, work, lwork,
+                           info, p);
+}
+cusolverStatus_t gesvdj_run(cusolverDnHandle_t h, int m, int n, double* a, double* s, double* u,
+                            double* v, double* work, int lwork, int* info, gesvdjInfo_t p) {
+  return cusolverDnDgesvdj(h, CUSOLVER_EIG_MODE_VECTOR, 1, m, n, a, m, s, u, m, v, n, work, lwork,
+                           info, p);
+}
+
+}  // namespace
+
+template <typename T>
+Decomposition CudaBackend::direct_device(DeviceBuffer<T>& a, int64_t out, int64_t in, Side side,
+                                         int64_t keep, const std::string& label,
+                                         const std::string& algo) {
+  if (algo == "gesvd") return gesvd_device<T>(a, out, in, side, keep, label);
+  return uv_device<T>(a, out, in, side, keep, label, algo);
+}
+
+// W [out, in] row-major in T on the device.
+template <typename T>
+Decomposition CudaBackend::gesvd_device(DeviceBuffer<T>& a, int64_t out, int64_t in, Side side,
+                                        int64_t keep, const std::string& label) {
+  const int64_t r = std::min(out, in);
+  const size_t count = static_cast<size_t>(out * in);
+  cudaStream_t s = ctx_.stream();
+  // Xgesvd needs m >= n. in >= out: use A = W^T [in, out] as it lies; W's left vectors are
+  // A's right ones. in < out: transpose to W [out, in] column-major.
+  const bool as_is = in >= out;
+  DeviceBuffer<T> t(ctx_.stream());
+  T* mat = a.get();
+  if (!as_is) {
+    t.grow(count);
+    transpose(a.get(), t.get(), out, in, s);  // row-major [in, out] = col-major W
+    mat = t.get();
+  }
+  const int64_t m = as_is ? in : out, n = as_is ? out : in;
+  const bool want_left = side != Side::Right, want_right = side != Side::Left;
+  // For A = W^T: jobvt gives W's U; for W itself: jobu gives W's U.
+  const signed char jobu = (as_is ? want_right : want_left) ? 'S' : 'N';
+  const signed char jobvt = (as_is ? want_left : want_right) ? 'S' : 'N';
+  DeviceBuffer<T> sv(static_cast<size_t>(r), ctx_.stream()),
+      u(static_cast<size_t>(m * r), ctx_.stream()), vt(static_cast<size_t>(r * n), ctx_.stream());
+  size_t dev_bytes = 0, host_bytes = 0;
+  const cudaDataType dt = data_type<T>();
+  INDIM_CUSOLVER_CHECK(cusolverDnXgesvd_bufferSize(ctx_.cusolver(), ctx_.params(), jobu, jobvt, m,
+                                                   n, dt, mat, m, dt, sv.get(), dt, u.get(), m, dt,
+                                                   vt.get(), r, dt, &dev_bytes, &host_bytes));
+  std::vector<unsigned char> host_work(std::max<size_t>(host_bytes, 1));
+  INDIM_CUSOLVER_CHECK(cusolverDnXgesvd(ctx_.cusolver(), ctx_.params(), jobu, jobvt, m, n, dt, mat,
+                                        m, dt, sv.get(), dt, u.get(), m, dt, vt.get(), r, dt,
+                                        ctx_.workspace(dev_bytes), dev_bytes, host_work.data(),
+                                        host_bytes, ctx_.info()));
+  check_info(ctx_, label, "cusolverDnXgesvd");
+  Decomposition d;
+  d.route = "gesvd";
+  std::vector<T> sig(static_cast<size_t>(r));
+  INDIM_CUDA_CHECK(
+      cudaMemcpyAsync(sig.data(), sv.get(), sig.size() * sizeof(T), cudaMemcpyDeviceToHost, s));
+  // U (column-major [m, r]) holds the vectors of the m-side; VT ([r, n], ld r) those of the
+  // n-side, which read row-major as [n, r].
+  std::vector<T> uh(jobu == 'S' ? static_cast<size_t>(m * r) : 0),
+      vh(jobvt == 'S' ? static_cast<size_t>(r * n) : 0);
+  if (!uh.empty())
+    INDIM_CUDA_CHECK(
+        cudaMemcpyAsync(uh.data(), u.get(), uh.size() * sizeof(T), cudaMemcpyDeviceToHost, s));
+  if (!vh.empty())
+    INDIM_CUDA_CHECK(
+        cudaMemcpyAsync(vh.data(), vt.get(), vh.size() * sizeof(T), cudaMemcpyDeviceToHost, s));
+  ctx_.sync();
+  d.sigma.assign(sig.begin(), sig.end());
+  auto from_u = [&]() {  // column-major [m, r] -> row-major [m, keep]
+    Vectors v = empty_vectors(m, keep);
+    auto& o = v.values<T>();
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t j = 0; j < keep; ++j) o[i * keep + j] = uh[i + j * m];
+    return v;
+  };
+  auto from_vt = [&]() {  // row-major [n, r] -> row-major [n, keep]
+    Vectors v = empty_vectors(n, keep);
+    auto& o = v.values<T>();
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t j = 0; j < keep; ++j) o[i * keep + j] = vh[i * r + j];
+    return v;
+  };
+  if (want_left) d.left = as_is ? from_vt() : from_u();
+  if (want_right) d.right = as_is ? from_u() : from_vt();
+  return d;
+}
+
+// gesvdp (QDWH polar decomposition + syevd) and gesvdj (one-sided Jacobi) in T: both compute
+// U and V. As for gesvd, the buffer is made m >= n first (A = W^T as it lies when in >= out,
+// else W column-major), so U holds the m-side's vectors and V the n-side's, both
+// column-major [dim, r]; only their first `keep` columns come back.
+template <typename T>
+Decomposition CudaBackend::uv_device(DeviceBuffer<T>& a, int64_t out, int64_t in, Side side,
+                                     int64_t keep, const std::string& label,
+                                     const std::string& algo) {
+  const int64_t r = std::min(out, in);
+  cudaStream_t s = ctx_.stream();
+  const bool as_is = in >= out;
+  DeviceBuffer<T> t(ctx_.stream());
+  T* mat = a.get();
+  if (!as_is) {
+    t.grow(static_cast<size_t>(out * in));
+    transpose(a.get(), t.get(), out, in, s);
+    mat = t.get();
+  }
+  const int64_t m = as_is ? in : out, n = as_is ? out : in;
+  DeviceBuffer<T> sv(static_cast<size_t>(r), ctx_.stream()),
+      u(static_cast<size_t>(m * r), ctx_.stream()), v(static_cast<size_t>(n * r), ctx_.stream());
+  if (algo == "gesvdp") {
+    const cudaDataType dt = data_type<T>();
+    size_t dev_bytes = 0, host_bytes = 0;
+    INDIM_CUSOLVER_CHECK(cusolverDnXgesvdp_bufferSize(
+        ctx_.cusolver(), ctx_.params(), CUSOLVER_EIG_MODE_VECTOR, 1, m, n, dt, mat, m, dt, sv.get(),
+        dt, u.get(), m, dt, v.get(), n, dt, &dev_bytes, &host_bytes));
+    std::vector<unsigned char> host_work(std::max<size_t>(host_bytes, 1));
+    double err_sigma = 0;  // how far sigma near zero was perturbed; not needed here
+    INDIM_CUSOLVER_CHECK(cusolverDnXgesvdp(ctx_.cusolver(), ctx_.params(), CUSOLVER_EIG_MODE_VECTOR,
+                                           1, m, n, dt, mat, m, dt, sv.get(), dt, u.get(), m, dt,
+                                           v.get(), n, dt, ctx_.workspace(dev_bytes), dev_bytes,
+                                           host_work.data(), host_bytes, ctx_.info(), &err_sigma));
+    check_info(ctx_, label, "cusolverDnXgesvdp");
+  } else {
+    gesvdjInfo_t raw = nullptr;
+    INDIM_CUSOLVER_CHECK(cusolverDnCreateGesvdjInfo(&raw));
+    GesvdjParams params(raw);  // default tolerance (machine eps) and 100 sweeps
+    INDIM_CUSOLVER_CHECK(cusolverDnXgesvdjSetSortEig(raw, 1));
+    const int mi = static_cast<int>(m), ni = static_cast<int>(n);
+    int lwork = 0;
+    INDIM_CUSOLVER_CHECK(
+        gesvdj_size(ctx_.cusolver(), mi, ni, mat, sv.get(), u.get(), v.get(), &lwork, raw));
+    INDIM_CUSOLVER_CHECK(gesvdj_run(ctx_.cusolver(), mi, ni, mat, sv.get(), u.get(), v.get(),
+                                    static_cast<T*>(ctx_.workspace(sizeof(T) * lwork)), lwork,
+                                    ctx_.info(), raw));
+    check_info(ctx_, label, "cusolverDngesvdj");
+  }
+  Decomposition d;
+  d.route = algo;
+  std::vector<T> sig(static_cast<size_t>(r));
+  INDIM_CUDA_CHECK(
+      cudaMemcpyAsync(sig.data(), sv.get(), sig.size() * sizeof(T), cudaMemcpyDeviceToHost, s));
+  ctx_.sync();
+  // Descending order, whatever order the solver left: then the first keep columns suffice.
+  std::vector<int64_t> order(static_cast<size_t>(r));
+  for (int64_t j = 0; j < r; ++j) order[j] = j;
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int64_t x, int64_t y) { return sig[x] > sig[y]; });
+  bool sorted = true;
+  for (int64_t j = 0; j < r; ++j) sorted &= order[j] == j;
+  for (int64_t j = 0; j < r; ++j) d.sigma.push_back(static_cast<double>(sig[order[j]]));
+  // Columns order[0..keep) of a column-major [dim, r] block, as row-major [dim, keep].
+  auto take = [&](const DeviceBuffer<T>& block, int64_t dim) {
+    std::vector<T> h(static_cast<size_t>(dim * (sorted ? keep : r)));
+    INDIM_CUDA_CHECK(
+        cudaMemcpyAsync(h.data(), block.get(), h.size() * sizeof(T), cudaMemcpyDeviceToHost, s));
+    ctx_.sync();
+    Vectors vec = empty_vectors(dim, keep);
+    auto& o = vec.values<T>();
+    for (int64_t i = 0; i < dim; ++i)
+      for (int64_t j = 0; j < keep; ++j) o[i * keep + j] = h[i + order[j] * dim];
+    return vec;
+  };
+  // as_is: U [in, r] is W's right side, V [out, r] its left; else the other way round.
+  if (side != Side::Right) d.left = as_is ? take(v, n) : take(u, m);
+  if (side != Side::Left) d.right = as_is ? take(u, m) : take(v, n);
+  return d;
+}
+template Decomposition CudaBackend::direct_device<float>(DeviceBuffer<float>&, int64_t, int64_t,
+                                                         Side, int64_t, const std::string&,
+                                                         const std::string&);
+template Decomposition CudaBackend::direct_device<double>(DeviceBuffer<double>&, int64_t, int64_t,
+                                                          Side, int64_t, const std::string&,
+                                                          const std::string&);
+
+}  // namespace indim::cuda

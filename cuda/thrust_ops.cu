@@ -1,0 +1,63 @@
+#include <thrust/execution_policy.h>
+#include <thrust/find.h>
+#include <thrust/gather.h>
+#include <thrust/iterator/counting_iterator.h>
+#include <thrust/iterator/transform_iterator.h>
+
+#include "cuda/check.hpp"
+#include "cuda/thrust_ops.cuh"
+
+namespace indim::cuda {
+
+namespace {
+
+// Thrust's temporary storage, allocated and freed in the order of the stream it runs on (no
+// synchronous cudaMalloc on a multi-stream path).
+struct StreamAllocator {
+  using value_type = char;
+  cudaStream_t stream;
+  char* allocate(std::ptrdiff_t n) {
+    void* p = nullptr;
+    INDIM_CUDA_CHECK(cudaMallocAsync(&p, static_cast<size_t>(n), stream));
+    return static_cast<char*>(p);
+  }
+  void deallocate(char* p, size_t) { INDIM_CUDA_WARN(cudaFreeAsync(p, stream)); }
+};
+
+template <typename T>
+struct NotFinite {
+  __device__ bool operator()(T x) const { return !isfinite(x); }
+};
+
+// Element e of the column-major [rows, keep] result reads src[e % rows, n - 1 - e / rows].
+struct ReversedColumn {
+  int64_t rows, n;
+  __host__ __device__ int64_t operator()(int64_t e) const {
+    return e % rows + (n - 1 - e / rows) * rows;
+  }
+};
+
+}  // namespace
+
+template <typename T>
+int64_t first_non_finite(const T* w, int64_t n, cudaStream_t s) {
+  if (n == 0) return 0;
+  StreamAllocator alloc{s};
+  const T* hit = thrust::find_if(thrust::cuda::par(alloc).on(s), w, w + n, NotFinite<T>{});
+  return static_cast<int64_t>(hit - w);
+}
+template int64_t first_non_finite<float>(const float*, int64_t, cudaStream_t);
+template int64_t first_non_finite<double>(const double*, int64_t, cudaStream_t);
+
+void reverse_columns(const double* src, double* dst, int64_t rows, int64_t n, int64_t keep,
+                     cudaStream_t s) {
+  const int64_t total = rows * keep;
+  if (total == 0) return;
+  StreamAllocator alloc{s};
+  auto map = thrust::make_transform_iterator(thrust::counting_iterator<int64_t>(0),
+                                             ReversedColumn{rows, n});
+  thrust::gather(thrust::cuda::par_nosync(alloc).on(s), map, map + total, src, dst);
+  INDIM_KERNEL_CHECK();
+}
+
+}  // namespace indim::cuda
