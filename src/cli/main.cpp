@@ -300,112 +300,122 @@ int cmd_demo(const std::string& dir, AnalyzeArgs a, const DemoOptions& opts) {
   return kExitOk;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  CLI::App app{"indim: find intruder dimensions in fine-tuned checkpoints"};
-  app.set_version_flag("--version", std::string(INDIM_VERSION));
-  app.require_subcommand(1);
-  app.footer(
-      "Exit codes: 0 ok, 1 usage error, 2 bad input, 3 runtime failure, 4 intruders above "
-      "--fail-on-intruders, 130 interrupted (Ctrl-C; the journal resumes with --resume).");
-
+// Every subcommand's parsed arguments and its CLI11 handle.
+struct Commands {
   AnalyzeArgs a;
-  auto* analyze_cmd = app.add_subcommand("analyze", "Compare fine-tunes against their base");
-  analyze_cmd->add_option("base", a.base, "Base checkpoint: file, shard index or directory")
-      ->required();
-  analyze_cmd->add_option("tuned", a.tuned, "Fine-tuned checkpoint(s)")->required();
-  analyze_cmd->add_option("--out", a.out, "Output directory")->capture_default_str();
-  add_compute_options(analyze_cmd, a);
-  analyze_cmd->add_option("--include", a.include, "Regex of base tensor names to analyse");
-  analyze_cmd->add_option("--exclude", a.exclude, "Regex of base tensor names to skip");
-  analyze_cmd->add_flag("--resume", a.resume, "Skip matrices already in the journal");
-  analyze_cmd->add_flag("--split-fused", a.split_fused,
-                        "Analyse Q/K/V of fused attention and gate/up of gate_up_proj apart "
-                        "(needs config.json for heads)");
-  analyze_cmd->add_flag("-q,--quiet", a.quiet, "No summary table");
-  analyze_cmd->add_flag("--html", a.html, "Also write report.html (self-contained, with plots)");
-  analyze_cmd->add_flag("--delta", a.delta,
-                        "Also describe each update W - W0: norms, rank, effective rank");
-  analyze_cmd
-      ->add_option("--fail-on-intruders", a.fail_on,
-                   "Exit 4 when the total at the primary eps exceeds N")
-      ->check(in_range("--fail-on-intruders", 0, 2147483647));
-
+  CLI::App* analyze_cmd = nullptr;
   std::string ibase, ituned;
   SelectOptions isel;
-  auto* inspect_cmd = app.add_subcommand("inspect", "List tensors, or the base/tuned match table");
-  inspect_cmd->add_option("base", ibase, "Checkpoint")->required();
-  inspect_cmd->add_option("tuned", ituned, "Fine-tuned checkpoint to match against the base");
-  inspect_cmd->add_option("--include", isel.include, "Regex of base tensor names to analyse");
-  inspect_cmd->add_option("--exclude", isel.exclude, "Regex of base tensor names to skip");
-  inspect_cmd->add_flag("--split-fused", isel.split_fused, "Show how fused weights are split");
-
+  CLI::App* inspect_cmd = nullptr;
   std::string demo_dir = "indim-demo";
   AnalyzeArgs d;
-  auto* demo_cmd = app.add_subcommand("demo",
-                                      "Generate a base, a full and a LoRA fine-tune, and "
-                                      "analyse them");
-  demo_cmd->add_option("--out", demo_dir, "Directory for the generated files and results")
-      ->capture_default_str();
-  add_compute_options(demo_cmd, d);
   DemoOptions demo_opts;
   std::string demo_dtype = "BF16";
-  demo_cmd->add_option("--hidden", demo_opts.hidden, "Hidden size")->capture_default_str();
-  demo_cmd->add_option("--intermediate", demo_opts.intermediate, "MLP size")->capture_default_str();
-  demo_cmd->add_option("--kv-dim", demo_opts.kv_dim, "k/v projection rows")->capture_default_str();
-  demo_cmd->add_option("--layers", demo_opts.layers, "Transformer blocks")->capture_default_str();
-  demo_cmd->add_option("--lora-rank", demo_opts.lora_rank, "Rank of the LoRA update")
+  CLI::App* demo_cmd = nullptr;
+  std::string cache_dir = DecompositionCache::default_dir();
+  CLI::App *cache_cmd = nullptr, *cache_ls = nullptr, *cache_clear = nullptr;
+  cli::BenchArgs bench;
+  CLI::App* bench_cmd = nullptr;
+};
+
+void add_analyze(CLI::App& app, Commands& c) {
+  c.analyze_cmd = app.add_subcommand("analyze", "Compare fine-tunes against their base");
+  c.analyze_cmd->add_option("base", c.a.base, "Base checkpoint: file, shard index or directory")
+      ->required();
+  c.analyze_cmd->add_option("tuned", c.a.tuned, "Fine-tuned checkpoint(s)")->required();
+  c.analyze_cmd->add_option("--out", c.a.out, "Output directory")->capture_default_str();
+  add_compute_options(c.analyze_cmd, c.a);
+  c.analyze_cmd->add_option("--include", c.a.include, "Regex of base tensor names to analyse");
+  c.analyze_cmd->add_option("--exclude", c.a.exclude, "Regex of base tensor names to skip");
+  c.analyze_cmd->add_flag("--resume", c.a.resume, "Skip matrices already in the journal");
+  c.analyze_cmd->add_flag("--split-fused", c.a.split_fused,
+                          "Analyse Q/K/V of fused attention and gate/up of gate_up_proj apart "
+                          "(needs config.json for heads)");
+  c.analyze_cmd->add_flag("-q,--quiet", c.a.quiet, "No summary table");
+  c.analyze_cmd->add_flag("--html", c.a.html,
+                          "Also write report.html (self-contained, with plots)");
+  c.analyze_cmd->add_flag("--delta", c.a.delta,
+                          "Also describe each update W - W0: norms, rank, effective rank");
+  c.analyze_cmd
+      ->add_option("--fail-on-intruders", c.a.fail_on,
+                   "Exit 4 when the total at the primary eps exceeds N")
+      ->check(in_range("--fail-on-intruders", 0, 2147483647));
+}
+
+void add_inspect(CLI::App& app, Commands& c) {
+  c.inspect_cmd = app.add_subcommand("inspect", "List tensors, or the base/tuned match table");
+  c.inspect_cmd->add_option("base", c.ibase, "Checkpoint")->required();
+  c.inspect_cmd->add_option("tuned", c.ituned, "Fine-tuned checkpoint to match against the base");
+  c.inspect_cmd->add_option("--include", c.isel.include, "Regex of base tensor names to analyse");
+  c.inspect_cmd->add_option("--exclude", c.isel.exclude, "Regex of base tensor names to skip");
+  c.inspect_cmd->add_flag("--split-fused", c.isel.split_fused, "Show how fused weights are split");
+}
+
+void add_demo(CLI::App& app, Commands& c) {
+  c.demo_cmd = app.add_subcommand("demo",
+                                  "Generate c.a base, c.a full and c.a LoRA fine-tune, and "
+                                  "analyse them");
+  c.demo_cmd->add_option("--out", c.demo_dir, "Directory for the generated files and results")
       ->capture_default_str();
-  demo_cmd->add_option("--dtype", demo_dtype, "Stored dtype")
+  add_compute_options(c.demo_cmd, c.d);
+  c.demo_cmd->add_option("--hidden", c.demo_opts.hidden, "Hidden size")->capture_default_str();
+  c.demo_cmd->add_option("--intermediate", c.demo_opts.intermediate, "MLP size")
+      ->capture_default_str();
+  c.demo_cmd->add_option("--kv-dim", c.demo_opts.kv_dim, "k/v projection rows")
+      ->capture_default_str();
+  c.demo_cmd->add_option("--layers", c.demo_opts.layers, "Transformer blocks")
+      ->capture_default_str();
+  c.demo_cmd->add_option("--lora-rank", c.demo_opts.lora_rank, "Rank of the LoRA update")
+      ->capture_default_str();
+  c.demo_cmd->add_option("--dtype", c.demo_dtype, "Stored dtype")
       ->capture_default_str()
       ->check(CLI::IsMember({"BF16", "F16", "F32"}));
+}
 
-  std::string cache_dir = DecompositionCache::default_dir();
-  auto* cache_cmd = app.add_subcommand("cache", "List or clear the base decomposition cache");
-  cache_cmd->require_subcommand(1);
-  cache_cmd->add_option("--cache", cache_dir, "Cache directory")->capture_default_str();
-  auto* cache_ls = cache_cmd->add_subcommand("ls", "List cached decompositions, newest first");
-  auto* cache_clear = cache_cmd->add_subcommand("clear", "Remove every cached decomposition");
-  cache_ls->fallthrough();  // `indim cache ls --cache DIR` as well as `indim cache --cache DIR ls`
-  cache_clear->fallthrough();
+void add_cache(CLI::App& app, Commands& c) {
+  c.cache_cmd = app.add_subcommand("cache", "List or clear the base decomposition cache");
+  c.cache_cmd->require_subcommand(1);
+  c.cache_cmd->add_option("--cache", c.cache_dir, "Cache directory")->capture_default_str();
+  c.cache_ls = c.cache_cmd->add_subcommand("ls", "List cached decompositions, newest first");
+  c.cache_clear = c.cache_cmd->add_subcommand("clear", "Remove every cached decomposition");
+  c.cache_ls
+      ->fallthrough();  // `indim cache ls --cache DIR` as well as `indim cache --cache DIR ls`
+  c.cache_clear->fallthrough();
+}
 
-  cli::BenchArgs bench;
-  auto* bench_cmd = app.add_subcommand(
+void add_bench(CLI::App& app, Commands& c) {
+  c.bench_cmd = app.add_subcommand(
       "bench", "Time backends and algorithms on generated matrices, with their accuracy");
-  bench_cmd->add_option("--shapes", bench.shapes, "OUTxIN shapes, comma separated")
+  c.bench_cmd->add_option("--shapes", c.bench.shapes, "OUTxIN shapes, comma separated")
       ->delimiter(',')
       ->capture_default_str();
-  bench_cmd->add_option("--runs", bench.runs, "backend:algorithm runs, comma separated")
+  c.bench_cmd->add_option("--runs", c.bench.runs, "backend:algorithm runs, comma separated")
       ->delimiter(',')
       ->capture_default_str();
-  bench_cmd->add_option("--precision", bench.precision, "Working precision of the runs")
+  c.bench_cmd->add_option("--precision", c.bench.precision, "Working precision of the runs")
       ->capture_default_str()
       ->check(CLI::IsMember({"fp32", "fp64"}));
-  bench_cmd
-      ->add_option("--reference", bench.reference,
+  c.bench_cmd
+      ->add_option("--reference", c.bench.reference,
                    "fp64 reference for accuracy: cpu (gesdd), cuda (gram64) or none")
       ->capture_default_str()
       ->check(CLI::IsMember({"cpu", "cuda", "none"}));
-  bench_cmd->add_option("--k", bench.k, "Top tuned vectors compared")->capture_default_str();
-  bench_cmd->add_option("--reps", bench.reps, "Repetitions; the best time counts")
+  c.bench_cmd->add_option("--k", c.bench.k, "Top tuned vectors compared")->capture_default_str();
+  c.bench_cmd->add_option("--reps", c.bench.reps, "Repetitions; the best time counts")
       ->capture_default_str();
-  bench_cmd->add_option("--json", bench.json, "Also write the rows as JSON to this file");
+  c.bench_cmd->add_option("--json", c.bench.json, "Also write the rows as JSON to this file");
+}
 
+// The parsed subcommand, run; exceptions become the documented exit codes.
+int run_parsed(Commands& c) {
   try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    const int rc = app.exit(e);
-    return rc == 0 ? kExitOk : kExitUsage;
-  }
-  try {
-    if (*analyze_cmd) return cmd_analyze(a);
-    if (*inspect_cmd) return cmd_inspect(ibase, ituned, isel);
-    if (*bench_cmd) return cli::run_bench(bench);
-    if (*cache_cmd) return cmd_cache(cache_dir, cache_ls->parsed(), cache_clear->parsed());
-    if (*demo_cmd) {
-      demo_opts.dtype = *parse_dtype(demo_dtype);
-      return cmd_demo(demo_dir, d, demo_opts);
+    if (*c.analyze_cmd) return cmd_analyze(c.a);
+    if (*c.inspect_cmd) return cmd_inspect(c.ibase, c.ituned, c.isel);
+    if (*c.bench_cmd) return cli::run_bench(c.bench);
+    if (*c.cache_cmd) return cmd_cache(c.cache_dir, c.cache_ls->parsed(), c.cache_clear->parsed());
+    if (*c.demo_cmd) {
+      c.demo_opts.dtype = *parse_dtype(c.demo_dtype);
+      return cmd_demo(c.demo_dir, c.d, c.demo_opts);
     }
   } catch (const UsageError& e) {
     std::cerr << "indim: usage error: " << e.what() << "\n";
@@ -421,4 +431,28 @@ int main(int argc, char** argv) {
     return kExitRuntime;
   }
   return kExitUsage;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"indim: find intruder dimensions in fine-tuned checkpoints"};
+  app.set_version_flag("--version", std::string(INDIM_VERSION));
+  app.require_subcommand(1);
+  app.footer(
+      "Exit codes: 0 ok, 1 usage error, 2 bad input, 3 runtime failure, 4 intruders above "
+      "--fail-on-intruders, 130 interrupted (Ctrl-C; the journal resumes with --resume).");
+  Commands c;
+  add_analyze(app, c);
+  add_inspect(app, c);
+  add_demo(app, c);
+  add_cache(app, c);
+  add_bench(app, c);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int rc = app.exit(e);
+    return rc == 0 ? kExitOk : kExitUsage;
+  }
+  return run_parsed(c);
 }

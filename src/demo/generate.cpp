@@ -89,9 +89,7 @@ void write_sharded(const std::string& dir, const std::vector<TensorData>& tensor
   write_shard_index((fs::path(dir) / "model.safetensors.index.json").string(), weight_map, total);
 }
 
-}  // namespace
-
-DemoPaths generate_demo(const std::string& dir, const DemoOptions& o) {
+void check_options(const DemoOptions& o) {
   if (o.hidden < 1 || o.intermediate < 1 || o.kv_dim < 1 || o.layers < 1 || o.vocab < 1)
     throw UsageError("demo: sizes and layer count must be at least 1");
   // Bounds on what one option may make the generator allocate (a 16384 x 65536 fp64 matrix is
@@ -102,6 +100,80 @@ DemoPaths generate_demo(const std::string& dir, const DemoOptions& o) {
         "demo: sizes are bounded (hidden, kv-dim <= 16384, intermediate <= 65536, layers <= 256)");
   if (o.lora_rank < 1 || o.lora_rank > std::min(o.kv_dim, o.hidden))
     throw UsageError("demo: --lora-rank must lie in [1, min(kv-dim, hidden)]");
+}
+
+// LoRA fine-tune of one projection: W0 + s B A of rank r with singular values 0.9 .. 0.4 of
+// sigma_0, along random directions the base does not have. B = P diag(d) / s, A = Q^T; written
+// as a PEFT adapter and, merged, as a checkpoint.
+void add_lora(const std::string& module_name, int out, int in, const Dense<double>& w0,
+              const DemoOptions& o, std::mt19937_64& rng, std::vector<TensorData>& lora,
+              std::vector<TensorData>& adapter) {
+  const std::string name = module_name + ".weight";
+  std::vector<double> d(o.lora_rank);
+  for (int i = 0; i < o.lora_rank; ++i) d[i] = 0.9 - 0.5 * i / std::max(1, o.lora_rank - 1);
+  Dense<double> pm = random_orthonormal(out, o.lora_rank, rng);
+  Dense<double> qm = random_orthonormal(in, o.lora_rank, rng);
+  Dense<double> delta = compose_svd(pm, d, qm);
+  for (size_t i = 0; i < delta.data.size(); ++i) delta.data[i] += w0.data[i];
+  lora.push_back(tensor(name, delta, o.dtype));
+  const double scale = 2.0;  // lora_alpha = 2 r
+  Dense<double> b = pm, a{o.lora_rank, in, std::vector<double>(qm.data.size())};
+  for (int64_t i = 0; i < b.rows; ++i)
+    for (int j = 0; j < o.lora_rank; ++j) b.at(i, j) *= d[j] / scale;
+  for (int64_t i = 0; i < in; ++i)
+    for (int j = 0; j < o.lora_rank; ++j) a.at(j, i) = qm.at(i, j);
+  const std::string module = "base_model.model." + module_name;
+  adapter.push_back(tensor(module + ".lora_A.weight", a, o.dtype));
+  adapter.push_back(tensor(module + ".lora_B.weight", b, o.dtype));
+}
+
+// The four folders: a sharded base with config.json, the full and merged LoRA fine-tunes, and
+// the PEFT adapter.
+DemoPaths write_demo(const std::string& dir, const DemoOptions& o,
+                     const std::vector<TensorData>& base, const std::vector<TensorData>& full,
+                     const std::vector<TensorData>& lora, const std::vector<TensorData>& adapter) {
+  DemoPaths paths{(fs::path(dir) / "base").string(), (fs::path(dir) / "full").string(),
+                  (fs::path(dir) / "lora").string(), (fs::path(dir) / "lora-adapter").string()};
+  write_sharded(paths.base, base, o.base_shards);
+  const nlohmann::json model_config = {{"model_type", "llama"},
+                                       {"architectures", {"LlamaForCausalLM"}},
+                                       {"hidden_size", o.hidden},
+                                       {"intermediate_size", o.intermediate},
+                                       {"num_hidden_layers", o.layers},
+                                       {"vocab_size", o.vocab},
+                                       {"torch_dtype", o.dtype == DType::F32   ? "float32"
+                                                       : o.dtype == DType::F16 ? "float16"
+                                                                               : "bfloat16"}};
+  detail::write_file_atomic((fs::path(paths.base) / "config.json").string(),
+                            model_config.dump(2) + "\n");
+  write_sharded(paths.full, full, 1);
+  write_sharded(paths.lora, lora, 1);
+  fs::create_directories(paths.lora_adapter);
+  write_safetensors((fs::path(paths.lora_adapter) / "adapter_model.safetensors").string(), adapter);
+  const nlohmann::json config = {{"peft_type", "LORA"},
+                                 {"task_type", "CAUSAL_LM"},
+                                 {"r", o.lora_rank},
+                                 {"lora_alpha", 2 * o.lora_rank},
+                                 {"lora_dropout", 0.0},
+                                 {"target_modules", {"q_proj", "v_proj"}},
+                                 {"bias", "none"},
+                                 {"fan_in_fan_out", false},
+                                 {"use_rslora", false},
+                                 {"use_dora", false},
+                                 {"init_lora_weights", true},
+                                 {"rank_pattern", nlohmann::json::object()},
+                                 {"alpha_pattern", nlohmann::json::object()},
+                                 {"modules_to_save", nullptr},
+                                 {"base_model_name_or_path", paths.base}};
+  detail::write_file_atomic((fs::path(paths.lora_adapter) / "adapter_config.json").string(),
+                            config.dump(2) + "\n");
+  return paths;
+}
+
+}  // namespace
+
+DemoPaths generate_demo(const std::string& dir, const DemoOptions& o) {
+  check_options(o);
   std::mt19937_64 rng(o.seed);
   std::normal_distribution<double> g(0.0, 1.0);
   std::vector<TensorData> base, full, lora, adapter;
@@ -140,66 +212,13 @@ DemoPaths generate_demo(const std::string& dir, const DemoOptions& o) {
         lora.push_back(base.back());
         continue;
       }
-      // LoRA fine-tune: W0 + s B A of rank r with singular values 0.9 .. 0.4 of sigma_0, along
-      // random directions the base does not have. B = P diag(d) / s, A = Q^T; written as a PEFT
-      // adapter and, merged, as a checkpoint.
-      std::vector<double> d(o.lora_rank);
-      for (int i = 0; i < o.lora_rank; ++i) d[i] = 0.9 - 0.5 * i / std::max(1, o.lora_rank - 1);
-      Dense<double> pm = random_orthonormal(p.out, o.lora_rank, rng);
-      Dense<double> qm = random_orthonormal(p.in, o.lora_rank, rng);
-      Dense<double> delta = compose_svd(pm, d, qm);
-      for (size_t i = 0; i < delta.data.size(); ++i) delta.data[i] += w0.data[i];
-      lora.push_back(tensor(name, delta, o.dtype));
-      const double scale = 2.0;  // lora_alpha = 2 r
-      Dense<double> b = pm, a{o.lora_rank, p.in, std::vector<double>(qm.data.size())};
-      for (int64_t i = 0; i < b.rows; ++i)
-        for (int j = 0; j < o.lora_rank; ++j) b.at(i, j) *= d[j] / scale;
-      for (int64_t i = 0; i < p.in; ++i)
-        for (int j = 0; j < o.lora_rank; ++j) a.at(j, i) = qm.at(i, j);
-      const std::string module = "base_model.model." + prefix + p.name;
-      adapter.push_back(tensor(module + ".lora_A.weight", a, o.dtype));
-      adapter.push_back(tensor(module + ".lora_B.weight", b, o.dtype));
+      add_lora(prefix + p.name, p.out, p.in, w0, o, rng, lora, adapter);
     }
   }
   all(vector_tensor("model.norm.weight", o.hidden, 1.0, o.dtype));
   all(tensor("lm_head.weight", random_weight(o.vocab, o.hidden, 1.0, rng), o.dtype));
 
-  DemoPaths paths{(fs::path(dir) / "base").string(), (fs::path(dir) / "full").string(),
-                  (fs::path(dir) / "lora").string(), (fs::path(dir) / "lora-adapter").string()};
-  write_sharded(paths.base, base, o.base_shards);
-  const nlohmann::json model_config = {{"model_type", "llama"},
-                                       {"architectures", {"LlamaForCausalLM"}},
-                                       {"hidden_size", o.hidden},
-                                       {"intermediate_size", o.intermediate},
-                                       {"num_hidden_layers", o.layers},
-                                       {"vocab_size", o.vocab},
-                                       {"torch_dtype", o.dtype == DType::F32   ? "float32"
-                                                       : o.dtype == DType::F16 ? "float16"
-                                                                               : "bfloat16"}};
-  detail::write_file_atomic((fs::path(paths.base) / "config.json").string(),
-                            model_config.dump(2) + "\n");
-  write_sharded(paths.full, full, 1);
-  write_sharded(paths.lora, lora, 1);
-  fs::create_directories(paths.lora_adapter);
-  write_safetensors((fs::path(paths.lora_adapter) / "adapter_model.safetensors").string(), adapter);
-  const nlohmann::json config = {{"peft_type", "LORA"},
-                                 {"task_type", "CAUSAL_LM"},
-                                 {"r", o.lora_rank},
-                                 {"lora_alpha", 2 * o.lora_rank},
-                                 {"lora_dropout", 0.0},
-                                 {"target_modules", {"q_proj", "v_proj"}},
-                                 {"bias", "none"},
-                                 {"fan_in_fan_out", false},
-                                 {"use_rslora", false},
-                                 {"use_dora", false},
-                                 {"init_lora_weights", true},
-                                 {"rank_pattern", nlohmann::json::object()},
-                                 {"alpha_pattern", nlohmann::json::object()},
-                                 {"modules_to_save", nullptr},
-                                 {"base_model_name_or_path", paths.base}};
-  detail::write_file_atomic((fs::path(paths.lora_adapter) / "adapter_config.json").string(),
-                            config.dump(2) + "\n");
-  return paths;
+  return write_demo(dir, o, base, full, lora, adapter);
 }
 
 }  // namespace indim
