@@ -23,6 +23,22 @@ void check_info(GpuContext& ctx, const std::string& label, const char* routine) 
     throw CusolverError(label + ": " + routine + " failed " + detail::solver_info_text(info));
 }
 
+namespace {
+
+// The [out, in] a stored [rows, cols] block is analysed as (transposed for a Conv1D), with
+// `keep` clamped to min(out, in) (0: all).
+std::pair<int64_t, int64_t> analysed_shape(int64_t rows, int64_t cols, bool transposed,
+                                           int64_t& keep, const std::string& label) {
+  if (rows <= 0 || cols <= 0)
+    throw BadInput(label + ": cannot decompose an empty matrix", InputProblem::Unsupported);
+  const int64_t out = transposed ? cols : rows, in = transposed ? rows : cols;
+  const int64_t r = std::min(out, in);
+  if (keep <= 0 || keep > r) keep = r;
+  return {out, in};
+}
+
+}  // namespace
+
 CudaBackend::CudaBackend(Precision p, std::string algo, int device,
                          std::shared_ptr<detail::MemoryPool> pool, uint64_t staging_limit)
     : precision_(p),
@@ -54,10 +70,7 @@ Decomposition CudaBackend::decompose_stored(const void* bytes, DType dtype, int6
                                             int64_t cols, bool transposed, Side side, int64_t keep,
                                             const std::string& label) {
   const DeviceScope scope(ctx_.device());
-  if (rows <= 0 || cols <= 0) throw BadInput(label + ": cannot decompose an empty matrix");
-  const int64_t out = transposed ? cols : rows, in = transposed ? rows : cols;
-  const int64_t r = std::min(out, in);
-  if (keep <= 0 || keep > r) keep = r;
+  const auto [out, in] = analysed_shape(rows, cols, transposed, keep, label);
   return dispatch(out, in, side, keep, label, [&](auto type) {
     return upload_stored<decltype(type)>(bytes, dtype, rows, cols, transposed, label);
   });
@@ -68,10 +81,7 @@ Decomposition CudaBackend::decompose_merged(const void* base_bytes, DType dtype,
                                             Side side, int64_t keep, const std::string& base_label,
                                             const std::string& label) {
   const DeviceScope scope(ctx_.device());
-  if (rows <= 0 || cols <= 0) throw BadInput(label + ": cannot decompose an empty matrix");
-  const int64_t out = conv1d ? cols : rows, in = conv1d ? rows : cols;
-  const int64_t r = std::min(out, in);
-  if (keep <= 0 || keep > r) keep = r;
+  const auto [out, in] = analysed_shape(rows, cols, conv1d, keep, label);
   return dispatch(out, in, side, keep, label, [&](auto type) {
     auto w = merged<decltype(type)>(base_bytes, dtype, rows, cols, update, base_label, label);
     return conv1d ? transposed(w, rows, cols) : std::move(w);
@@ -129,7 +139,8 @@ Decomposition CudaBackend::dispatch(int64_t out, int64_t in, Side side, int64_t 
 template <typename T>
 Decomposition CudaBackend::run(const Dense<T>& w, Side side, int64_t keep,
                                const std::string& label) {
-  if (w.rows <= 0 || w.cols <= 0) throw BadInput(label + ": cannot decompose an empty matrix");
+  if (w.rows <= 0 || w.cols <= 0)
+    throw BadInput(label + ": cannot decompose an empty matrix", InputProblem::Unsupported);
   const int64_t r = std::min(w.rows, w.cols);
   if (keep <= 0 || keep > r) keep = r;
   return dispatch(w.rows, w.cols, side, keep, label, [&](auto type) {

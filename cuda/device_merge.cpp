@@ -58,8 +58,9 @@ DeviceBuffer<T> CudaBackend::merged(const void* bytes, DType dtype, int64_t rows
   }
   const int64_t first = first_non_finite<T>(w.get(), rows * cols, ctx_.stream());
   if (first < rows * cols)
-    throw BadInput(label + ": merging the adapter gives a non-finite value at [" +
-                   std::to_string(first / cols) + ", " + std::to_string(first % cols) + "]");
+    throw BadInput(InputProblem::NonFinite,
+                   label + ": merging the adapter gives a non-finite value at [" +
+                       std::to_string(first / cols) + ", " + std::to_string(first % cols) + "]");
   return w;
 }
 

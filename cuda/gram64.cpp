@@ -19,26 +19,19 @@ namespace indim::cuda {
 // scaled by `scale` (device, length cols).
 Vectors CudaBackend::download(const double* colmajor, const double* scale, int64_t rows,
                               int64_t cols) {
-  Vectors v;
-  v.precision = precision_;
-  v.dim = rows;
-  v.count = cols;
-  const size_t n = static_cast<size_t>(rows * cols);
-  if (precision_ == Precision::F32) {
-    DeviceBuffer<float> out(n, ctx_.stream());
+  Vectors v = empty_vectors(rows, cols);
+  auto fetch = [&](auto& host) {
+    using T = typename std::decay_t<decltype(host)>::value_type;
+    DeviceBuffer<T> out = ctx_.buffer<T>(host.size());
     scale_columns_to_row_major(colmajor, scale, out.get(), rows, cols, ctx_.stream());
-    v.f32.resize(n);
-    INDIM_CUDA_CHECK(cudaMemcpyAsync(v.f32.data(), out.get(), n * sizeof(float),
+    INDIM_CUDA_CHECK(cudaMemcpyAsync(host.data(), out.get(), host.size() * sizeof(T),
                                      cudaMemcpyDeviceToHost, ctx_.stream()));
     ctx_.sync();
-  } else {
-    DeviceBuffer<double> out(n, ctx_.stream());
-    scale_columns_to_row_major(colmajor, scale, out.get(), rows, cols, ctx_.stream());
-    v.f64.resize(n);
-    INDIM_CUDA_CHECK(cudaMemcpyAsync(v.f64.data(), out.get(), n * sizeof(double),
-                                     cudaMemcpyDeviceToHost, ctx_.stream()));
-    ctx_.sync();
-  }
+  };
+  if (precision_ == Precision::F32)
+    fetch(v.f32);
+  else
+    fetch(v.f64);
   return v;
 }
 

@@ -114,8 +114,9 @@ DeviceBuffer<T> CudaBackend::upload_stored(const void* bytes, DType dtype, int64
       cudaMemcpyAsync(&first, bad.get(), sizeof first, cudaMemcpyDeviceToHost, ctx_.stream()));
   ctx_.sync();
   if (first != ~0ull)
-    throw BadInput(label + " holds a non-finite value at [" + std::to_string(first / cols) + ", " +
-                   std::to_string(first % cols) + "]");
+    throw BadInput(InputProblem::NonFinite, label + " holds a non-finite value at [" +
+                                                std::to_string(first / cols) + ", " +
+                                                std::to_string(first % cols) + "]");
   return w;
 }
 template DeviceBuffer<float> CudaBackend::upload_stored<float>(const void*, DType, int64_t, int64_t,

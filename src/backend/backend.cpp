@@ -38,7 +38,8 @@ Dense<T> from_stored(const void* bytes, DType dtype, int64_t rows, int64_t cols,
   convert_elements(bytes, dtype, m.data.size(), m.data.data());
   const size_t bad = first_non_finite(m.data.data(), m.data.size());
   if (bad < m.data.size())
-    throw BadInput(label + " holds a non-finite value at " + matrix_index_text(bad, cols));
+    throw BadInput(InputProblem::NonFinite,
+                   label + " holds a non-finite value at " + matrix_index_text(bad, cols));
   return transpose ? transposed(m) : m;
 }
 

@@ -68,8 +68,9 @@ void apply_update(Dense<T>& w, const LowRankUpdate& u, const std::string& label)
   if (!u.magnitude.empty()) rescale_outputs(w, u.magnitude, u.transposed);
   const size_t bad = detail::first_non_finite(w.data.data(), w.data.size());
   if (bad < w.data.size())
-    throw BadInput(label + ": merging the adapter gives a non-finite value at " +
-                   detail::matrix_index_text(bad, w.cols));
+    throw BadInput(InputProblem::NonFinite,
+                   label + ": merging the adapter gives a non-finite value at " +
+                       detail::matrix_index_text(bad, w.cols));
 }
 template void apply_update<float>(Dense<float>&, const LowRankUpdate&, const std::string&);
 template void apply_update<double>(Dense<double>&, const LowRankUpdate&, const std::string&);

@@ -36,11 +36,12 @@ void refuse_unlisted(const std::string& dir, const std::string& index,
   }
   std::sort(extra.begin(), extra.end());
   if (!extra.empty())
-    throw BadInput(dir + ": ambiguous: holds the shard index " + index + " and " + extra[0] +
-                   ", which the index does not list" +
-                   (extra.size() > 1 ? " (and " + std::to_string(extra.size() - 1) + " more)"
-                                     : std::string()) +
-                   "; name the index or the file to analyse");
+    throw BadInput(InputProblem::Ambiguous,
+                   dir + ": ambiguous: holds the shard index " + index + " and " + extra[0] +
+                       ", which the index does not list" +
+                       (extra.size() > 1 ? " (and " + std::to_string(extra.size() - 1) + " more)"
+                                         : std::string()) +
+                       "; name the index or the file to analyse");
 }
 
 // Finds the checkpoint file inside a directory: the one index, else the one safetensors file.
@@ -54,42 +55,49 @@ std::string resolve_directory(const std::string& dir) {
     else if (detail::ends_with(name, ".safetensors"))
       files.push_back(e.path().string());
   }
-  if (ec) throw BadInput(dir + ": cannot list the directory: " + ec.message());
+  if (ec)
+    throw BadInput(InputProblem::NotFound, dir + ": cannot list the directory: " + ec.message());
   std::sort(indexes.begin(), indexes.end());
   std::sort(files.begin(), files.end());
   if (present(fs::path(dir) / "adapter_config.json"))
-    throw BadInput(dir +
-                   ": this is a PEFT adapter folder (adapter_config.json); an adapter is a "
-                   "fine-tune: give it as TUNED, after the base checkpoint it was trained on");
+    throw BadInput(InputProblem::Ambiguous,
+                   dir +
+                       ": this is a PEFT adapter folder (adapter_config.json); an adapter is a "
+                       "fine-tune: give it as TUNED, after the base checkpoint it was trained on");
   if (indexes.size() > 1)
-    throw BadInput(dir + ": holds " + std::to_string(indexes.size()) +
-                   " shard indexes; name the one to use");
+    throw BadInput(InputProblem::Ambiguous, dir + ": holds " + std::to_string(indexes.size()) +
+                                                " shard indexes; name the one to use");
   if (indexes.size() == 1) return indexes[0];
   if (files.size() == 1) return files[0];
   if (files.empty()) {
     for (const char* legacy : {"pytorch_model.bin", "pytorch_model.bin.index.json"})
       if (present(fs::path(dir) / legacy))
-        throw BadInput(dir + ": holds " + legacy +
-                       " (PyTorch pickle), which indim does not read; convert it to safetensors");
-    throw BadInput(dir + ": no .safetensors file or shard index found");
+        throw BadInput(
+            InputProblem::Ambiguous,
+            dir + ": holds " + legacy +
+                " (PyTorch pickle), which indim does not read; convert it to safetensors");
+    throw BadInput(InputProblem::Ambiguous, dir + ": no .safetensors file or shard index found");
   }
-  throw BadInput(dir + ": holds " + std::to_string(files.size()) +
-                 " .safetensors files but no *.safetensors.index.json; name the file to use");
+  throw BadInput(InputProblem::Ambiguous,
+                 dir + ": holds " + std::to_string(files.size()) +
+                     " .safetensors files but no *.safetensors.index.json; name the file to use");
 }
 
 void check_shard_name(const std::string& index, const std::string& tensor,
                       const std::string& shard) {
   if (shard.empty() || shard.find('/') != std::string::npos ||
       shard.find('\\') != std::string::npos || shard == "." || shard == "..")
-    throw BadInput(index + ": tensor '" + tensor + "': shard path \"" + shard +
-                   "\" must be a plain file name in the index's directory");
+    throw BadInput(InputProblem::Malformed,
+                   index + ": tensor '" + tensor + "': shard path \"" + shard +
+                       "\" must be a plain file name in the index's directory");
 }
 
 }  // namespace
 
 Checkpoint Checkpoint::open(const std::string& path) {
   const detail::PathKind kind = detail::path_kind(path);
-  if (kind == detail::PathKind::Missing) throw BadInput(path + ": no such file or directory");
+  if (kind == detail::PathKind::Missing)
+    throw BadInput(InputProblem::NotFound, path + ": no such file or directory");
   std::string file = kind == detail::PathKind::Directory ? resolve_directory(path) : path;
   Checkpoint c;
   c.path_ = path;
@@ -110,15 +118,16 @@ Checkpoint Checkpoint::open(const std::string& path) {
     if (it == shard_of_file.end()) {
       const fs::path sp = dir / shard;
       if (!present(sp))
-        throw BadInput(file + ": tensor '" + tensor + "': shard " + shard + " does not exist");
+        throw BadInput(InputProblem::Malformed,
+                       file + ": tensor '" + tensor + "': shard " + shard + " does not exist");
       c.files_.push_back(SafetensorsFile::open(sp.string()));
       it = shard_of_file.emplace(shard, c.files_.size() - 1).first;
     }
     const SafetensorsFile* sf = c.files_[it->second].get();
     const TensorInfo* info = sf->find(tensor);
     if (info == nullptr)
-      throw BadInput(file + ": tensor '" + tensor + "' is listed in " + shard +
-                     ", which does not contain it");
+      throw BadInput(InputProblem::Malformed, file + ": tensor '" + tensor + "' is listed in " +
+                                                  shard + ", which does not contain it");
     c.tensors_[tensor] = {sf, info};
   }
   if (kind == detail::PathKind::Directory) refuse_unlisted(path, file, weight_map);
@@ -128,8 +137,9 @@ Checkpoint Checkpoint::open(const std::string& path) {
     for (const auto& t : f->tensors()) {
       auto [it, fresh] = seen.emplace(t.name, f->path());
       if (!fresh)
-        throw BadInput(file + ": tensor '" + t.name + "' is stored in two shards: " + it->second +
-                       " and " + f->path());
+        throw BadInput(InputProblem::Malformed, file + ": tensor '" + t.name +
+                                                    "' is stored in two shards: " + it->second +
+                                                    " and " + f->path());
     }
   return c;
 }
@@ -138,11 +148,12 @@ std::map<std::string, std::string> parse_shard_index(std::string_view text,
                                                      const std::string& path) {
   nlohmann::json j = detail::parse_json_strict(text, path);
   if (!j.is_object() || !j.contains("weight_map") || !j["weight_map"].is_object())
-    throw BadInput(path + ": no \"weight_map\" object");
+    throw BadInput(InputProblem::Malformed, path + ": no \"weight_map\" object");
   std::map<std::string, std::string> out;
   for (const auto& [tensor, shard_v] : j["weight_map"].items()) {
     if (!shard_v.is_string())
-      throw BadInput(path + ": tensor '" + tensor + "': weight_map value is not a string");
+      throw BadInput(InputProblem::Malformed,
+                     path + ": tensor '" + tensor + "': weight_map value is not a string");
     const std::string shard = shard_v.get<std::string>();
     check_shard_name(path, tensor, shard);
     out[tensor] = shard;

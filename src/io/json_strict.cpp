@@ -13,9 +13,10 @@ namespace {
 void check_text(std::string_view text, const std::string& what) {
   if (text.size() >= 3 && static_cast<unsigned char>(text[0]) == 0xEF &&
       static_cast<unsigned char>(text[1]) == 0xBB && static_cast<unsigned char>(text[2]) == 0xBF)
-    throw BadInput(what + ": starts with a byte-order mark");
+    throw BadInput(InputProblem::Malformed, what + ": starts with a byte-order mark");
   if (auto nul = text.find('\0'); nul != std::string_view::npos)
-    throw BadInput(what + ": contains a NUL byte at offset " + std::to_string(nul));
+    throw BadInput(InputProblem::Malformed,
+                   what + ": contains a NUL byte at offset " + std::to_string(nul));
 }
 
 // Builds the value from nlohmann's SAX events. nlohmann's own callback parser re-scans a parent
@@ -126,11 +127,12 @@ bool run(std::string_view text, const std::string& what, Json& root,
     ok = Json::sax_parse(text.begin(), text.end(), &b, nlohmann::json::input_format_t::json,
                          /*strict=*/true, /*ignore_comments=*/false);
   } catch (const nlohmann::json::exception& e) {
-    throw BadInput(what + ": invalid JSON: " + e.what());
+    throw BadInput(InputProblem::Malformed, what + ": invalid JSON: " + e.what());
   }
   if (ok) return true;
   if (b.not_object()) return false;
-  throw BadInput(what + ": " + (b.error().empty() ? std::string("invalid JSON") : b.error()));
+  throw BadInput(InputProblem::Malformed,
+                 what + ": " + (b.error().empty() ? std::string("invalid JSON") : b.error()));
 }
 
 }  // namespace

@@ -111,13 +111,16 @@ MappedFile::~MappedFile() {
 
 void MappedFile::check_intact(const std::string& what) const {
   if (slot_ >= 0 && g_slots[slot_].damaged.load(std::memory_order_acquire))
-    throw BadInput(what + ": part of the file vanished while being read (truncated under the run)");
+    throw BadInput(InputProblem::Changed,
+                   what + ": part of the file vanished while being read (truncated under the run)");
   struct stat st {};
   if (::fstat(fd_.get(), &st) != 0) return;
   if (static_cast<uint64_t>(st.st_size) != size_)
-    throw BadInput(what + ": the file changed from " + std::to_string(size_) + " to " +
-                   std::to_string(st.st_size) + " bytes while being read");
-  if (mtime_ns(st) != mtime_ns_) throw BadInput(what + ": the file was modified while being read");
+    throw BadInput(InputProblem::Changed,
+                   what + ": the file changed from " + std::to_string(size_) + " to " +
+                       std::to_string(st.st_size) + " bytes while being read");
+  if (mtime_ns(st) != mtime_ns_)
+    throw BadInput(what + ": the file was modified while being read", InputProblem::Changed);
 }
 
 void MappedFile::release(uint64_t offset, uint64_t len) const {

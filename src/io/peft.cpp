@@ -17,7 +17,7 @@ namespace indim {
 namespace {
 
 [[noreturn]] void bad(const std::string& path, const std::string& what) {
-  throw BadInput(path + ": " + what);
+  throw BadInput(path + ": " + what, InputProblem::Malformed);
 }
 
 bool truthy(const nlohmann::ordered_json& v) {

@@ -23,8 +23,9 @@ std::string kind_of(mode_t m) {
 }
 
 [[noreturn]] void fail(const std::string& path, const std::string& what, int err) {
-  if (err == ELOOP) throw BadInput(path + ": " + what + ": a loop of symbolic links");
-  if (err == ENOENT) throw BadInput(path + ": no such file or directory");
+  if (err == ELOOP)
+    throw BadInput(path + ": " + what + ": a loop of symbolic links", InputProblem::NotAFile);
+  if (err == ENOENT) throw BadInput(path + ": no such file or directory", InputProblem::NotFound);
   throw BadInput(path + ": " + what + ": " + std::strerror(err));
 }
 
@@ -60,7 +61,8 @@ Fd open_regular(const std::string& path, uint64_t* size) {
   if (f.get() < 0) fail(path, "cannot open", errno);
   struct stat st {};
   if (::fstat(f.get(), &st) != 0) fail(path, "cannot stat", errno);
-  if (!S_ISREG(st.st_mode)) throw BadInput(path + ": is " + kind_of(st.st_mode) + ", not a file");
+  if (!S_ISREG(st.st_mode))
+    throw BadInput(path + ": is " + kind_of(st.st_mode) + ", not a file", InputProblem::NotAFile);
   if (size != nullptr) *size = static_cast<uint64_t>(st.st_size);
   return f;
 }
@@ -69,8 +71,9 @@ std::string read_regular_file(const std::string& path, uint64_t max_bytes) {
   uint64_t size = 0;
   Fd f = open_regular(path, &size);
   if (size > max_bytes)
-    throw BadInput(path + ": " + std::to_string(size) + " bytes, over the limit of " +
-                   std::to_string(max_bytes) + " bytes for this file");
+    throw BadInput(InputProblem::TooLarge, path + ": " + std::to_string(size) +
+                                               " bytes, over the limit of " +
+                                               std::to_string(max_bytes) + " bytes for this file");
   std::string out(size, '\0');
   uint64_t got = 0;
   while (got < size) {

@@ -23,7 +23,7 @@ namespace {
 constexpr uint64_t kMaxHeader = 100000000;  // the reference reader's N_MAX
 
 [[noreturn]] void bad(const std::string& path, const std::string& what) {
-  throw BadInput(path + ": " + what);
+  throw BadInput(path + ": " + what, InputProblem::Malformed);
 }
 
 std::string quoted(const std::string& name) { return "tensor '" + name + "'"; }

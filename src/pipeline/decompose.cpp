@@ -58,9 +58,10 @@ void check_finite(const Decomposition& d, Precision precision, const std::string
   const bool ok = all_finite(d.sigma) && all_finite(d.left.f32) && all_finite(d.left.f64) &&
                   all_finite(d.right.f32) && all_finite(d.right.f64);
   if (!ok)
-    throw BadInput(where + ": its decomposition overflows in " + precision_name(precision) +
-                   (precision == Precision::F32 ? " (values too large); use --precision fp64"
-                                                : " (values too large)"));
+    throw BadInput(InputProblem::Overflow,
+                   where + ": its decomposition overflows in " + precision_name(precision) +
+                       (precision == Precision::F32 ? " (values too large); use --precision fp64"
+                                                    : " (values too large)"));
 }
 
 }  // namespace

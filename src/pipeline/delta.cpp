@@ -19,9 +19,10 @@ MatrixResult::Delta describe(Backend& b, const WorkUnit& u) {
     fro_sq += static_cast<double>(w.data[i]) * w.data[i];
   }
   if (!std::isfinite(fro_sq))
-    throw BadInput(u.pair.tuned.file->path() + ": tensor '" + u.pair.tuned_name +
-                   "': the update W - W0 overflows " + precision_name(b.precision()) +
-                   " (--delta); use --precision fp64");
+    throw BadInput(InputProblem::Overflow,
+                   u.pair.tuned.file->path() + ": tensor '" + u.pair.tuned_name +
+                       "': the update W - W0 overflows " + precision_name(b.precision()) +
+                       " (--delta); use --precision fp64");
   MatrixResult::Delta d;
   d.fro = std::sqrt(fro_sq);
   d.rel_fro = base_sq > 0 ? d.fro / std::sqrt(base_sq) : 0.0;

@@ -12,14 +12,16 @@ constexpr const char* kSchemaVersion = "1.1";
 
 void check_pair(const MatchedPair& p) {
   if (!p.shapes_equal)
-    throw BadInput(p.base.file->path() + ": tensor '" + p.base_name + "' " +
-                   shape_text(p.base.info->shape) + " does not match " + p.tuned.file->path() +
-                   ": tensor '" + p.tuned_name + "' " + shape_text(p.tuned.info->shape));
+    throw BadInput(InputProblem::Mismatch, p.base.file->path() + ": tensor '" + p.base_name + "' " +
+                                               shape_text(p.base.info->shape) + " does not match " +
+                                               p.tuned.file->path() + ": tensor '" + p.tuned_name +
+                                               "' " + shape_text(p.tuned.info->shape));
   for (const TensorRef* r : {&p.base, &p.tuned})
     if (!dtype_is_analysable(r->info->dtype))
-      throw BadInput(r->file->path() + ": tensor '" + r->info->name + "' has dtype " +
-                     dtype_name(r->info->dtype) +
-                     ", which indim cannot analyse (F64, F32, F16, BF16); --exclude it");
+      throw BadInput(InputProblem::Unsupported,
+                     r->file->path() + ": tensor '" + r->info->name + "' has dtype " +
+                         dtype_name(r->info->dtype) +
+                         ", which indim cannot analyse (F64, F32, F16, BF16); --exclude it");
 }
 
 void check_selection(const AnalyzeOptions& o, const std::vector<MatchTable>& tables) {
@@ -28,8 +30,9 @@ void check_selection(const AnalyzeOptions& o, const std::vector<MatchTable>& tab
     for (const auto& p : tables[t].pairs)
       if (p.selected) check_pair(p), ++n;
     if (n == 0)
-      throw BadInput(o.tuned[t] + ": no matrix selected for analysis against " + o.base +
-                     " (see `indim inspect BASE TUNED`, or use --include)");
+      throw BadInput(InputProblem::NothingSelected,
+                     o.tuned[t] + ": no matrix selected for analysis against " + o.base +
+                         " (see `indim inspect BASE TUNED`, or use --include)");
   }
 }
 

@@ -16,8 +16,9 @@ Dense<T> load_matrix(const TensorRef& r) {
   r.file->release(*r.info);
   const size_t bad = first_non_finite(m.data.data(), m.data.size());
   if (bad < m.data.size())
-    throw BadInput(r.file->path() + ": tensor '" + r.info->name + "' holds a non-finite value at " +
-                   matrix_index_text(bad, m.cols));
+    throw BadInput(InputProblem::NonFinite, r.file->path() + ": tensor '" + r.info->name +
+                                                "' holds a non-finite value at " +
+                                                matrix_index_text(bad, m.cols));
   return m;
 }
 
@@ -33,8 +34,9 @@ Dense<T> load_slice(const TensorRef& r, int64_t index) {
                    m.data.data());
   const size_t bad = first_non_finite(m.data.data(), n);
   if (bad < n)
-    throw BadInput(r.file->path() + ": tensor '" + r.info->name + "' holds a non-finite value at " +
-                   matrix_index_text(bad, m.cols, index));
+    throw BadInput(InputProblem::NonFinite, r.file->path() + ": tensor '" + r.info->name +
+                                                "' holds a non-finite value at " +
+                                                matrix_index_text(bad, m.cols, index));
   return m;
 }
 

@@ -52,11 +52,14 @@ std::vector<MatrixPart> fused_rows(const ModelLayout& l, const std::string& name
   const std::string where = name + " (" + std::to_string(rows) + " rows)";
   auto need_heads = [&]() {
     if (l.heads <= 0)
-      throw BadInput(where + ": --split-fused needs num_attention_heads from config.json");
+      throw BadInput(InputProblem::Unsupported,
+                     where + ": --split-fused needs num_attention_heads from config.json");
   };
   auto even_split = [&](std::vector<std::string> labels) {
     const int64_t n = static_cast<int64_t>(labels.size());
-    if (rows % n != 0) throw BadInput(where + ": rows do not split into " + std::to_string(n));
+    if (rows % n != 0)
+      throw BadInput(InputProblem::Unsupported,
+                     where + ": rows do not split into " + std::to_string(n));
     std::vector<MatrixPart> parts;
     for (int64_t i = 0; i < n; ++i)
       parts.push_back({labels[i], -1, range(i * rows / n, (i + 1) * rows / n)});
@@ -66,7 +69,7 @@ std::vector<MatrixPart> fused_rows(const ModelLayout& l, const std::string& name
   auto grouped = [&](int64_t groups, int64_t per_q, int64_t per_kv) {
     const int64_t hd = rows / (groups * (per_q + 2 * per_kv));
     if (groups <= 0 || hd * groups * (per_q + 2 * per_kv) != rows)
-      throw BadInput(where + ": config.json heads do not fit the rows");
+      throw BadInput(InputProblem::Unsupported, where + ": config.json heads do not fit the rows");
     std::vector<MatrixPart> parts = {{"q", -1, {}}, {"k", -1, {}}, {"v", -1, {}}};
     for (int64_t g = 0; g < groups; ++g) {
       const int64_t base = g * hd * (per_q + 2 * per_kv);
@@ -86,7 +89,7 @@ std::vector<MatrixPart> fused_rows(const ModelLayout& l, const std::string& name
     const int64_t kv = l.kv_heads > 0 ? l.kv_heads : l.heads;
     const int64_t hd = rows / (l.heads + 2 * kv);
     if (hd * (l.heads + 2 * kv) != rows)
-      throw BadInput(where + ": config.json heads do not fit the rows");
+      throw BadInput(InputProblem::Unsupported, where + ": config.json heads do not fit the rows");
     return {{"q", -1, range(0, l.heads * hd)},
             {"k", -1, range(l.heads * hd, (l.heads + kv) * hd)},
             {"v", -1, range((l.heads + kv) * hd, rows)}};
@@ -95,7 +98,8 @@ std::vector<MatrixPart> fused_rows(const ModelLayout& l, const std::string& name
     need_heads();
     if (l.model_type == "falcon" && l.new_decoder_architecture) {
       const int64_t kv = l.kv_heads > 0 ? l.kv_heads : l.heads;
-      if (l.heads % kv != 0) throw BadInput(where + ": heads are not a multiple of kv heads");
+      if (l.heads % kv != 0)
+        throw BadInput(InputProblem::Unsupported, where + ": heads are not a multiple of kv heads");
       return grouped(kv, l.heads / kv, 1);
     }
     if (l.model_type == "falcon" && l.multi_query) return grouped(1, l.heads, 1);

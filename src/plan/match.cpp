@@ -145,12 +145,13 @@ bool lora_transposed(const LoraModule& m, const TensorInfo& base, bool conv1d,
   const auto& b = m.b.info->shape;
   const std::string what = where + ": lora_A " + dims(a) + " and lora_B " + dims(b) +
                            " do not fit the base weight " + dims(base.shape);
-  if (base.shape.size() != 2) throw BadInput(what);
+  if (base.shape.size() != 2) throw BadInput(what, InputProblem::Mismatch);
   const uint64_t o = base.shape[0], i = base.shape[1];
   bool transposed;
-  if (m.embedding && m.magnitude) throw BadInput(where + ": DoRA on an embedding is not supported");
+  if (m.embedding && m.magnitude)
+    throw BadInput(where + ": DoRA on an embedding is not supported", InputProblem::Unsupported);
   if (m.embedding) {  // delta = (B A)^T: A [r, vocab], B [dim, r], base [vocab, dim]
-    if (a[1] != o || b[0] != i) throw BadInput(what);
+    if (a[1] != o || b[0] != i) throw BadInput(what, InputProblem::Mismatch);
     transposed = true;
   } else if (b[0] == o && a[1] == i && b[0] == i && a[1] == o) {  // square: the layout decides
     transposed = conv1d;
@@ -159,13 +160,14 @@ bool lora_transposed(const LoraModule& m, const TensorInfo& base, bool conv1d,
   } else if (b[0] == i && a[1] == o) {  // Conv1D stores [in, out]
     transposed = true;
   } else {
-    throw BadInput(what);
+    throw BadInput(what, InputProblem::Mismatch);
   }
   if (m.magnitude) {
     const uint64_t out = transposed ? i : o;
     if (m.magnitude->info->shape[0] != out)
-      throw BadInput(where + ": DoRA magnitude has " + std::to_string(m.magnitude->info->shape[0]) +
-                     " entries, the layer has " + std::to_string(out) + " outputs");
+      throw BadInput(InputProblem::Mismatch,
+                     where + ": DoRA magnitude has " + std::to_string(m.magnitude->info->shape[0]) +
+                         " entries, the layer has " + std::to_string(out) + " outputs");
   }
   return transposed;
 }
@@ -217,7 +219,9 @@ MatchTable match_adapter(const Checkpoint& base, const Adapter& adapter,
   for (const auto& [module, m] : adapter.modules()) {
     const std::string where = file + ": module '" + module + "'";
     const std::string bname = names.take(module + ".weight");
-    if (bname.empty()) throw BadInput(where + ": the base has no weight " + module + ".weight");
+    if (bname.empty())
+      throw BadInput(where + ": the base has no weight " + module + ".weight",
+                     InputProblem::Mismatch);
     MatchedPair p;
     p.base_name = bname;
     p.tuned_name = module + ".weight";

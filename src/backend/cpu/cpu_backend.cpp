@@ -72,9 +72,10 @@ Vectors take_columns(const S* src, int64_t rows, int64_t cols, int64_t keep, boo
 }
 
 void check_size(int64_t out, int64_t in, const std::string& label) {
-  if (out <= 0 || in <= 0) throw BadInput(label + ": cannot decompose an empty matrix");
+  if (out <= 0 || in <= 0)
+    throw BadInput(label + ": cannot decompose an empty matrix", InputProblem::Unsupported);
   if (out > INT32_MAX || in > INT32_MAX || out * in > (int64_t(1) << 40))
-    throw BadInput(label + ": matrix too large for the CPU backend");
+    throw BadInput(label + ": matrix too large for the CPU backend", InputProblem::TooLarge);
 }
 
 template <typename T>
