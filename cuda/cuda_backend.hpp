@@ -83,7 +83,7 @@ class CudaBackend final : public Backend {
   Decomposition gram64_device(DeviceBuffer<double>& a, int64_t out, int64_t in, Side side,
                               int64_t keep, const std::string& label);
   int subspace_top(DeviceBuffer<double>& g, int64_t n, int64_t keep, std::vector<double>& theta,
-                   DeviceBuffer<double>& e);
+                   DeviceBuffer<double>& e, const std::string& label);
   void top_eigenvectors(DeviceBuffer<double>& g, int64_t n, int64_t keep, std::vector<double>& lam,
                         DeviceBuffer<double>& e, const std::string& label);
   Vectors download(const double* colmajor, const double* scale, int64_t rows, int64_t cols);

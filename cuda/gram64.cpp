@@ -53,7 +53,8 @@ Decomposition CudaBackend::gram64_device(DeviceBuffer<double>& a, int64_t out, i
   // The top `keep` eigenvectors, column-major, in descending order.
   DeviceBuffer<double> e(static_cast<size_t>(n * keep), ctx_.stream());
   std::vector<double> theta;  // the iterative route's leading values, descending
-  const int sweeps = detail::subspace_applies(n, keep) ? subspace_top(g, n, keep, theta, e) : 0;
+  const int sweeps =
+      detail::subspace_applies(n, keep) ? subspace_top(g, n, keep, theta, e, label) : 0;
   if (sweeps > 0) {
     d.route = "gram64/subspace, " + std::to_string(sweeps) + " sweeps";
   } else if (keep > n / 2) {
@@ -118,7 +119,8 @@ Decomposition CudaBackend::gram64_device(DeviceBuffer<double>& a, int64_t out, i
 // and `e` the top keep vectors (column-major [n, keep]), both descending; returns the sweeps
 // it took, or 0: not converged, or not in time (take the exact route).
 int CudaBackend::subspace_top(DeviceBuffer<double>& g, int64_t n, int64_t keep,
-                              std::vector<double>& theta, DeviceBuffer<double>& e) {
+                              std::vector<double>& theta, DeviceBuffer<double>& e,
+                              const std::string& label) {
   cudaStream_t s = ctx_.stream();
   const int64_t b = detail::subspace_block(keep);
   const int ni = static_cast<int>(n), bi = static_cast<int>(b);
@@ -149,6 +151,7 @@ int CudaBackend::subspace_top(DeviceBuffer<double>& g, int64_t n, int64_t keep,
   double before = 0;  // the previous sweep's worst residual, relative to theta_1
   const int max_sweeps = detail::subspace_max_sweeps(n, keep);
   for (int sweep = 0; sweep < max_sweeps; ++sweep) {
+    check_stop(label);
     // Y = G Q; H = Q^T Y = S diag(theta) S^T (host); V = Q S, G V = Y S.
     INDIM_CUBLAS_CHECK(cublasDsymm(ctx_.cublas(), CUBLAS_SIDE_LEFT, CUBLAS_FILL_MODE_LOWER, ni, bi,
                                    &one, g.get(), ni, q.get(), ni, &zero, y.get(), ni));

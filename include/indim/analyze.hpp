@@ -117,16 +117,22 @@ class RunObserver {
   virtual void unit_finished(const UnitEvent& unit) { (void)unit; }
 };
 
-/// @brief Stops a run between units: the units in flight finish and are journalled, then
-/// analyze() throws indim::Cancelled; `--resume` completes the run. Safe to call from a signal
-/// handler (one lock-free atomic store).
+/// @brief Stops a run. cancel(): between units: the units in flight finish and are journalled,
+/// then analyze() throws indim::Cancelled and `--resume` completes the run. stop_now(): also
+/// abandons the units in flight at their next sweep of a long iteration (the journal keeps the
+/// finished ones). Both are safe to call from a signal handler (lock-free atomic stores).
 class CancelToken {
  public:
   void cancel() noexcept { flag_.store(true, std::memory_order_relaxed); }
+  void stop_now() noexcept {
+    now_.store(true, std::memory_order_relaxed);
+    cancel();
+  }
   bool cancelled() const noexcept { return flag_.load(std::memory_order_relaxed); }
+  bool stop_requested() const noexcept { return now_.load(std::memory_order_relaxed); }
 
  private:
-  std::atomic<bool> flag_{false};
+  std::atomic<bool> flag_{false}, now_{false};
 };
 
 struct AnalyzeOptions {

@@ -105,10 +105,15 @@ struct ByteRange {
 template <typename T>
 void apply_update(Dense<T>& w, const LowRankUpdate& u, const std::string& label);
 
+class CancelToken;
+
 /// @brief A compute backend. Implementations may keep workspaces between calls.
 class Backend {
  public:
   virtual ~Backend() = default;
+  /// @brief Long iterations (the Gram route's subspace sweeps) check `token` between sweeps
+  /// and throw indim::Cancelled once it asks to stop now (CancelToken::stop_now).
+  void watch(const CancelToken* token) { cancel_ = token; }
   virtual std::string name() const = 0;
   /// @brief The decomposition algorithm in use ("gesdd", "gram64", "gesvd", "gesvdp", "gesvdj").
   virtual std::string algo() const = 0;
@@ -149,6 +154,13 @@ class Backend {
   /// keeps |cos| against the first `head_cols` base vectors when head_cols > 0.
   virtual Similarity compare(const Vectors& tuned, const Vectors& base, int64_t k,
                              int64_t head_cols = 0) = 0;
+
+ protected:
+  /// Throws indim::Cancelled naming `label` when the watched token asks to stop now.
+  void check_stop(const std::string& label) const;
+
+ private:
+  const CancelToken* cancel_ = nullptr;
 };
 
 /// @brief The LAPACK/BLAS backend with `algo` "gesdd" (falling back to gesvd when it does not

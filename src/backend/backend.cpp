@@ -4,6 +4,7 @@
 
 #include "backend/finite.hpp"
 #include "backend/host_matrix.hpp"
+#include "indim/analyze.hpp"
 #include "indim/error.hpp"
 
 namespace indim {
@@ -49,6 +50,11 @@ template Dense<float> from_stored(const void*, DType, int64_t, int64_t, bool, co
 template Dense<double> from_stored(const void*, DType, int64_t, int64_t, bool, const std::string&);
 
 }  // namespace detail
+
+void Backend::check_stop(const std::string& label) const {
+  if (cancel_ != nullptr && cancel_->stop_requested())
+    throw Cancelled(label + ": stopped in the middle of its decomposition");
+}
 
 Decomposition Backend::decompose_stored(const void* bytes, DType dtype, int64_t rows, int64_t cols,
                                         bool transposed, Side side, int64_t keep,

@@ -1,5 +1,6 @@
 // Ctrl-C during a run: the first SIGINT (or SIGTERM) cancels the run between units, so the
-// finished records stay in a resumable journal; a second one ends the process at once.
+// finished records stay in a resumable journal; a second stops the units in flight at their
+// next sweep (the journal stays resumable); a third ends the process.
 #pragma once
 
 #include "indim/analyze.hpp"

@@ -93,6 +93,7 @@ AnalyzeResult run(const AnalyzeOptions& o, std::unique_ptr<detail::DirLock>& loc
     if (o.note) o.note(s);
   };
   std::vector<std::unique_ptr<Backend>> fleet = make_workers(o);
+  for (auto& b : fleet) b->watch(o.cancel);
   const detail::RunInputs inputs(o, note);
   detail::Plan plan = detail::make_plan(inputs.base, inputs.tables);
 
@@ -107,8 +108,10 @@ AnalyzeResult run(const AnalyzeOptions& o, std::unique_ptr<detail::DirLock>& loc
   std::atomic<bool> cache_writes{cache.has_value()};
   detail::RunState state(o, journal, plan);
   detail::UnitWork work{o, res.eps, cache ? &*cache : nullptr, cache_writes, state};
-  detail::run_fleet(fleet, plan, work);
-
+  try {
+    detail::run_fleet(fleet, plan, work);
+  } catch (const Cancelled&) {  // stopped now, inside a unit: the finished ones are journalled
+  }
   journal.start();  // a fully resumed or cancelled run still leaves the journal of this run
   if (state.units_finished() < static_cast<int>(plan.units()))
     throw Cancelled(cancelled_text(res, state.units_finished(), plan.units()));

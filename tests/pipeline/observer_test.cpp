@@ -24,10 +24,14 @@ struct Counting : RunObserver {
   int resumed = 0;
   CancelToken* cancel = nullptr;
   int cancel_after = -1;
+  int stop_at_start = -1;  // stop_now() when this many units have started
   void planned(int units, const UnitCost& total) override {
     planned_units = units, planned_cost = total;
   }
-  void unit_started(const UnitEvent& u) override { started.insert({u.tuned_index, u.name}); }
+  void unit_started(const UnitEvent& u) override {
+    started.insert({u.tuned_index, u.name});
+    if (cancel != nullptr && static_cast<int>(started.size()) == stop_at_start) cancel->stop_now();
+  }
   void unit_finished(const UnitEvent& u) override {
     finished.insert({u.tuned_index, u.name});
     finished_cost += u.cost;
@@ -142,4 +146,31 @@ TEST(Cancel, CancelledBeforeTheFirstUnitLeavesAnEmptyResumableJournal) {
   AnalyzeOptions r = options(p, dir / "out");
   r.resume = true;
   EXPECT_EQ(analyze(r).records.size(), 2u * 27u);
+}
+
+TEST(Cancel, StopNowAbandonsTheUnitInFlightBetweenSweeps) {
+  // Matrices of order >= 264 with k = 10: the tuned side goes by subspace iteration, whose
+  // sweeps check the token.
+  test::TempDir dir;
+  DemoOptions d;
+  d.hidden = 320, d.intermediate = 640, d.kv_dim = 320, d.layers = 1, d.vocab = 40;
+  const DemoPaths p = generate_demo(dir.str(), d);
+  CancelToken token;
+  Counting obs;
+  obs.cancel = &token, obs.stop_at_start = 2;
+  AnalyzeOptions o = options(p, dir / "out");
+  o.side = Side::Left;
+  o.algo = "gram64";
+  o.observer = &obs;
+  o.cancel = &token;
+  EXPECT_THROW(analyze(o), Cancelled);
+  EXPECT_EQ(obs.started.size(), 2u);
+  EXPECT_EQ(obs.finished.size(), 1u) << "the second unit stopped inside its decomposition";
+  EXPECT_EQ(journal_records(dir / "out/journal.jsonl"), 1);
+  AnalyzeOptions r = options(p, dir / "out");
+  r.side = Side::Left;
+  r.resume = true;
+  const AnalyzeResult done = analyze(r);
+  EXPECT_EQ(done.resumed, 1);
+  EXPECT_EQ(done.records.size(), 7u + 2u);
 }

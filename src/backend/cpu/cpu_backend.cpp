@@ -19,6 +19,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <string>
 
 #include "backend/gram_host.hpp"
@@ -127,7 +128,7 @@ Decomposition decompose_impl(Dense<T>&& w, Side side, int64_t keep, const std::s
 // enough for the spectra they serve) and `e` the top keep Ritz vectors, column-major [n, keep],
 // both descending.
 int subspace_top(std::vector<double>& g, int64_t n, int64_t keep, std::vector<double>& theta,
-                 std::vector<double>& e) {
+                 std::vector<double>& e, const std::function<void()>& between_sweeps) {
   for (int64_t j = 0; j < n; ++j)  // both triangles, for dgemm
     for (int64_t i = j + 1; i < n; ++i) g[j + i * n] = g[i + j * n];
   const int64_t b = detail::subspace_block(keep);
@@ -143,6 +144,7 @@ int subspace_top(std::vector<double>& g, int64_t n, int64_t keep, std::vector<do
   double before = 0;  // the previous sweep's worst residual, relative to theta_1
   const int max_sweeps = detail::subspace_max_sweeps(n, keep);
   for (int sweep = 0; sweep < max_sweeps; ++sweep) {
+    between_sweeps();
     // Y = G Q; H = Q^T Y = S diag(theta) S^T; V = Q S, G V = Y S.
     cblas_dgemm(CblasColMajor, CblasNoTrans, CblasNoTrans, ln, lb, ln, 1.0, g.data(), ln, q.data(),
                 ln, 0.0, y.data(), ln);
@@ -178,7 +180,8 @@ int subspace_top(std::vector<double>& g, int64_t n, int64_t keep, std::vector<do
 }
 
 template <typename T>
-Decomposition gram64_impl(Dense<T>&& w, Side side, int64_t keep, const std::string& label) {
+Decomposition gram64_impl(Dense<T>&& w, Side side, int64_t keep, const std::string& label,
+                          const std::function<void()>& between_sweeps) {
   const int64_t out = w.rows, in = w.cols;
   check_size(out, in, label);
   const int64_t n = std::min(out, in);
@@ -205,8 +208,9 @@ Decomposition gram64_impl(Dense<T>&& w, Side side, int64_t keep, const std::stri
         LAPACKE_dsyevd(LAPACK_COL_MAJOR, 'V', 'L', ln, g.data(), ln, lambda.data()), label,
         "dsyevd");
     top.assign(g.end() - n * keep, g.end());
-  } else if (const int sweeps =
-                 detail::subspace_applies(n, keep) ? subspace_top(g, n, keep, theta, e) : 0) {
+  } else if (const int sweeps = detail::subspace_applies(n, keep)
+                                    ? subspace_top(g, n, keep, theta, e, between_sweeps)
+                                    : 0) {
     route = "gram64/subspace, " + std::to_string(sweeps) + " sweeps";
   } else {
     route = "gram64/tridiagonal";
@@ -308,7 +312,8 @@ class CpuBackend final : public Backend {
  private:
   template <typename T>
   Decomposition run(Dense<T>&& w, Side side, int64_t keep, const std::string& label) {
-    if (algo_ == "gram64") return gram64_impl(std::move(w), side, keep, label);
+    if (algo_ == "gram64")
+      return gram64_impl(std::move(w), side, keep, label, [&] { check_stop(label); });
     return decompose_impl(std::move(w), side, keep, label);
   }
 
