@@ -12,103 +12,131 @@
 
 namespace indim::detail {
 
+namespace {
+
+// How a record field appears in JSON: always; only when true (written) and false when absent
+// (read); or always written, read with its default when absent (older journals).
+enum class Presence { Always, WhenSet, Defaulted };
+
+// The plain fields of a record, in the order report.json lists them, with their JSON names:
+// one list that both directions read. `f(name, member, presence)`; R is MatrixResult or const
+// MatrixResult.
+template <typename R, typename F>
+void identity_fields(R& r, F&& f) {
+  f("tuned_index", r.tuned_index, Presence::Always);
+  f("name", r.name, Presence::Always);
+  f("tuned_name", r.tuned_name, Presence::Always);
+  f("layer", r.layer, Presence::Always);
+  f("type", r.type, Presence::Always);
+  f("shape", r.shape, Presence::Always);
+  f("conv1d", r.conv1d, Presence::WhenSet);
+  f("dtype", r.dtype, Presence::Always);
+  f("side", r.side, Presence::Always);
+  f("k", r.k, Presence::Always);
+  f("k_clamped", r.k_clamped, Presence::WhenSet);
+  f("null_directions", r.null_directions, Presence::Defaulted);
+  f("identical", r.identical, Presence::Always);
+  f("base_cached", r.base_cached, Presence::Defaulted);
+  f("route", r.route, Presence::Defaulted);
+}
+
+template <typename R, typename F>
+void vector_fields(R& r, F&& f) {  // after maxcos, whose nulls need their own reading
+  f("argmax", r.argmax, Presence::Always);
+  f("sigma", r.sigma, Presence::Always);
+  f("sigma_ratio", r.sigma_ratio, Presence::Always);
+}
+
+template <typename R, typename F>
+void delta_fields(R& d, F&& f) {
+  f("fro", d.fro, Presence::Always);
+  f("rel_fro", d.rel_fro, Presence::Always);
+  f("spectral", d.spectral, Presence::Always);
+  f("rank", d.rank, Presence::Always);
+  f("effective_rank", d.effective_rank, Presence::Always);
+}
+
+template <typename R, typename F>
+void plot_fields(R& r, F&& f) {
+  f("head_cols", r.head_cols, Presence::Always);
+  f("cos_head", r.cos_head, Presence::Always);
+  f("sigma_head", r.sigma_head, Presence::Always);
+  f("base_sigma_head", r.base_sigma_head, Presence::Always);
+}
+
+struct Writer {
+  nlohmann::ordered_json& j;
+  template <typename T>
+  void operator()(const char* name, const T& v, Presence p) const {
+    if constexpr (std::is_same<T, bool>::value)
+      if (p == Presence::WhenSet && !v) return;
+    j[name] = v;
+  }
+};
+
+struct Reader {
+  const nlohmann::json& j;
+  template <typename T>
+  void operator()(const char* name, T& v, Presence p) const {
+    if (p == Presence::Always)
+      v = j.at(name).get<T>();
+    else if (j.contains(name))
+      v = j.at(name).get<T>();
+  }
+};
+
+nlohmann::ordered_json intruder_list(const MatrixResult& r, double primary_eps) {
+  nlohmann::ordered_json list = nlohmann::ordered_json::array();
+  for (int i = 0; i < r.k; ++i)
+    if (r.maxcos[i] < primary_eps)
+      list.push_back({{"j", i},
+                      {"sigma", r.sigma[i]},
+                      {"sigma_ratio", r.sigma_ratio[i]},
+                      {"argmax", r.argmax[i]},
+                      {"maxcos", r.maxcos[i]}});
+  return {{"eps", primary_eps}, {"vectors", list}};
+}
+
+void check_lengths(const MatrixResult& r) {
+  if (r.cos_head.size() != static_cast<size_t>(r.k) * static_cast<size_t>(r.head_cols))
+    throw Error("plot data size differs from k x head_cols");
+  if (r.maxcos.size() != static_cast<size_t>(r.k) || r.argmax.size() != r.maxcos.size() ||
+      r.sigma.size() != r.maxcos.size() || r.sigma_ratio.size() != r.maxcos.size())
+    throw Error("array lengths differ from k");
+}
+
+}  // namespace
+
 nlohmann::ordered_json record_to_json(const MatrixResult& r, double primary_eps, bool plot) {
   nlohmann::ordered_json j;
-  j["tuned_index"] = r.tuned_index;
-  j["name"] = r.name;
-  j["tuned_name"] = r.tuned_name;
-  j["layer"] = r.layer;
-  j["type"] = r.type;
-  j["shape"] = r.shape;
-  if (r.conv1d) j["conv1d"] = true;
-  j["dtype"] = r.dtype;
-  j["side"] = r.side;
-  j["k"] = r.k;
-  if (r.k_clamped) j["k_clamped"] = true;
-  j["null_directions"] = r.null_directions;
-  j["identical"] = r.identical;
-  j["base_cached"] = r.base_cached;
-  j["route"] = r.route;
-  j["maxcos"] = r.maxcos;
-  j["argmax"] = r.argmax;
-  j["sigma"] = r.sigma;
-  j["sigma_ratio"] = r.sigma_ratio;
+  identity_fields(r, Writer{j});
+  j["maxcos"] = r.maxcos;  // NaN (a null direction) is written as null
+  vector_fields(r, Writer{j});
   nlohmann::ordered_json counts = nlohmann::ordered_json::object();
   for (size_t i = 0; i < r.eps.size(); ++i) counts[eps_key(r.eps[i])] = r.counts[i];
   j["counts"] = counts;
-  if (primary_eps > 0) {
-    nlohmann::ordered_json list = nlohmann::ordered_json::array();
-    for (int i = 0; i < r.k; ++i)
-      if (r.maxcos[i] < primary_eps)
-        list.push_back({{"j", i},
-                        {"sigma", r.sigma[i]},
-                        {"sigma_ratio", r.sigma_ratio[i]},
-                        {"argmax", r.argmax[i]},
-                        {"maxcos", r.maxcos[i]}});
-    j["intruders"] = {{"eps", primary_eps}, {"vectors", list}};
-  }
+  if (primary_eps > 0) j["intruders"] = intruder_list(r, primary_eps);
   j["seconds"] = r.seconds;
-  if (r.has_delta)
-    j["delta"] = {{"fro", r.delta.fro},
-                  {"rel_fro", r.delta.rel_fro},
-                  {"spectral", r.delta.spectral},
-                  {"rank", r.delta.rank},
-                  {"effective_rank", r.delta.effective_rank}};
-  if (plot)
-    j["plot"] = {{"head_cols", r.head_cols},
-                 {"cos_head", r.cos_head},
-                 {"sigma_head", r.sigma_head},
-                 {"base_sigma_head", r.base_sigma_head}};
+  if (r.has_delta) delta_fields(r.delta, Writer{j["delta"]});
+  if (plot) plot_fields(r, Writer{j["plot"]});
   return j;
 }
 
 MatrixResult record_from_json(const nlohmann::json& j) {
   try {
     MatrixResult r;
-    r.tuned_index = j.at("tuned_index").get<int>();
-    r.name = j.at("name").get<std::string>();
-    r.tuned_name = j.at("tuned_name").get<std::string>();
-    r.layer = j.at("layer").get<int>();
-    r.type = j.at("type").get<std::string>();
-    r.shape = j.at("shape").get<std::vector<int64_t>>();
-    r.conv1d = j.value("conv1d", false);
-    r.dtype = j.at("dtype").get<std::string>();
-    r.side = j.at("side").get<std::string>();
-    r.k = j.at("k").get<int>();
-    r.k_clamped = j.value("k_clamped", false);
-    r.null_directions = j.value("null_directions", 0);
-    r.identical = j.at("identical").get<bool>();
-    r.base_cached = j.value("base_cached", false);
-    r.route = j.value("route", std::string());
+    identity_fields(r, Reader{j});
     for (const auto& m : j.at("maxcos"))  // null: a null direction, not tested
       r.maxcos.push_back(m.is_null() ? std::numeric_limits<double>::quiet_NaN() : m.get<double>());
-    r.argmax = j.at("argmax").get<std::vector<int64_t>>();
-    r.sigma = j.at("sigma").get<std::vector<double>>();
-    r.sigma_ratio = j.at("sigma_ratio").get<std::vector<double>>();
+    vector_fields(r, Reader{j});
     for (const auto& [key, n] : j.at("counts").items()) {
       r.eps.push_back(std::stod(key));
       r.counts.push_back(n.get<int>());
     }
     r.seconds = j.at("seconds").get<double>();
-    if (j.contains("delta")) {
-      const auto& d = j.at("delta");
-      r.has_delta = true;
-      r.delta = {d.at("fro").get<double>(), d.at("rel_fro").get<double>(),
-                 d.at("spectral").get<double>(), d.at("rank").get<int64_t>(),
-                 d.at("effective_rank").get<double>()};
-    }
-    if (j.contains("plot")) {
-      const auto& p = j.at("plot");
-      r.head_cols = p.at("head_cols").get<int>();
-      r.cos_head = p.at("cos_head").get<std::vector<float>>();
-      r.sigma_head = p.at("sigma_head").get<std::vector<double>>();
-      r.base_sigma_head = p.at("base_sigma_head").get<std::vector<double>>();
-      if (r.cos_head.size() != static_cast<size_t>(r.k) * static_cast<size_t>(r.head_cols))
-        throw Error("plot data size differs from k x head_cols");
-    }
-    if (r.maxcos.size() != static_cast<size_t>(r.k) || r.argmax.size() != r.maxcos.size() ||
-        r.sigma.size() != r.maxcos.size() || r.sigma_ratio.size() != r.maxcos.size())
-      throw Error("array lengths differ from k");
+    if (j.contains("delta")) r.has_delta = true, delta_fields(r.delta, Reader{j.at("delta")});
+    if (j.contains("plot")) plot_fields(r, Reader{j.at("plot")});
+    check_lengths(r);
     return r;
   } catch (const nlohmann::json::exception& e) {
     throw Error(std::string("journal record: ") + e.what());
