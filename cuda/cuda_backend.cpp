@@ -52,6 +52,8 @@ CudaBackend::~CudaBackend() {
   // current for them.
   INDIM_CUDA_WARN(cudaSetDevice(ctx_.device()));
   stager_.reset();
+  // Copies from the pinned chunks may still be in flight: wait before the chunks are freed.
+  if (copy_stream_.get() != nullptr) INDIM_CUDA_WARN(cudaStreamSynchronize(copy_stream_.get()));
 }
 
 Decomposition CudaBackend::decompose(Dense<float>&& w, Side side, int64_t keep,

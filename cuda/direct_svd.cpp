@@ -3,6 +3,7 @@
 // Jacobi). All need m >= n, so a tall W is transposed on the device first.
 #include <algorithm>
 
+#include "backend/gram_host.hpp"
 #include "cuda/cuda_backend.hpp"
 #include "cuda/kernels.cuh"
 
@@ -35,6 +36,56 @@ cusolverStatus_t gesvdj_run(cusolverDnHandle_t h, int m, int n, double* a, doubl
                             double* v, double* work, int lwork, int* info, gesvdjInfo_t p) {
   return cusolverDnDgesvdj(h, CUSOLVER_EIG_MODE_VECTOR, 1, m, n, a, m, s, u, m, v, n, work, lwork,
                            info, p);
+}
+
+// gesvdp into sv, u (column-major [m, r]) and v ([n, r]) for the column-major mat [m, n].
+template <typename T>
+void gesvdp_into(GpuContext& ctx, T* mat, int64_t m, int64_t n, DeviceBuffer<T>& sv,
+                 DeviceBuffer<T>& u, DeviceBuffer<T>& v, const std::string& label) {
+  const cudaDataType dt = data_type<T>();
+  size_t dev_bytes = 0, host_bytes = 0;
+  INDIM_CUSOLVER_CHECK(cusolverDnXgesvdp_bufferSize(
+      ctx.cusolver(), ctx.params(), CUSOLVER_EIG_MODE_VECTOR, 1, m, n, dt, mat, m, dt, sv.get(), dt,
+      u.get(), m, dt, v.get(), n, dt, &dev_bytes, &host_bytes));
+  std::vector<unsigned char> host_work(std::max<size_t>(host_bytes, 1));
+  double err_sigma = 0;  // how far sigma near zero was perturbed; not needed here
+  INDIM_CUSOLVER_CHECK(cusolverDnXgesvdp(ctx.cusolver(), ctx.params(), CUSOLVER_EIG_MODE_VECTOR, 1,
+                                         m, n, dt, mat, m, dt, sv.get(), dt, u.get(), m, dt,
+                                         v.get(), n, dt, ctx.workspace(dev_bytes), dev_bytes,
+                                         host_work.data(), host_bytes, ctx.info(), &err_sigma));
+  check_info(ctx, label, "cusolverDnXgesvdp");
+}
+
+// What gesvdj reports: its info (min(m, n) + 1 when it did not converge), sweeps, residual.
+struct Jacobi {
+  int info = 0;
+  int sweeps = 0;
+  double residual = 0;
+};
+
+// gesvdj (default tolerance, machine eps, and 100 sweeps; sorted) as gesvdp_into; mat is
+// destroyed.
+template <typename T>
+Jacobi gesvdj_into(GpuContext& ctx, T* mat, int64_t m, int64_t n, DeviceBuffer<T>& sv,
+                   DeviceBuffer<T>& u, DeviceBuffer<T>& v) {
+  gesvdjInfo_t raw = nullptr;
+  INDIM_CUSOLVER_CHECK(cusolverDnCreateGesvdjInfo(&raw));
+  GesvdjParams params(raw);
+  INDIM_CUSOLVER_CHECK(cusolverDnXgesvdjSetSortEig(raw, 1));
+  const int mi = static_cast<int>(m), ni = static_cast<int>(n);
+  int lwork = 0;
+  INDIM_CUSOLVER_CHECK(
+      gesvdj_size(ctx.cusolver(), mi, ni, mat, sv.get(), u.get(), v.get(), &lwork, raw));
+  INDIM_CUSOLVER_CHECK(gesvdj_run(ctx.cusolver(), mi, ni, mat, sv.get(), u.get(), v.get(),
+                                  static_cast<T*>(ctx.workspace(sizeof(T) * lwork)), lwork,
+                                  ctx.info(), raw));
+  Jacobi j;
+  INDIM_CUDA_CHECK(
+      cudaMemcpyAsync(&j.info, ctx.info(), sizeof(int), cudaMemcpyDeviceToHost, ctx.stream()));
+  ctx.sync();
+  INDIM_CUSOLVER_CHECK(cusolverDnXgesvdjGetSweeps(ctx.cusolver(), raw, &j.sweeps));
+  INDIM_CUSOLVER_CHECK(cusolverDnXgesvdjGetResidual(ctx.cusolver(), raw, &j.residual));
+  return j;
 }
 
 }  // namespace
@@ -135,36 +186,29 @@ Decomposition CudaBackend::uv_device(DeviceBuffer<T>& a, int64_t out, int64_t in
     t.grow(static_cast<size_t>(out * in));
     transpose(a.get(), t.get(), out, in, s);
     mat = t.get();
+  } else if (algo == "gesvdj") {  // it destroys its input: keep `a` for the gesvd fallback
+    t.grow(static_cast<size_t>(out * in));
+    INDIM_CUDA_CHECK(
+        cudaMemcpyAsync(t.get(), a.get(), out * in * sizeof(T), cudaMemcpyDeviceToDevice, s));
+    mat = t.get();
   }
   const int64_t m = as_is ? in : out, n = as_is ? out : in;
   DeviceBuffer<T> sv(static_cast<size_t>(r), ctx_.stream()),
       u(static_cast<size_t>(m * r), ctx_.stream()), v(static_cast<size_t>(n * r), ctx_.stream());
   if (algo == "gesvdp") {
-    const cudaDataType dt = data_type<T>();
-    size_t dev_bytes = 0, host_bytes = 0;
-    INDIM_CUSOLVER_CHECK(cusolverDnXgesvdp_bufferSize(
-        ctx_.cusolver(), ctx_.params(), CUSOLVER_EIG_MODE_VECTOR, 1, m, n, dt, mat, m, dt, sv.get(),
-        dt, u.get(), m, dt, v.get(), n, dt, &dev_bytes, &host_bytes));
-    std::vector<unsigned char> host_work(std::max<size_t>(host_bytes, 1));
-    double err_sigma = 0;  // how far sigma near zero was perturbed; not needed here
-    INDIM_CUSOLVER_CHECK(cusolverDnXgesvdp(ctx_.cusolver(), ctx_.params(), CUSOLVER_EIG_MODE_VECTOR,
-                                           1, m, n, dt, mat, m, dt, sv.get(), dt, u.get(), m, dt,
-                                           v.get(), n, dt, ctx_.workspace(dev_bytes), dev_bytes,
-                                           host_work.data(), host_bytes, ctx_.info(), &err_sigma));
-    check_info(ctx_, label, "cusolverDnXgesvdp");
+    gesvdp_into(ctx_, mat, m, n, sv, u, v, label);
   } else {
-    gesvdjInfo_t raw = nullptr;
-    INDIM_CUSOLVER_CHECK(cusolverDnCreateGesvdjInfo(&raw));
-    GesvdjParams params(raw);  // default tolerance (machine eps) and 100 sweeps
-    INDIM_CUSOLVER_CHECK(cusolverDnXgesvdjSetSortEig(raw, 1));
-    const int mi = static_cast<int>(m), ni = static_cast<int>(n);
-    int lwork = 0;
-    INDIM_CUSOLVER_CHECK(
-        gesvdj_size(ctx_.cusolver(), mi, ni, mat, sv.get(), u.get(), v.get(), &lwork, raw));
-    INDIM_CUSOLVER_CHECK(gesvdj_run(ctx_.cusolver(), mi, ni, mat, sv.get(), u.get(), v.get(),
-                                    static_cast<T*>(ctx_.workspace(sizeof(T) * lwork)), lwork,
-                                    ctx_.info(), raw));
-    check_info(ctx_, label, "cusolverDngesvdj");
+    const Jacobi j = gesvdj_into(ctx_, mat, m, n, sv, u, v);
+    if (j.info == r + 1) {  // not converged within its sweeps (clustered or ill-conditioned)
+      sv = DeviceBuffer<T>(s), u = DeviceBuffer<T>(s), v = DeviceBuffer<T>(s);  // room for gesvd
+      t = DeviceBuffer<T>(s);
+      Decomposition d = gesvd_device<T>(a, out, in, side, keep, label);
+      d.route = "gesvd (gesvdj did not converge in " + std::to_string(j.sweeps) +
+                " sweeps, residual " + std::to_string(j.residual) + ")";
+      return d;
+    }
+    if (j.info != 0)
+      throw CusolverError(label + ": cusolverDngesvdj failed " + detail::solver_info_text(j.info));
   }
   Decomposition d;
   d.route = algo;

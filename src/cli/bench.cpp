@@ -126,86 +126,111 @@ struct Reference {
   std::vector<double> all;  // maxcos of every tuned vector
 };
 
+// One backend:algorithm on one shape: its best time over the repetitions, throughput and
+// accuracy against the reference; printed as a row and returned as JSON.
+nlohmann::json measure(const BenchArgs& a, const std::string& shape_text, const Shape& s,
+                       const Pair& pair, const Reference& ref, Backend* b, const std::string& run,
+                       double& first) {
+  const Precision prec = b->precision();
+  const int64_t r = std::min(s.out, s.in);
+  double best = 1e300;
+  Similarity top;
+  for (int rep = 0; rep < std::max(1, a.reps); ++rep) {
+    const auto t0 = std::chrono::steady_clock::now();
+    Decomposition bd = decompose(*b, pair.base, 0);
+    Decomposition td = decompose(*b, pair.tuned, a.k);
+    top = b->compare(td.left, bd.left, a.k);
+    best = std::min(best,
+                    std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  double err_top = NAN, err_all = NAN;
+  if (!ref.all.empty()) {
+    err_top = 0;
+    for (size_t j = 0; j < top.maxcos.size(); ++j)
+      err_top = std::max(err_top, std::fabs(top.maxcos[j] - ref.all[j]));
+    Decomposition bd = decompose(*b, pair.base, 0), td = decompose(*b, pair.tuned, 0);
+    const auto all = b->compare(td.left, bd.left, r).maxcos;
+    err_all = 0;
+    for (size_t j = 0; j < all.size(); ++j)
+      err_all = std::max(err_all, std::fabs(all[j] - ref.all[j]));
+  }
+  const double gflops = (flops(b->algo(), s) * 2) / best / 1e9;  // base + tuned
+  // gram64 computes in fp64 whatever the working precision; the others in that precision.
+  const double peak =
+      b->name() == "cuda"
+          ? gpu_peak_gflops(cuda_device_name(0), b->algo() == "gram64" || prec == Precision::F64)
+          : 0.0;
+  const std::string of_peak =
+      peak > 0 ? std::to_string(static_cast<int>(100 * gflops / peak + 0.5)) + "%" : "-";
+  if (first == 0) first = best;
+  std::printf("%-12s %-14s %-5s %10.3f %10.1f %8s %8.1fx %12.2e %12.2e\n", shape_text.c_str(),
+              run.c_str(), a.precision.c_str(), best, gflops, of_peak.c_str(), first / best,
+              err_top, err_all);
+  auto or_null = [](double v) { return std::isnan(v) ? nlohmann::json() : nlohmann::json(v); };
+  return {{"shape", shape_text},
+          {"run", run},
+          {"backend", b->name()},
+          {"algo", b->algo()},
+          {"precision", a.precision},
+          {"seconds", best},
+          {"gflops", gflops},
+          {"peak_gflops", peak > 0 ? nlohmann::json(peak) : nlohmann::json()},
+          {"speedup_vs_first", first / best},
+          {"err_topk", or_null(err_top)},
+          {"err_all", or_null(err_all)},
+          {"k", a.k},
+          {"reference", a.reference},
+          {"generator", exact_generator(s) ? "haar-decaying" : "gaussian-decaying"}};
+}
+
+Reference reference_for(const BenchArgs& a, const Pair& pair, const Shape& s) {
+  Reference ref;
+  if (a.reference == "none") return ref;
+  auto rb = a.reference == "cpu" ? make_backend("cpu", Precision::F64, nullptr, "gesdd")
+                                 : make_backend("cuda", Precision::F64, nullptr, "gram64");
+  Decomposition b = decompose(*rb, pair.base, 0), t = decompose(*rb, pair.tuned, 0);
+  ref.all = rb->compare(t.left, b.left, std::min(s.out, s.in)).maxcos;
+  return ref;
+}
+
 }  // namespace
 
 int run_bench(const BenchArgs& a) {
-  const Precision prec = a.precision == "fp64" ? Precision::F64 : Precision::F32;
   nlohmann::json rows = nlohmann::json::array();
   std::printf("%-12s %-14s %-5s %10s %10s %8s %9s %12s %12s\n", "shape", "run", "prec", "seconds",
               "GFLOP/s", "of peak", "vs first", "err top-k", "err all");
+  int failures = 0;
   for (const std::string& shape_text : a.shapes) {
     const Shape s = parse_shape(shape_text);
     const Pair pair = make_pair_for(s, static_cast<uint64_t>(s.out * 7919 + s.in));
-    const int64_t r = std::min(s.out, s.in);
     Reference ref;
-    if (a.reference != "none") {
-      auto rb = a.reference == "cpu" ? make_backend("cpu", Precision::F64, nullptr, "gesdd")
-                                     : make_backend("cuda", Precision::F64, nullptr, "gram64");
-      Decomposition b = decompose(*rb, pair.base, 0), t = decompose(*rb, pair.tuned, 0);
-      ref.all = rb->compare(t.left, b.left, r).maxcos;
+    try {
+      ref = reference_for(a, pair, s);
+    } catch (const std::exception& e) {  // rows still time; their accuracy stays unknown
+      std::printf("%-12s %-14s failed: %s\n", shape_text.c_str(), "reference", e.what());
     }
     double first = 0;
     for (const std::string& run : a.runs) {
       std::unique_ptr<Backend> b;
       try {
-        b = backend_for(run, prec);
-      } catch (const Error& e) {
+        b = backend_for(run, a.precision == "fp64" ? Precision::F64 : Precision::F32);
+      } catch (const Error& e) {  // not in this build or on this machine: not a failure
         std::printf("%-12s %-14s skipped: %s\n", shape_text.c_str(), run.c_str(), e.what());
         continue;
       }
-      double best = 1e300;
-      Similarity top;
-      for (int rep = 0; rep < std::max(1, a.reps); ++rep) {
-        const auto t0 = std::chrono::steady_clock::now();
-        Decomposition bd = decompose(*b, pair.base, 0);
-        Decomposition td = decompose(*b, pair.tuned, a.k);
-        top = b->compare(td.left, bd.left, a.k);
-        best = std::min(
-            best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+      try {
+        rows.push_back(measure(a, shape_text, s, pair, ref, b.get(), run, first));
+      } catch (const std::exception& e) {  // one run failing on a shape stops neither
+        ++failures;
+        std::printf("%-12s %-14s failed: %s\n", shape_text.c_str(), run.c_str(), e.what());
+        rows.push_back({{"shape", shape_text}, {"run", run}, {"failed", e.what()}});
       }
-      double err_top = NAN, err_all = NAN;
-      if (!ref.all.empty()) {
-        err_top = 0;
-        for (size_t j = 0; j < top.maxcos.size(); ++j)
-          err_top = std::max(err_top, std::fabs(top.maxcos[j] - ref.all[j]));
-        Decomposition bd = decompose(*b, pair.base, 0), td = decompose(*b, pair.tuned, 0);
-        const auto all = b->compare(td.left, bd.left, r).maxcos;
-        err_all = 0;
-        for (size_t j = 0; j < all.size(); ++j)
-          err_all = std::max(err_all, std::fabs(all[j] - ref.all[j]));
-      }
-      const double gflops = (flops(b->algo(), s) * 2) / best / 1e9;  // base + tuned
-      // gram64 computes in fp64 whatever the working precision; the others in that precision.
-      const double peak = b->name() == "cuda"
-                              ? gpu_peak_gflops(cuda_device_name(0),
-                                                b->algo() == "gram64" || prec == Precision::F64)
-                              : 0.0;
-      const std::string of_peak =
-          peak > 0 ? std::to_string(static_cast<int>(100 * gflops / peak + 0.5)) + "%" : "-";
-      if (first == 0) first = best;
-      std::printf("%-12s %-14s %-5s %10.3f %10.1f %8s %8.1fx %12.2e %12.2e\n", shape_text.c_str(),
-                  run.c_str(), a.precision.c_str(), best, gflops, of_peak.c_str(), first / best,
-                  err_top, err_all);
       std::fflush(stdout);
-      rows.push_back(
-          {{"shape", shape_text},
-           {"run", run},
-           {"backend", b->name()},
-           {"algo", b->algo()},
-           {"precision", a.precision},
-           {"seconds", best},
-           {"gflops", gflops},
-           {"peak_gflops", peak > 0 ? nlohmann::json(peak) : nlohmann::json()},
-           {"speedup_vs_first", first / best},
-           {"err_topk", std::isnan(err_top) ? nlohmann::json() : nlohmann::json(err_top)},
-           {"err_all", std::isnan(err_all) ? nlohmann::json() : nlohmann::json(err_all)},
-           {"k", a.k},
-           {"reference", a.reference},
-           {"generator", exact_generator(s) ? "haar-decaying" : "gaussian-decaying"}});
     }
+    // After every shape: a run cut short by a time limit still leaves what it measured.
+    if (!a.json.empty()) detail::write_file_atomic(a.json, rows.dump(2) + "\n");
   }
-  if (!a.json.empty()) detail::write_file_atomic(a.json, rows.dump(2) + "\n");
-  return 0;
+  return failures == 0 ? 0 : kExitRuntime;
 }
 
 }  // namespace indim::cli
