@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Prepares, on the build machine, what a GPU machine needs to run scripts/device-check.sh:
 # the built binaries and every shared library they use that a CUDA 13 image lacks (OpenBLAS,
-# LAPACKE, gfortran, libstdc++), packed into .device/indim-bundle.tar.xz. CUDA's own libraries
+# LAPACKE, gfortran, libstdc++), packed into .device/indim-bundle.tar.gz. CUDA's own libraries
 # and glibc come from the GPU machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +19,7 @@ for bin in "$stage"/bin/*; do
     esac
   done
 done
-tar -C "$stage" -cJf .device/indim-bundle.tar.xz bin lib
+rm -f .device/indim-bundle.tar.xz  # gzip: every machine unpacks it without checking for xz
+tar -C "$stage" -czf .device/indim-bundle.tar.gz bin lib
 git rev-parse --short HEAD > .device/commit 2>/dev/null || true
 ls -la .device
