@@ -2,6 +2,7 @@
 // the reports an analyze() run writes, from the returned data.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
 
 #include "indim/analyze.hpp"
@@ -30,8 +31,12 @@ TEST(Outputs, AnalyzeOnlyThenWriteOutputsIsAnalyze) {
   EXPECT_EQ(r.header.tuned.size(), 2u);
   EXPECT_EQ(r.header.tuned[1].kind, "peft-lora");
   write_outputs(r, o);
-  EXPECT_EQ(test::read_text(dir / "staged/matrices.csv").size(),
-            test::read_text(dir / "whole/matrices.csv").size());
+  // matrices.csv holds timings: the same rows and columns, not the same bytes.
+  auto lines = [](const std::string& text) { return std::count(text.begin(), text.end(), '\n'); };
+  const std::string staged = test::read_text(dir / "staged/matrices.csv");
+  const std::string whole = test::read_text(dir / "whole/matrices.csv");
+  EXPECT_EQ(lines(staged), lines(whole));
+  EXPECT_EQ(staged.substr(0, staged.find('\n')), whole.substr(0, whole.find('\n')));
   const std::string a = test::read_text(dir / "staged/vectors.csv");
   EXPECT_EQ(a, test::read_text(dir / "whole/vectors.csv"));
   EXPECT_TRUE(std::filesystem::exists(dir / "staged/report.json"));
