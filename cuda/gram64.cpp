@@ -9,6 +9,7 @@
 #include <cmath>
 
 #include "backend/gram_host.hpp"
+#include "cuda/batched_eig.hpp"
 #include "cuda/cuda_backend.hpp"
 #include "cuda/kernels.cuh"
 #include "cuda/thrust_ops.cuh"
@@ -60,16 +61,7 @@ Decomposition CudaBackend::gram64_device(DeviceBuffer<double>& a, int64_t out, i
   } else if (keep > n / 2) {
     d.route = "gram64/syevd";
     DeviceBuffer<double> lambda(static_cast<size_t>(n), ctx_.stream());
-    size_t dev_bytes = 0, host_bytes = 0;
-    INDIM_CUSOLVER_CHECK(cusolverDnXsyevd_bufferSize(
-        ctx_.cusolver(), ctx_.params(), CUSOLVER_EIG_MODE_VECTOR, CUBLAS_FILL_MODE_LOWER, n,
-        CUDA_R_64F, g.get(), n, CUDA_R_64F, lambda.get(), CUDA_R_64F, &dev_bytes, &host_bytes));
-    std::vector<unsigned char> host_work(std::max<size_t>(host_bytes, 1));
-    INDIM_CUSOLVER_CHECK(cusolverDnXsyevd(
-        ctx_.cusolver(), ctx_.params(), CUSOLVER_EIG_MODE_VECTOR, CUBLAS_FILL_MODE_LOWER, n,
-        CUDA_R_64F, g.get(), n, CUDA_R_64F, lambda.get(), CUDA_R_64F, ctx_.workspace(dev_bytes),
-        dev_bytes, host_work.data(), host_bytes, ctx_.info()));
-    check_info(ctx_, label, "cusolverDnXsyevd");
+    syevd_one(ctx_, g.get(), n, lambda.get(), label);
     INDIM_CUDA_CHECK(cudaMemcpyAsync(lam.data(), lambda.get(), lam.size() * sizeof(double),
                                      cudaMemcpyDeviceToHost, s));
     reverse_columns(g.get(), e.get(), n, n, keep, s);

@@ -10,7 +10,8 @@ scripts/build.sh -DINDIM_CUDA=ON
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 mkdir -p "$stage/bin" "$stage/lib" .device
-cp "$build/indim" "$build/tests/indim_tests" "$build/tests/indim_gpu_tests" "$stage/bin/"
+cp "$build/indim" "$build/tests/indim_tests" "$build/tests/indim_gpu_tests" \
+  "$build/bench/indim_bench_syev" "$stage/bin/"
 for bin in "$stage"/bin/*; do
   ldd "$bin" | awk '/=>/ {print $3}' | while read -r lib; do
     case "$lib" in

@@ -2,7 +2,8 @@
 # The GPU check, run on a GPU machine from the repository root with .device/ carried from
 # scripts/device-bundle.sh. Most informative steps first, 420 s in all: the GPU tests,
 # CPU-versus-GPU agreement of `indim analyze`, the default algorithm on Llama-7B and -70B
-# shapes, then the other algorithms, the torch peer, streams and the scaling curve.
+# shapes, then the other algorithms, the torch peer, streams, the scaling curve and the
+# batched eigensolver tried against Xsyevd.
 #
 # Only a few files come back from $OUT: summary.txt (printed last), logs.tar.gz (every log,
 # XML and JSON) and env.txt. Exits 0 only when every step passed; 2 when the machine or the
@@ -27,7 +28,8 @@ finish() {  # the archive and the summary into $OUT; the summary printed last
   {
     echo "indim device check, commit $(cat .device/commit 2>/dev/null || echo '?')" \
       "$([ "$rehearsal" = 1 ] && echo '(REHEARSAL: CPU stand-ins, no GPU figure)')"
-    for f in agree bench-7b-gram64 bench-70b-gram64 bench-7b-others peers-7b streams scaling; do
+    for f in agree bench-7b-gram64 bench-70b-gram64 bench-7b-others peers-7b streams scaling \
+      syev-batched; do
       [ -s "$logs/$f.log" ] && { echo; echo "== $f"; tail -n 40 "$logs/$f.log"; }
     done
     echo
@@ -72,7 +74,7 @@ libpath="$root/lib$(printf ':%s\n' "${cuda_dirs[@]}" | awk 'length > 1 && !seen[
 # Wrappers: only indim's own binaries see the bundle's libraries (never the Python peers).
 wbin="$work/bin"
 mkdir -p "$wbin"
-for b in indim indim_tests indim_gpu_tests; do
+for b in indim indim_tests indim_gpu_tests indim_bench_syev; do
   printf '#!/bin/sh\nLD_LIBRARY_PATH="%s" exec "%s" "$@"\n' "$libpath" "$root/bin/$b" > "$wbin/$b"
   chmod +x "$wbin/$b"
 done
@@ -198,5 +200,9 @@ export -f streams
 step streams 45 bash -c streams
 step scaling 60 "$wbin/indim" bench --runs "$dev:gram64" --reference none \
   --shapes "$shapes_scaling" --json "$logs/scaling.json"
+# The batched eigensolver tried: 4 Grams of order 4096 by Xsyevd one by one, on 4 streams, and
+# by XsyevBatched (it prints "skipped" where there is no GPU).
+step syev-batched 45 "$wbin/indim_bench_syev" --n 4096 --batch 4 --streams 4 \
+  --json "$logs/syev-batched.json"
 
 finish "$failed"
