@@ -92,11 +92,11 @@ Decomposition CudaBackend::decompose_merged(const void* base_bytes, DType dtype,
 
 Similarity CudaBackend::compare(const Vectors& tuned, const Vectors& base, int64_t k,
                                 int64_t head_cols) {
-  if (tuned.dim != base.dim || tuned.precision != base.precision)
+  if (tuned.dim != base.dim || tuned.precision() != base.precision())
     throw Error("compare: vector sets differ in dimension or precision");
   const DeviceScope scope(ctx_.device());
-  return tuned.precision == Precision::F32 ? compare_impl<float>(tuned, base, k, head_cols)
-                                           : compare_impl<double>(tuned, base, k, head_cols);
+  return tuned.precision() == Precision::F32 ? compare_impl<float>(tuned, base, k, head_cols)
+                                             : compare_impl<double>(tuned, base, k, head_cols);
 }
 
 // The algorithm for an [out, in] matrix within the memory budget: gesvd needs the least and
@@ -163,13 +163,7 @@ Decomposition CudaBackend::run(const Dense<T>& w, Side side, int64_t keep,
 }
 
 Vectors CudaBackend::empty_vectors(int64_t dim, int64_t count) const {
-  Vectors v;
-  v.precision = precision_;
-  v.dim = dim;
-  v.count = count;
-  (precision_ == Precision::F32 ? v.f32.resize(static_cast<size_t>(dim * count))
-                                : v.f64.resize(static_cast<size_t>(dim * count)));
-  return v;
+  return Vectors::zeros(precision_, dim, count);
 }
 
 }  // namespace cuda

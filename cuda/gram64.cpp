@@ -29,10 +29,7 @@ Vectors CudaBackend::download(const double* colmajor, const double* scale, int64
                                      cudaMemcpyDeviceToHost, ctx_.stream()));
     ctx_.sync();
   };
-  if (precision_ == Precision::F32)
-    fetch(v.f32);
-  else
-    fetch(v.f64);
+  std::visit(fetch, v.data);
   return v;
 }
 

@@ -6,6 +6,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <variant>
 #include <vector>
 
 #include "indim/dtype.hpp"
@@ -30,34 +31,42 @@ struct Dense {
 };
 
 /// @brief Singular vectors as columns of a row-major [dim, count] matrix, in the precision of
-/// the decomposition (exactly one of f32/f64 is filled).
+/// the decomposition: the storage is one vector of float or of double, never both.
 struct Vectors {
-  Precision precision = Precision::F32;
   int64_t dim = 0;
   int64_t count = 0;
-  std::vector<float> f32;
-  std::vector<double> f64;
+  std::variant<std::vector<float>, std::vector<double>> data;
+
+  /// @brief dim x count zeros of precision p.
+  static Vectors zeros(Precision p, int64_t dim, int64_t count) {
+    Vectors v;
+    v.dim = dim, v.count = count;
+    const size_t n = static_cast<size_t>(dim * count);
+    if (p == Precision::F32)
+      v.data = std::vector<float>(n);
+    else
+      v.data = std::vector<double>(n);
+    return v;
+  }
+  Precision precision() const { return data.index() == 0 ? Precision::F32 : Precision::F64; }
+  size_t size() const {
+    return std::visit([](const auto& x) { return x.size(); }, data);
+  }
   double at(int64_t i, int64_t j) const {
     const size_t idx = static_cast<size_t>(i * count + j);
-    return precision == Precision::F32 ? f32[idx] : f64[idx];
+    return std::visit([idx](const auto& x) { return static_cast<double>(x[idx]); }, data);
   }
-  /// @brief The storage of element type T (f32 or f64), for code templated on it.
+  /// @brief The storage of element type T (float or double); std::bad_variant_access when the
+  /// vectors hold the other.
   template <typename T>
-  std::vector<T>& values();
+  std::vector<T>& values() {
+    return std::get<std::vector<T>>(data);
+  }
   template <typename T>
   const std::vector<T>& values() const {
-    return const_cast<Vectors*>(this)->values<T>();
+    return std::get<std::vector<T>>(data);
   }
 };
-
-template <>
-inline std::vector<float>& Vectors::values<float>() {
-  return f32;
-}
-template <>
-inline std::vector<double>& Vectors::values<double>() {
-  return f64;
-}
 
 /// @brief Economy SVD of an [out, in] weight: singular values (descending; all min(out, in) of
 /// them, except that a decomposition asked for its top `keep` only may hold just the leading

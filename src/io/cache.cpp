@@ -42,10 +42,11 @@ nlohmann::json vectors_meta(const Vectors& v) {
 
 void put_vectors(std::string& out, const Vectors& v) {
   if (v.count == 0) return;
-  if (v.precision == Precision::F32)
-    out.append(reinterpret_cast<const char*>(v.f32.data()), v.f32.size() * sizeof(float));
-  else
-    out.append(reinterpret_cast<const char*>(v.f64.data()), v.f64.size() * sizeof(double));
+  std::visit(
+      [&](const auto& x) {
+        out.append(reinterpret_cast<const char*>(x.data()), x.size() * sizeof(x[0]));
+      },
+      v.data);
 }
 
 // Reads vectors described by `meta` from `p`, advancing it; false when they overrun `end` (every
@@ -53,7 +54,6 @@ void put_vectors(std::string& out, const Vectors& v) {
 bool get_vectors(const nlohmann::json& meta, Precision prec, const char*& p, const char* end,
                  Vectors& v) {
   if (meta.is_null()) return true;
-  v.precision = prec;
   if (!meta.at("dim").is_number_unsigned() || !meta.at("count").is_number_unsigned()) return false;
   const uint64_t dim = meta.at("dim").get<uint64_t>(), count = meta.at("count").get<uint64_t>();
   const uint64_t elt = prec == Precision::F32 ? 4 : 8;
@@ -61,15 +61,8 @@ bool get_vectors(const nlohmann::json& meta, Precision prec, const char*& p, con
   if (__builtin_mul_overflow(dim, count, &n) || __builtin_mul_overflow(n, elt, &bytes) ||
       bytes > static_cast<uint64_t>(end - p))
     return false;
-  v.dim = static_cast<int64_t>(dim);
-  v.count = static_cast<int64_t>(count);
-  if (prec == Precision::F32) {
-    v.f32.resize(n);
-    std::memcpy(v.f32.data(), p, bytes);
-  } else {
-    v.f64.resize(n);
-    std::memcpy(v.f64.data(), p, bytes);
-  }
+  v = Vectors::zeros(prec, static_cast<int64_t>(dim), static_cast<int64_t>(count));
+  std::visit([&](auto& x) { std::memcpy(x.data(), p, bytes); }, v.data);
   p += bytes;
   return true;
 }
@@ -202,7 +195,7 @@ std::string DecompositionCache::path_of(const std::string& key) const {
 bool DecompositionCache::store(const std::string& key, const Decomposition& d,
                                const std::string& label, std::string* warning) const {
   if (!unusable_.empty()) return false;
-  const Precision prec = d.left.count > 0 ? d.left.precision : d.right.precision;
+  const Precision prec = d.left.count > 0 ? d.left.precision() : d.right.precision();
   const nlohmann::json meta = {{"key", key},
                                {"label", label},
                                {"precision", precision_name(prec)},

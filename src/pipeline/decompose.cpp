@@ -55,8 +55,10 @@ Decomposition on_backend(Backend& b, const WorkUnit& u, bool tuned, Side side, i
 // Finite input can still overflow a decomposition in fp32 (values near 3.4e38): refuse rather
 // than report infinite or NaN singular values.
 void check_finite(const Decomposition& d, Precision precision, const std::string& where) {
-  const bool ok = all_finite(d.sigma) && all_finite(d.left.f32) && all_finite(d.left.f64) &&
-                  all_finite(d.right.f32) && all_finite(d.right.f64);
+  auto finite = [](const Vectors& v) {
+    return std::visit([](const auto& x) { return all_finite(x); }, v.data);
+  };
+  const bool ok = all_finite(d.sigma) && finite(d.left) && finite(d.right);
   if (!ok)
     throw BadInput(InputProblem::Overflow,
                    where + ": its decomposition overflows in " + precision_name(precision) +

@@ -154,15 +154,15 @@ INSTANTIATE_TEST_SUITE_P(Shapes, CpuBackendTest,
 
 TEST(CpuBackend, CompareTakesAbsoluteValueAndFirstArgmax) {
   auto b = make_cpu_backend(Precision::F64);
-  Vectors base{Precision::F64, 2, 2, {}, {1, 0, 0, 1}};              // e0, e1
-  Vectors tuned{Precision::F64, 2, 2, {}, {-0.6, 0.8, -0.8, -0.6}};  // columns (-.6,-.8), (.8,-.6)
+  Vectors base{2, 2, std::vector<double>{1, 0, 0, 1}};              // e0, e1
+  Vectors tuned{2, 2, std::vector<double>{-0.6, 0.8, -0.8, -0.6}};  // columns (-.6,-.8), (.8,-.6)
   Similarity s = b->compare(tuned, base, 5);  // k clamps to the 2 vectors there are
   ASSERT_EQ(s.maxcos.size(), 2u);
   EXPECT_DOUBLE_EQ(s.maxcos[0], 0.8);
   EXPECT_EQ(s.argmax[0], 1);
   EXPECT_DOUBLE_EQ(s.maxcos[1], 0.8);
   EXPECT_EQ(s.argmax[1], 0);
-  Vectors other{Precision::F64, 3, 1, {}, {1, 0, 0}};
+  Vectors other{3, 1, std::vector<double>{1, 0, 0}};
   EXPECT_THROW(b->compare(other, base, 1), Error);
 }
 

@@ -55,16 +55,15 @@ Decomposition run(Backend& b, const Dense<double>& w, Side side, int64_t keep) {
 // The first n columns of a vector set: the well-posed part of a rank-deficient base (its
 // remaining columns span the null space, which every algorithm fills its own way).
 Vectors first_columns(const Vectors& v, int64_t n) {
-  Vectors o;
-  o.precision = v.precision;
-  o.dim = v.dim;
-  o.count = std::min(n, v.count);
-  for (int64_t i = 0; i < v.dim; ++i)
-    for (int64_t j = 0; j < o.count; ++j)
-      if (v.precision == Precision::F32)
-        o.f32.push_back(v.f32[i * v.count + j]);
-      else
-        o.f64.push_back(v.f64[i * v.count + j]);
+  Vectors o = Vectors::zeros(v.precision(), v.dim, std::min(n, v.count));
+  std::visit(
+      [&](auto& out) {
+        using T = typename std::decay_t<decltype(out)>::value_type;
+        for (int64_t i = 0; i < v.dim; ++i)
+          for (int64_t j = 0; j < o.count; ++j)
+            out[i * o.count + j] = v.values<T>()[i * v.count + j];
+      },
+      o.data);
   return o;
 }
 

@@ -22,12 +22,10 @@ Decomposition sample(Precision p, int64_t dim, int64_t count, bool right) {
   std::uniform_real_distribution<double> u(-1, 1);
   Decomposition d;
   for (int64_t i = 0; i < count; ++i) d.sigma.push_back(1.0 / (i + 1));
-  Vectors v;
-  v.precision = p;
-  v.dim = dim;
-  v.count = count;
+  Vectors v = Vectors::zeros(p, dim, count);
   for (int64_t i = 0; i < dim * count; ++i)
-    p == Precision::F32 ? v.f32.push_back(static_cast<float>(u(rng))) : v.f64.push_back(u(rng));
+    p == Precision::F32 ? void(v.values<float>()[i] = static_cast<float>(u(rng)))
+                        : void(v.values<double>()[i] = u(rng));
   (right ? d.right : d.left) = v;
   return d;
 }
@@ -37,8 +35,7 @@ void expect_same(const Decomposition& a, const Decomposition& b) {
   for (auto [x, y] : {std::pair{&a.left, &b.left}, std::pair{&a.right, &b.right}}) {
     EXPECT_EQ(x->dim, y->dim);
     EXPECT_EQ(x->count, y->count);
-    EXPECT_EQ(x->f32, y->f32);
-    EXPECT_EQ(x->f64, y->f64);
+    EXPECT_EQ(x->data, y->data);  // the same precision and the same values
   }
 }
 

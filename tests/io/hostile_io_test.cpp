@@ -126,9 +126,8 @@ TEST(Header, DeepNestingRefusedNotRecursed) {
 Decomposition tiny() {
   Decomposition d;
   d.sigma = {2.0, 1.0};
-  d.left.precision = Precision::F32;
   d.left.dim = 2, d.left.count = 2;
-  d.left.f32 = {1, 0, 0, 1};
+  d.left.data = std::vector<float>{1, 0, 0, 1};
   return d;
 }
 

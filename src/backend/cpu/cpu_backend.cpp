@@ -60,12 +60,9 @@ void gemm_tn(int64_t m, int64_t n, int64_t k, const double* a, int64_t lda, cons
 // as vectors of precision T.
 template <typename T, typename S>
 Vectors take_columns(const S* src, int64_t rows, int64_t cols, int64_t keep, bool col_major) {
-  Vectors v;
-  v.precision = std::is_same<T, float>::value ? Precision::F32 : Precision::F64;
-  v.dim = rows;
-  v.count = keep;
+  Vectors v =
+      Vectors::zeros(std::is_same<T, float>::value ? Precision::F32 : Precision::F64, rows, keep);
   auto& out = v.values<T>();
-  out.resize(static_cast<size_t>(rows * keep));
   for (int64_t i = 0; i < rows; ++i)
     for (int64_t j = 0; j < keep; ++j)
       out[i * keep + j] = static_cast<T>(col_major ? src[i + j * rows] : src[i * cols + j]);
@@ -303,10 +300,10 @@ class CpuBackend final : public Backend {
   }
   Similarity compare(const Vectors& tuned, const Vectors& base, int64_t k,
                      int64_t head_cols) override {
-    if (tuned.dim != base.dim || tuned.precision != base.precision)
+    if (tuned.dim != base.dim || tuned.precision() != base.precision())
       throw Error("compare: vector sets differ in dimension or precision");
-    return tuned.precision == Precision::F32 ? compare_impl<float>(tuned, base, k, head_cols)
-                                             : compare_impl<double>(tuned, base, k, head_cols);
+    return tuned.precision() == Precision::F32 ? compare_impl<float>(tuned, base, k, head_cols)
+                                               : compare_impl<double>(tuned, base, k, head_cols);
   }
 
  private:
