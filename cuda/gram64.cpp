@@ -98,7 +98,7 @@ Decomposition CudaBackend::gram64_device(DeviceBuffer<double>& a, int64_t out, i
     inverse_column_norms(o.get(), m, keep, 1e-7 * d.sigma[0], inv.get(), s);
     other_side = download(o.get(), inv.get(), m, keep);
   }
-  ctx_.sync();  // buffers are freed at scope end
+  ctx_.sync();  // errors of the work above surface here, naming this matrix
   return d;
 }
 
@@ -225,7 +225,7 @@ void CudaBackend::top_eigenvectors(DeviceBuffer<double>& g, int64_t n, int64_t k
       ctx_.info()));
   check_info(ctx_, label, "cusolverDnDormtr");
   reverse_columns(zd.get(), e.get(), n, keep, keep, s);
-  ctx_.sync();  // zd and z are freed at scope end
+  ctx_.sync();  // z, the host source of zd, goes out of scope
 }
 
 }  // namespace indim::cuda
