@@ -192,6 +192,23 @@ std::string cuda_device_name(int device) {
   return prop.name;
 }
 
+std::vector<DeviceMemoryInfo> cuda_memory_info() {
+  std::vector<DeviceMemoryInfo> out;
+  const int n = cuda_device_count(nullptr);
+  for (int d = 0; d < n; ++d) {
+    try {  // a device that cannot be made current is left out, not an error
+      const cuda::DeviceScope scope(d);
+      size_t free_bytes = 0, total_bytes = 0;
+      if (cudaMemGetInfo(&free_bytes, &total_bytes) == cudaSuccess)
+        out.push_back({d, free_bytes, total_bytes});
+      else
+        cudaGetLastError();
+    } catch (const std::exception&) {
+    }
+  }
+  return out;
+}
+
 namespace {
 
 // The device's stream-ordered pool keeps up to `budget` bytes once freed instead of returning

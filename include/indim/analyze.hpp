@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "indim/backend.hpp"
+#include "indim/cache.hpp"
 #include "indim/match.hpp"
 
 namespace indim {
@@ -154,6 +155,9 @@ struct AnalyzeOptions {
   bool resume = false;
   bool delta = false;     ///< also describe each update W - W0 (costs one more SVD per matrix)
   std::string cache_dir;  ///< base decomposition cache; empty: none
+  /// Optional: base decompositions kept in memory across runs (the service), looked up before
+  /// the cache directory and filled from it.
+  DecompositionMemory* memory = nullptr;
   uint64_t cache_max = 20ull << 30;              ///< its size bound in bytes
   bool html = false;                             ///< also write report.html
   std::vector<std::string> plot_matrices;        ///< regexes: matrices drawn in detail in the HTML

@@ -184,6 +184,13 @@ int cuda_device_count(std::string* why);
 /// @brief The name of CUDA device `device` ("NVIDIA H200"), empty when there is none. Never
 /// throws.
 std::string cuda_device_name(int device);
+/// @brief A CUDA device's memory as the driver reports it now.
+struct DeviceMemoryInfo {
+  int device = 0;
+  uint64_t free_bytes = 0, total_bytes = 0;
+};
+/// @brief Every usable device's memory; empty without CUDA. Never throws.
+std::vector<DeviceMemoryInfo> cuda_memory_info();
 /// @brief The CUDA backend on `device` with algorithm "gram64" (fp64 Gram + syevd; the tuned
 /// side's top k by subspace iteration, else sytrd + a host tridiagonal solve + ormtr), "gesvd",
 /// "gesvdp" (polar decomposition) or "gesvdj" (Jacobi), within `gpu_mem` bytes of device memory

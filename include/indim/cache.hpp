@@ -3,6 +3,10 @@
 #pragma once
 
 #include <cstdint>
+#include <list>
+#include <map>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -59,6 +63,45 @@ class DecompositionCache {
   std::string dir_;
   uint64_t max_bytes_;
   std::string unusable_;
+};
+
+/// @brief Base decompositions kept in host memory between runs of one process (the service's
+/// jobs), in front of the on-disk cache and under the same keys: a run on a base another run
+/// just used reads nothing from the cache directory. Least recently used entries go first once
+/// the held vectors pass `max_bytes`. Thread-safe.
+class DecompositionMemory {
+ public:
+  explicit DecompositionMemory(uint64_t max_bytes) : max_bytes_(max_bytes) {}
+
+  /// @brief The decomposition under `key`, or nullptr; a hit marks it recently used.
+  std::shared_ptr<const Decomposition> get(const std::string& key);
+  /// @brief Keeps `d` under `key` (a decomposition larger than the bound is not kept).
+  void put(const std::string& key, std::shared_ptr<const Decomposition> d);
+
+  /// @brief Where each base decomposition of the runs using this memory came from.
+  struct Stats {
+    uint64_t memory_hits = 0, disk_hits = 0, misses = 0;
+    uint64_t bytes = 0, entries = 0;
+  };
+  Stats stats() const;
+  /// @brief Counts a base decomposition read from the disk cache, or computed.
+  void count_disk_hit();
+  void count_miss();
+
+  /// @brief The bytes a decomposition holds (values and vectors).
+  static uint64_t bytes_of(const Decomposition& d);
+
+ private:
+  struct Entry {
+    std::shared_ptr<const Decomposition> d;
+    uint64_t bytes = 0;
+    std::list<std::string>::iterator age;
+  };
+  mutable std::mutex mu_;
+  uint64_t max_bytes_;
+  std::map<std::string, Entry> entries_;
+  std::list<std::string> order_;  ///< most recently used first
+  Stats stats_;
 };
 
 }  // namespace indim

@@ -14,6 +14,8 @@ int cuda_device_count(std::string* why) {
 
 std::string cuda_device_name(int) { return {}; }
 
+std::vector<DeviceMemoryInfo> cuda_memory_info() { return {}; }
+
 std::vector<std::unique_ptr<Backend>> make_cuda_backends(Precision, const std::string&, int,
                                                          uint64_t, int) {
   throw UsageError(

@@ -1,5 +1,6 @@
-// indim command line: analyze, inspect, demo. Exit codes: 0 ok, 1 usage, 2 bad input,
-// 3 runtime failure, 4 --fail-on-intruders exceeded, 130 interrupted (resumable).
+// indim command line: analyze, inspect, demo, cache, bench, serve, submit, jobs. Exit codes: 0 ok,
+// 1 usage, 2 bad input, 3 runtime failure, 4 --fail-on-intruders exceeded, 130 interrupted
+// (resumable).
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <ctime>
@@ -8,8 +9,10 @@
 
 #include "cli/bench.hpp"
 #include "cli/interrupt.hpp"
+#include "cli/options.hpp"
 #include "cli/progress.hpp"
 #include "cli/registry_help.hpp"
+#include "cli/service_cmds.hpp"
 #include "indim/demo.hpp"
 #include "indim/indim.hpp"
 
@@ -21,40 +24,12 @@ namespace {
 constexpr int kExitIntruders = 4;
 constexpr int kExitInterrupted = 130;  // 128 + SIGINT, as shells report it
 
-// A whole-number option in [lo, hi], refused with a message that names the option and the range
-// (CLI11's own range text does not say which option it means).
-CLI::Validator in_range(const std::string& option, long long lo, long long hi) {
-  return CLI::Validator(
-      [=](std::string& text) -> std::string {
-        long long v = 0;
-        size_t used = 0;
-        try {
-          v = std::stoll(text, &used);
-        } catch (const std::exception&) {
-          used = 0;
-        }
-        if (used == 0 || used != text.size() || v < lo || v > hi)
-          return "must be a whole number from " + std::to_string(lo) + " to " + std::to_string(hi) +
-                 ", not \"" + text.substr(0, 40) + "\"";
-        return "";
-      },
-      "INT in [" + std::to_string(lo) + " - " + std::to_string(hi) + "]", option);
-}
-
-struct AnalyzeArgs {
+struct AnalyzeArgs : cli::AnalysisFlags {
   std::string base;
   std::vector<std::string> tuned;
   std::string out = "results";
-  int k = 10;
-  std::vector<double> eps{0.5};
-  std::string precision = "fp32";
-  std::string side = "left";
   std::string backend = "auto";
-  std::string algo = "auto";
-  std::vector<std::string> include, exclude;
   bool resume = false;
-  bool split_fused = false;
-  bool delta = false;
   std::string cache = DecompositionCache::default_dir();
   bool no_cache = false;
   std::string cache_max = "20G";
@@ -63,33 +38,14 @@ struct AnalyzeArgs {
   int workers = 1;
   int streams = 1;
   bool quiet = false;
-  bool html = false;
-  std::vector<std::string> plot_matrices;
-  int plot_top = 4;
   int fail_on = -1;
 };
 
 void add_compute_options(CLI::App* cmd, AnalyzeArgs& a) {
-  cmd->add_option("--k", a.k,
-                  "Top singular vectors of the tuned matrix to test (at most min(out, in) are: "
-                  "records say k_clamped)")
-      ->capture_default_str()
-      ->check(in_range("--k", 1, 1 << 30));
-  cmd->add_option("--eps", a.eps, "Intruder threshold(s), comma separated; the first is primary")
-      ->delimiter(',')
-      ->capture_default_str();
-  cmd->add_option("--precision", a.precision, "Arithmetic of the decomposition")
-      ->capture_default_str()
-      ->check(CLI::IsMember({"fp32", "fp64"}));
-  cmd->add_option("--side", a.side, "Singular vectors to compare")
-      ->capture_default_str()
-      ->check(CLI::IsMember({"left", "right", "both"}));
+  cli::add_analysis_options(cmd, a);
   cmd->add_option("--backend", a.backend, "Compute backend: " + cli::backends_help())
       ->capture_default_str()
       ->check(CLI::IsMember(backend_choices()));
-  cmd->add_option("--algo", a.algo, "Decomposition: " + cli::algos_help())
-      ->capture_default_str()
-      ->check(CLI::IsMember(algo_choices()));
   cmd->add_option("--devices", a.devices, "CUDA devices to spread matrices over, e.g. 0,1,2,3")
       ->delimiter(',');
   cmd->add_option("--gpu-mem", a.gpu_mem,
@@ -101,20 +57,14 @@ void add_compute_options(CLI::App* cmd, AnalyzeArgs& a) {
                   "CUDA backend: matrices in flight per device, each on its own stream, sharing "
                   "the device's --gpu-mem")
       ->capture_default_str()
-      ->check(in_range("--streams", 1, 16));
+      ->check(cli::in_range("--streams", 1, 16));
   cmd->add_option("--workers", a.workers, "CPU backend: matrices decomposed in parallel")
       ->capture_default_str()
-      ->check(in_range("--workers", 1, 256));
+      ->check(cli::in_range("--workers", 1, 256));
   cmd->add_option("--cache", a.cache, "Base decomposition cache directory")->capture_default_str();
   cmd->add_flag("--no-cache", a.no_cache, "Neither read nor write the cache");
   cmd->add_option("--cache-max", a.cache_max, "Cache size bound (K, M, G, T); LRU eviction")
       ->capture_default_str();
-  cmd->add_option("--plot-matrices", a.plot_matrices,
-                  "Regex of matrices drawn in detail in report.html");
-  cmd->add_option("--plot-top", a.plot_top,
-                  "Without --plot-matrices: draw the N matrices with most intruders per fine-tune")
-      ->capture_default_str()
-      ->check(in_range("--plot-top", 0, 24));
 }
 
 AnalyzeOptions to_options(const AnalyzeArgs& a) {
@@ -316,6 +266,7 @@ struct Commands {
   CLI::App *cache_cmd = nullptr, *cache_ls = nullptr, *cache_clear = nullptr;
   cli::BenchArgs bench;
   CLI::App* bench_cmd = nullptr;
+  cli::ServiceCommands service;
 };
 
 void add_analyze(CLI::App& app, Commands& c) {
@@ -325,21 +276,13 @@ void add_analyze(CLI::App& app, Commands& c) {
   c.analyze_cmd->add_option("tuned", c.a.tuned, "Fine-tuned checkpoint(s)")->required();
   c.analyze_cmd->add_option("--out", c.a.out, "Output directory")->capture_default_str();
   add_compute_options(c.analyze_cmd, c.a);
-  c.analyze_cmd->add_option("--include", c.a.include, "Regex of base tensor names to analyse");
-  c.analyze_cmd->add_option("--exclude", c.a.exclude, "Regex of base tensor names to skip");
+  cli::add_selection_options(c.analyze_cmd, c.a);
   c.analyze_cmd->add_flag("--resume", c.a.resume, "Skip matrices already in the journal");
-  c.analyze_cmd->add_flag("--split-fused", c.a.split_fused,
-                          "Analyse Q/K/V of fused attention and gate/up of gate_up_proj apart "
-                          "(needs config.json for heads)");
   c.analyze_cmd->add_flag("-q,--quiet", c.a.quiet, "No summary table");
-  c.analyze_cmd->add_flag("--html", c.a.html,
-                          "Also write report.html (self-contained, with plots)");
-  c.analyze_cmd->add_flag("--delta", c.a.delta,
-                          "Also describe each update W - W0: norms, rank, effective rank");
   c.analyze_cmd
       ->add_option("--fail-on-intruders", c.a.fail_on,
                    "Exit 4 when the total at the primary eps exceeds N")
-      ->check(in_range("--fail-on-intruders", 0, 2147483647));
+      ->check(cli::in_range("--fail-on-intruders", 0, 2147483647));
 }
 
 void add_inspect(CLI::App& app, Commands& c) {
@@ -353,8 +296,8 @@ void add_inspect(CLI::App& app, Commands& c) {
 
 void add_demo(CLI::App& app, Commands& c) {
   c.demo_cmd = app.add_subcommand("demo",
-                                  "Generate c.a base, c.a full and c.a LoRA fine-tune, and "
-                                  "analyse them");
+                                  "Generate a base, a full and a LoRA fine-tune, and analyse "
+                                  "them");
   c.demo_cmd->add_option("--out", c.demo_dir, "Directory for the generated files and results")
       ->capture_default_str();
   add_compute_options(c.demo_cmd, c.d);
@@ -409,6 +352,9 @@ void add_bench(CLI::App& app, Commands& c) {
 // The parsed subcommand, run; exceptions become the documented exit codes.
 int run_parsed(Commands& c) {
   try {
+    bool ran = false;
+    const int rc = cli::run_service_command(c.service, ran);
+    if (ran) return rc;
     if (*c.analyze_cmd) return cmd_analyze(c.a);
     if (*c.inspect_cmd) return cmd_inspect(c.ibase, c.ituned, c.isel);
     if (*c.bench_cmd) return cli::run_bench(c.bench);
@@ -448,6 +394,7 @@ int main(int argc, char** argv) {
   add_demo(app, c);
   add_cache(app, c);
   add_bench(app, c);
+  cli::add_service_commands(app, c.service);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

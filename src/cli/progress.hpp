@@ -16,10 +16,13 @@ class ProgressBar final : public RunObserver {
   ~ProgressBar() override;
   void planned(int units, const UnitCost& total) override;
   void unit_finished(const UnitEvent& unit) override;
+  /// A job on the service, drawn from the figures its events carry.
+  void show(int done, int units, double share, double eta_seconds, const std::string& what);
   void finish();
 
  private:
   void draw(const std::string& what);
+  void draw_line(double share, double eta, const std::string& what);
 
   bool enabled_;
   bool drawn_ = false;

@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <cstring>
+#include <memory>
 #include <optional>
 
 #include "indim/peft.hpp"
@@ -47,10 +48,41 @@ void describe(MatrixResult& r, const WorkUnit& u, bool base_cached, double secon
 
 // The base's decomposition for an entry, held across its units.
 struct BaseSide {
-  std::optional<Decomposition> d;
+  std::shared_ptr<const Decomposition> d;
   std::string key;
   bool cached = false;
 };
+
+// The base's decomposition from memory (options.memory) or the disk cache, when either has it.
+void look_up_base(const UnitWork& w, Backend& backend, const WorkUnit& u, BaseSide& base) {
+  const AnalyzeOptions& o = w.options;
+  if (w.cache == nullptr && o.memory == nullptr) return;
+  base.key = base_cache_key(u, o.side, backend.name() + "." + backend.algo(), o.precision);
+  if (o.memory != nullptr && (base.d = o.memory->get(base.key))) {
+    base.cached = true;
+    return;
+  }
+  if (w.cache == nullptr) return;
+  std::string warning;
+  std::optional<Decomposition> d = w.cache->load(base.key, &warning);
+  if (!warning.empty()) w.state.note(warning);
+  if (!d) return;
+  base.d = std::make_shared<const Decomposition>(std::move(*d));
+  base.cached = true;
+  if (o.memory != nullptr) o.memory->count_disk_hit(), o.memory->put(base.key, base.d);
+}
+
+// The base's decomposition computed, then kept in memory and on disk for later units and runs.
+void compute_base(UnitWork& w, Backend& backend, const WorkUnit& u, BaseSide& base) {
+  base.d = std::make_shared<const Decomposition>(
+      decompose_side(backend, u, /*tuned=*/false, w.options.side, 0));
+  if (w.options.memory != nullptr)
+    w.options.memory->count_miss(), w.options.memory->put(base.key, base.d);
+  std::string warning;
+  const std::string label = u.pair.base.file->path() + ": " + u.name;
+  if (w.cache != nullptr && w.cache_writes && !w.cache->store(base.key, *base.d, label, &warning))
+    if (w.cache_writes.exchange(false)) w.state.note(warning);  // warned once
+}
 
 }  // namespace
 
@@ -62,21 +94,9 @@ void UnitWork::run_entry(Backend& backend, const PlanEntry& entry) {
     if (state.cancelled()) break;
     state.started(u);
     const auto start = std::chrono::steady_clock::now();
-    if (!base.d && cache != nullptr) {
-      base.key = base_cache_key(u, o.side, backend.name() + "." + backend.algo(), o.precision);
-      std::string warning;
-      base.d = cache->load(base.key, &warning);
-      if (!warning.empty()) state.note(warning);
-      base.cached = base.d.has_value();
-    }
+    if (!base.d) look_up_base(*this, backend, u, base);
     check_intact(u.pair);
-    if (!base.d) {
-      base.d = decompose_side(backend, u, /*tuned=*/false, o.side, 0);
-      std::string warning;
-      const std::string label = u.pair.base.file->path() + ": " + u.name;
-      if (cache != nullptr && cache_writes && !cache->store(base.key, *base.d, label, &warning))
-        if (cache_writes.exchange(false)) state.note(warning);  // warned once
-    }
+    if (!base.d) compute_base(*this, backend, u, base);
     const bool same = u.pair.lora == nullptr && u.part.label.empty() &&
                       bytes_identical(u.pair.base, u.pair.tuned);
     const int k = static_cast<int>(std::min<int64_t>(o.k, std::min(u.rows, u.cols)));

@@ -1,0 +1,17 @@
+// A job as the API shows it (GET /v1/jobs/{id}, the list, the events).
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include "service/job.hpp"
+
+namespace indim::service {
+
+/// Outputs a done job offers, by name (report.html only when asked for).
+std::vector<std::string> job_outputs(const Job& job);
+
+/// State, times (ISO 8601, UTC), request, progress with its ETA by estimated cost, the error of
+/// a failed job, and the links of a done one's outputs.
+nlohmann::json job_to_json(const Job& job);
+
+}  // namespace indim::service

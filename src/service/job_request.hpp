@@ -1,0 +1,34 @@
+// A job as a client asks for it: POST /v1/jobs {"base", "tuned", "options"}, checked field by
+// field before anything is queued, and turned into the options `indim analyze` would run with.
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "indim/analyze.hpp"
+
+namespace indim::service {
+
+struct JobSpec {
+  std::string base;
+  std::vector<std::string> tuned;
+  /// Every option the service takes, by its CLI name (k, eps, precision, side, algo, include,
+  /// exclude, split_fused, html, plot_matrices, plot_top, delta), defaults filled in.
+  nlohmann::json options;
+};
+
+/// @brief Parses and checks a request body (at most 64 levels deep, no duplicate keys, no
+/// unknown fields, every value in its CLI range). Throws ApiError 400 with the reason.
+JobSpec parse_job_spec(std::string_view body);
+
+/// @brief The stored form of a job's request, and back (a stored request was checked already).
+nlohmann::json spec_to_json(const JobSpec& spec);
+JobSpec spec_from_json(const nlohmann::json& j);
+
+/// @brief Sets the analysis options of `spec.options` on `o` (paths, output, backend and cache
+/// are the caller's).
+void apply_job_options(const nlohmann::json& options, AnalyzeOptions& o);
+
+}  // namespace indim::service

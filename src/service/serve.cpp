@@ -1,0 +1,159 @@
+#include "service/serve.hpp"
+
+#include <httplib.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <filesystem>
+#include <memory>
+#include <thread>
+
+#include "indim/error.hpp"
+#include "io/atomic_file.hpp"
+#include "io/dir_lock.hpp"
+#include "service/http_api.hpp"
+
+namespace fs = std::filesystem;
+
+namespace indim::service {
+
+namespace {
+
+void check_options(const ServeOptions& o) {
+  if (o.token.size() < 16)
+    throw UsageError(
+        "serve needs a bearer token of at least 16 characters (--token-file FILE, "
+        "or $INDIM_TOKEN)");
+  if (o.state_dir.empty()) throw UsageError("serve needs --state DIR");
+  if (o.tls_cert.empty() != o.tls_key.empty())
+    throw UsageError("--tls-cert and --tls-key go together");
+}
+
+std::unique_ptr<httplib::Server> make_server(const ServeOptions& o) {
+  std::unique_ptr<httplib::Server> s;
+  if (o.tls_cert.empty()) {
+    s = std::make_unique<httplib::Server>();
+  } else {
+    auto ssl = std::make_unique<httplib::SSLServer>(o.tls_cert.c_str(), o.tls_key.c_str());
+    if (!ssl->is_valid())
+      throw UsageError("--tls-cert " + o.tls_cert + " / --tls-key " + o.tls_key +
+                       ": not a usable certificate and key (PEM)");
+    s = std::move(ssl);
+  }
+  const int threads = std::max(2, o.http_threads);
+  s->new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
+  s->set_payload_max_length(o.max_body);
+  s->set_read_timeout(o.timeout_s, 0);
+  s->set_write_timeout(o.timeout_s, 0);
+  s->set_keep_alive_timeout(2);
+  s->set_keep_alive_max_count(100);
+  return s;
+}
+
+// Where clients reach the service, for scripts and tests: <state>/serve.json.
+std::string write_endpoint(const ServeOptions& o, const std::string& host, int port) {
+  const bool v6 = host.find(':') != std::string::npos;
+  const std::string url = std::string(o.tls_cert.empty() ? "http" : "https") + "://" +
+                          (v6 ? "[" + host + "]" : host) + ":" + std::to_string(port);
+  const nlohmann::json j = {{"url", url}, {"pid", ::getpid()}, {"version", INDIM_VERSION}};
+  detail::write_file_atomic((fs::path(o.state_dir) / "serve.json").string(), j.dump() + "\n");
+  return url;
+}
+
+// SIGTERM and SIGINT write their number to a pipe that one thread reads: a handler, not
+// sigwait, because threads started before main (OpenBLAS's) would otherwise take the signal
+// with its default action.
+int g_stop_pipe[2] = {-1, -1};
+
+extern "C" void on_stop_signal(int sig) {
+  const unsigned char b = static_cast<unsigned char>(sig);
+  const ssize_t n = ::write(g_stop_pipe[1], &b, 1);
+  (void)n;
+}
+
+void catch_stop_signals() {
+  if (::pipe(g_stop_pipe) != 0) throw Error("serve: cannot create a pipe for signals");
+  struct sigaction sa {};
+  sa.sa_handler = on_stop_signal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;
+  sigaction(SIGTERM, &sa, nullptr);
+  sigaction(SIGINT, &sa, nullptr);
+}
+
+int wait_stop_signal() {
+  unsigned char b = 0;
+  while (::read(g_stop_pipe[0], &b, 1) < 0 && errno == EINTR) {
+  }
+  return b;
+}
+
+void log_line(const ServeOptions& o, const std::string& line) {
+  if (o.log) o.log(line);
+}
+
+}  // namespace
+
+std::pair<std::string, int> parse_listen(const std::string& listen) {
+  const size_t colon = listen.rfind(':');
+  if (colon == std::string::npos || colon + 1 == listen.size())
+    throw UsageError("--listen " + listen + ": expected HOST:PORT");
+  std::string host = listen.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']')
+    host = host.substr(1, host.size() - 2);
+  const std::string port = listen.substr(colon + 1);
+  if (host.empty() || port.size() > 5 ||
+      port.find_first_not_of("0123456789") != std::string::npos || std::stoi(port) > 65535)
+    throw UsageError("--listen " + listen + ": expected HOST:PORT with a port of 0 to 65535");
+  return {host, std::stoi(port)};
+}
+
+bool is_loopback(const std::string& host) {
+  return host == "localhost" || host == "::1" || host.rfind("127.", 0) == 0;
+}
+
+int serve(const ServeOptions& o) {
+  check_options(o);
+  const RootSet roots(o.roots);
+  const auto [host, port] = parse_listen(o.listen);
+  std::error_code ec;
+  fs::create_directories(fs::path(o.state_dir) / "jobs", ec);
+  if (ec) throw Error(o.state_dir + ": cannot create the state folder: " + ec.message());
+  const detail::DirLock lock(o.state_dir, "indim serve");
+  if (!is_loopback(host) && o.tls_cert.empty())
+    log_line(o, "warning: listening on " + host +
+                    " without TLS: the token and reports cross the "
+                    "network in clear text (--tls-cert, --tls-key)");
+  JobStore store((fs::path(o.state_dir) / "jobs.db").string());
+  Metrics metrics;
+  Scheduler scheduler(o, store, roots, metrics);
+  Api api{o, scheduler, roots, metrics, store};
+  std::unique_ptr<httplib::Server> server = make_server(o);
+  install_api(*server, api);
+  const int bound =
+      port == 0 ? server->bind_to_any_port(host) : (server->bind_to_port(host, port) ? port : -1);
+  if (bound < 0)
+    throw Error("--listen " + o.listen + ": cannot bind (in use, or not an address of this host)");
+
+  catch_stop_signals();
+  std::thread stopper([&] {
+    const int sig = wait_stop_signal();
+    if (sig != 0)
+      log_line(o, std::string("received ") + (sig == SIGTERM ? "SIGTERM" : "SIGINT") +
+                      ": draining (no new jobs; the running one stops after its units in flight)");
+    scheduler.drain();
+    server->stop();
+  });
+  scheduler.start();
+  const std::string url = write_endpoint(o, host, bound);
+  log_line(o, "listening on " + url + " (state " + o.state_dir + ")");
+  const bool listened = server->listen_after_bind();
+  if (!listened) on_stop_signal(0);
+  stopper.join();
+  fs::remove(fs::path(o.state_dir) / "serve.json", ec);
+  log_line(o, "stopped");
+  return listened ? 0 : 3;
+}
+
+}  // namespace indim::service

@@ -1,0 +1,152 @@
+// The service's parts on their own: request checks, root confinement, the token check, the
+// listen address, the job database across reopening, and the metrics text.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include "indim/error.hpp"
+#include "service/api_error.hpp"
+#include "service/http_api.hpp"
+#include "service/job_request.hpp"
+#include "service/job_store.hpp"
+#include "service/roots.hpp"
+#include "service/serve.hpp"
+#include "test_util.hpp"
+
+using namespace indim;
+using namespace indim::service;
+
+namespace {
+
+int status_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const ApiError& e) {
+    return e.status();
+  }
+  return 0;
+}
+
+}  // namespace
+
+TEST(JobRequest, FillsDefaultsAndSetsTheAnalyzeOptions) {
+  const JobSpec s = parse_job_spec(
+      R"({"base": "b", "tuned": ["t1", "t2"], "options": {"k": 4, "eps": [0.3, 0.6],
+          "side": "both", "precision": "fp64", "include": "q_proj", "html": true}})");
+  EXPECT_EQ(s.base, "b");
+  EXPECT_EQ(s.tuned, (std::vector<std::string>{"t1", "t2"}));
+  EXPECT_EQ(s.options["algo"], "auto");
+  EXPECT_EQ(s.options["include"], nlohmann::json::array({"q_proj"}));
+  AnalyzeOptions o;
+  apply_job_options(spec_from_json(spec_to_json(s)).options, o);
+  EXPECT_EQ(o.k, 4);
+  EXPECT_EQ(o.eps, (std::vector<double>{0.3, 0.6}));
+  EXPECT_EQ(o.side, Side::Both);
+  EXPECT_EQ(o.precision, Precision::F64);
+  EXPECT_EQ(o.select.include, (std::vector<std::string>{"q_proj"}));
+  EXPECT_TRUE(o.html);
+  EXPECT_FALSE(o.delta);
+  const JobSpec d = parse_job_spec(R"({"base": "b", "tuned": ["t"]})");
+  EXPECT_EQ(d.options["k"], 10);
+  EXPECT_EQ(d.options["eps"], nlohmann::json::array({0.5}));
+}
+
+TEST(JobRequest, RefusesWithA400ThatNamesTheField) {
+  for (const char* body :
+       {R"({"base": "b", "tuned": ["t"], "options": {"k": 1073741825}})",
+        R"({"base": "b", "tuned": ["t"], "options": {"eps": [0.5, "x"]}})",
+        R"J({"base": "b", "tuned": ["t"], "options": {"exclude": ["a", "(?=x)"]}})J",
+        R"({"base": "", "tuned": ["t"]})", "null", "\"text\"", ""}) {
+    EXPECT_EQ(status_of([&] { parse_job_spec(body); }), 400) << body;
+  }
+  try {
+    parse_job_spec(R"({"base": "b", "tuned": ["t"], "options": {"workers": 4}})");
+    FAIL();
+  } catch (const ApiError& e) {
+    EXPECT_NE(std::string(e.what()).find("unknown option \"workers\"; known:"), std::string::npos);
+  }
+}
+
+TEST(Roots, ConfinesPathsIndexesAndFolderEntries) {
+  test::TempDir dir;
+  const std::string root = dir / "root", out = dir / "out";
+  std::filesystem::create_directories(root + "/ok");
+  std::filesystem::create_directories(out);
+  test::write_text(root + "/ok/model.safetensors", "x");
+  test::write_text(out + "/w.safetensors", "x");
+  test::write_text(root + "/ok/inside.index.json", R"({"weight_map": {"a": "model.safetensors"}})");
+  test::write_text(root + "/bad.index.json", R"({"weight_map": {"a": "../out/w.safetensors"}})");
+  const RootSet roots({root});
+  EXPECT_EQ(roots.confine("ok"), std::filesystem::canonical(root + "/ok").string());
+  EXPECT_EQ(roots.confine(root + "/ok/model.safetensors"),
+            std::filesystem::canonical(root + "/ok/model.safetensors").string());
+  EXPECT_EQ(status_of([&] { roots.confine("bad.index.json"); }), 403);
+  EXPECT_EQ(status_of([&] { roots.confine(out); }), 403);
+  EXPECT_EQ(status_of([&] { roots.confine("../out/w.safetensors"); }), 403);
+  EXPECT_EQ(status_of([&] { roots.confine("../out/none"); }), 403) << "outside, even if missing";
+  EXPECT_EQ(status_of([&] { roots.confine("none"); }), 400);
+  std::filesystem::create_symlink(out + "/w.safetensors", root + "/ok/link.safetensors");
+  EXPECT_EQ(status_of([&] { roots.confine("ok"); }), 403) << "a folder entry that points out";
+  EXPECT_THROW(RootSet({dir / "missing"}), UsageError);
+  EXPECT_THROW(RootSet(std::vector<std::string>{}), UsageError);
+  // A root "/root" does not admit "/rootother".
+  std::filesystem::create_directories(root + "other");
+  EXPECT_EQ(status_of([&] { roots.confine(root + "other"); }), 403);
+}
+
+TEST(Token, MatchesOnlyTheWholeToken) {
+  EXPECT_TRUE(token_matches("secret-token-1234", "secret-token-1234"));
+  EXPECT_FALSE(token_matches("secret-token-123", "secret-token-1234"));
+  EXPECT_FALSE(token_matches("secret-token-12345", "secret-token-1234"));
+  EXPECT_FALSE(token_matches("Secret-token-1234", "secret-token-1234"));
+  EXPECT_FALSE(token_matches("", ""));
+}
+
+TEST(Listen, ParsesHostAndPortAndKnowsLoopback) {
+  EXPECT_EQ(parse_listen("127.0.0.1:8470"), (std::pair<std::string, int>{"127.0.0.1", 8470}));
+  EXPECT_EQ(parse_listen("[::1]:0"), (std::pair<std::string, int>{"::1", 0}));
+  for (const char* bad : {"8470", "host:", ":80", "h:65536", "h:8x", "h:123456"})
+    EXPECT_THROW(parse_listen(bad), UsageError) << bad;
+  EXPECT_TRUE(is_loopback("127.0.0.1"));
+  EXPECT_TRUE(is_loopback("::1"));
+  EXPECT_TRUE(is_loopback("localhost"));
+  EXPECT_FALSE(is_loopback("0.0.0.0"));
+  EXPECT_FALSE(is_loopback("10.1.2.3"));
+}
+
+TEST(JobStore, KeepsJobsAcrossReopeningNewestFirst) {
+  test::TempDir dir;
+  const std::string path = dir / "jobs.db";
+  {
+    JobStore store(path);
+    for (int i = 0; i < 3; ++i) {
+      Job j;
+      j.id = "job" + std::to_string(i);
+      j.request = {{"base", "b"}, {"tuned", {"t"}}, {"options", nlohmann::json::object()}};
+      j.base = "b";
+      j.created = 100 + i;
+      store.insert(j);
+      EXPECT_EQ(j.seq, i + 1);
+    }
+    Job j = *store.get("job1");
+    j.state = JobState::Failed;
+    j.error = "broken";
+    j.exit_code = 2;
+    j.progress.units_total = 7;
+    store.update(j);
+  }
+  JobStore store(path);
+  const Job j = *store.get("job1");
+  EXPECT_EQ(j.state, JobState::Failed);
+  EXPECT_EQ(j.error, "broken");
+  EXPECT_EQ(j.exit_code, 2);
+  EXPECT_EQ(j.progress.units_total, 7);
+  EXPECT_EQ(j.request["base"], "b");
+  const auto all = store.list(std::nullopt, 10);
+  ASSERT_EQ(all.size(), 3u);
+  EXPECT_EQ(all.front().id, "job2");
+  EXPECT_EQ(store.list(JobState::Queued, 10).size(), 2u);
+  EXPECT_EQ(store.in_state(JobState::Queued).front().id, "job0");
+  EXPECT_EQ(store.count(JobState::Failed), 1);
+  EXPECT_FALSE(store.get("nope").has_value());
+}

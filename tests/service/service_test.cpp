@@ -1,0 +1,540 @@
+// `indim serve` over real HTTP on loopback: the binary started by each test, its jobs run on
+// generated safetensors checkpoints, every answer checked by status and content.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <fstream>
+#include <regex>
+#include <set>
+#include <thread>
+
+#include "indim/demo.hpp"
+#include "service_process.hpp"
+
+using namespace indim;
+using test::body_of;
+using test::ServiceProcess;
+using Json = nlohmann::json;
+
+namespace {
+
+// Checkpoints every test reads: a small model (2 layers) and a slower one (6 layers, both
+// sides in fp64 take seconds), under one root; a folder outside it.
+struct Models {
+  test::TempDir dir;
+  std::string root, outside;
+  DemoPaths small, big;
+  Models() {
+    root = dir / "root";
+    outside = dir / "outside";
+    std::filesystem::create_directories(outside);
+    DemoOptions s;
+    s.hidden = 128, s.intermediate = 256, s.kv_dim = 64, s.layers = 2;
+    small = generate_demo(root + "/small", s);
+    DemoOptions b;
+    b.hidden = 256, b.intermediate = 640, b.kv_dim = 128, b.layers = 6;
+    big = generate_demo(root + "/big", b);
+    test::write_text(outside + "/secret.txt", "not for the service\n");
+  }
+};
+
+Models& models() {
+  static Models m;
+  return m;
+}
+
+const Json kSlow = {{"side", "both"}, {"algo", "gesdd"}, {"precision", "fp64"}};
+
+Json job_body(const std::string& base, std::vector<std::string> tuned,
+              Json options = Json::object()) {
+  return {{"base", base}, {"tuned", tuned}, {"options", options}};
+}
+
+httplib::Result post(httplib::Client& c, const Json& body) {
+  return c.Post("/v1/jobs", body.dump(), "application/json");
+}
+
+std::string submit(httplib::Client& c, const Json& body) {
+  const auto r = post(c, body);
+  if (!r || r->status != 202) {
+    ADD_FAILURE() << "submit: " << (r ? r->status : -1) << " " << (r ? r->body : "");
+    return {};
+  }
+  return body_of(r).at("id").get<std::string>();
+}
+
+Json job(httplib::Client& c, const std::string& id) { return body_of(c.Get("/v1/jobs/" + id)); }
+
+// Polls until `done(job)` or `limit`; the last state.
+template <typename Pred>
+Json wait_job(httplib::Client& c, const std::string& id, Pred done,
+              std::chrono::seconds limit = std::chrono::seconds(120)) {
+  const auto until = std::chrono::steady_clock::now() + limit;
+  Json j;
+  while (std::chrono::steady_clock::now() < until) {
+    j = job(c, id);
+    if (j.is_object() && done(j)) return j;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ADD_FAILURE() << "job " << id << " did not get there in time: " << j.dump();
+  return j;
+}
+
+Json wait_state(httplib::Client& c, const std::string& id, const std::string& state) {
+  return wait_job(c, id, [&](const Json& j) { return j.value("state", "") == state; });
+}
+
+bool has_units_done(const Json& j, int n) {
+  return j.value("state", "") == "running" && j["progress"].value("units_done", 0) >= n;
+}
+
+int journal_lines(const std::string& path) {
+  std::ifstream in(path);
+  std::string line;
+  int n = 0;
+  while (std::getline(in, line)) ++n;
+  return n;
+}
+
+// report.json without what differs between runs of the same analysis: times and paths (and,
+// with `cached`, whether a base decomposition came from the cache, which a resumed job's did).
+Json comparable(Json j, bool cached = false) {
+  if (j.is_object()) {
+    Json out = Json::object();
+    for (auto& [k, v] : j.items())
+      if (k != "seconds" && k != "created" && k != "timing" && k != "path" && k != "files" &&
+          !(cached && k == "base_cached"))
+        out[k] = comparable(v, cached);
+    return out;
+  }
+  if (j.is_array())
+    for (auto& v : j) v = comparable(v, cached);
+  return j;
+}
+
+// `indim analyze` of the same inputs and options, its report.json.
+Json analyze_report(const std::string& out, const std::string& base,
+                    const std::vector<std::string>& tuned, const std::string& flags) {
+  std::string cmd = std::string(INDIM_CLI_PATH) + " analyze " + base;
+  for (const auto& t : tuned) cmd += " " + t;
+  cmd += " --backend cpu --no-cache -q --out " + out + " " + flags + " >/dev/null 2>&1";
+  EXPECT_EQ(test::run_command(cmd).rc, 0) << cmd;
+  return Json::parse(test::read_text(out + "/report.json"));
+}
+
+class Service : public ::testing::Test {
+ protected:
+  void SetUp() override { models(); }
+  std::string state() const { return dir_ / "state"; }
+  test::TempDir dir_;
+};
+
+}  // namespace
+
+TEST_F(Service, SubmitPollFetchEveryOutputListAndFollowEvents) {
+  ServiceProcess s(models().root, state());
+  ASSERT_TRUE(s.ready()) << s.log();
+  auto c = s.client();
+  const auto r = post(
+      *c, job_body("small/base", {"small/full", "small/lora-adapter"}, {{"k", 8}, {"html", true}}));
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 202) << r->body;
+  const std::string id = body_of(r).at("id");
+  EXPECT_EQ(body_of(r).at("state"), "queued");
+  EXPECT_EQ(r->get_header_value("Location"), "/v1/jobs/" + id);
+
+  std::string events;  // the stream ends itself once the job is over
+  const auto e = c->Get("/v1/jobs/" + id + "/events", [&](const char* d, size_t n) {
+    events.append(d, n);
+    return true;
+  });
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->status, 200);
+  EXPECT_NE(e->get_header_value("Content-Type").find("text/event-stream"), std::string::npos);
+  ASSERT_NE(events.find("event: end\ndata: "), std::string::npos) << events;
+  const Json last = Json::parse(events.substr(events.rfind("data: ") + 6));
+  EXPECT_EQ(last.at("state"), "done");
+
+  const Json j = job(*c, id);
+  EXPECT_EQ(j.at("state"), "done");
+  EXPECT_GT(j["progress"]["units_total"].get<int>(), 0);
+  EXPECT_EQ(j["progress"]["units_done"], j["progress"]["units_total"]);
+  EXPECT_DOUBLE_EQ(j["progress"]["fraction"].get<double>(), 1.0);
+  EXPECT_EQ(j["progress"]["eta_seconds"], 0);
+  EXPECT_TRUE(j["error"].is_null());
+  EXPECT_EQ(j["options"]["k"], 8);
+  EXPECT_EQ(j["options"]["precision"], "fp32");  // defaults filled in
+  for (const std::string name :
+       {"report.json", "matrices.csv", "vectors.csv", "report.html", "journal.jsonl"}) {
+    const auto o = c->Get("/v1/jobs/" + id + "/" + name);
+    ASSERT_TRUE(o);
+    EXPECT_EQ(o->status, 200) << name;
+    EXPECT_EQ(o->body, test::read_text(state() + "/jobs/" + id + "/" + name)) << name;
+    EXPECT_EQ(j["outputs"][name], "/v1/jobs/" + id + "/" + name);
+  }
+  EXPECT_NE(
+      c->Get("/v1/jobs/" + id + "/matrices.csv")->get_header_value("Content-Type").find("text/csv"),
+      std::string::npos);
+  EXPECT_EQ(c->Get("/v1/jobs/" + id + "/other.json")->status, 404);
+  EXPECT_EQ(c->Get("/v1/jobs/0123456789abcdef")->status, 404);
+
+  const Json report = Json::parse(c->Get("/v1/jobs/" + id + "/report.json")->body);
+  const Json ref =
+      analyze_report(dir_ / "ref", models().small.base,
+                     {models().small.full, models().small.lora_adapter}, "--k 8 --html");
+  EXPECT_EQ(comparable(report), comparable(ref));
+
+  const Json all = body_of(c->Get("/v1/jobs"));
+  ASSERT_EQ(all["jobs"].size(), 1u);
+  EXPECT_EQ(all["jobs"][0]["id"], id);
+  EXPECT_EQ(body_of(c->Get("/v1/jobs?state=done"))["jobs"].size(), 1u);
+  EXPECT_EQ(body_of(c->Get("/v1/jobs?state=queued"))["jobs"].size(), 0u);
+  EXPECT_EQ(c->Get("/v1/jobs?state=bogus")->status, 400);
+  EXPECT_EQ(c->Get("/v1/jobs?limit=0")->status, 400);
+  EXPECT_EQ(s.stop(SIGTERM, std::chrono::seconds(30)), 0) << s.log();
+}
+
+TEST_F(Service, RefusesRequestsWithoutTheTokenOrWithAWrongOne) {
+  ServiceProcess s(models().root, state());
+  ASSERT_TRUE(s.ready()) << s.log();
+  for (const std::string token :
+       {"", "wrong-token-0123456789abcdef", "test-token-0123456789abcde"}) {
+    auto c = s.client(token);
+    for (const std::string path : {"/v1/jobs", "/v1/jobs/0123456789abcdef", "/metrics"}) {
+      const auto r = c->Get(path);
+      ASSERT_TRUE(r);
+      EXPECT_EQ(r->status, 401) << token << " " << path;
+      EXPECT_EQ(r->get_header_value("WWW-Authenticate"), "Bearer realm=\"indim\"");
+    }
+    EXPECT_EQ(post(*c, job_body("small/base", {"small/full"}))->status, 401);
+  }
+  auto basic = s.client("");
+  basic->set_basic_auth("user", test::kToken);
+  EXPECT_EQ(basic->Get("/v1/jobs")->status, 401);
+  const auto h = s.client("")->Get("/healthz");
+  ASSERT_TRUE(h);
+  EXPECT_EQ(h->status, 200);
+  EXPECT_EQ(body_of(h)["workers_up"], true);
+  EXPECT_EQ(s.log().find(test::kToken), std::string::npos) << "the token is never logged";
+  EXPECT_EQ(body_of(s.client()->Get("/v1/jobs"))["jobs"].size(), 0u);
+}
+
+TEST_F(Service, RefusesPathsThatResolveOutsideTheRoots) {
+  const Models& m = models();
+  const std::string links = m.root + "/links-" + std::to_string(::getpid());
+  std::filesystem::create_directories(links + "/dir-with-link");
+  std::filesystem::create_directory_symlink(m.outside, links + "/to-outside");
+  std::filesystem::create_symlink(m.outside + "/secret.txt",
+                                  links + "/dir-with-link/model.safetensors");
+  std::filesystem::create_directories(links + "/index");
+  test::write_text(links + "/index/model.safetensors.index.json",
+                   R"({"metadata": {}, "weight_map": {"w": "../../../outside/secret.txt"}})");
+  ServiceProcess s(m.root, state());
+  ASSERT_TRUE(s.ready()) << s.log();
+  auto c = s.client();
+  const std::string rel = "links-" + std::to_string(::getpid());
+  for (const std::string& bad : std::vector<std::string>{
+           "../outside/secret.txt", m.outside + "/secret.txt", "small/../../outside",
+           rel + "/to-outside", rel + "/to-outside/secret.txt", rel + "/dir-with-link",
+           rel + "/index", rel + "/index/model.safetensors.index.json"}) {
+    for (const Json& body : {job_body(bad, {"small/full"}), job_body("small/base", {bad})}) {
+      const auto r = post(*c, body);
+      ASSERT_TRUE(r);
+      EXPECT_EQ(r->status, 403) << bad << ": " << r->body;
+      EXPECT_NE(body_of(r).value("error", "").find(bad), std::string::npos) << r->body;
+    }
+  }
+  const auto missing = post(*c, job_body("small/none", {"small/full"}));
+  EXPECT_EQ(missing->status, 400) << missing->body;
+  EXPECT_EQ(body_of(c->Get("/v1/jobs"))["jobs"].size(), 0u) << "nothing was queued";
+  std::filesystem::remove_all(links);
+}
+
+TEST_F(Service, RefusesMalformedOrUnknownRequestFieldsAndOversizedBodies) {
+  ServiceProcess s(models().root, state());
+  ASSERT_TRUE(s.ready()) << s.log();
+  auto c = s.client();
+  const std::vector<std::pair<std::string, std::string>> bad = {
+      {"{", "request body"},
+      {"[1, 2]", "object"},
+      {R"({"base": "small/base", "tuned": ["small/full"], "priority": 1})", "priority"},
+      {R"({"base": "small/base", "tuned": []})", "tuned"},
+      {R"({"base": "small/base", "tuned": "small/full"})", "tuned"},
+      {R"({"tuned": ["small/full"]})", "base"},
+      {R"({"base": 7, "tuned": ["small/full"]})", "base"},
+      {R"({"base": "small/base", "base": "small/base", "tuned": ["small/full"]})", "duplicate"},
+      {R"({"base": "small/base", "tuned": ["small/full"], "options": {"kk": 3}})", "kk"},
+      {R"({"base": "small/base", "tuned": ["small/full"], "options": {"k": 0}})", "options.k"},
+      {R"({"base": "small/base", "tuned": ["small/full"], "options": {"k": "10"}})", "options.k"},
+      {R"({"base": "small/base", "tuned": ["small/full"], "options": {"k": 2.5}})", "options.k"},
+      {R"({"base": "small/base", "tuned": ["small/full"], "options": {"eps": 2}})", "options.eps"},
+      {R"({"base": "small/base", "tuned": ["small/full"], "options": {"eps": []}})", "options.eps"},
+      {R"({"base": "small/base", "tuned": ["small/full"], "options": {"precision": "fp16"}})",
+       "fp16"},
+      {R"({"base": "small/base", "tuned": ["small/full"], "options": {"side": "up"}})",
+       "options.side"},
+      {R"({"base": "small/base", "tuned": ["small/full"], "options": {"algo": "qr"}})",
+       "options.algo"},
+      {R"({"base": "small/base", "tuned": ["small/full"], "options": {"include": "("}})",
+       "include"},
+      {R"({"base": "small/base", "tuned": ["small/full"], "options": {"html": "yes"}})",
+       "options.html"},
+      {R"({"base": "small/base", "tuned": ["small/full"], "options": {"plot_top": 99}})",
+       "plot_top"},
+      {R"({"base": "small/base", "tuned": ["small/full"], "options": []})", "options"},
+      {std::string(100, '[') + std::string(100, ']'), "deep"},
+  };
+  for (const auto& [body, says] : bad) {
+    const auto r = c->Post("/v1/jobs", body, "application/json");
+    ASSERT_TRUE(r) << body;
+    EXPECT_EQ(r->status, 400) << body << ": " << r->body;
+    EXPECT_NE(body_of(r).value("error", "").find(says), std::string::npos) << r->body;
+  }
+  const std::string huge = R"({"base": "small/base", "tuned": ["small/full"], "pad": ")" +
+                           std::string(3 << 20, 'x') + "\"}";
+  const auto big = c->Post("/v1/jobs", huge, "application/json");
+  ASSERT_TRUE(big);
+  EXPECT_EQ(big->status, 413);
+  EXPECT_EQ(body_of(c->Get("/v1/jobs"))["jobs"].size(), 0u) << "nothing was queued";
+  EXPECT_EQ(s.client("")->Get("/healthz")->status, 200) << "still serving";
+}
+
+TEST_F(Service, CancelsAQueuedJobAtOnceAndARunningOneAtItsNextUnit) {
+  ServiceProcess s(models().root, state());
+  ASSERT_TRUE(s.ready()) << s.log();
+  auto c = s.client();
+  const std::string running = submit(*c, job_body("big/base", {"big/full"}, kSlow));
+  const std::string queued = submit(*c, job_body("big/base", {"big/lora"}, kSlow));
+  wait_job(*c, running, [](const Json& j) { return has_units_done(j, 1); });
+  const auto q = c->Delete("/v1/jobs/" + queued);
+  ASSERT_TRUE(q);
+  EXPECT_EQ(q->status, 200);
+  EXPECT_EQ(body_of(q)["state"], "cancelled");
+  EXPECT_EQ(c->Delete("/v1/jobs/" + running)->status, 200);
+  const Json r = wait_state(*c, running, "cancelled");
+  EXPECT_LT(r["progress"]["units_done"].get<int>(), r["progress"]["units_total"].get<int>());
+  EXPECT_EQ(c->Get("/v1/jobs/" + running + "/report.json")->status, 409);
+  EXPECT_EQ(job(*c, queued)["attempts"], 0) << "a cancelled queued job never ran";
+  EXPECT_TRUE(std::filesystem::exists(state() + "/jobs/" + running + "/journal.jsonl"));
+  const Json purged = body_of(c->Delete("/v1/jobs/" + running + "?purge=true"));
+  EXPECT_EQ(purged["purged"], true);
+  EXPECT_FALSE(std::filesystem::exists(state() + "/jobs/" + running));
+  EXPECT_EQ(c->Get("/v1/jobs/" + running + "/report.json")->status, 410);
+  EXPECT_EQ(c->Delete("/v1/jobs/0123456789abcdef")->status, 404);
+}
+
+TEST_F(Service, TwoClientsSubmitAndPollAtOnce) {
+  ServiceProcess s(models().root, state());
+  ASSERT_TRUE(s.ready()) << s.log();
+  std::vector<std::vector<std::string>> ids(2);
+  std::atomic<int> failures{0};
+  auto client_work = [&](int who) {
+    auto c = s.client();
+    for (int i = 0; i < 3; ++i) {
+      const auto r = post(*c, job_body("small/base", {i % 2 ? "small/full" : "small/lora"}));
+      if (!r || r->status != 202) {
+        ++failures;
+        continue;
+      }
+      ids[who].push_back(body_of(r)["id"]);
+    }
+    for (const auto& id : ids[who])
+      if (wait_state(*c, id, "done").value("state", "") != "done") ++failures;
+  };
+  std::thread a(client_work, 0), b(client_work, 1);
+  a.join();
+  b.join();
+  EXPECT_EQ(failures.load(), 0);
+  std::set<std::string> unique;
+  for (const auto& v : ids) unique.insert(v.begin(), v.end());
+  EXPECT_EQ(unique.size(), 6u);
+  EXPECT_EQ(body_of(s.client()->Get("/v1/jobs?state=done"))["jobs"].size(), 6u);
+}
+
+TEST_F(Service, ResumesAJobAfterKill9WithoutRecomputingAFinishedMatrix) {
+  const Models& m = models();
+  std::string id;
+  int kept = 0;
+  {
+    ServiceProcess s(m.root, state());
+    ASSERT_TRUE(s.ready()) << s.log();
+    auto c = s.client();
+    id = submit(*c, job_body("big/base", {"big/full"}, kSlow));
+    wait_job(*c, id, [](const Json& j) { return has_units_done(j, 3); });
+    EXPECT_EQ(s.stop(SIGKILL, std::chrono::seconds(10)), 128 + SIGKILL);
+    kept = journal_lines(state() + "/jobs/" + id + "/journal.jsonl") - 1;  // less the header
+  }
+  ASSERT_GE(kept, 6);  // 3 units, both sides
+  ServiceProcess s(m.root, state());
+  ASSERT_TRUE(s.ready()) << s.log();
+  auto c = s.client();
+  const Json j = wait_state(*c, id, "done");
+  EXPECT_EQ(j["attempts"], 2);
+  EXPECT_GE(j["resumed_records"].get<int>(), kept - 1) << "a torn last line may be dropped";
+  EXPECT_GE(j["progress"]["units_resumed"].get<int>(), (kept - 1) / 2);
+  const Json report = Json::parse(c->Get("/v1/jobs/" + id + "/report.json")->body);
+  const Json ref = analyze_report(dir_ / "ref", m.big.base, {m.big.full},
+                                  "--side both --algo gesdd --precision fp64");
+  EXPECT_EQ(comparable(report, true), comparable(ref, true));
+  EXPECT_NE(s.log().find("requeued"), std::string::npos) << s.log();
+}
+
+TEST_F(Service, SigtermDrainsTheRunningJobBackToTheQueueAndExitsZero) {
+  const Models& m = models();
+  std::string id;
+  {
+    ServiceProcess s(m.root, state());
+    ASSERT_TRUE(s.ready()) << s.log();
+    auto c = s.client();
+    id = submit(*c, job_body("big/base", {"big/full"}, kSlow));
+    wait_job(*c, id, [](const Json& j) { return has_units_done(j, 1); });
+    EXPECT_EQ(s.stop(SIGTERM, std::chrono::seconds(60)), 0) << s.log();
+    EXPECT_NE(s.log().find("received SIGTERM: draining"), std::string::npos) << s.log();
+    EXPECT_NE(s.log().find("queued again"), std::string::npos) << s.log();
+  }
+  ServiceProcess s(m.root, state());
+  ASSERT_TRUE(s.ready()) << s.log();
+  auto c = s.client();
+  const Json j = wait_state(*c, id, "done");
+  EXPECT_EQ(j["attempts"], 2);
+  EXPECT_GT(j["resumed_records"].get<int>(), 0);
+}
+
+TEST_F(Service, ASecondServerOnOneStateFolderRefuses) {
+  ServiceProcess first(models().root, state());
+  ASSERT_TRUE(first.ready()) << first.log();
+  ServiceProcess second(models().root, state());
+  EXPECT_FALSE(second.ready());
+  EXPECT_EQ(second.stop(0, std::chrono::seconds(10)), 3);
+  EXPECT_NE(second.log().find("in use by pid " + std::to_string(first.pid())), std::string::npos)
+      << second.log();
+  EXPECT_EQ(first.client("")->Get("/healthz")->status, 200);
+}
+
+TEST_F(Service, ASecondJobOnABaseReadsNothingFromTheCacheDirectory) {
+  ServiceProcess s(models().root, state());
+  ASSERT_TRUE(s.ready()) << s.log();
+  auto c = s.client();
+  const std::string first = submit(*c, job_body("small/base", {"small/full"}));
+  wait_state(*c, first, "done");
+  const std::string cache = state() + "/cache";
+  int removed = 0;
+  for (const auto& e : std::filesystem::directory_iterator(cache))
+    if (e.path().extension() == ".isvd") std::filesystem::remove(e.path()), ++removed;
+  EXPECT_GT(removed, 0) << "the first job filled the cache directory";
+  const std::string second = submit(*c, job_body("small/base", {"small/lora"}));
+  wait_state(*c, second, "done");
+  const Json report = Json::parse(c->Get("/v1/jobs/" + second + "/report.json")->body);
+  for (const Json& r : report.at("matrices"))
+    EXPECT_TRUE(r.at("base_cached").get<bool>()) << r.dump();
+  for (const auto& e : std::filesystem::directory_iterator(cache))
+    EXPECT_NE(e.path().extension(), ".isvd") << "nothing was read from or written to " << cache;
+  const std::string metrics = c->Get("/metrics")->body;
+  EXPECT_NE(
+      metrics.find("indim_base_cache_hits_total{level=\"memory\"} " + std::to_string(removed)),
+      std::string::npos)
+      << metrics;
+}
+
+TEST_F(Service, MetricsScrapeInPrometheusTextFormat) {
+  ServiceProcess s(models().root, state());
+  ASSERT_TRUE(s.ready()) << s.log();
+  auto c = s.client();
+  wait_state(*c, submit(*c, job_body("small/base", {"small/full"})), "done");
+  const auto r = c->Get("/metrics");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  EXPECT_NE(r->get_header_value("Content-Type").find("text/plain; version=0.0.4"),
+            std::string::npos);
+  const std::regex sample(R"(^(indim_[a-z_]+)(\{[a-z]+="[^"]*"\})? (-?[0-9.e+]+)$)");
+  const std::regex meta(R"(^# (HELP|TYPE) (indim_[a-z_]+) .+$)");
+  std::istringstream in(r->body);
+  std::string line;
+  std::set<std::string> typed;
+  std::vector<double> buckets;
+  double count = -1;
+  for (std::smatch mt; std::getline(in, line);) {
+    if (std::regex_match(line, mt, meta)) {
+      if (mt[1] == "TYPE") typed.insert(mt[2]);
+      continue;
+    }
+    ASSERT_TRUE(std::regex_match(line, mt, sample)) << line;
+    std::string family = mt[1];
+    for (const char* suffix : {"_bucket", "_sum", "_count"})
+      if (typed.count(family) == 0 && family.size() > std::strlen(suffix) &&
+          family.compare(family.size() - std::strlen(suffix), std::string::npos, suffix) == 0)
+        family.resize(family.size() - std::strlen(suffix));
+    EXPECT_EQ(typed.count(family), 1u) << "no TYPE before " << line;
+    if (mt[1] == "indim_matrix_seconds_bucket") buckets.push_back(std::stod(mt[3]));
+    if (mt[1] == "indim_matrix_seconds_count") count = std::stod(mt[3]);
+  }
+  ASSERT_FALSE(buckets.empty());
+  EXPECT_TRUE(std::is_sorted(buckets.begin(), buckets.end())) << "buckets are cumulative";
+  EXPECT_EQ(buckets.back(), count);
+  EXPECT_GT(count, 0);
+  EXPECT_NE(r->body.find("indim_jobs{state=\"done\"} 1\n"), std::string::npos);
+  EXPECT_NE(r->body.find("indim_jobs_ended_total{state=\"done\"} 1\n"), std::string::npos);
+}
+
+TEST_F(Service, AFailedJobSaysWhyAndWhichClassOfError) {
+  test::write_text(models().root + "/not-a-checkpoint.safetensors", "hello");
+  ServiceProcess s(models().root, state());
+  ASSERT_TRUE(s.ready()) << s.log();
+  auto c = s.client();
+  const std::string id = submit(*c, job_body("small/base", {"not-a-checkpoint.safetensors"}));
+  const Json j = wait_state(*c, id, "failed");
+  EXPECT_EQ(j["error"]["class"], "bad-input");
+  EXPECT_EQ(j["error"]["exit_code"], 2);
+  EXPECT_NE(j["error"]["message"].get<std::string>().find("not-a-checkpoint.safetensors"),
+            std::string::npos);
+  EXPECT_EQ(c->Get("/v1/jobs/" + id + "/report.json")->status, 409);
+}
+
+TEST_F(Service, RetentionRemovesTheOutputsOfOldJobs) {
+  std::string id;
+  {
+    ServiceProcess s(models().root, state());
+    ASSERT_TRUE(s.ready()) << s.log();
+    auto c = s.client();
+    id = submit(*c, job_body("small/base", {"small/full"}));
+    wait_state(*c, id, "done");
+  }
+  ServiceProcess s(models().root, state(), {"--keep-days", "0"});
+  ASSERT_TRUE(s.ready()) << s.log();
+  auto c = s.client();
+  const Json j = wait_job(*c, id, [](const Json& j) { return j.value("purged", false); });
+  EXPECT_EQ(j["state"], "done");
+  EXPECT_EQ(c->Get("/v1/jobs/" + id + "/report.json")->status, 410);
+  EXPECT_FALSE(std::filesystem::exists(state() + "/jobs/" + id));
+}
+
+TEST_F(Service, TheClientSubmitsWaitsListsShowsAndFetches) {
+  ServiceProcess s(models().root, state());
+  ASSERT_TRUE(s.ready()) << s.log();
+  const std::string cli = std::string("INDIM_TOKEN=") + test::kToken + " " + INDIM_CLI_PATH;
+  const std::string out = dir_ / "client-out";
+  const auto sub = test::run_command(cli + " submit --server " + s.url() +
+                                     " small/base small/full --k 6 --wait -q --out " + out);
+  ASSERT_EQ(sub.rc, 0) << sub.out;
+  const std::string id = sub.out.substr(0, 16);
+  EXPECT_NE(sub.out.find("job " + id + " done"), std::string::npos) << sub.out;
+  const Json report = Json::parse(test::read_text(out + "/report.json"));
+  EXPECT_EQ(report["settings"]["k"], 6) << report.dump().substr(0, 400);
+  const auto ls = test::run_command(cli + " jobs ls --server " + s.url());
+  EXPECT_EQ(ls.rc, 0);
+  EXPECT_NE(ls.out.find(id + "  done"), std::string::npos) << ls.out;
+  const auto show = test::run_command(cli + " jobs show " + id + " --server " + s.url());
+  EXPECT_EQ(Json::parse(show.out)["id"], id);
+  const auto fetch =
+      test::run_command(cli + " jobs fetch " + id + " --server " + s.url() + " --out " + out + "2");
+  EXPECT_EQ(fetch.rc, 0) << fetch.out;
+  EXPECT_EQ(test::read_text(out + "2/matrices.csv"), test::read_text(out + "/matrices.csv"));
+  const auto wrong = test::run_command(std::string("INDIM_TOKEN=nope ") + INDIM_CLI_PATH +
+                                       " jobs ls --server " + s.url() + " 2>&1");
+  EXPECT_EQ(wrong.rc, 1);
+  EXPECT_NE(wrong.out.find("401"), std::string::npos) << wrong.out;
+  const auto outside =
+      test::run_command(cli + " submit --server " + s.url() + " /etc small/full 2>&1");
+  EXPECT_EQ(outside.rc, 2);
+  EXPECT_NE(outside.out.find("403"), std::string::npos) << outside.out;
+}
