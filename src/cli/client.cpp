@@ -49,12 +49,15 @@ std::string read_token(const std::string& file) {
   return token;
 }
 
-ServiceClient::ServiceClient(const std::string& url, const std::string& token) : url_(url) {
+ServiceClient::ServiceClient(const std::string& url, const std::string& token,
+                             const std::string& ca_cert)
+    : url_(url) {
   if (url.rfind("http://", 0) != 0 && url.rfind("https://", 0) != 0)
     throw UsageError("--server " + url + ": expected http://HOST:PORT or https://HOST:PORT");
   http_ = std::make_unique<httplib::Client>(url);
   if (!http_->is_valid()) throw UsageError("--server " + url + ": not a usable address");
   http_->set_bearer_token_auth(token);
+  if (!ca_cert.empty()) http_->set_ca_cert_path(ca_cert);
   http_->set_connection_timeout(10, 0);
   http_->set_read_timeout(60, 0);
 }

@@ -15,8 +15,9 @@ namespace indim::cli {
 
 class ServiceClient {
  public:
-  /// `url` as http://HOST:PORT or https://HOST:PORT. Throws indim::UsageError for another.
-  ServiceClient(const std::string& url, const std::string& token);
+  /// `url` as http://HOST:PORT or https://HOST:PORT (trusting `ca_cert` when given, else the
+  /// system's certificates). Throws indim::UsageError for another.
+  ServiceClient(const std::string& url, const std::string& token, const std::string& ca_cert = "");
   ~ServiceClient();
 
   nlohmann::json submit(const nlohmann::json& request);

@@ -33,6 +33,7 @@ void add_client_flags(CLI::App* cmd, ClientFlags& f) {
   cmd->add_option("--server", f.server, "Service URL ($INDIM_SERVER)")->capture_default_str();
   cmd->add_option("--token-file", f.token_file,
                   "File holding the bearer token (else $INDIM_TOKEN)");
+  cmd->add_option("--ca-cert", f.ca_cert, "PEM certificate(s) to trust for an https:// server");
 }
 
 void add_serve(CLI::App& app, ServiceCommands& c) {
@@ -75,6 +76,10 @@ void add_serve(CLI::App& app, ServiceCommands& c) {
   s->add_option("--http-threads", o.http_threads, "Connections served at once")
       ->capture_default_str()
       ->check(in_range("--http-threads", 2, 256));
+  s->add_option("--http-timeout", o.timeout_s,
+                "Seconds a connection may take to send a request or read an answer")
+      ->capture_default_str()
+      ->check(in_range("--http-timeout", 1, 3600));
 }
 
 void add_submit(CLI::App& app, ServiceCommands& c) {
@@ -176,7 +181,8 @@ int finished_job(ServiceClient& client, const Json& job, const std::string& out)
 }
 
 int cmd_submit(ServiceCommands& c) {
-  ServiceClient client(c.submit_client.server, read_token(c.submit_client.token_file));
+  ServiceClient client(c.submit_client.server, read_token(c.submit_client.token_file),
+                       c.submit_client.ca_cert);
   const Json req = {{"base", c.base}, {"tuned", c.tuned}, {"options", to_job_options(c.job)}};
   const Json accepted = client.submit(req);
   const std::string id = accepted.at("id").get<std::string>();
@@ -188,7 +194,8 @@ int cmd_submit(ServiceCommands& c) {
 std::string when_text(const Json& v) { return v.is_string() ? v.get<std::string>() : "-"; }
 
 int cmd_jobs(ServiceCommands& c) {
-  ServiceClient client(c.jobs_client.server, read_token(c.jobs_client.token_file));
+  ServiceClient client(c.jobs_client.server, read_token(c.jobs_client.token_file),
+                       c.jobs_client.ca_cert);
   if (c.ls->parsed()) {
     const Json list = client.list(c.state, c.limit);
     std::printf("%-16s  %-9s  %-20s  %6s  %s\n", "ID", "STATE", "CREATED", "DONE", "BASE");

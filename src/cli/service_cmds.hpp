@@ -13,6 +13,7 @@ namespace indim::cli {
 struct ClientFlags {
   std::string server;  ///< default $INDIM_SERVER, else http://127.0.0.1:8470
   std::string token_file;
+  std::string ca_cert;  ///< trusted certificates for https (else the system's)
 };
 
 struct ServiceCommands {

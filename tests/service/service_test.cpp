@@ -1,6 +1,9 @@
 // `indim serve` over real HTTP on loopback: the binary started by each test, its jobs run on
 // generated safetensors checkpoints, every answer checked by status and content.
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include <atomic>
 #include <fstream>
@@ -537,4 +540,54 @@ TEST_F(Service, TheClientSubmitsWaitsListsShowsAndFetches) {
       test::run_command(cli + " submit --server " + s.url() + " /etc small/full 2>&1");
   EXPECT_EQ(outside.rc, 2);
   EXPECT_NE(outside.out.find("403"), std::string::npos) << outside.out;
+}
+
+TEST_F(Service, ServesHttpsWithTheGivenCertificate) {
+  const std::string cert = dir_ / "cert.pem", key = dir_ / "key.pem";
+  const auto made = test::run_command(
+      "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1 -addext "
+      "subjectAltName=IP:127.0.0.1 -keyout " +
+      key + " -out " + cert + " 2>&1");
+  if (made.rc != 0) GTEST_SKIP() << "openssl could not make a certificate: " << made.out;
+  ServiceProcess s(models().root, state(), {"--tls-cert", cert, "--tls-key", key});
+  ASSERT_TRUE(s.ready()) << s.log();
+  ASSERT_EQ(s.url().rfind("https://127.0.0.1:", 0), 0u) << s.url();
+  httplib::SSLClient tls("127.0.0.1", std::stoi(s.url().substr(s.url().rfind(':') + 1)));
+  tls.set_ca_cert_path(cert);
+  tls.enable_server_certificate_verification(true);
+  tls.set_bearer_token_auth(test::kToken);
+  const auto r = tls.Get("/v1/jobs");
+  ASSERT_TRUE(r) << httplib::to_string(r.error());
+  EXPECT_EQ(r->status, 200);
+  httplib::Client plain("http://" + s.url().substr(8));
+  EXPECT_FALSE(plain.Get("/healthz")) << "no plain HTTP on the TLS port";
+  const std::string cli = std::string("INDIM_TOKEN=") + test::kToken + " " + INDIM_CLI_PATH;
+  const auto ls = test::run_command(cli + " jobs ls --server " + s.url() + " --ca-cert " + cert);
+  EXPECT_EQ(ls.rc, 0) << ls.out;
+  const auto untrusted = test::run_command(cli + " jobs ls --server " + s.url() + " 2>&1");
+  EXPECT_EQ(untrusted.rc, 3) << "a certificate nobody trusts is refused: " << untrusted.out;
+}
+
+TEST_F(Service, ClosesAConnectionThatNeverFinishesItsRequest) {
+  ServiceProcess s(models().root, state(), {"--http-timeout", "1"});
+  ASSERT_TRUE(s.ready()) << s.log();
+  const int port = std::stoi(s.url().substr(s.url().rfind(':') + 1));
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  const std::string partial = "GET /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\n";
+  ASSERT_EQ(::send(fd, partial.data(), partial.size(), 0), static_cast<ssize_t>(partial.size()));
+  EXPECT_EQ(s.client()->Get("/v1/jobs")->status, 200) << "others are served meanwhile";
+  timeval wait{10, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &wait, sizeof wait);
+  const auto t0 = std::chrono::steady_clock::now();
+  char buf[256];
+  const ssize_t n = ::recv(fd, buf, sizeof buf, 0);  // 0: closed (or an error answer first)
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  ::close(fd);
+  EXPECT_GE(n, 0) << "closed, not left hanging";
+  EXPECT_LT(secs, 8.0);
 }
