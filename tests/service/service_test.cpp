@@ -591,3 +591,22 @@ TEST_F(Service, ClosesAConnectionThatNeverFinishesItsRequest) {
   EXPECT_GE(n, 0) << "closed, not left hanging";
   EXPECT_LT(secs, 8.0);
 }
+
+TEST_F(Service, RefusesSubmissionsBeyondMaxQueuedWith429) {
+  ServiceProcess s(models().root, state(), {"--max-queued", "1"});
+  ASSERT_TRUE(s.ready()) << s.log();
+  auto c = s.client();
+  std::vector<int> statuses;
+  std::string refusal;
+  for (const char* tuned : {"big/full", "big/lora", "big/full"}) {
+    const auto r = post(*c, job_body("big/base", {tuned}, kSlow));
+    ASSERT_TRUE(r);
+    statuses.push_back(r->status);
+    if (r->status == 429) refusal = body_of(r).value("error", "");
+  }
+  EXPECT_EQ(statuses.front(), 202);
+  EXPECT_NE(std::find(statuses.begin(), statuses.end(), 429), statuses.end())
+      << "with one job queued at most, one of three quick submissions waits in vain";
+  EXPECT_NE(refusal.find("--max-queued"), std::string::npos) << refusal;
+  EXPECT_LE(body_of(c->Get("/v1/jobs?state=queued"))["jobs"].size(), 1u);
+}
