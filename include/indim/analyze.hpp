@@ -153,7 +153,9 @@ struct AnalyzeOptions {
                     ///< handles, sharing the device's gpu_mem
   SelectOptions select;
   bool resume = false;
-  bool delta = false;     ///< also describe each update W - W0 (costs one more SVD per matrix)
+  bool delta = false;  ///< also describe each update W - W0 (costs one more SVD per matrix)
+  /// Hub caches where ORG/NAME[@REV] ids resolve (see hub.hpp); empty: the environment's.
+  std::vector<std::string> hub_caches;
   std::string cache_dir;  ///< base decomposition cache; empty: none
   /// Optional: base decompositions kept in memory across runs (the service), looked up before
   /// the cache directory and filled from it.
@@ -199,6 +201,11 @@ struct InputInfo {
   std::vector<File> files;
   bool is_lora = false;
   Lora lora;
+  /// A Hugging Face id the run resolved in the hub cache (empty id: a path).
+  struct Hub {
+    std::string id, repo, revision, commit, subfolder;
+  };
+  Hub hub;
 };
 
 /// @brief What a run read and how it was asked to compute: the journal's first line, and the

@@ -14,6 +14,7 @@
 #include "cli/registry_help.hpp"
 #include "cli/service_cmds.hpp"
 #include "indim/demo.hpp"
+#include "indim/hub.hpp"
 #include "indim/indim.hpp"
 
 namespace fs = std::filesystem;
@@ -140,8 +141,23 @@ void print_checkpoint_line(const std::string& path, const Checkpoint& c) {
               static_cast<unsigned long long>(c.total_bytes()));
 }
 
-int cmd_inspect(const std::string& base_path, const std::string& tuned_path,
+// A path as is; a hub id resolved, saying what it resolved to.
+std::string resolved_path(const std::string& arg) {
+  const InputPath p = resolve_input(arg);
+  if (!p.hub) return p.path;
+  const HubModel& m = *p.hub;
+  const std::string sub = m.subfolder.empty() ? "" : ", subfolder " + m.subfolder;
+  std::printf("%s: hub repo %s, revision %s, commit %s%s\n  %s\n  files:", arg.c_str(),
+              m.repo.c_str(), m.revision.c_str(), m.commit.c_str(), sub.c_str(), m.path.c_str());
+  for (const auto& f : m.files) std::printf(" %s", f.c_str());
+  std::printf("\n");
+  return p.path;
+}
+
+int cmd_inspect(const std::string& base_arg, const std::string& tuned_arg,
                 const SelectOptions& select) {
+  const std::string base_path = resolved_path(base_arg);
+  const std::string tuned_path = tuned_arg.empty() ? "" : resolved_path(tuned_arg);
   Checkpoint base = Checkpoint::open(base_path);
   print_checkpoint_line(base_path, base);
   const ModelLayout layout = detect_layout(base);
@@ -271,9 +287,14 @@ struct Commands {
 
 void add_analyze(CLI::App& app, Commands& c) {
   c.analyze_cmd = app.add_subcommand("analyze", "Compare fine-tunes against their base");
-  c.analyze_cmd->add_option("base", c.a.base, "Base checkpoint: file, shard index or directory")
+  c.analyze_cmd
+      ->add_option("base", c.a.base,
+                   "Base checkpoint: file, shard index, directory, or hub id ORG/NAME[@REV]")
       ->required();
-  c.analyze_cmd->add_option("tuned", c.a.tuned, "Fine-tuned checkpoint(s)")->required();
+  c.analyze_cmd
+      ->add_option("tuned", c.a.tuned,
+                   "Fine-tuned checkpoint(s) or adapter folder(s), paths or hub ids")
+      ->required();
   c.analyze_cmd->add_option("--out", c.a.out, "Output directory")->capture_default_str();
   add_compute_options(c.analyze_cmd, c.a);
   cli::add_selection_options(c.analyze_cmd, c.a);

@@ -63,12 +63,22 @@ InputInfo tuned_info(const TunedInput& t) {
   return in;
 }
 
+// An input given as a hub id: the id, what it resolved to, and the id as its path.
+void describe_hub(InputInfo& in, const InputPath& p) {
+  if (!p.hub) return;
+  in.path = p.hub->id;
+  in.hub = {p.hub->id, p.hub->repo, p.hub->revision, p.hub->commit, p.hub->subfolder};
+}
+
 }  // namespace
 
 RunInputs::RunInputs(const AnalyzeOptions& o, const std::function<void(const std::string&)>& note)
-    : base(Checkpoint::open(o.base)), layout(detect_layout(base)) {
+    : base_path(resolve_input(o.base, o.hub_caches)),
+      base(Checkpoint::open(base_path.path)),
+      layout(detect_layout(base)) {
   for (const auto& p : o.tuned) {
-    tuned.push_back(TunedInput::open(p));
+    tuned_paths.push_back(resolve_input(p, o.hub_caches));
+    tuned.push_back(TunedInput::open(tuned_paths.back().path));
     tables.push_back(tuned.back().match(base, o.select, layout));
   }
   for (const auto& w : base.warnings()) note("warning: " + w);
@@ -84,7 +94,11 @@ RunHeader make_header(const AnalyzeOptions& o, const RunInputs& in, const Backen
   RunHeader h;
   h.schema_version = kSchemaVersion;
   h.base = checkpoint_info(in.base);
-  for (const auto& t : in.tuned) h.tuned.push_back(tuned_info(t));
+  describe_hub(h.base, in.base_path);
+  for (size_t t = 0; t < in.tuned.size(); ++t) {
+    h.tuned.push_back(tuned_info(in.tuned[t]));
+    describe_hub(h.tuned.back(), in.tuned_paths[t]);
+  }
   h.k = o.k;
   h.eps = o.eps;
   h.eps_grid = eps_grid(o.eps);

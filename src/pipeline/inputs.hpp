@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "indim/analyze.hpp"
+#include "indim/hub.hpp"
 #include "indim/tuned.hpp"
 
 namespace indim::detail {
@@ -18,6 +19,8 @@ struct RunInputs {
   RunInputs(const RunInputs&) = delete;
   RunInputs& operator=(const RunInputs&) = delete;
 
+  InputPath base_path;                 ///< o.base, resolved (a hub id to its snapshot)
+  std::vector<InputPath> tuned_paths;  ///< o.tuned, resolved
   Checkpoint base;
   ModelLayout layout;
   std::vector<TunedInput> tuned;

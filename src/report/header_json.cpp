@@ -24,6 +24,12 @@ nlohmann::json input_json(const InputInfo& in) {
                  {"use_dora", in.lora.use_dora},
                  {"modules", in.lora.modules},
                  {"full_tensors", in.lora.full_tensors}};
+  if (!in.hub.id.empty())
+    j["hub"] = {{"id", in.hub.id},
+                {"repo", in.hub.repo},
+                {"revision", in.hub.revision},
+                {"commit", in.hub.commit},
+                {"subfolder", in.hub.subfolder}};
   return j;
 }
 

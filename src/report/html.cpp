@@ -76,14 +76,20 @@ std::string tuned_label(const AnalyzeResult& r, size_t t) {
   return "[" + std::to_string(t) + "] " + r.tuned[t].path;
 }
 
+// " at commit 0123abcd" for an input given as a hub id.
+std::string hub_note(const InputInfo& in) {
+  return in.hub.id.empty() ? "" : " at commit " + esc(in.hub.commit.substr(0, 12));
+}
+
 void summary(std::ostringstream& o, const AnalyzeResult& res, const HtmlOptions& opt) {
   const RunHeader& h = res.header;
   o << "<section id=\"summary\"><h2>Summary</h2><table class=\"kv\">";
-  o << "<tr><th>base</th><td>" << esc(h.base.path) << " (" << esc(h.base.kind) << ", "
-    << h.base.tensors << " tensors)</td></tr>";
+  o << "<tr><th>base</th><td>" << esc(h.base.path) << hub_note(h.base) << " (" << esc(h.base.kind)
+    << ", " << h.base.tensors << " tensors)</td></tr>";
   for (size_t t = 0; t < res.tuned.size(); ++t)
-    o << "<tr><th>fine-tune [" << t << "]</th><td>" << esc(res.tuned[t].path) << " ("
-      << res.tuned[t].matrices << " matrices)</td></tr>";
+    o << "<tr><th>fine-tune [" << t << "]</th><td>" << esc(res.tuned[t].path)
+      << (t < h.tuned.size() ? hub_note(h.tuned[t]) : "") << " (" << res.tuned[t].matrices
+      << " matrices)</td></tr>";
   o << "<tr><th>settings</th><td>k = " << h.k << ", primary eps = " << eps_key(opt.primary_eps)
     << ", side " << esc(h.side) << ", " << esc(h.precision) << ", algorithm " << esc(h.algo)
     << ", backend " << esc(res.backend) << "</td></tr>";

@@ -29,8 +29,9 @@ AnalyzeOptions job_options(const Job& job, const RunContext& ctx) {
   const JobSpec spec = spec_from_json(job.request);
   const ServeOptions& s = ctx.serve;
   AnalyzeOptions o;
-  o.base = ctx.roots.confine(spec.base);
-  for (const auto& t : spec.tuned) o.tuned.push_back(ctx.roots.confine(t));
+  o.base = ctx.roots.analyze_arg(spec.base);
+  for (const auto& t : spec.tuned) o.tuned.push_back(ctx.roots.analyze_arg(t));
+  o.hub_caches = ctx.roots.roots();
   apply_job_options(spec.options, o);
   o.out_dir = ctx.out_dir;
   o.resume = true;  // a job's folder holds only its own journal: a restart continues it

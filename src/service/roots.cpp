@@ -3,6 +3,7 @@
 #include <filesystem>
 
 #include "indim/error.hpp"
+#include "indim/hub.hpp"
 #include "io/json_strict.hpp"
 #include "service/api_error.hpp"
 
@@ -31,6 +32,7 @@ RootSet::RootSet(const std::vector<std::string>& roots) {
     const fs::path c = fs::canonical(r, ec);
     if (ec || !fs::is_directory(c)) throw UsageError("--root " + r + ": not a directory");
     roots_.push_back(c.string() == "/" ? "" : c.string());
+    shown_.push_back(c.string());
   }
   if (roots_.empty()) throw UsageError("serve needs at least one --root folder");
 }
@@ -67,9 +69,27 @@ void RootSet::check_index(const std::string& shown, const std::string& index) co
     if (shard.is_string()) check_file(shown, (dir / shard.get<std::string>()).string());
 }
 
+bool RootSet::is_hub_id(const std::string& path) const {
+  if (fs::path(path).is_absolute() || !looks_like_hub_id(path)) return false;
+  std::error_code ec;
+  return !fs::exists(fs::path(shown_.front()) / path, ec);
+}
+
+std::string RootSet::analyze_arg(const std::string& path) const {
+  const std::string confined = confine(path);
+  return is_hub_id(path) ? path : confined;
+}
+
 std::string RootSet::confine(const std::string& path) const {
+  if (is_hub_id(path)) {
+    try {
+      return confine(resolve_hub_id(path, shown_).path);
+    } catch (const BadInput& e) {
+      throw ApiError(400, e.what());
+    }
+  }
   const fs::path given =
-      fs::path(path).is_absolute() ? fs::path(path) : fs::path(roots_.front()) / path;
+      fs::path(path).is_absolute() ? fs::path(path) : fs::path(shown_.front()) / path;
   std::error_code ec;
   const fs::path c = fs::canonical(given, ec);
   if (ec) {

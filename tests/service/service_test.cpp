@@ -11,6 +11,7 @@
 #include <set>
 #include <thread>
 
+#include "hub_cache.hpp"
 #include "indim/demo.hpp"
 #include "service_process.hpp"
 
@@ -609,4 +610,34 @@ TEST_F(Service, RefusesSubmissionsBeyondMaxQueuedWith429) {
       << "with one job queued at most, one of three quick submissions waits in vain";
   EXPECT_NE(refusal.find("--max-queued"), std::string::npos) << refusal;
   EXPECT_LE(body_of(c->Get("/v1/jobs?state=queued"))["jobs"].size(), 1u);
+}
+
+TEST_F(Service, ResolvesHubIdsOnlyInsideItsRoots) {
+  const Models& m = models();
+  const std::string commit = "4444444444444444444444444444444444444444";
+  const std::string hub = dir_ / "hub";  // a root of its own, laid out as a hub cache
+  test::set_hub_ref(test::add_hub_snapshot(hub, "acme/base", commit, m.small.base, true), "main",
+                    commit);
+  test::set_hub_ref(test::add_hub_snapshot(hub, "acme/full", commit, m.small.full, true), "main",
+                    commit);
+  // A repo whose snapshot links out of the roots.
+  const std::string leak = hub + "/models--acme--leak";
+  std::filesystem::create_directories(leak + "/snapshots/" + commit);
+  std::filesystem::create_symlink(m.outside + "/secret.txt",
+                                  leak + "/snapshots/" + commit + "/model.safetensors");
+  test::set_hub_ref(leak, "main", commit);
+  ServiceProcess s(hub, state(), {"--root", m.root});
+  ASSERT_TRUE(s.ready()) << s.log();
+  auto c = s.client();
+  const std::string id = submit(*c, job_body("acme/base", {"acme/full"}));
+  const Json j = wait_state(*c, id, "done");
+  const Json report = Json::parse(c->Get("/v1/jobs/" + id + "/report.json")->body);
+  EXPECT_EQ(report["inputs"]["base"]["path"], "acme/base");
+  EXPECT_EQ(report["inputs"]["base"]["hub"]["commit"], commit);
+  EXPECT_EQ(report["inputs"]["tuned"][0]["hub"]["repo"], "acme/full");
+  const auto out = post(*c, job_body("acme/leak", {"acme/full"}));
+  EXPECT_EQ(out->status, 403) << out->body;
+  const auto absent = post(*c, job_body("acme/absent", {"acme/full"}));
+  EXPECT_EQ(absent->status, 400) << absent->body;
+  EXPECT_NE(body_of(absent).value("error", "").find("hub cache"), std::string::npos);
 }
