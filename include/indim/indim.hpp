@@ -7,6 +7,7 @@
 #include "indim/checkpoint.hpp"
 #include "indim/dtype.hpp"
 #include "indim/error.hpp"
+#include "indim/hub.hpp"
 #include "indim/layout.hpp"
 #include "indim/match.hpp"
 #include "indim/peft.hpp"

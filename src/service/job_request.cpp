@@ -95,7 +95,9 @@ const std::map<std::string, Option>& known_options() {
   return table;
 }
 
-Json check_options(const Json& given) {
+}  // namespace
+
+Json check_job_options(const Json& given) {
   if (!given.is_object()) throw ApiError(400, "options must be an object");
   const auto& table = known_options();
   for (const auto& [name, value] : given.items())
@@ -109,6 +111,8 @@ Json check_options(const Json& given) {
     out[name] = given.contains(name) ? opt.check(name, given.at(name)) : opt.fallback;
   return out;
 }
+
+namespace {
 
 std::string path_field(const Json& v, const std::string& what) {
   if (!v.is_string() || v.get<std::string>().empty() || v.get<std::string>().size() > 4096)
@@ -143,7 +147,7 @@ JobSpec parse_job_spec(std::string_view body) {
   JobSpec spec;
   spec.base = path_field(j.at("base"), "base");
   for (const Json& t : j.at("tuned")) spec.tuned.push_back(path_field(t, "each of tuned"));
-  spec.options = check_options(j.value("options", Json::object()));
+  spec.options = check_job_options(j.value("options", Json::object()));
   return spec;
 }
 

@@ -23,6 +23,10 @@ struct JobSpec {
 /// unknown fields, every value in its CLI range). Throws ApiError 400 with the reason.
 JobSpec parse_job_spec(std::string_view body);
 
+/// @brief Checks an options object as parse_job_spec does and fills the defaults (also the
+/// Python API's check of its keyword arguments). Throws ApiError 400 naming "options.NAME".
+nlohmann::json check_job_options(const nlohmann::json& given);
+
 /// @brief The stored form of a job's request, and back (a stored request was checked already).
 nlohmann::json spec_to_json(const JobSpec& spec);
 JobSpec spec_from_json(const nlohmann::json& j);
