@@ -19,7 +19,8 @@ constexpr const char* kJson = "application/json";
 
 void send_json(httplib::Response& res, int status, const Json& body) {
   res.status = status;
-  res.set_content(body.dump(2) + "\n", kJson);
+  // A message may quote a file name that is not UTF-8: replaced, not thrown on.
+  res.set_content(body.dump(2, ' ', false, Json::error_handler_t::replace) + "\n", kJson);
 }
 
 // The reason of a status httplib sets itself (no route, a body over the limit, ...).
@@ -155,8 +156,10 @@ void job_events(Api& api, const httplib::Request& req, httplib::Response& res) {
         *seen = v;
         const std::optional<Job> j = api.scheduler.get(id);
         const bool over = !j || is_terminal(j->state) || api.scheduler.draining();
-        const std::string event = std::string("event: ") + (over ? "end" : "job") +
-                                  "\ndata: " + (j ? job_to_json(*j).dump() : "{}") + "\n\n";
+        const std::string event =
+            std::string("event: ") + (over ? "end" : "job") + "\ndata: " +
+            (j ? job_to_json(*j).dump(-1, ' ', false, Json::error_handler_t::replace) : "{}") +
+            "\n\n";
         if (!sink.write(event.data(), event.size())) return false;
         if (over) sink.done();
         return true;

@@ -232,11 +232,12 @@ std::optional<Job> Scheduler::next_job() {
 }
 
 void Scheduler::dispatch() {
-  auto swept = std::chrono::steady_clock::time_point{};
+  // At start, then hourly (not "an hour after the steady clock's epoch": that is boot time).
+  std::optional<std::chrono::steady_clock::time_point> swept;
   for (;;) {
     std::optional<Job> job;
     try {
-      if (std::chrono::steady_clock::now() - swept > std::chrono::hours(1)) {
+      if (!swept || std::chrono::steady_clock::now() - *swept > std::chrono::hours(1)) {
         sweep_retention();
         swept = std::chrono::steady_clock::now();
       }

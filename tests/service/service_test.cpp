@@ -287,6 +287,16 @@ TEST_F(Service, RefusesMalformedOrUnknownRequestFieldsAndOversizedBodies) {
        "plot_top"},
       {R"({"base": "small/base", "tuned": ["small/full"], "options": []})", "options"},
       {std::string(100, '[') + std::string(100, ']'), "deep"},
+      // The reason quotes 40 bytes of the value, which cuts a two-byte character in half.
+      {R"({"base": "small/base", "tuned": ["small/full"], "options": {"side": ")" +
+           std::string(20, 'x') +
+           [] {
+             std::string e;
+             for (int i = 0; i < 30; ++i) e += "\xc3\xa9";
+             return e;
+           }() +
+           "\"}}",
+       "options.side"},
   };
   for (const auto& [body, says] : bad) {
     const auto r = c->Post("/v1/jobs", body, "application/json");
