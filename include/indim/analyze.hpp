@@ -136,6 +136,13 @@ class CancelToken {
   std::atomic<bool> flag_{false}, now_{false};
 };
 
+/// @brief One slice of a run spread over `count` processes (--shard I/N): a deterministic,
+/// cost-balanced share of the plan's base matrices (see shards.hpp). count 1: the whole run.
+struct ShardSpec {
+  int index = 0;
+  int count = 1;
+};
+
 struct AnalyzeOptions {
   std::string base;
   std::vector<std::string> tuned;
@@ -153,6 +160,7 @@ struct AnalyzeOptions {
                     ///< handles, sharing the device's gpu_mem
   SelectOptions select;
   bool resume = false;
+  ShardSpec shard;     ///< run only this shard's base matrices (every fine-tune's units of them)
   bool delta = false;  ///< also describe each update W - W0 (costs one more SVD per matrix)
   /// Hub caches where ORG/NAME[@REV] ids resolve (see hub.hpp); empty: the environment's.
   std::vector<std::string> hub_caches;
@@ -220,6 +228,18 @@ struct RunHeader {
   std::vector<std::string> include, exclude;
   bool delta = false;
   std::string layout;  ///< ModelLayout::describe()
+  /// A sharded run's slice (written only when count > 1): which shard ran which base matrix.
+  struct Shard {
+    int index = 0, count = 1;
+    std::string plan_hash;  ///< of the inputs (sizes, not paths), the settings and the plan
+    struct Entry {
+      std::string name;        ///< a base matrix (or part), in plan order
+      int shard = 0;           ///< the shard that runs it
+      std::vector<int> tuned;  ///< the fine-tunes that have it (their units)
+    };
+    std::vector<Entry> plan;  ///< the whole plan, every shard's entries
+  };
+  Shard shard;
 };
 
 struct AnalyzeResult {
@@ -231,6 +251,13 @@ struct AnalyzeResult {
   int resumed = 0;  ///< records taken from the journal instead of recomputed
   std::string report_json, matrices_csv, vectors_csv, journal, report_html;
   RunHeader header;  ///< inputs and settings, as in the journal's first line
+  /// A result merged from shards (merge_shards): each shard's time and records.
+  struct ShardTime {
+    int index = 0;
+    double seconds = 0;
+    int matrices = 0;
+  };
+  std::vector<ShardTime> shard_times;
 };
 
 /// @brief Runs the analysis, journalling each record into `out_dir` as it completes, and

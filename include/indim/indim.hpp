@@ -13,4 +13,5 @@
 #include "indim/peft.hpp"
 #include "indim/report.hpp"
 #include "indim/safetensors.hpp"
+#include "indim/shards.hpp"
 #include "indim/tuned.hpp"

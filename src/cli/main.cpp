@@ -1,5 +1,5 @@
-// indim command line: analyze, inspect, demo, cache, bench, serve, submit, jobs. Exit codes: 0 ok,
-// 1 usage, 2 bad input, 3 runtime failure, 4 --fail-on-intruders exceeded, 130 interrupted
+// indim command line: analyze, merge, inspect, demo, cache, bench, serve, submit, jobs. Exit codes:
+// 0 ok, 1 usage, 2 bad input, 3 runtime failure, 4 --fail-on-intruders exceeded, 130 interrupted
 // (resumable).
 #include <CLI/CLI.hpp>
 #include <cstdio>
@@ -9,6 +9,7 @@
 
 #include "cli/bench.hpp"
 #include "cli/interrupt.hpp"
+#include "cli/merge_cmd.hpp"
 #include "cli/options.hpp"
 #include "cli/progress.hpp"
 #include "cli/registry_help.hpp"
@@ -31,6 +32,7 @@ struct AnalyzeArgs : cli::AnalysisFlags {
   std::string out = "results";
   std::string backend = "auto";
   bool resume = false;
+  std::string shard;
   std::string cache = DecompositionCache::default_dir();
   bool no_cache = false;
   std::string cache_max = "20G";
@@ -84,6 +86,7 @@ AnalyzeOptions to_options(const AnalyzeArgs& a) {
   o.select.split_fused = a.split_fused;
   o.delta = a.delta;
   o.resume = a.resume;
+  if (!a.shard.empty()) o.shard = parse_shard(a.shard);
   o.cache_dir = a.no_cache ? std::string() : a.cache;
   o.cache_max = DecompositionCache::parse_size(a.cache_max);
   o.devices = a.devices;
@@ -283,6 +286,7 @@ struct Commands {
   cli::BenchArgs bench;
   CLI::App* bench_cmd = nullptr;
   cli::ServiceCommands service;
+  cli::MergeCommand merge;
 };
 
 void add_analyze(CLI::App& app, Commands& c) {
@@ -299,6 +303,9 @@ void add_analyze(CLI::App& app, Commands& c) {
   add_compute_options(c.analyze_cmd, c.a);
   cli::add_selection_options(c.analyze_cmd, c.a);
   c.analyze_cmd->add_flag("--resume", c.a.resume, "Skip matrices already in the journal");
+  c.analyze_cmd->add_option("--shard", c.a.shard,
+                            "Run shard I of N (I from 0): a cost-balanced slice of the base "
+                            "matrices; `indim merge` combines the shards' --out folders");
   c.analyze_cmd->add_flag("-q,--quiet", c.a.quiet, "No summary table");
   c.analyze_cmd
       ->add_option("--fail-on-intruders", c.a.fail_on,
@@ -377,6 +384,7 @@ int run_parsed(Commands& c) {
     const int rc = cli::run_service_command(c.service, ran);
     if (ran) return rc;
     if (*c.analyze_cmd) return cmd_analyze(c.a);
+    if (*c.merge.cmd) return cli::run_merge(c.merge);
     if (*c.inspect_cmd) return cmd_inspect(c.ibase, c.ituned, c.isel);
     if (*c.bench_cmd) return cli::run_bench(c.bench);
     if (*c.cache_cmd) return cmd_cache(c.cache_dir, c.cache_ls->parsed(), c.cache_clear->parsed());
@@ -411,6 +419,7 @@ int main(int argc, char** argv) {
       "--fail-on-intruders, 130 interrupted (Ctrl-C; the journal resumes with --resume).");
   Commands c;
   add_analyze(app, c);
+  cli::add_merge_command(app, c.merge);
   add_inspect(app, c);
   add_demo(app, c);
   add_cache(app, c);

@@ -15,6 +15,7 @@
 #include "pipeline/inputs.hpp"
 #include "pipeline/outputs.hpp"
 #include "plan/regex.hpp"
+#include "plan/shard.hpp"
 #include "report/records.hpp"
 
 namespace fs = std::filesystem;
@@ -37,6 +38,9 @@ void validate(const AnalyzeOptions& o) {
   for (int d : o.devices)
     if (d < 0) throw UsageError("--devices takes device numbers from 0");
   detail::compile_option_patterns(o.plot_matrices, "--plot-matrices");
+  if (o.shard.count < 1 || o.shard.count > 4096 || o.shard.index < 0 ||
+      o.shard.index >= o.shard.count)
+    throw UsageError("--shard takes I/N with 0 <= I < N <= 4096");
 }
 
 // The workers, first: a flag they refuse is a usage error before any file is read.
@@ -101,6 +105,10 @@ AnalyzeResult run(const AnalyzeOptions& o, std::unique_ptr<detail::DirLock>& loc
   res.eps = eps_grid(o.eps);
   res.backend = fleet.front()->name();
   res.header = detail::make_header(o, inputs, *fleet.front());
+  if (o.shard.count > 1) {  // the whole plan is hashed and assigned, then this shard's kept
+    res.header.shard = detail::make_shard_plan(plan, o.shard, detail::header_to_json(res.header));
+    detail::keep_shard(plan, res.header.shard);
+  }
   lock = lock_out_dir(o.out_dir);
   detail::output_paths(res, o);
   detail::Journal journal(res.journal, detail::header_to_json(res.header), o.resume);

@@ -13,17 +13,18 @@ namespace fs = std::filesystem;
 
 namespace indim::detail {
 
-void collect_results(AnalyzeResult& res, const AnalyzeOptions& o, const Plan& plan,
-                     const RunState& state) {
-  for (size_t t = 0; t < o.tuned.size(); ++t) {
+void collect_records(AnalyzeResult& res, const std::vector<std::string>& tuned_paths,
+                     const std::vector<std::string>& entries, const std::vector<Side>& sides,
+                     const std::map<RecordKey, MatrixResult>& records) {
+  for (size_t t = 0; t < tuned_paths.size(); ++t) {
     TunedSummary sum;
-    sum.path = o.tuned[t];
+    sum.path = tuned_paths[t];
     sum.eps = res.eps;
     sum.totals.assign(res.eps.size(), 0);
-    for (const PlanEntry& e : plan.entries)
-      for (Side s : state.sides()) {
-        auto it = state.records().find({static_cast<int>(t), e.name, side_name(s)});
-        if (it == state.records().end()) continue;
+    for (const std::string& name : entries)
+      for (Side s : sides) {
+        auto it = records.find({static_cast<int>(t), name, side_name(s)});
+        if (it == records.end()) continue;
         res.records.push_back(it->second);
         ++sum.matrices;
         sum.null_directions += it->second.null_directions;
@@ -32,6 +33,13 @@ void collect_results(AnalyzeResult& res, const AnalyzeOptions& o, const Plan& pl
       }
     res.tuned.push_back(sum);
   }
+}
+
+void collect_results(AnalyzeResult& res, const AnalyzeOptions& o, const Plan& plan,
+                     const RunState& state) {
+  std::vector<std::string> entries;
+  for (const PlanEntry& e : plan.entries) entries.push_back(e.name);
+  collect_records(res, o.tuned, entries, state.sides(), state.records());
   res.resumed = state.resumed();
 }
 

@@ -11,6 +11,11 @@ namespace indim::detail {
 /// res.resumed from the run's records.
 void collect_results(AnalyzeResult& res, const AnalyzeOptions& o, const Plan& plan,
                      const RunState& state);
+/// The same from records keyed (fine-tune, name, side): for each of `tuned_paths`, the records
+/// of `entries` (names in plan order) on `sides`; absent ones are skipped.
+void collect_records(AnalyzeResult& res, const std::vector<std::string>& tuned_paths,
+                     const std::vector<std::string>& entries, const std::vector<Side>& sides,
+                     const std::map<RecordKey, MatrixResult>& records);
 /// Sets the output paths of `res` for o.out_dir.
 void output_paths(AnalyzeResult& res, const AnalyzeOptions& o);
 /// write_outputs for a caller that already holds the lock on o.out_dir.

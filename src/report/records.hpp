@@ -14,5 +14,9 @@ nlohmann::ordered_json record_to_json(const MatrixResult& r, double primary_eps,
 MatrixResult record_from_json(const nlohmann::json& j);
 /// The journal's first line: {"indim_journal": 1, schema_version, inputs, settings, layout}.
 nlohmann::json header_to_json(const RunHeader& header);
+/// The inverse of header_to_json. Throws indim::Error when a field is missing or mistyped.
+RunHeader header_from_json(const nlohmann::json& j);
+/// A header's (or report.json's) "shard" block. Throws nlohmann::json::exception.
+RunHeader::Shard shard_from_json(const nlohmann::json& j);
 
 }  // namespace indim::detail

@@ -145,6 +145,25 @@ MatrixResult record_from_json(const nlohmann::json& j) {
   }
 }
 
+namespace {
+
+// Seconds of work (summed over the shards of a merged run, with each shard's and the slowest).
+nlohmann::ordered_json timing_json(const AnalyzeResult& res) {
+  nlohmann::ordered_json t = {{"seconds", res.seconds}, {"resumed_records", res.resumed}};
+  if (res.shard_times.empty()) return t;
+  nlohmann::ordered_json shards = nlohmann::ordered_json::array();
+  const AnalyzeResult::ShardTime* slowest = &res.shard_times.front();
+  for (const auto& s : res.shard_times) {
+    shards.push_back({{"index", s.index}, {"seconds", s.seconds}, {"matrices", s.matrices}});
+    if (s.seconds > slowest->seconds) slowest = &s;
+  }
+  t["shards"] = shards;
+  t["slowest_shard"] = {{"index", slowest->index}, {"seconds", slowest->seconds}};
+  return t;
+}
+
+}  // namespace
+
 nlohmann::ordered_json build_report(const AnalyzeResult& res, double primary_eps) {
   const nlohmann::json header = header_to_json(res.header);
   nlohmann::ordered_json j;
@@ -157,7 +176,8 @@ nlohmann::ordered_json build_report(const AnalyzeResult& res, double primary_eps
   j["inputs"] = header.at("inputs");
   j["settings"] = header.at("settings");
   j["settings"]["primary_eps"] = primary_eps;
-  j["timing"] = {{"seconds", res.seconds}, {"resumed_records", res.resumed}};
+  if (header.contains("shard")) j["shard"] = header.at("shard");
+  j["timing"] = timing_json(res);
   nlohmann::ordered_json tuned = nlohmann::ordered_json::array();
   for (size_t t = 0; t < res.tuned.size(); ++t) {
     nlohmann::ordered_json totals = nlohmann::ordered_json::object();
