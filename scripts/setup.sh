@@ -10,12 +10,15 @@ set -euo pipefail
 # makes the certificate of the service's TLS test; pybind11-dev and python3-dev build the Python
 # module, whose tests read results with python3-pandas (and draw python3-tqdm's bar).
 # libcpp-httplib-dev and libsqlite3-dev build `indim serve` (HTTP and its job queue).
+# slurmctld, slurmd, slurm-client and munge run the Slurm test's private cluster; python3-yaml
+# reads the rendered Kubernetes and compose files.
 packages=(build-essential cmake ninja-build pkg-config nlohmann-json3-dev libcli11-dev
           liblapacke-dev libopenblas-dev libgtest-dev libxxhash-dev libre2-dev
           libcpp-httplib-dev libsqlite3-dev)
 [ "${1:-}" = "--build-only" ] || packages+=(chromium clang libclang-rt-14-dev python3-numpy python3-scipy
                                             openssl pybind11-dev python3-pybind11 python3-dev python3-pandas
-                                            python3-tqdm)
+                                            python3-tqdm slurmctld slurmd slurm-client munge
+                                            python3-yaml)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
