@@ -78,6 +78,17 @@ Json ServiceClient::call(const std::string& method, const std::string& path,
 
 Json ServiceClient::submit(const Json& request) { return call("POST", "/v1/jobs", request.dump()); }
 
+bool ServiceClient::healthy(std::string& status) {
+  httplib::Result r = http_->Get("/healthz");
+  if (!r) {
+    status = url_ + "/healthz: " + error_text(r.error());
+    return false;
+  }
+  const Json j = Json::parse(r->body, nullptr, false);
+  status = j.is_discarded() ? "HTTP " + std::to_string(r->status) : j.dump();
+  return r->status == 200;
+}
+
 Json ServiceClient::job(const std::string& id) { return call("GET", "/v1/jobs/" + id); }
 
 Json ServiceClient::list(const std::string& state, int limit) {

@@ -21,6 +21,9 @@ class ServiceClient {
   ~ServiceClient();
 
   nlohmann::json submit(const nlohmann::json& request);
+  /// GET /healthz (no token needed): true when it answers 200; `status` gets its JSON answer
+  /// or the connection error.
+  bool healthy(std::string& status);
   nlohmann::json job(const std::string& id);
   nlohmann::json list(const std::string& state, int limit);
   nlohmann::json cancel(const std::string& id, bool purge);

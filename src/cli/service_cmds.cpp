@@ -116,6 +116,25 @@ void add_jobs(CLI::App& app, ServiceCommands& c) {
   for (CLI::App* sub : {c.ls, c.show, c.cancel, c.fetch}) sub->fallthrough();
 }
 
+// For container health checks and scripts: no token, exit 0 when the workers are up.
+void add_health(CLI::App& app, ServiceCommands& c) {
+  c.health_cmd = app.add_subcommand(
+      "health", "Ask a service's /healthz; exit 0 when its workers are up, else 3 (no token)");
+  c.health_client.server = default_server();
+  c.health_cmd->add_option("--server", c.health_client.server, "Service URL ($INDIM_SERVER)")
+      ->capture_default_str();
+  c.health_cmd->add_option("--ca-cert", c.health_client.ca_cert,
+                           "PEM certificate(s) to trust for an https:// server");
+}
+
+int cmd_health(const ClientFlags& f) {
+  ServiceClient client(f.server, "", f.ca_cert);
+  std::string status;
+  const bool up = client.healthy(status);
+  std::cout << status << "\n";
+  return up ? kExitOk : kExitRuntime;
+}
+
 service::ServeOptions serve_options(ServiceCommands& c) {
   service::ServeOptions o = c.serve;
   o.token = read_token(c.serve_token_file);
@@ -229,6 +248,7 @@ void add_service_commands(CLI::App& app, ServiceCommands& c) {
   add_serve(app, c);
   add_submit(app, c);
   add_jobs(app, c);
+  add_health(app, c);
 }
 
 int run_service_command(ServiceCommands& c, bool& ran) {
@@ -236,6 +256,7 @@ int run_service_command(ServiceCommands& c, bool& ran) {
   if (*c.serve_cmd) return service::serve(serve_options(c));
   if (*c.submit_cmd) return cmd_submit(c);
   if (*c.jobs_cmd) return cmd_jobs(c);
+  if (*c.health_cmd) return cmd_health(c.health_client);
   ran = false;
   return kExitOk;
 }

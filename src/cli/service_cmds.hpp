@@ -32,6 +32,9 @@ struct ServiceCommands {
   std::string id, state, fetch_out;
   int limit = 20;
   bool purge = false;
+  ClientFlags health_client;
+  CLI::App* health_cmd = nullptr;
+
   CLI::App *jobs_cmd = nullptr, *ls = nullptr, *show = nullptr, *cancel = nullptr, *fetch = nullptr;
 };
 

@@ -551,6 +551,14 @@ TEST_F(Service, TheClientSubmitsWaitsListsShowsAndFetches) {
       test::run_command(cli + " submit --server " + s.url() + " /etc small/full 2>&1");
   EXPECT_EQ(outside.rc, 2);
   EXPECT_NE(outside.out.find("403"), std::string::npos) << outside.out;
+  // The health check of containers: no token, 0 while up, 3 once the service is gone.
+  const std::string health = std::string(INDIM_CLI_PATH) + " health --server " + s.url() + " 2>&1";
+  const auto up = test::run_command(health);
+  EXPECT_EQ(up.rc, 0) << up.out;
+  EXPECT_NE(up.out.find("\"workers_up\":true"), std::string::npos) << up.out;
+  s.stop(SIGTERM, std::chrono::seconds(30));
+  const auto down = test::run_command(health);
+  EXPECT_EQ(down.rc, 3) << down.out;
 }
 
 TEST_F(Service, ServesHttpsWithTheGivenCertificate) {
