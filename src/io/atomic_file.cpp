@@ -3,18 +3,32 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cctype>
 #include <cerrno>
 #include <cstring>
 #include <memory>
+#include <random>
 
 #include "indim/error.hpp"
 
 namespace indim::detail {
 
 namespace {
+// Unique among every process that writes into a folder, also across the nodes of a cluster that
+// share it (shards writing one cache): host, pid, a counter and a random part.
 std::string temporary_name(const std::string& path) {
   static std::atomic<unsigned long> counter{0};
-  return path + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(counter++);
+  static const std::string host = [] {
+    char name[256] = {};
+    if (::gethostname(name, sizeof name - 1) != 0) return std::string("host");
+    std::string h(name);
+    for (char& c : h)
+      if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-') c = '_';
+    return h.substr(0, 64);
+  }();
+  static const unsigned salt = std::random_device{}();
+  return path + ".tmp." + host + "." + std::to_string(::getpid()) + "." +
+         std::to_string(counter++) + "." + std::to_string(salt);
 }
 }  // namespace
 

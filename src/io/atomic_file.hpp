@@ -12,8 +12,8 @@ namespace indim::detail {
 
 class AtomicFile {
  public:
-  /// Opens "<path>.tmp.<pid>.<n>" (unique within the process and across processes of one host)
-  /// for writing. Throws indim::Error on failure.
+  /// Opens "<path>.tmp.<host>.<pid>.<n>.<random>" for writing: unique across processes, also of
+  /// other hosts writing one shared folder. Throws indim::Error on failure.
   explicit AtomicFile(std::string path);
   /// Removes the temporary file unless publish() succeeded.
   ~AtomicFile();
