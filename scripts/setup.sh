@@ -2,7 +2,9 @@
 # Installs the Debian 12 (or Ubuntu 24.04) packages indim builds with, skipping those already
 # present. Needs root (or sudo). The CUDA toolkit is optional and not installed here.
 #   scripts/setup.sh               build and test dependencies
-#   scripts/setup.sh --build-only  build dependencies only (the Docker image)
+#   scripts/setup.sh --build-only  build dependencies only (the Docker image's build stage)
+#   scripts/setup.sh --runtime     the shared libraries the indim binary needs (its runtime stage)
+# With INDIM_SETUP_LIST=1 it prints the packages instead (scripts/docker-check.sh preinstalls them).
 set -euo pipefail
 
 # chromium runs the HTML report's browser tests; clang and libclang-rt-14-dev the fuzzers;
@@ -11,20 +13,37 @@ set -euo pipefail
 # module, whose tests read results with python3-pandas (and draw python3-tqdm's bar).
 # libcpp-httplib-dev and libsqlite3-dev build `indim serve` (HTTP and its job queue).
 # slurmctld, slurmd, slurm-client and munge run the Slurm test's private cluster; python3-yaml
-# reads the rendered Kubernetes and compose files.
+# reads the rendered Kubernetes and compose files; podman, debootstrap, runc and uidmap build and
+# run the Docker image in scripts/docker-check.sh.
+if [ "${1:-}" = "--runtime" ]; then
+  # The libraries of the -dev packages below, named as the distribution names them.
+  . /etc/os-release
+  case "${VERSION_CODENAME:-}" in
+    bookworm) packages=(libre2-9 libcpp-httplib0.11) ;;
+    noble) packages=(libre2-10 libcpp-httplib0.14t64) ;;
+    *) echo "setup: --runtime knows Debian 12 (bookworm) and Ubuntu 24.04 (noble), not ${PRETTY_NAME:-this system}" >&2
+       exit 1 ;;
+  esac
+  packages+=(liblapacke libopenblas0-pthread libsqlite3-0)
+else
 packages=(build-essential cmake ninja-build pkg-config nlohmann-json3-dev libcli11-dev
           liblapacke-dev libopenblas-dev libgtest-dev libxxhash-dev libre2-dev
           libcpp-httplib-dev libsqlite3-dev)
 [ "${1:-}" = "--build-only" ] || packages+=(chromium clang libclang-rt-14-dev python3-numpy python3-scipy
                                             openssl pybind11-dev python3-pybind11 python3-dev python3-pandas
                                             python3-tqdm slurmctld slurmd slurm-client munge
-                                            python3-yaml)
+                                            python3-yaml podman debootstrap runc uidmap)
+fi
+if [ "${INDIM_SETUP_LIST:-}" = 1 ]; then
+  printf '%s\n' "${packages[@]}"
+  exit 0
+fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ ${#missing[@]} -eq 0 ]; then
-  echo "setup: all build dependencies present"
+  echo "setup: every package it installs is present"
   exit 0
 fi
 echo "setup: installing ${missing[*]}"
