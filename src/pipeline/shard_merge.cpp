@@ -27,7 +27,8 @@ constexpr uint64_t kMaxJournalBytes = 16ull << 30;
 
 struct ShardOutput {
   std::string dir;
-  nlohmann::json header;  ///< the journal's first line
+  nlohmann::json header;      ///< the journal's first line
+  nlohmann::json shard_json;  ///< report.json's "shard", which the journal's must equal
   RunHeader::Shard shard;
   std::vector<std::string> tuned_paths;  ///< as the shard's command named them
   double seconds = 0;
@@ -38,6 +39,22 @@ struct ShardOutput {
 
 BadInput damaged(const std::string& dir, const std::string& what) {
   return BadInput(dir + ": damaged shard output: " + what + "; run that shard again");
+}
+
+// The numbers merge indexes by are in range (a hand-edited report must not reach past them).
+void check_shard_block(const ShardOutput& s) {
+  const RunHeader::Shard& b = s.shard;
+  if (b.count < 2 || b.count > 4096 || b.index < 0 || b.index >= b.count)
+    throw damaged(s.dir, "report.json: shard " + std::to_string(b.index) + " of " +
+                             std::to_string(b.count) + " is out of range");
+  for (const auto& e : b.plan) {
+    if (e.shard < 0 || e.shard >= b.count)
+      throw damaged(s.dir, "report.json: " + e.name + " is assigned to no shard of the run");
+    for (int t : e.tuned)
+      if (t < 0 || static_cast<size_t>(t) >= s.tuned_paths.size())
+        throw damaged(s.dir, "report.json: " + e.name + " names fine-tune " + std::to_string(t) +
+                                 " of " + std::to_string(s.tuned_paths.size()));
+  }
 }
 
 // report.json: finished, sharded; what the merged report takes from it.
@@ -56,12 +73,12 @@ void read_report(ShardOutput& s) {
     s.seconds = r.at("timing").at("seconds").get<double>();
     s.resumed = r.at("timing").at("resumed_records").get<int>();
     s.matrices = r.at("matrices").size();
-    s.shard = detail::shard_from_json(r.at("shard"));
+    s.shard_json = r.at("shard");
+    s.shard = detail::shard_from_json(s.shard_json);
   } catch (const nlohmann::json::exception& e) {
     throw damaged(s.dir, std::string("report.json: ") + e.what());
-  } catch (const Error& e) {
-    throw damaged(s.dir, std::string("report.json: ") + e.what());
   }
+  check_shard_block(s);
 }
 
 // journal.jsonl: the header of the same run, then whole records (the last one wins, as in a
@@ -79,7 +96,8 @@ void read_journal(ShardOutput& s) {
       if (n == 1) {
         if (j.is_discarded() || !j.contains("shard")) throw damaged(s.dir, at + ": no header");
         s.header = j;
-        if (detail::header_from_json(j).shard.plan_hash != s.shard.plan_hash)
+        if (j["shard"] != s.shard_json ||
+            detail::header_from_json(j).tuned.size() != s.tuned_paths.size())
           throw damaged(s.dir, "journal.jsonl and report.json are of different runs");
         continue;
       }

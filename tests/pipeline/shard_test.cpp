@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <functional>
 #include <nlohmann/json.hpp>
 
 #include "indim/demo.hpp"
@@ -189,6 +190,25 @@ TEST_F(Shards, MergeRefusesIncompleteMixedRepeatedOrDamagedSets) {
   analyze(options("whole"));
   EXPECT_NE(message_of(with({dirs[0], dirs[1], dirs[2], dir_ / "whole"})).find("without --shard"),
             std::string::npos);
+
+  // Hand-edited numbers merge indexes by: out of range is damage, never a reach past an array.
+  for (const auto& edit :
+       std::vector<std::function<void(Json&)>>{[](Json& r) { r["shard"]["index"] = 7; },
+                                               [](Json& r) { r["shard"]["count"] = 1000000000; },
+                                               [](Json& r) { r["shard"]["plan"][0]["shard"] = -1; },
+                                               [](Json& r) {
+                                                 r["shard"]["plan"][0]["tuned"] = {0, 99};
+                                               }}) {
+    const std::string bad = dir_ / "edited";
+    std::filesystem::remove_all(bad);
+    std::filesystem::copy(dirs[2], bad, std::filesystem::copy_options::recursive);
+    Json r = Json::parse(test::read_text(bad + "/report.json"));
+    edit(r);
+    test::write_text(bad + "/report.json", r.dump());
+    EXPECT_NE(message_of(with({dirs[0], dirs[1], bad})).find("damaged shard output"),
+              std::string::npos)
+        << r["shard"].dump().substr(0, 200);
+  }
 
   // Damaged: a record cut short; a lost record; an unfinished shard (no report.json).
   const std::string journal = dirs[1] + "/journal.jsonl";
