@@ -1,6 +1,6 @@
-// indim command line: analyze, merge, inspect, demo, cache, bench, serve, submit, jobs. Exit codes:
-// 0 ok, 1 usage, 2 bad input, 3 runtime failure, 4 --fail-on-intruders exceeded, 130 interrupted
-// (resumable).
+// indim command line: analyze, merge, inspect, demo, cache, bench, serve, submit, jobs, health.
+// Exit codes: 0 ok, 1 usage, 2 bad input, 3 runtime failure, 4 --fail-on-intruders exceeded, 130
+// interrupted (resumable).
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <ctime>
