@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <variant>
 #include <vector>
@@ -19,6 +20,8 @@ const char* precision_name(Precision p);
 /// @brief Which singular vectors a decomposition keeps.
 enum class Side { Left, Right, Both };
 const char* side_name(Side s);
+/// @brief The inverse of side_name ("left", "right", "both"); nullopt for anything else.
+std::optional<Side> parse_side(const std::string& name);
 
 /// @brief A dense row-major matrix.
 template <typename T>

@@ -22,6 +22,12 @@ const char* side_name(Side s) {
   }
 }
 
+std::optional<Side> parse_side(const std::string& name) {
+  for (Side s : {Side::Left, Side::Right, Side::Both})
+    if (name == side_name(s)) return s;
+  return std::nullopt;
+}
+
 namespace detail {
 
 template <typename T>

@@ -78,7 +78,7 @@ AnalyzeOptions to_options(const AnalyzeArgs& a) {
   o.k = a.k;
   o.eps = a.eps;
   o.precision = a.precision == "fp64" ? Precision::F64 : Precision::F32;
-  o.side = a.side == "right" ? Side::Right : a.side == "both" ? Side::Both : Side::Left;
+  o.side = parse_side(a.side).value_or(Side::Left);  // CLI11 admits only the three names
   o.backend = a.backend;
   o.algo = a.algo;
   o.select.include = a.include;

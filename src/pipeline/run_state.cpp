@@ -2,11 +2,13 @@
 
 namespace indim::detail {
 
+std::vector<Side> record_sides(Side side) {
+  if (side == Side::Both) return {Side::Left, Side::Right};
+  return {side};
+}
+
 RunState::RunState(const AnalyzeOptions& o, Journal& journal, Plan& plan)
-    : o_(o),
-      journal_(journal),
-      sides_(o.side == Side::Both ? std::vector<Side>{Side::Left, Side::Right}
-                                  : std::vector<Side>{o.side}) {
+    : o_(o), journal_(journal), sides_(record_sides(o.side)) {
   total_ = static_cast<int>(plan.units() * sides_.size());
   if (o_.observer) o_.observer->planned(static_cast<int>(plan.units()), plan.cost());
   for (PlanEntry& e : plan.entries)

@@ -13,6 +13,9 @@
 
 namespace indim::detail {
 
+/// The records each unit makes, in record order: left, right, or both.
+std::vector<Side> record_sides(Side side);
+
 class RunState {
  public:
   /// Takes the journal's records of `plan`'s units on the sides o.side names, marks the units

@@ -3,7 +3,6 @@
 // checked to be one complete set of one run, and written out as the unsharded run would.
 #include <algorithm>
 #include <filesystem>
-#include <set>
 #include <sstream>
 
 #include "indim/error.hpp"
@@ -14,6 +13,7 @@
 #include "io/regular_file.hpp"
 #include "pipeline/journal.hpp"
 #include "pipeline/outputs.hpp"
+#include "pipeline/run_state.hpp"
 #include "report/records.hpp"
 
 namespace fs = std::filesystem;
@@ -113,11 +113,6 @@ void read_journal(ShardOutput& s) {
   if (s.header.is_null()) throw damaged(s.dir, "journal.jsonl is empty");
 }
 
-std::vector<Side> record_sides(const std::string& side) {
-  if (side == "both") return {Side::Left, Side::Right};
-  return {side == "right" ? Side::Right : Side::Left};
-}
-
 // Every record the shard runs is there, and no other.
 void check_complete(const ShardOutput& s, const std::vector<Side>& sides) {
   size_t expected = 0;
@@ -182,8 +177,8 @@ AnalyzeResult combine(const std::vector<ShardOutput>& shards) {
   }
   std::vector<std::string> entries;
   for (const auto& e : plan.plan) entries.push_back(e.name);
-  detail::collect_records(res, shards.front().tuned_paths, entries, record_sides(res.header.side),
-                          all);
+  detail::collect_records(res, shards.front().tuned_paths, entries,
+                          detail::record_sides(*parse_side(res.header.side)), all);
   return res;
 }
 
@@ -226,8 +221,10 @@ AnalyzeResult merge_shards(const MergeOptions& o) {
     shards.push_back(std::move(s));
   }
   check_set(shards);
-  const std::vector<Side> sides =
-      record_sides(shards.front().header.at("settings").value("side", ""));
+  const std::optional<Side> side = parse_side(shards.front().header["settings"].value("side", ""));
+  if (!side)
+    throw damaged(shards.front().dir, "journal.jsonl: settings.side is not left, right or both");
+  const std::vector<Side> sides = detail::record_sides(*side);
   for (const ShardOutput& s : shards) check_complete(s, sides);
   AnalyzeResult res = combine(shards);
   AnalyzeOptions w;

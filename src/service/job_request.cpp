@@ -169,7 +169,7 @@ void apply_job_options(const Json& opt, AnalyzeOptions& o) {
   for (const Json& e : opt.at("eps")) o.eps.push_back(e.get<double>());
   o.precision = opt.at("precision") == "fp64" ? Precision::F64 : Precision::F32;
   const std::string side = opt.at("side").get<std::string>();
-  o.side = side == "right" ? Side::Right : side == "both" ? Side::Both : Side::Left;
+  o.side = parse_side(side).value_or(Side::Left);  // checked by the field table
   o.algo = opt.at("algo").get<std::string>();
   o.select.include = strings(opt.at("include"));
   o.select.exclude = strings(opt.at("exclude"));
