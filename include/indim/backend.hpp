@@ -105,6 +105,25 @@ struct LowRankUpdate {
   std::vector<double> magnitude;
 };
 
+/// @brief The exact low-rank route's problem: the tuned matrix W = W0 + scale B A of a LoRA
+/// (`update`, in the stored orientation, as decompose_merged takes it) whose base W0 (stored
+/// bytes) is already decomposed (`base`: every min(out, in) vector on `side`, with sigma).
+struct LowRankProblem {
+  const void* base_bytes = nullptr;
+  DType dtype = DType::F32;
+  int64_t rows = 0, cols = 0;  ///< the base as stored
+  const LowRankUpdate* update = nullptr;
+  bool conv1d = false;  ///< analysed transposed
+  const Decomposition* base = nullptr;
+  Side side = Side::Left;
+  int64_t keep = 10;
+  /// Certificate bound: every top-keep ||W W^T u_j - theta_j u_j|| at most tol theta_1 on
+  /// the real W. 0: the default of the working precision (kLowRankTolF32 or kLowRankTolF64).
+  double tol = 0;
+  std::string base_label, label;
+};
+constexpr double kLowRankTolF32 = 1e-6, kLowRankTolF64 = 1e-10;
+
 /// @brief Bytes of one input of a decomposition (a tensor's stored bytes, usually inside a
 /// mapped checkpoint file).
 struct ByteRange {
@@ -152,6 +171,15 @@ class Backend {
                                          int64_t cols, const LowRankUpdate& update, bool conv1d,
                                          Side side, int64_t keep, const std::string& base_label,
                                          const std::string& label);
+  /// @brief The tuned side of a LoRA-adapted matrix by the exact low-rank route: in the basis
+  /// [U0 | orth((I - U0 U0^T) B)] the Gram of W is diag(sigma0^2) plus a term of rank <= 2r,
+  /// whose top eigenpairs (block Krylov on the implicit operator, or dense for small orders)
+  /// give sigma and the vectors in O(m n r), certified by the residual on the real W (see
+  /// LowRankProblem::tol). Returns nullopt with `why` saying why when the route does not apply
+  /// (DoRA, a base decomposition that does not fit) or its certificate fails: the caller then
+  /// takes the full route. The default runs on the host in fp64.
+  virtual std::optional<Decomposition> decompose_lowrank(const LowRankProblem& problem,
+                                                         std::string* why);
   /// @brief Announces the stored inputs of the plan entries this backend will be given, in
   /// order of use (each entry: the byte ranges later passed to decompose_stored or
   /// decompose_merged). A backend may copy them ahead of use: the CUDA backend stages them on

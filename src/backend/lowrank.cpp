@@ -1,0 +1,243 @@
+// The exact low-rank route on the host (Backend::decompose_lowrank's default): the update and
+// the base oriented as analysed, each asked side solved in the coordinates of the base's
+// vectors (lowrank_operator.hpp), the vectors carried back to R^m and certified by their
+// residual on the real W = W0 + s B A. Everything in fp64; the vectors are returned in the
+// backend's precision.
+#include <cblas.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <optional>
+
+#include "backend/finite.hpp"
+#include "backend/host_matrix.hpp"
+#include "backend/lowrank_operator.hpp"
+#include "indim/backend.hpp"
+#include "indim/error.hpp"
+
+namespace indim {
+
+namespace {
+
+void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, double alpha, const double* a,
+          int64_t lda, const double* b, int64_t ldb, double beta, double* c, int64_t ldc) {
+  cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, m, n,
+              k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+// The large buffers of one call (W0, its transpose, U0 in fp64), kept by each worker thread
+// across calls: their pages are touched once per run instead of once per matrix (a fresh
+// 32-90 MB buffer costs more in page faults than the products that use it).
+struct Workspace {
+  std::vector<double> w0, w0t, u0;
+};
+Workspace& workspace() {
+  thread_local Workspace ws;
+  return ws;
+}
+
+// Lends a workspace buffer to a Dense for the length of a call.
+class Borrowed {
+ public:
+  Borrowed(std::vector<double>& buffer, int64_t rows, int64_t cols) : buffer_(buffer) {
+    buffer_.resize(static_cast<size_t>(rows * cols));
+    m_.rows = rows, m_.cols = cols;
+    m_.data.swap(buffer_);
+  }
+  ~Borrowed() { m_.data.swap(buffer_); }
+  Borrowed(const Borrowed&) = delete;
+  Borrowed& operator=(const Borrowed&) = delete;
+  Dense<double>& get() { return m_; }
+
+ private:
+  std::vector<double>& buffer_;
+  Dense<double> m_;
+};
+
+void copy_vectors(const Vectors& v, std::vector<double>& out) {
+  std::visit([&](const auto& x) { std::copy(x.begin(), x.end(), out.begin()); }, v.data);
+}
+
+// src [rows, cols] -> dst [cols, rows], row-major, in tiles.
+void transpose_into(const double* src, int64_t rows, int64_t cols, double* dst) {
+  constexpr int64_t kTile = 32;
+  for (int64_t i0 = 0; i0 < rows; i0 += kTile)
+    for (int64_t j0 = 0; j0 < cols; j0 += kTile)
+      for (int64_t i = i0; i < std::min(rows, i0 + kTile); ++i)
+        for (int64_t j = j0; j < std::min(cols, j0 + kTile); ++j)
+          dst[j * rows + i] = src[i * cols + j];
+}
+
+// The stored base as analysed (transposed for a Conv1D) into `w`, sized [m, n] already.
+void load_base(const LowRankProblem& pr, Dense<double>& w, std::vector<double>& scratch) {
+  const size_t count = static_cast<size_t>(pr.rows * pr.cols);
+  std::vector<double>& dst = pr.conv1d ? scratch : w.data;
+  dst.resize(count);
+  convert_elements(pr.base_bytes, pr.dtype, count, dst.data());
+  const size_t bad = detail::first_non_finite(dst.data(), count);
+  if (bad < count)
+    throw BadInput(InputProblem::NonFinite, pr.base_label + " holds a non-finite value at " +
+                                                detail::matrix_index_text(bad, pr.cols));
+  if (pr.conv1d) transpose_into(dst.data(), pr.rows, pr.cols, w.data.data());
+}
+
+std::string sci(double x) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1e", x);
+  return buf;
+}
+
+struct SideResult {
+  std::vector<double> theta;
+  std::vector<double> u;  // row-major [m, keep], unit columns
+  std::string route;
+};
+
+// Of the top keep, a direction with theta_j below this fraction of theta_1 is null (sigma
+// under 1e-7 sigma_1, where gram64 returns no vector either): its vector is left zero.
+constexpr double kNullTheta = 1e-14;
+
+// u = [U0 | Q] z for the top keep coordinate vectors z (column-major [order, keep]), then
+// normalised; false when a norm is off 1 by more than rounding (U0 not orthonormal).
+bool carry_back(const detail::LowRankOperator& t, const std::vector<double>& u0,
+                const std::vector<double>& z, const std::vector<double>& theta, int64_t keep,
+                std::vector<double>& u) {
+  const int64_t m = t.m, p = t.p, n = t.order();
+  u.assign(static_cast<size_t>(m * keep), 0.0);
+  gemm(false, true, m, keep, p, 1.0, u0.data(), p, z.data(), n, 0.0, u.data(), keep);
+  if (t.extra > 0)
+    gemm(true, true, m, keep, t.extra, 1.0, t.qbasis.data(), m, z.data() + p, n, 1.0, u.data(),
+         keep);
+  for (int64_t j = 0; j < keep; ++j) {
+    const bool null = !(theta[j] > kNullTheta * theta[0]);
+    const double norm = cblas_dnrm2(static_cast<int>(m), u.data() + j, static_cast<int>(keep));
+    if (!null && !(std::fabs(norm - 1.0) <= 1e-6)) return false;
+    cblas_dscal(static_cast<int>(m), null ? 0.0 : 1.0 / norm, u.data() + j, static_cast<int>(keep));
+  }
+  return true;
+}
+
+// The worst ||W W^T u_j - theta_j u_j|| / theta_1 over the columns of u, with W = w0 + s b a
+// applied as it is: W^T u = w0^T u + s a^T (b^T u), then W y = w0 y + s b (a y). O(m n keep).
+double residual_on_w(const detail::LowRankSide& sp, const std::vector<double>& u,
+                     const std::vector<double>& theta, int64_t keep) {
+  const int64_t m = sp.w0.rows, n = sp.w0.cols, r = sp.b.cols;
+  std::vector<double> y(static_cast<size_t>(n * keep)), small(static_cast<size_t>(r * keep)),
+      wy(static_cast<size_t>(m * keep));
+  const double* w0 = sp.w0.data.data();
+  gemm(true, false, n, keep, m, 1.0, w0, n, u.data(), keep, 0.0, y.data(), keep);
+  gemm(true, false, r, keep, m, 1.0, sp.b.data.data(), r, u.data(), keep, 0.0, small.data(), keep);
+  gemm(true, false, n, keep, r, sp.s, sp.a.data.data(), n, small.data(), keep, 1.0, y.data(), keep);
+  gemm(false, false, m, keep, n, 1.0, w0, n, y.data(), keep, 0.0, wy.data(), keep);
+  gemm(false, false, r, keep, n, 1.0, sp.a.data.data(), n, y.data(), keep, 0.0, small.data(), keep);
+  gemm(false, false, m, keep, r, sp.s, sp.b.data.data(), r, small.data(), keep, 1.0, wy.data(),
+       keep);
+  double worst = 0;
+  for (int64_t j = 0; j < keep; ++j) {
+    double acc = 0;
+    for (int64_t i = 0; i < m; ++i) {
+      const double d = wy[i * keep + j] - theta[j] * u[i * keep + j];
+      acc += d * d;
+    }
+    worst = std::max(worst, std::sqrt(acc));
+  }
+  const double top = theta.empty() ? 0.0 : theta[0];
+  return top > 0 ? worst / top : 0.0;
+}
+
+// One side: nullopt with `why` when the base's vectors do not fit or the certificate fails.
+std::optional<SideResult> solve_side(const detail::LowRankSide& sp, int64_t keep, double tol,
+                                     const std::function<void()>& between, std::string* why) {
+  detail::LowRankOperator t = detail::build_lowrank_operator(sp);
+  SideResult res;
+  std::vector<double> z;
+  if (!detail::lowrank_top(t, keep, res.theta, z, res.route, between)) {
+    *why = "its eigensolver failed";
+    return std::nullopt;
+  }
+  if (!carry_back(t, sp.u0, z, res.theta, keep, res.u)) {
+    *why = "the base's vectors are not orthonormal";
+    return std::nullopt;
+  }
+  const double residual = residual_on_w(sp, res.u, res.theta, keep);
+  if (!(residual <= tol)) {
+    *why = "its residual " + sci(residual) + " is above " + sci(tol);
+    return std::nullopt;
+  }
+  return res;
+}
+
+template <typename T>
+Vectors to_vectors(const std::vector<double>& u, int64_t dim, int64_t keep) {
+  Vectors v =
+      Vectors::zeros(std::is_same<T, float>::value ? Precision::F32 : Precision::F64, dim, keep);
+  auto& out = v.values<T>();
+  for (size_t i = 0; i < u.size(); ++i) out[i] = static_cast<T>(u[i]);
+  return v;
+}
+
+std::optional<Decomposition> refuse(std::string* why, const std::string& text) {
+  if (why != nullptr) *why = text;
+  return std::nullopt;
+}
+
+}  // namespace
+
+std::optional<Decomposition> Backend::decompose_lowrank(const LowRankProblem& pr,
+                                                        std::string* why) {
+  const LowRankUpdate& up = *pr.update;
+  const Decomposition& base = *pr.base;
+  if (!up.magnitude.empty()) return refuse(why, "DoRA rescales the merged rows");
+  Workspace& ws = workspace();
+  const int64_t m = pr.conv1d ? pr.cols : pr.rows, n = pr.conv1d ? pr.rows : pr.cols;
+  const int64_t p = std::min(m, n);
+  Borrowed w0_lent(ws.w0, m, n);
+  Dense<double>& w0 = w0_lent.get();
+  load_base(pr, w0, ws.w0t);
+  // As analysed, W = W0 + s B A; the update lands transposed when its orientation and the
+  // analysis' differ (an embedding: delta (B A)^T on a base analysed as stored).
+  const bool flip = up.transposed != pr.conv1d;
+  const Dense<double> b = flip ? detail::transposed(up.a) : up.b;
+  const Dense<double> a = flip ? detail::transposed(up.b) : up.a;
+  if (b.rows != m || a.cols != n || b.cols != a.rows)
+    return refuse(why, "its factors do not fit the base");
+  if (base.sigma.size() < static_cast<size_t>(p))
+    return refuse(why, "the base's decomposition holds fewer than min(out, in) values");
+  const int64_t keep = std::max<int64_t>(1, std::min(pr.keep <= 0 ? p : pr.keep, p));
+  const double tol = pr.tol > 0                      ? pr.tol
+                     : precision() == Precision::F32 ? kLowRankTolF32
+                                                     : kLowRankTolF64;
+  const std::function<void()> between = [&] { check_stop(pr.label); };
+  Decomposition d;
+  for (Side s : {Side::Left, Side::Right}) {
+    if (pr.side != Side::Both && pr.side != s) continue;
+    const bool left = s == Side::Left;
+    const Vectors& basis = left ? base.left : base.right;
+    if (basis.dim != (left ? m : n) || basis.count != p)
+      return refuse(why, std::string("the base's decomposition lacks its ") +
+                             (left ? "left" : "right") + " vectors");
+    // The right vectors of W are the left ones of W^T = W0^T + s A^T B^T.
+    Borrowed w0t_lent(ws.w0t, left ? 0 : n, left ? 0 : m);
+    if (!left) transpose_into(w0.data.data(), m, n, w0t_lent.get().data.data());
+    const Dense<double> bt = left ? Dense<double>{} : detail::transposed(a);
+    const Dense<double> at = left ? Dense<double>{} : detail::transposed(b);
+    ws.u0.resize(static_cast<size_t>(basis.dim * basis.count));
+    copy_vectors(basis, ws.u0);
+    const detail::LowRankSide sp{
+        left ? w0 : w0t_lent.get(), left ? b : bt, left ? a : at, up.scale, ws.u0, base.sigma};
+    std::optional<SideResult> r = solve_side(sp, keep, tol, between, why);
+    if (!r) return std::nullopt;
+    const int64_t dim = left ? m : n;
+    Vectors v = precision() == Precision::F32 ? to_vectors<float>(r->u, dim, keep)
+                                              : to_vectors<double>(r->u, dim, keep);
+    (left ? d.left : d.right) = std::move(v);
+    if (d.sigma.empty()) {
+      for (double th : r->theta) d.sigma.push_back(std::sqrt(std::max(th, 0.0)));
+      d.route = r->route;
+    }
+  }
+  return d;
+}
+
+}  // namespace indim

@@ -1,0 +1,188 @@
+#include "backend/lowrank_operator.hpp"
+
+#include <cblas.h>
+#include <lapacke.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "backend/block_krylov.hpp"
+#include "backend/gram_host.hpp"
+
+namespace indim::detail {
+
+namespace {
+
+// Row-major C = alpha op(A) op(B) + beta C.
+void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, double alpha, const double* a,
+          int64_t lda, const double* b, int64_t ldb, double beta, double* c, int64_t ldc) {
+  cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, m, n,
+              k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+// Column-major C = alpha op(A) op(B) + beta C.
+void gemm_cm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, double alpha, const double* a,
+             int64_t lda, const double* b, int64_t ldb, double beta, double* c, int64_t ldc) {
+  cblas_dgemm(CblasColMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, m, n,
+              k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+// A residual column of B keeping less than this of its norm lies in range(U0).
+constexpr double kOutsideFloor = 1e-8;
+
+// Q = orth((I - U0 U0^T) B), column-major [m, extra], from C = U0^T B; empty when U0 spans R^m.
+std::vector<double> outside_basis(const LowRankSide& sp, const std::vector<double>& c, int64_t p,
+                                  int64_t& extra) {
+  const int64_t m = sp.b.rows, r = sp.b.cols;
+  extra = 0;
+  if (p >= m) return {};
+  std::vector<double> res = sp.b.data;
+  gemm(false, false, m, r, p, -1.0, sp.u0.data(), p, c.data(), r, 1.0, res.data(), r);
+  std::vector<double> q(static_cast<size_t>(m * r));
+  for (int64_t j = 0; j < r; ++j) {
+    double bn = 0, rn = 0;
+    for (int64_t i = 0; i < m; ++i) {
+      bn += sp.b.data[i * r + j] * sp.b.data[i * r + j];
+      rn += res[i * r + j] * res[i * r + j];
+    }
+    const bool outside = std::sqrt(rn) > kOutsideFloor * std::sqrt(bn);
+    for (int64_t i = 0; i < m; ++i) q[i + j * m] = outside ? res[i * r + j] : 0.0;
+  }
+  extra = orthonormalise(nullptr, m, 0, q.data(), r);
+  q.resize(static_cast<size_t>(m * extra));
+  return q;
+}
+
+// Dense T (order <= a few hundred, or where the iteration does not pay): its top keep.
+bool dense_top(const LowRankOperator& t, int64_t count, std::vector<double>& theta,
+               std::vector<double>& z) {
+  const int64_t n = t.order();
+  std::vector<double> full(static_cast<size_t>(n * n)), eye(static_cast<size_t>(n * n), 0.0);
+  for (int64_t i = 0; i < n; ++i) eye[i + i * n] = 1.0;
+  t.apply(eye.data(), n, full.data());
+  std::vector<double> w(static_cast<size_t>(n)), v(static_cast<size_t>(n * count));
+  std::vector<lapack_int> support(static_cast<size_t>(2 * count));
+  lapack_int found = 0;
+  const lapack_int ln = static_cast<lapack_int>(n);
+  if (LAPACKE_dsyevr(LAPACK_COL_MAJOR, 'V', 'I', 'L', ln, full.data(), ln, 0, 0,
+                     static_cast<lapack_int>(n - count + 1), ln, 0.0, &found, w.data(), v.data(),
+                     ln, support.data()) != 0 ||
+      found != count)
+    return false;
+  theta.resize(static_cast<size_t>(count));
+  z.resize(static_cast<size_t>(n * count));
+  for (int64_t j = 0; j < count; ++j) {
+    theta[j] = w[count - 1 - j];
+    std::copy(v.begin() + (count - 1 - j) * n, v.begin() + (count - j) * n, z.begin() + j * n);
+  }
+  return true;
+}
+
+}  // namespace
+
+void LowRankOperator::apply(const double* in, int64_t cols, double* out) const {
+  const int64_t n = order();
+  for (int64_t j = 0; j < cols; ++j)
+    for (int64_t i = 0; i < n; ++i) out[i + j * n] = d[i] * in[i + j * n];
+  if (q == 0) return;
+  std::vector<double> t1(static_cast<size_t>(q * cols)), t2(static_cast<size_t>(q * cols));
+  gemm_cm(true, false, q, cols, n, 1.0, x.data(), n, in, n, 0.0, t1.data(), q);
+  gemm_cm(false, false, q, cols, q, 1.0, lambda.data(), q, t1.data(), q, 0.0, t2.data(), q);
+  gemm_cm(false, false, n, cols, q, 1.0, x.data(), n, t2.data(), q, 1.0, out, n);
+}
+
+LowRankOperator build_lowrank_operator(const LowRankSide& sp) {
+  LowRankOperator t;
+  const int64_t m = sp.w0.rows, n = sp.w0.cols, r = sp.b.cols;
+  const int64_t p = std::min(m, n);
+  t.m = m, t.p = p;
+  std::vector<double> c(static_cast<size_t>(p * r));  // C = U0^T B [p, r]
+  gemm(true, false, p, r, m, 1.0, sp.u0.data(), p, sp.b.data.data(), r, 0.0, c.data(), r);
+  t.qbasis = outside_basis(sp, c, p, t.extra);
+  const int64_t e = t.extra, big = p + e;
+  std::vector<double> rr(static_cast<size_t>(e * r));  // R = Q^T B [extra, r]
+  if (e > 0)
+    gemm(false, false, e, r, m, 1.0, t.qbasis.data(), m, sp.b.data.data(), r, 0.0, rr.data(), r);
+  // G = s (A W0^T) U0 [r, p], S = s^2 A A^T [r, r]: the only products with W0.
+  std::vector<double> aw(static_cast<size_t>(r * m)), g(static_cast<size_t>(r * p)),
+      s2(static_cast<size_t>(r * r));
+  gemm(false, true, r, m, n, 1.0, sp.a.data.data(), n, sp.w0.data.data(), n, 0.0, aw.data(), m);
+  gemm(false, false, r, p, m, sp.s, aw.data(), m, sp.u0.data(), p, 0.0, g.data(), p);
+  gemm(false, true, r, r, n, sp.s * sp.s, sp.a.data.data(), n, sp.a.data.data(), n, 0.0, s2.data(),
+       r);
+  // E = [G^T; 0] and K = [C; R], column-major [big, r] each, side by side.
+  std::vector<double> ek(static_cast<size_t>(big * 2 * r), 0.0);
+  for (int64_t j = 0; j < r; ++j) {
+    for (int64_t i = 0; i < p; ++i) ek[i + j * big] = g[j * p + i];
+    for (int64_t i = 0; i < p; ++i) ek[i + (r + j) * big] = c[i * r + j];
+    for (int64_t i = 0; i < e; ++i) ek[p + i + (r + j) * big] = rr[i * r + j];
+  }
+  t.x = ek;
+  t.q = orthonormalise(nullptr, big, 0, t.x.data(), 2 * r);
+  t.x.resize(static_cast<size_t>(big * t.q));
+  // Lambda = X^T (E K^T + K E^T + K S K^T) X = XE XK^T + XK XE^T + XK S XK^T.
+  const int64_t q = t.q;
+  std::vector<double> xe(static_cast<size_t>(q * r)), xk(static_cast<size_t>(q * r)),
+      sk(static_cast<size_t>(r * q));
+  t.lambda.assign(static_cast<size_t>(q * q), 0.0);
+  if (q > 0) {
+    gemm_cm(true, false, q, r, big, 1.0, t.x.data(), big, ek.data(), big, 0.0, xe.data(), q);
+    gemm_cm(true, false, q, r, big, 1.0, t.x.data(), big, ek.data() + big * r, big, 0.0, xk.data(),
+            q);
+    gemm_cm(false, true, q, q, r, 1.0, xe.data(), q, xk.data(), q, 0.0, t.lambda.data(), q);
+    gemm_cm(false, true, q, q, r, 1.0, xk.data(), q, xe.data(), q, 1.0, t.lambda.data(), q);
+    gemm_cm(false, true, r, q, r, 1.0, s2.data(), r, xk.data(), q, 0.0, sk.data(), r);
+    gemm_cm(false, false, q, q, r, 1.0, xk.data(), q, sk.data(), r, 1.0, t.lambda.data(), q);
+  }
+  t.d.assign(static_cast<size_t>(big), 0.0);
+  for (int64_t i = 0; i < p; ++i) t.d[i] = sp.sigma0[i] * sp.sigma0[i];
+  return t;
+}
+
+bool lowrank_top(const LowRankOperator& t, int64_t keep, std::vector<double>& theta,
+                 std::vector<double>& z, std::string& route,
+                 const std::function<void()>& between_steps) {
+  const int64_t n = t.order(), block = subspace_block(keep);
+  const int64_t shown = std::min(n, std::max(keep, kSubspaceShown));
+  // The iteration pays where the order is several blocks and the update's rank small next to
+  // it; otherwise T is formed (n^2 q) and decomposed directly (about n^3).
+  std::string why_dense;
+  if (n >= 4 * block && t.q <= n / 4) {
+    // Start from the base's top coordinates and the update's range: T maps the former into
+    // their span plus X's, so the basis grows by at most q per step at first.
+    const int64_t lead = std::min(t.p, keep + kSubspaceOversample);
+    std::vector<double> start(static_cast<size_t>(n * (lead + t.q)), 0.0);
+    for (int64_t j = 0; j < lead; ++j) start[j + j * n] = 1.0;
+    // X less its leading coordinates is orthogonal to those: orthonormalised on its own.
+    double* rest = start.data() + lead * n;
+    std::copy(t.x.begin(), t.x.end(), rest);
+    for (int64_t j = 0; j < t.q; ++j) std::fill(rest + j * n, rest + j * n + lead, 0.0);
+    const int64_t kept = orthonormalise(nullptr, n, 0, rest, t.q);
+    KrylovOptions o;
+    o.keep = keep, o.shown = shown, o.restart = block;
+    o.max_basis = lead + t.q + 4 * block;
+    // Give up where the iteration's work (products and orthogonalisation) would pass the
+    // dense route's, about n^3 / 3 products of 4 (q + basis) n flops each.
+    o.max_products = std::max<int64_t>(2 * block, n * n / (3 * (t.q + o.max_basis)));
+    o.tol = kSubspaceTol;
+    o.start_orthonormal = true;
+    o.between_steps = between_steps;
+    KrylovResult k = block_krylov_top(
+        n, [&](const double* in, int64_t cols, double* out) { t.apply(in, cols, out); },
+        std::move(start), lead + kept, o);
+    if (k.converged) {
+      theta = std::move(k.theta);
+      z = std::move(k.vectors);
+      route = "lowrank/krylov, " + std::to_string(k.products) + " products";
+      return true;
+    }
+    why_dense = " (the iteration stopped at residual " + std::to_string(k.residual) + ")";
+  }
+  std::vector<double> all;
+  if (!dense_top(t, shown, theta, all)) return false;
+  z.assign(all.begin(), all.begin() + n * keep);
+  route = "lowrank/dense" + why_dense;
+  return true;
+}
+
+}  // namespace indim::detail

@@ -1,0 +1,270 @@
+// The exact low-rank route (Backend::decompose_lowrank) against the full route on the merged
+// matrix, both on the CPU backend: random bases with decaying, clustered, flat and
+// rank-deficient spectra, square, tall and wide, r = 1 ... 64 (the iteration and the dense
+// solve both), updates partly outside the base's range; identical counts at every eps and the
+// top-k maxcos within 1e-6 in fp64 (1e-5 in fp32); the right side; the refusals (DoRA, a
+// failed certificate) that send a unit to the full route.
+#include <gtest/gtest.h>
+#include <lapacke.h>
+
+#include <cmath>
+#include <random>
+#include <tuple>
+
+#include "indim/analyze.hpp"
+#include "indim/error.hpp"
+#include "reference.hpp"
+
+using namespace indim;
+
+namespace {
+
+enum class Spectrum { Decay, Clustered, Flat, RankDeficient };
+
+const char* spectrum_name(Spectrum s) {
+  switch (s) {
+    case Spectrum::Decay:
+      return "decay";
+    case Spectrum::Clustered:
+      return "clustered";
+    case Spectrum::Flat:
+      return "flat";
+    case Spectrum::RankDeficient:
+      return "rankdef";
+  }
+  return "";
+}
+
+Dense<double> gaussian(int64_t rows, int64_t cols, double sd, std::mt19937_64& rng) {
+  std::normal_distribution<double> g(0.0, sd);
+  Dense<double> m{rows, cols, std::vector<double>(static_cast<size_t>(rows * cols))};
+  for (auto& x : m.data) x = g(rng);
+  return m;
+}
+
+// Orthonormal columns [rows, cols] (rows >= cols), row-major: QR of a Gaussian.
+Dense<double> haar(int64_t rows, int64_t cols, std::mt19937_64& rng) {
+  Dense<double> g = gaussian(rows, cols, 1.0, rng);
+  std::vector<double> tau(static_cast<size_t>(cols));
+  const lapack_int m = static_cast<lapack_int>(rows), n = static_cast<lapack_int>(cols);
+  EXPECT_EQ(LAPACKE_dgeqrf(LAPACK_ROW_MAJOR, m, n, g.data.data(), n, tau.data()), 0);
+  EXPECT_EQ(LAPACKE_dorgqr(LAPACK_ROW_MAJOR, m, n, n, g.data.data(), n, tau.data()), 0);
+  return g;
+}
+
+std::vector<double> spectrum(Spectrum s, int64_t p) {
+  std::vector<double> sigma(static_cast<size_t>(p));
+  for (int64_t i = 0; i < p; ++i) {
+    const double x = static_cast<double>(i + 1);
+    switch (s) {
+      case Spectrum::Decay:
+        sigma[i] = std::pow(x, -0.6);
+        break;
+      // Groups of five values 1e-3 apart, the groups a factor 0.95 apart.
+      case Spectrum::Clustered:
+        sigma[i] = std::pow(0.95, i / 5) * (1.0 - 1e-3 * (i % 5));
+        break;
+      case Spectrum::Flat:
+        sigma[i] = 1.0 - 0.5 * x / static_cast<double>(p);
+        break;
+      case Spectrum::RankDeficient:
+        sigma[i] = i < p / 3 ? std::pow(x, -0.6) : 0.0;
+        break;
+    }
+  }
+  return sigma;
+}
+
+// W0 = U diag(sigma) V^T [out, in].
+Dense<double> base_matrix(int64_t out, int64_t in, Spectrum s, std::mt19937_64& rng) {
+  const int64_t p = std::min(out, in);
+  const Dense<double> u = haar(out, p, rng), v = haar(in, p, rng);
+  const std::vector<double> sigma = spectrum(s, p);
+  Dense<double> w{out, in, std::vector<double>(static_cast<size_t>(out * in), 0.0)};
+  for (int64_t i = 0; i < out; ++i)
+    for (int64_t l = 0; l < p; ++l) {
+      const double f = u.at(i, l) * sigma[l];
+      for (int64_t j = 0; j < in; ++j) w.at(i, j) += f * v.at(j, l);
+    }
+  return w;
+}
+
+Dense<double> merged(const Dense<double>& w0, const LowRankUpdate& up) {
+  Dense<double> w = w0;
+  apply_update(w, up, "merged");
+  return w;
+}
+
+// A LoRA update whose columns range from small to large norms, so that some top directions
+// are new (intruders) and others are the base's.
+LowRankUpdate lora(int64_t out, int64_t in, int64_t r, std::mt19937_64& rng) {
+  LowRankUpdate up;
+  up.a = gaussian(r, in, 1.0 / std::sqrt(static_cast<double>(in)), rng);
+  up.b = gaussian(out, r, 1.0, rng);
+  for (int64_t j = 0; j < r; ++j) {
+    // With the scale below, s ||B_j|| ||A_j|| is about 0.9 * 0.7^j against sigma0_1 = 1.
+    const double f = 0.45 * std::pow(0.7, static_cast<double>(j)) *
+                     std::sqrt(static_cast<double>(r) / static_cast<double>(out));
+    for (int64_t i = 0; i < out; ++i) up.b.at(i, j) *= f;
+  }
+  up.scale = 2.0 / std::sqrt(static_cast<double>(r));  // rsLoRA's alpha / sqrt(r)
+  return up;
+}
+
+struct Routes {
+  MatrixResult full, low;
+  std::string route;
+};
+
+// Both routes against the same base decomposition, on `side`.
+Routes both_routes(Backend& b, const Dense<double>& w0, const LowRankUpdate& up, Side side, int k,
+                   double tol = 0) {
+  Decomposition base = b.precision() == Precision::F32
+                           ? b.decompose(test::cast<float>(w0), side, 0, "base")
+                           : b.decompose(test::cast<double>(w0), side, 0, "base");
+  // The reference is the full route in fp64 whatever the backend's precision.
+  auto b64 = make_cpu_backend(Precision::F64, "gram64");
+  Decomposition full = b64->decompose(merged(w0, up), side, k, "full");
+  Decomposition base64 = b64->decompose(test::cast<double>(w0), side, 0, "base");
+  LowRankProblem pr;
+  pr.base_bytes = w0.data.data();
+  pr.dtype = DType::F64;
+  pr.rows = w0.rows, pr.cols = w0.cols;
+  pr.update = &up;
+  pr.base = &base;
+  pr.side = side;
+  pr.keep = k;
+  pr.tol = tol;
+  pr.base_label = "base", pr.label = "adapter";
+  std::string why;
+  std::optional<Decomposition> low = b.decompose_lowrank(pr, &why);
+  if (!low) throw Error("low-rank route refused: " + why);
+  const std::vector<double> eps = eps_sweep();
+  const Side s = side == Side::Right ? Side::Right : Side::Left;
+  return {intruder_record(*b64, full, base64, s, k, eps), intruder_record(b, *low, base, s, k, eps),
+          low->route};
+}
+
+void expect_same(const MatrixResult& full, const MatrixResult& low, double tol) {
+  ASSERT_EQ(full.k, low.k);
+  for (int j = 0; j < full.k; ++j) {
+    EXPECT_NEAR(low.maxcos[j], full.maxcos[j], tol) << "j = " << j;
+    EXPECT_NEAR(low.sigma[j], full.sigma[j], 1e-9 + 1e-7 * full.sigma[0]) << "j = " << j;
+  }
+  for (size_t e = 0; e < full.eps.size(); ++e) {
+    bool near = false;  // a value within tol of eps may fall either side
+    for (double m : full.maxcos) near = near || std::fabs(m - full.eps[e]) <= tol;
+    if (!near) EXPECT_EQ(low.counts[e], full.counts[e]) << "eps " << full.eps[e];
+  }
+}
+
+using Case = std::tuple<std::tuple<int64_t, int64_t>, int64_t, Spectrum>;
+
+class LowRankRoute : public ::testing::TestWithParam<Case> {};
+
+std::string case_name(const ::testing::TestParamInfo<Case>& info) {
+  const auto& shape = std::get<0>(info.param);
+  return std::to_string(std::get<0>(shape)) + "x" + std::to_string(std::get<1>(shape)) + "_r" +
+         std::to_string(std::get<1>(info.param)) + "_" + spectrum_name(std::get<2>(info.param));
+}
+
+}  // namespace
+
+TEST_P(LowRankRoute, AgreesWithFullRouteFp64) {
+  const auto [shape, r, spec] = GetParam();
+  const auto [out, in] = shape;
+  std::mt19937_64 rng(static_cast<uint64_t>(out * 7 + in * 3 + r * 11 + static_cast<int>(spec)));
+  const Dense<double> w0 = base_matrix(out, in, spec, rng);
+  const LowRankUpdate up = lora(out, in, r, rng);
+  auto b = make_cpu_backend(Precision::F64, "gram64");
+  const Routes got = both_routes(*b, w0, up, Side::Left, 10);
+  SCOPED_TRACE(got.route);
+  EXPECT_EQ(got.route.rfind("lowrank/", 0), 0u);
+  expect_same(got.full, got.low, 1e-6);
+  int intruders = 0;  // the update is strong enough to bring some in
+  for (double m : got.full.maxcos) intruders += m < 0.5 ? 1 : 0;
+  if (spec == Spectrum::Decay && out >= 300) EXPECT_GT(intruders, 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, LowRankRoute,
+    ::testing::Combine(::testing::Values(std::make_tuple(int64_t{320}, int64_t{320}),
+                                         std::make_tuple(int64_t{480}, int64_t{300}),
+                                         std::make_tuple(int64_t{300}, int64_t{480}),
+                                         std::make_tuple(int64_t{40}, int64_t{24})),
+                       ::testing::Values(int64_t{1}, int64_t{4}, int64_t{16}, int64_t{64}),
+                       ::testing::Values(Spectrum::Decay, Spectrum::Clustered, Spectrum::Flat,
+                                         Spectrum::RankDeficient)),
+    case_name);
+
+TEST(LowRankRouteMore, IterationAndDenseBothRun) {
+  std::mt19937_64 rng(5);
+  const Dense<double> w0 = base_matrix(400, 400, Spectrum::Decay, rng);
+  auto b = make_cpu_backend(Precision::F64, "gram64");
+  const Routes small = both_routes(*b, w0, lora(400, 400, 8, rng), Side::Left, 10);
+  EXPECT_EQ(small.route.rfind("lowrank/krylov, ", 0), 0u) << small.route;
+  const Routes big = both_routes(*b, w0, lora(400, 400, 64, rng), Side::Left, 10);
+  EXPECT_EQ(big.route, "lowrank/dense") << big.route;
+}
+
+TEST(LowRankRouteMore, Fp32AgreesWithFullRouteFp64) {
+  for (auto [out, in] : {std::pair<int64_t, int64_t>{320, 320}, {480, 300}, {300, 480}}) {
+    std::mt19937_64 rng(static_cast<uint64_t>(out + in));
+    const Dense<double> w0 = base_matrix(out, in, Spectrum::Decay, rng);
+    const LowRankUpdate up = lora(out, in, 16, rng);
+    auto b64 = make_cpu_backend(Precision::F64, "gram64");
+    auto b32 = make_cpu_backend(Precision::F32, "gram64");
+    const Routes ref = both_routes(*b64, w0, up, Side::Left, 10);
+    const Routes got = both_routes(*b32, w0, up, Side::Left, 10);
+    SCOPED_TRACE(got.route);
+    expect_same(ref.full, got.low, 1e-5);
+  }
+}
+
+TEST(LowRankRouteMore, RightAndBothSides) {
+  std::mt19937_64 rng(9);
+  for (auto [out, in] : {std::pair<int64_t, int64_t>{480, 300}, {300, 480}}) {
+    const Dense<double> w0 = base_matrix(out, in, Spectrum::Decay, rng);
+    const LowRankUpdate up = lora(out, in, 8, rng);
+    auto b = make_cpu_backend(Precision::F64, "gram64");
+    const Routes right = both_routes(*b, w0, up, Side::Right, 10);
+    EXPECT_EQ(right.full.side, "right");
+    expect_same(right.full, right.low, 1e-6);
+    const Routes both = both_routes(*b, w0, up, Side::Both, 10);  // its left record
+    expect_same(both.full, both.low, 1e-6);
+  }
+}
+
+TEST(LowRankRouteMore, RefusesDoraAndAFailedCertificate) {
+  std::mt19937_64 rng(2);
+  const Dense<double> w0 = base_matrix(300, 300, Spectrum::Decay, rng);
+  LowRankUpdate up = lora(300, 300, 4, rng);
+  auto b = make_cpu_backend(Precision::F64, "gram64");
+  // A certificate bound below rounding cannot be met.
+  try {
+    both_routes(*b, w0, up, Side::Left, 10, 1e-300);
+    FAIL() << "accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("residual"), std::string::npos) << e.what();
+  }
+  up.magnitude.assign(300, 1.0);
+  try {
+    both_routes(*b, w0, up, Side::Left, 10);
+    FAIL() << "accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("DoRA"), std::string::npos) << e.what();
+  }
+}
+
+TEST(LowRankRouteMore, ZeroUpdateKeepsTheBase) {
+  std::mt19937_64 rng(4);
+  const Dense<double> w0 = base_matrix(300, 300, Spectrum::Decay, rng);
+  LowRankUpdate up = lora(300, 300, 4, rng);
+  for (double& x : up.b.data) x = 0;  // PEFT's initialisation: B = 0
+  auto b = make_cpu_backend(Precision::F64, "gram64");
+  const Routes got = both_routes(*b, w0, up, Side::Left, 10);
+  for (int j = 0; j < got.low.k; ++j) {
+    EXPECT_NEAR(got.low.maxcos[j], 1.0, 1e-9);
+    EXPECT_EQ(got.low.argmax[j], j);
+  }
+}
