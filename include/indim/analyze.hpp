@@ -162,6 +162,10 @@ struct AnalyzeOptions {
   bool resume = false;
   ShardSpec shard;     ///< run only this shard's base matrices (every fine-tune's units of them)
   bool delta = false;  ///< also describe each update W - W0 (costs one more SVD per matrix)
+  /// PEFT LoRA units take the exact low-rank route (Backend::decompose_lowrank) where it
+  /// applies and pays; false: always the full route on the merged matrix (--no-lowrank).
+  bool lowrank = true;
+  double lowrank_tol = 0;  ///< its certificate bound (LowRankProblem::tol); 0: the default
   /// Hub caches where ORG/NAME[@REV] ids resolve (see hub.hpp); empty: the environment's.
   std::vector<std::string> hub_caches;
   std::string cache_dir;  ///< base decomposition cache; empty: none
@@ -227,6 +231,8 @@ struct RunHeader {
   std::string precision, side, backend, algo;
   std::vector<std::string> include, exclude;
   bool delta = false;
+  bool lowrank = true;
+  double lowrank_tol = 0;
   std::string layout;  ///< ModelLayout::describe()
   /// A sharded run's slice (written only when count > 1): which shard ran which base matrix.
   struct Shard {

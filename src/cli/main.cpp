@@ -85,6 +85,8 @@ AnalyzeOptions to_options(const AnalyzeArgs& a) {
   o.select.exclude = a.exclude;
   o.select.split_fused = a.split_fused;
   o.delta = a.delta;
+  o.lowrank = !a.no_lowrank;
+  o.lowrank_tol = a.lowrank_tol;
   o.resume = a.resume;
   if (!a.shard.empty()) o.shard = parse_shard(a.shard);
   o.cache_dir = a.no_cache ? std::string() : a.cache;

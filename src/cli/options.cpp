@@ -58,6 +58,13 @@ void add_selection_options(CLI::App* cmd, AnalysisFlags& f) {
   cmd->add_flag("--html", f.html, "Also write report.html (self-contained, with plots)");
   cmd->add_flag("--delta", f.delta,
                 "Also describe each update W - W0: norms, rank, effective rank");
+  cmd->add_flag("--no-lowrank", f.no_lowrank,
+                "Decompose LoRA adapters merged (the full route) instead of by the exact "
+                "low-rank route from the base's decomposition");
+  cmd->add_option("--lowrank-tol", f.lowrank_tol,
+                  "Certificate bound of the low-rank route, relative residual on the real "
+                  "matrix (0: 1e-6 in fp32, 1e-10 in fp64); above it a matrix takes the full route")
+      ->check(CLI::Range(0.0, 0.999999));
 }
 
 nlohmann::json to_job_options(const AnalysisFlags& f) {
@@ -70,6 +77,8 @@ nlohmann::json to_job_options(const AnalysisFlags& f) {
           {"exclude", f.exclude},
           {"split_fused", f.split_fused},
           {"delta", f.delta},
+          {"lowrank", !f.no_lowrank},
+          {"lowrank_tol", f.lowrank_tol},
           {"html", f.html},
           {"plot_matrices", f.plot_matrices},
           {"plot_top", f.plot_top}};

@@ -1,8 +1,12 @@
 #include "pipeline/decompose.hpp"
 
+#include <algorithm>
+#include <optional>
+
 #include "backend/finite.hpp"
 #include "backend/host_matrix.hpp"
 #include "indim/error.hpp"
+#include "indim/peft.hpp"
 #include "pipeline/merge.hpp"
 
 namespace indim::detail {
@@ -97,6 +101,58 @@ Decomposition decompose_side(Backend& b, const WorkUnit& u, bool tuned, Side sid
                (tuned ? p.tuned.file->path() : p.base.file->path()) + ": tensor '" +
                    (tuned ? p.tuned_name : p.base_name) +
                    (u.part.label.empty() ? "" : "[" + u.part.label + "]") + "'");
+  return d;
+}
+
+int64_t lowrank_max_rank(int64_t rows, int64_t cols) {
+  return std::max<int64_t>(1, std::min(rows, cols) / 8);
+}
+
+namespace {
+
+// Why a LoRA unit cannot take the low-rank route before trying it; empty when it may.
+std::string lowrank_precheck(const WorkUnit& u, const AnalyzeOptions& o) {
+  if (!o.lowrank) return "--no-lowrank";
+  if (!u.part.label.empty()) return "a part of a fused matrix";
+  if (u.tuned.kind != SideRead::Kind::Merged) return "the base is not read whole";
+  const int64_t r = static_cast<int64_t>(u.pair.lora->a.info->shape[0]);
+  const int64_t most = lowrank_max_rank(u.rows, u.cols);
+  if (r > most)
+    return "r = " + std::to_string(r) + " is past the break-even " + std::to_string(most) +
+           " for " + std::to_string(u.rows) + " x " + std::to_string(u.cols);
+  return {};
+}
+
+}  // namespace
+
+Decomposition decompose_tuned(Backend& b, const WorkUnit& u, const Decomposition& base, Side side,
+                              int64_t keep, const AnalyzeOptions& o) {
+  const MatchedPair& p = u.pair;
+  if (p.lora == nullptr) return decompose_side(b, u, /*tuned=*/true, side, keep);
+  std::string why = lowrank_precheck(u, o);
+  if (why.empty()) {
+    const LowRankUpdate update = lora_update(p);
+    LowRankProblem pr;
+    pr.base_bytes = u.tuned.data;
+    pr.dtype = p.base.info->dtype;
+    pr.rows = u.tuned.rows, pr.cols = u.tuned.cols;
+    pr.update = &update;
+    pr.conv1d = p.conv1d;
+    pr.base = &base;
+    pr.side = side;
+    pr.keep = keep;
+    pr.tol = o.lowrank_tol;
+    pr.base_label = p.base.file->path() + ": tensor '" + p.base_name + "'";
+    pr.label = lora_label(p);
+    std::optional<Decomposition> d = b.decompose_lowrank(pr, &why);
+    if (d) {
+      p.base.file->release(*p.base.info);
+      check_finite(*d, b.precision(), pr.label);
+      return std::move(*d);
+    }
+  }
+  Decomposition d = decompose_side(b, u, /*tuned=*/true, side, keep);
+  d.route += " (full route: " + why + ")";
   return d;
 }
 

@@ -11,6 +11,17 @@ namespace indim::detail {
 /// indim::BadInput naming the tensor for a non-finite input, or a decomposition that overflows.
 Decomposition decompose_side(Backend& b, const WorkUnit& u, bool tuned, Side side, int64_t keep);
 
+/// The tuned side of `u` against its base's decomposition `base`: for a PEFT LoRA unit the
+/// exact low-rank route where it applies (options.lowrank, a whole matrix, r at most
+/// lowrank_max_rank) and its certificate holds, else the full route, whose `route` then says
+/// "(full route: <why>)"; any other unit as decompose_side.
+Decomposition decompose_tuned(Backend& b, const WorkUnit& u, const Decomposition& base, Side side,
+                              int64_t keep, const AnalyzeOptions& options);
+
+/// The largest LoRA rank for which the low-rank route is cheaper than the full route on an
+/// [rows, cols] matrix (measured: bench/RESULTS.md, "LoRA low-rank route").
+int64_t lowrank_max_rank(int64_t rows, int64_t cols);
+
 /// A side of a unit as a host matrix [out, in] in T: as stored, or the base merged with the
 /// pair's LoRA update; transposed for a Conv1D; then the part's expert and rows.
 template <typename T>

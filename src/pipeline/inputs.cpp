@@ -109,6 +109,8 @@ RunHeader make_header(const AnalyzeOptions& o, const RunInputs& in, const Backen
   h.include = o.select.include;
   h.exclude = o.select.exclude;
   h.delta = o.delta;
+  h.lowrank = o.lowrank;
+  h.lowrank_tol = o.lowrank_tol;
   h.layout = in.layout.describe();
   return h;
 }

@@ -101,7 +101,7 @@ void UnitWork::run_entry(Backend& backend, const PlanEntry& entry) {
                       bytes_identical(u.pair.base, u.pair.tuned);
     const int k = static_cast<int>(std::min<int64_t>(o.k, std::min(u.rows, u.cols)));
     std::optional<Decomposition> tuned;
-    if (!same) tuned = decompose_side(backend, u, /*tuned=*/true, o.side, k);
+    if (!same) tuned = decompose_tuned(backend, u, *base.d, o.side, k, o);
     const double secs =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     std::optional<MatrixResult::Delta> delta;

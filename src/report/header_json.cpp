@@ -96,6 +96,8 @@ RunHeader header_from_json(const nlohmann::json& j) {
     h.include = s.at("include").get<std::vector<std::string>>();
     h.exclude = s.at("exclude").get<std::vector<std::string>>();
     h.delta = s.at("delta").get<bool>();
+    h.lowrank = s.value("lowrank", true);  // journals before the low-rank route had none
+    h.lowrank_tol = s.value("lowrank_tol", 0.0);
     h.layout = j.at("layout").get<std::string>();
     if (j.contains("shard")) h.shard = shard_from_json(j.at("shard"));
     return h;
@@ -120,7 +122,9 @@ nlohmann::json header_to_json(const RunHeader& h) {
                         {"algo", h.algo},
                         {"include", h.include},
                         {"exclude", h.exclude},
-                        {"delta", h.delta}}},
+                        {"delta", h.delta},
+                        {"lowrank", h.lowrank},
+                        {"lowrank_tol", h.lowrank_tol}}},
                       {"layout", h.layout}};
   if (h.shard.count > 1) j["shard"] = shard_json(h.shard);
   return j;

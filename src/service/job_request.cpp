@@ -72,6 +72,13 @@ Json eps_values(const std::string& name, const Json& v) {
   return list;
 }
 
+// The low-rank route's certificate bound: 0 (the default) or a number in (0, 1).
+Json tolerance(const std::string& name, const Json& v) {
+  if (!v.is_number() || !(v.get<double>() >= 0.0 && v.get<double>() < 1.0))
+    refuse(name, "must be 0 (the default) or a number in (0, 1), not " + v.dump().substr(0, 40));
+  return v;
+}
+
 struct Option {
   Json fallback;
   Check check;
@@ -91,6 +98,8 @@ const std::map<std::string, Option>& known_options() {
       {"plot_matrices", {Json::array(), patterns}},
       {"plot_top", {4, whole(0, 24)}},
       {"delta", {false, boolean}},
+      {"lowrank", {true, boolean}},
+      {"lowrank_tol", {0.0, tolerance}},
   };
   return table;
 }
@@ -178,6 +187,8 @@ void apply_job_options(const Json& opt, AnalyzeOptions& o) {
   o.plot_matrices = strings(opt.at("plot_matrices"));
   o.plot_top = opt.at("plot_top").get<int>();
   o.delta = opt.at("delta").get<bool>();
+  o.lowrank = opt.at("lowrank").get<bool>();
+  o.lowrank_tol = opt.at("lowrank_tol").get<double>();
 }
 
 }  // namespace indim::service

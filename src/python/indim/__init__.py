@@ -137,8 +137,8 @@ class Result:
 
 
 def analyze(base, tuned, *, k=10, eps=0.5, precision="fp32", side="left", backend="auto",
-            algo="auto", include=None, exclude=None, split_fused=False, delta=False, html=False,
-            plot_matrices=None, plot_top=4, cache=None, no_cache=False, cache_max="20G",
+            algo="auto", include=None, exclude=None, split_fused=False, delta=False, lowrank=True,
+            lowrank_tol=0.0, html=False, plot_matrices=None, plot_top=4, cache=None, no_cache=False, cache_max="20G",
             devices=None, gpu_mem=0, workers=1, streams=1, resume=False, out=None,
             progress=True, cancel=None):
     """Compares fine-tunes against their base, as `indim analyze` does; returns a Result.
@@ -153,7 +153,8 @@ def analyze(base, tuned, *, k=10, eps=0.5, precision="fp32", side="left", backen
     analysis = {"k": k, "eps": eps if isinstance(eps, (int, float)) else list(eps),
                 "precision": precision, "side": side, "algo": algo,
                 "include": _patterns(include), "exclude": _patterns(exclude),
-                "split_fused": split_fused, "delta": delta, "html": html,
+                "split_fused": split_fused, "delta": delta, "lowrank": lowrank,
+                "lowrank_tol": lowrank_tol, "html": html,
                 "plot_matrices": _patterns(plot_matrices), "plot_top": plot_top}
     tmp = None
     if out is None:
