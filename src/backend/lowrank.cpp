@@ -94,6 +94,8 @@ struct SideResult {
   std::string route;
 };
 
+constexpr double kLowRankSolveTolF32 = 1e-9;
+
 // Of the top keep, a direction with theta_j below this fraction of theta_1 is null (sigma
 // under 1e-7 sigma_1, where gram64 returns no vector either): its vector is left zero.
 constexpr double kNullTheta = 1e-14;
@@ -148,11 +150,12 @@ double residual_on_w(const detail::LowRankSide& sp, const std::vector<double>& u
 
 // One side: nullopt with `why` when the base's vectors do not fit or the certificate fails.
 std::optional<SideResult> solve_side(const detail::LowRankSide& sp, int64_t keep, double tol,
-                                     const std::function<void()>& between, std::string* why) {
+                                     double solve_tol, const std::function<void()>& between,
+                                     std::string* why) {
   detail::LowRankOperator t = detail::build_lowrank_operator(sp);
   SideResult res;
   std::vector<double> z;
-  if (!detail::lowrank_top(t, keep, res.theta, z, res.route, between)) {
+  if (!detail::lowrank_top(t, keep, solve_tol, res.theta, z, res.route, between)) {
     *why = "its eigensolver failed";
     return std::nullopt;
   }
@@ -208,6 +211,10 @@ std::optional<Decomposition> Backend::decompose_lowrank(const LowRankProblem& pr
   const double tol = pr.tol > 0                      ? pr.tol
                      : precision() == Precision::F32 ? kLowRankTolF32
                                                      : kLowRankTolF64;
+  // The iteration's own bound, in T's coordinates: as the Gram route's in fp64; in fp32,
+  // where the vectors are returned rounded to 6e-8, 1e-9 theta_1 (a vector error of 1e-9 over
+  // the relative gap) is far inside what the result can hold.
+  const double solve_tol = precision() == Precision::F32 ? kLowRankSolveTolF32 : 1e-12;
   const std::function<void()> between = [&] { check_stop(pr.label); };
   Decomposition d;
   for (Side s : {Side::Left, Side::Right}) {
@@ -226,7 +233,7 @@ std::optional<Decomposition> Backend::decompose_lowrank(const LowRankProblem& pr
     copy_vectors(basis, ws.u0);
     const detail::LowRankSide sp{
         left ? w0 : w0t_lent.get(), left ? b : bt, left ? a : at, up.scale, ws.u0, base.sigma};
-    std::optional<SideResult> r = solve_side(sp, keep, tol, between, why);
+    std::optional<SideResult> r = solve_side(sp, keep, tol, solve_tol, between, why);
     if (!r) return std::nullopt;
     const int64_t dim = left ? m : n;
     Vectors v = precision() == Precision::F32 ? to_vectors<float>(r->u, dim, keep)

@@ -139,7 +139,7 @@ LowRankOperator build_lowrank_operator(const LowRankSide& sp) {
   return t;
 }
 
-bool lowrank_top(const LowRankOperator& t, int64_t keep, std::vector<double>& theta,
+bool lowrank_top(const LowRankOperator& t, int64_t keep, double tol, std::vector<double>& theta,
                  std::vector<double>& z, std::string& route,
                  const std::function<void()>& between_steps) {
   const int64_t n = t.order(), block = subspace_block(keep);
@@ -164,7 +164,7 @@ bool lowrank_top(const LowRankOperator& t, int64_t keep, std::vector<double>& th
     // Give up where the iteration's work (products and orthogonalisation) would pass the
     // dense route's, about n^3 / 3 products of 4 (q + basis) n flops each.
     o.max_products = std::max<int64_t>(2 * block, n * n / (3 * (t.q + o.max_basis)));
-    o.tol = kSubspaceTol;
+    o.tol = tol;
     o.start_orthonormal = true;
     o.between_steps = between_steps;
     KrylovResult k = block_krylov_top(

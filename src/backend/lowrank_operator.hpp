@@ -40,8 +40,9 @@ LowRankOperator build_lowrank_operator(const LowRankSide& side);
 
 /// @brief T's top `keep` eigenpairs: `theta` the leading max(keep, 50) values (those past keep
 /// unchecked), `z` the top keep vectors column-major [order, keep], `route` how ("lowrank/krylov,
-/// N products" or "lowrank/dense"). False when LAPACK fails.
-bool lowrank_top(const LowRankOperator& t, int64_t keep, std::vector<double>& theta,
+/// N products" or "lowrank/dense"). The iteration stops at residuals of `tol` theta_1. False
+/// when LAPACK fails.
+bool lowrank_top(const LowRankOperator& t, int64_t keep, double tol, std::vector<double>& theta,
                  std::vector<double>& z, std::string& route,
                  const std::function<void()>& between_steps);
 

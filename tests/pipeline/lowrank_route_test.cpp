@@ -157,6 +157,14 @@ TEST(LowRankPipeline, SeveralAdaptersOneRunAndACachedBase) {
   o.cache_dir = (dir / "cache").string();
   const AnalyzeResult sweep = analyze_only(o);
   ASSERT_EQ(sweep.records.size(), 4 * modules().size());
+  // r = 16 is past min(out, in) / 20 = 15 on up_proj (480 x 300); down_proj has r / 2.
+  for (const MatrixResult& r : sweep.records) {
+    const bool past = r.tuned_index == 3 && r.name.find("up_proj") != std::string::npos;
+    EXPECT_EQ(
+        r.route.find("(full route: r = 16 is past the break-even 15 for ") != std::string::npos,
+        past)
+        << r.name << ": " << r.route;
+  }
   AnalyzeOptions again = options(dir, {ads[2]}, "again", Precision::F64, true);
   again.cache_dir = o.cache_dir;
   const AnalyzeResult one = analyze_only(again);
