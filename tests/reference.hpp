@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <random>
 #include <stdexcept>
 #include <vector>
 
@@ -62,6 +63,14 @@ inline Dense<double> transpose(const Dense<double>& w) {
   for (int64_t i = 0; i < w.rows; ++i)
     for (int64_t j = 0; j < w.cols; ++j) t.at(j, i) = w.at(i, j);
   return t;
+}
+
+/// rows x cols independent N(0, sd^2) values.
+inline Dense<double> gaussian(int64_t rows, int64_t cols, double sd, std::mt19937_64& rng) {
+  std::normal_distribution<double> g(0.0, sd);
+  Dense<double> m{rows, cols, std::vector<double>(static_cast<size_t>(rows * cols))};
+  for (auto& x : m.data) x = g(rng);
+  return m;
 }
 
 template <typename T>

@@ -137,6 +137,9 @@ template <typename T>
 void apply_update(Dense<T>& w, const LowRankUpdate& u, const std::string& label);
 
 class CancelToken;
+namespace detail {
+struct LowRankWorkspace;
+}
 
 /// @brief A compute backend. Implementations may keep workspaces between calls.
 class Backend {
@@ -201,6 +204,9 @@ class Backend {
 
  private:
   const CancelToken* cancel_ = nullptr;
+  /// The low-rank route's large buffers (W0, its transpose, U0 in fp64), kept between calls
+  /// for the backend's life (one run): touched once per run instead of once per matrix.
+  std::shared_ptr<detail::LowRankWorkspace> lowrank_workspace_;
 };
 
 /// @brief The LAPACK/BLAS backend with `algo` "gesdd" (falling back to gesvd when it does not

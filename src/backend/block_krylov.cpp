@@ -43,6 +43,27 @@ int64_t orthonormalise(const double* v, int64_t n, int64_t nv, double* x, int64_
   return kept;
 }
 
+bool symmetric_top(std::vector<double>& a, int64_t n, int64_t count, std::vector<double>& theta,
+                   std::vector<double>& vectors) {
+  std::vector<double> w(static_cast<size_t>(n)), z(static_cast<size_t>(n * count));
+  std::vector<lapack_int> support(static_cast<size_t>(2 * count));
+  lapack_int found = 0;
+  const lapack_int ln = static_cast<lapack_int>(n);
+  if (LAPACKE_dsyevr(LAPACK_COL_MAJOR, 'V', 'I', 'L', ln, a.data(), ln, 0, 0,
+                     static_cast<lapack_int>(n - count + 1), ln, 0.0, &found, w.data(), z.data(),
+                     ln, support.data()) != 0 ||
+      found != count)
+    return false;
+  theta.resize(static_cast<size_t>(count));
+  vectors.resize(static_cast<size_t>(n * count));
+  for (int64_t j = 0; j < count; ++j) {  // ascending -> descending
+    theta[j] = w[count - 1 - j];
+    std::copy(z.begin() + (count - 1 - j) * n, z.begin() + (count - j) * n,
+              vectors.begin() + j * n);
+  }
+  return true;
+}
+
 namespace {
 
 // The Rayleigh-Ritz step on h [nv, nv] (leading dimension ld, lower triangle read): the top
@@ -52,22 +73,7 @@ bool ritz_top(const std::vector<double>& h, int64_t ld, int64_t nv, int64_t coun
   std::vector<double> a(static_cast<size_t>(nv * nv));
   for (int64_t j = 0; j < nv; ++j)
     for (int64_t i = j; i < nv; ++i) a[i + j * nv] = h[i + j * ld];
-  std::vector<double> w(static_cast<size_t>(nv)), z(static_cast<size_t>(nv * count));
-  std::vector<lapack_int> support(static_cast<size_t>(2 * count));
-  lapack_int found = 0;
-  const lapack_int ln = static_cast<lapack_int>(nv);
-  if (LAPACKE_dsyevr(LAPACK_COL_MAJOR, 'V', 'I', 'L', ln, a.data(), ln, 0, 0,
-                     static_cast<lapack_int>(nv - count + 1), ln, 0.0, &found, w.data(), z.data(),
-                     ln, support.data()) != 0 ||
-      found != count)
-    return false;
-  theta.resize(static_cast<size_t>(count));
-  s.resize(static_cast<size_t>(nv * count));
-  for (int64_t j = 0; j < count; ++j) {  // ascending -> descending
-    theta[j] = w[count - 1 - j];
-    std::copy(z.begin() + (count - 1 - j) * nv, z.begin() + (count - j) * nv, s.begin() + j * nv);
-  }
-  return true;
+  return symmetric_top(a, nv, count, theta, s);
 }
 
 // The basis, its image under T, and H = V^T T V, all with room for max columns.

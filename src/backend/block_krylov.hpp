@@ -40,6 +40,12 @@ struct KrylovResult {
 /// rounding); the kept columns are packed to the front. Returns how many were kept.
 int64_t orthonormalise(const double* v, int64_t n, int64_t nv, double* x, int64_t cols);
 
+/// @brief The top `count` eigenpairs of the symmetric a (column-major [n, n], lower triangle
+/// read; destroyed), descending: `theta` and `vectors` column-major [n, count] (LAPACK dsyevr).
+/// False when LAPACK fails.
+bool symmetric_top(std::vector<double>& a, int64_t n, int64_t count, std::vector<double>& theta,
+                   std::vector<double>& vectors);
+
 /// @brief The top `keep` eigenpairs of the operator of order n, from the span of `start`
 /// (column-major [n, start_cols]; consumed). Converged or not, `theta` and `vectors` hold the
 /// last Rayleigh-Ritz step's values; the caller decides what an unconverged result is worth.

@@ -18,23 +18,18 @@
 
 namespace indim {
 
+// The large buffers of one call, kept by the backend across calls: a fresh 32-90 MB buffer
+// costs more in page faults than the products that use it.
+struct detail::LowRankWorkspace {
+  std::vector<double> w0, w0t, u0;
+};
+
 namespace {
 
 void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, double alpha, const double* a,
           int64_t lda, const double* b, int64_t ldb, double beta, double* c, int64_t ldc) {
   cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, m, n,
               k, alpha, a, lda, b, ldb, beta, c, ldc);
-}
-
-// The large buffers of one call (W0, its transpose, U0 in fp64), kept by each worker thread
-// across calls: their pages are touched once per run instead of once per matrix (a fresh
-// 32-90 MB buffer costs more in page faults than the products that use it).
-struct Workspace {
-  std::vector<double> w0, w0t, u0;
-};
-Workspace& workspace() {
-  thread_local Workspace ws;
-  return ws;
 }
 
 // Lends a workspace buffer to a Dense for the length of a call.
@@ -192,7 +187,8 @@ std::optional<Decomposition> Backend::decompose_lowrank(const LowRankProblem& pr
   const LowRankUpdate& up = *pr.update;
   const Decomposition& base = *pr.base;
   if (!up.magnitude.empty()) return refuse(why, "DoRA rescales the merged rows");
-  Workspace& ws = workspace();
+  if (!lowrank_workspace_) lowrank_workspace_ = std::make_shared<detail::LowRankWorkspace>();
+  detail::LowRankWorkspace& ws = *lowrank_workspace_;
   const int64_t m = pr.conv1d ? pr.cols : pr.rows, n = pr.conv1d ? pr.rows : pr.cols;
   const int64_t p = std::min(m, n);
   Borrowed w0_lent(ws.w0, m, n);

@@ -1,7 +1,6 @@
 #include "backend/lowrank_operator.hpp"
 
 #include <cblas.h>
-#include <lapacke.h>
 
 #include <algorithm>
 #include <cmath>
@@ -53,29 +52,14 @@ std::vector<double> outside_basis(const LowRankSide& sp, const std::vector<doubl
   return q;
 }
 
-// Dense T (order <= a few hundred, or where the iteration does not pay): its top keep.
+// Dense T (order <= a few hundred, or where the iteration does not pay): its top count.
 bool dense_top(const LowRankOperator& t, int64_t count, std::vector<double>& theta,
                std::vector<double>& z) {
   const int64_t n = t.order();
   std::vector<double> full(static_cast<size_t>(n * n)), eye(static_cast<size_t>(n * n), 0.0);
   for (int64_t i = 0; i < n; ++i) eye[i + i * n] = 1.0;
   t.apply(eye.data(), n, full.data());
-  std::vector<double> w(static_cast<size_t>(n)), v(static_cast<size_t>(n * count));
-  std::vector<lapack_int> support(static_cast<size_t>(2 * count));
-  lapack_int found = 0;
-  const lapack_int ln = static_cast<lapack_int>(n);
-  if (LAPACKE_dsyevr(LAPACK_COL_MAJOR, 'V', 'I', 'L', ln, full.data(), ln, 0, 0,
-                     static_cast<lapack_int>(n - count + 1), ln, 0.0, &found, w.data(), v.data(),
-                     ln, support.data()) != 0 ||
-      found != count)
-    return false;
-  theta.resize(static_cast<size_t>(count));
-  z.resize(static_cast<size_t>(n * count));
-  for (int64_t j = 0; j < count; ++j) {
-    theta[j] = w[count - 1 - j];
-    std::copy(v.begin() + (count - 1 - j) * n, v.begin() + (count - j) * n, z.begin() + j * n);
-  }
-  return true;
+  return symmetric_top(full, n, count, theta, z);
 }
 
 }  // namespace

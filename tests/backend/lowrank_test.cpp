@@ -35,16 +35,9 @@ const char* spectrum_name(Spectrum s) {
   return "";
 }
 
-Dense<double> gaussian(int64_t rows, int64_t cols, double sd, std::mt19937_64& rng) {
-  std::normal_distribution<double> g(0.0, sd);
-  Dense<double> m{rows, cols, std::vector<double>(static_cast<size_t>(rows * cols))};
-  for (auto& x : m.data) x = g(rng);
-  return m;
-}
-
 // Orthonormal columns [rows, cols] (rows >= cols), row-major: QR of a Gaussian.
 Dense<double> haar(int64_t rows, int64_t cols, std::mt19937_64& rng) {
-  Dense<double> g = gaussian(rows, cols, 1.0, rng);
+  Dense<double> g = test::gaussian(rows, cols, 1.0, rng);
   std::vector<double> tau(static_cast<size_t>(cols));
   const lapack_int m = static_cast<lapack_int>(rows), n = static_cast<lapack_int>(cols);
   EXPECT_EQ(LAPACKE_dgeqrf(LAPACK_ROW_MAJOR, m, n, g.data.data(), n, tau.data()), 0);
@@ -99,8 +92,8 @@ Dense<double> merged(const Dense<double>& w0, const LowRankUpdate& up) {
 // are new (intruders) and others are the base's.
 LowRankUpdate lora(int64_t out, int64_t in, int64_t r, std::mt19937_64& rng) {
   LowRankUpdate up;
-  up.a = gaussian(r, in, 1.0 / std::sqrt(static_cast<double>(in)), rng);
-  up.b = gaussian(out, r, 1.0, rng);
+  up.a = test::gaussian(r, in, 1.0 / std::sqrt(static_cast<double>(in)), rng);
+  up.b = test::gaussian(out, r, 1.0, rng);
   for (int64_t j = 0; j < r; ++j) {
     // With the scale below, s ||B_j|| ||A_j|| is about 0.9 * 0.7^j against sigma0_1 = 1.
     const double f = 0.45 * std::pow(0.7, static_cast<double>(j)) *

@@ -19,13 +19,6 @@ using namespace indim;
 
 namespace {
 
-Dense<double> gaussian(int64_t rows, int64_t cols, double sd, std::mt19937_64& rng) {
-  std::normal_distribution<double> g(0.0, sd);
-  Dense<double> m{rows, cols, std::vector<double>(static_cast<size_t>(rows * cols))};
-  for (auto& x : m.data) x = g(rng);
-  return m;
-}
-
 TensorData f32(const std::string& name, const Dense<double>& m) {
   std::vector<float> v(m.data.begin(), m.data.end());
   std::vector<uint64_t> shape{static_cast<uint64_t>(m.rows)};
@@ -101,8 +94,8 @@ TEST_P(LoraMerge, MatchesIndependentMerge) {
   std::vector<Expect> ex = {
       {"model.layers.0.self_attn.q_proj",
        random_weight(24, 24, 1.0, rng),
-       gaussian(4, 24, 1, rng),
-       gaussian(24, 4, 0.2, rng),
+       test::gaussian(4, 24, 1, rng),
+       test::gaussian(24, 4, 0.2, rng),
        {},
        0,
        false,
@@ -110,19 +103,20 @@ TEST_P(LoraMerge, MatchesIndependentMerge) {
        false},
       {"model.layers.0.mlp.up_proj",
        random_weight(40, 24, 1.0, rng),
-       gaussian(4, 24, 1, rng),
-       gaussian(40, 4, 0.2, rng),
+       test::gaussian(4, 24, 1, rng),
+       test::gaussian(40, 4, 0.2, rng),
        {},
        0,
        false,
        false,
        false},
-      {"model.layers.0.mlp.down_proj", random_weight(24, 40, 1.0, rng), gaussian(2, 40, 1, rng),
-       gaussian(24, 2, 0.2, rng), gaussian(24, 1, 1, rng), 0, false, false, true},
+      {"model.layers.0.mlp.down_proj", random_weight(24, 40, 1.0, rng),
+       test::gaussian(2, 40, 1, rng), test::gaussian(24, 2, 0.2, rng),
+       test::gaussian(24, 1, 1, rng), 0, false, false, true},
       {"model.embed_tokens",
        random_weight(50, 24, 1.0, rng),
-       gaussian(4, 50, 1, rng),
-       gaussian(24, 4, 0.2, rng),
+       test::gaussian(4, 50, 1, rng),
+       test::gaussian(24, 4, 0.2, rng),
        {},
        0,
        true,
@@ -183,8 +177,8 @@ TEST(LoraMerge, Gpt2Conv1DAdapterAndFullFineTune) {
   // GPT-2 names without a prefix; Conv1D weights stored [in, out].
   Expect attn{"h.0.attn.c_attn",
               random_weight(24, 72, 1.0, rng),
-              gaussian(4, 24, 1, rng),
-              gaussian(72, 4, 0.3, rng),
+              test::gaussian(4, 24, 1, rng),
+              test::gaussian(72, 4, 0.3, rng),
               {},
               2.0,
               true,
@@ -192,8 +186,8 @@ TEST(LoraMerge, Gpt2Conv1DAdapterAndFullFineTune) {
               false};
   Expect proj{"h.0.attn.c_proj",
               random_weight(24, 24, 1.0, rng),
-              gaussian(4, 24, 1, rng),
-              gaussian(24, 4, 0.3, rng),
+              test::gaussian(4, 24, 1, rng),
+              test::gaussian(24, 4, 0.3, rng),
               {},
               2.0,
               true,
@@ -202,7 +196,7 @@ TEST(LoraMerge, Gpt2Conv1DAdapterAndFullFineTune) {
   fs::create_directories(dir / "gpt2");
   write_safetensors(dir / "gpt2/model.safetensors",
                     {f32("h.0.attn.c_attn.weight", attn.w0), f32("h.0.attn.c_proj.weight", proj.w0),
-                     f32("wte.weight", gaussian(30, 24, 1, rng))});
+                     f32("wte.weight", test::gaussian(30, 24, 1, rng))});
   test::write_text(dir / "gpt2/config.json", R"({"model_type":"gpt2","n_embd":24})");
   fs::create_directories(dir / "adapter");
   write_safetensors(dir / "adapter/adapter_model.safetensors",
@@ -313,7 +307,7 @@ TEST(LoraMerge, NonFiniteMergeRefused) {
   std::mt19937_64 rng(4);
   write_safetensors(dir / "base.safetensors",
                     {f32("model.layers.0.q.weight", random_weight(8, 8, 1.0, rng))});
-  Dense<double> a = gaussian(2, 8, 1, rng), b = gaussian(8, 2, 1, rng);
+  Dense<double> a = test::gaussian(2, 8, 1, rng), b = test::gaussian(8, 2, 1, rng);
   b.data[0] = 3e38;  // finite in F32, but times a scale of 1e6 it overflows
   fs::create_directories(dir / "ad");
   write_safetensors(dir / "ad/adapter_model.safetensors",

@@ -14,19 +14,13 @@
 #include "indim/analyze.hpp"
 #include "indim/demo.hpp"
 #include "indim/safetensors.hpp"
+#include "reference.hpp"
 #include "test_util.hpp"
 
 namespace fs = std::filesystem;
 using namespace indim;
 
 namespace {
-
-Dense<double> gaussian(int64_t rows, int64_t cols, double sd, std::mt19937_64& rng) {
-  std::normal_distribution<double> g(0.0, sd);
-  Dense<double> m{rows, cols, std::vector<double>(static_cast<size_t>(rows * cols))};
-  for (auto& x : m.data) x = g(rng);
-  return m;
-}
 
 // A matrix, or with `vector` a 1-D tensor of its rows.
 TensorData tensor(const std::string& name, const Dense<double>& m, DType dtype,
@@ -68,13 +62,13 @@ void write_adapter(const fs::path& dir, int r, bool rslora, bool dora, uint64_t 
   std::vector<TensorData> t;
   for (const Module& m : modules()) {
     const int rank = m.name.find("down_proj") != std::string::npos ? r / 2 : r;
-    Dense<double> a = gaussian(rank, m.in, 1.0 / std::sqrt(static_cast<double>(m.in)), rng);
-    Dense<double> b = gaussian(m.out, rank, 0.3 / std::sqrt(static_cast<double>(m.out)), rng);
+    Dense<double> a = test::gaussian(rank, m.in, 1.0 / std::sqrt(static_cast<double>(m.in)), rng);
+    Dense<double> b = test::gaussian(m.out, rank, 0.3 / std::sqrt(static_cast<double>(m.out)), rng);
     const std::string p = "base_model.model." + m.name;
     t.push_back(tensor(p + ".lora_A.weight", a, DType::F32));
     t.push_back(tensor(p + ".lora_B.weight", b, DType::F32));
     if (dora && m.name.find("v_proj") != std::string::npos) {
-      Dense<double> mag = gaussian(m.out, 1, 0.1, rng);
+      Dense<double> mag = test::gaussian(m.out, 1, 0.1, rng);
       for (double& x : mag.data) x = 1.0 + std::fabs(x);
       t.push_back(tensor(p + ".lora_magnitude_vector", mag, DType::F32, true));
     }
