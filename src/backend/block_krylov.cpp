@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "backend/gram_host.hpp"
+
 namespace indim::detail {
 
 namespace {
@@ -136,15 +138,7 @@ KrylovResult block_krylov_top(int64_t n, const BlockApply& apply, std::vector<do
                   s.data(), b.nv, 0.0, ty.data(), n);
     };
     ritz_vectors(keep);
-    double worst = 0;
-    for (int64_t j = 0; j < keep; ++j) {
-      double r = 0;
-      for (int64_t i = 0; i < n; ++i) {
-        const double d = ty[i + j * n] - theta[j] * y[i + j * n];
-        r += d * d;
-      }
-      worst = std::max(worst, std::sqrt(r));
-    }
+    const double worst = worst_residual(ty.data(), y.data(), theta.data(), n, keep);
     const double top = std::max(theta.empty() ? 0.0 : theta[0], 0.0);
     res.residual = top > 0 ? worst / top : 0.0;
     res.vectors.assign(y.begin(), y.begin() + n * keep);

@@ -2,6 +2,8 @@
 
 #include <lapacke.h>
 
+#include <algorithm>
+#include <cmath>
 #include <random>
 
 #include "indim/error.hpp"
@@ -15,6 +17,20 @@ std::string solver_info_text(long long info) {
 
 void check_lapack(long long info, const std::string& label, const char* routine) {
   if (info != 0) throw Error(label + ": LAPACK " + routine + " failed " + solver_info_text(info));
+}
+
+double worst_residual(const double* tv, const double* v, const double* theta, int64_t n,
+                      int64_t cols) {
+  double worst = 0;
+  for (int64_t j = 0; j < cols; ++j) {
+    double r = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      const double d = tv[i + j * n] - theta[j] * v[i + j * n];
+      r += d * d;
+    }
+    worst = std::max(worst, std::sqrt(r));
+  }
+  return worst;
 }
 
 std::vector<double> subspace_start(int64_t n, int64_t b) {

@@ -42,6 +42,11 @@ inline bool subspace_hopeless(int sweep, double before, double now, int max_swee
   return sweep + 1 + needed > max_sweeps;
 }
 
+/// @brief max_j ||tv_j - theta_j v_j|| over the first `cols` columns of column-major [n, *]
+/// blocks: the worst residual of Ritz pairs (both iterations check theirs with it).
+double worst_residual(const double* tv, const double* v, const double* theta, int64_t n,
+                      int64_t cols);
+
 /// @brief The start block: fixed-seed Gaussian, column-major [n, b] (the same every run).
 std::vector<double> subspace_start(int64_t n, int64_t b);
 

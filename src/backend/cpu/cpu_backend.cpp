@@ -152,15 +152,7 @@ int subspace_top(std::vector<double>& g, int64_t n, int64_t keep, std::vector<do
                 lb, 0.0, v.data(), ln);
     cblas_dgemm(CblasColMajor, CblasNoTrans, CblasNoTrans, ln, lb, lb, 1.0, y.data(), ln, s.data(),
                 lb, 0.0, gv.data(), ln);
-    double worst = 0;
-    for (int64_t j = 0; j < keep; ++j) {
-      double r = 0;
-      for (int64_t i = 0; i < n; ++i) {
-        const double d = gv[i + j * n] - ritz_values[j] * v[i + j * n];
-        r += d * d;
-      }
-      worst = std::max(worst, std::sqrt(r));
-    }
+    const double worst = detail::worst_residual(gv.data(), v.data(), ritz_values.data(), n, keep);
     if (worst <= detail::kSubspaceTol * std::max(ritz_values[0], 0.0)) {
       theta.assign(ritz_values.begin(),
                    ritz_values.begin() + std::max(keep, detail::kSubspaceShown));
