@@ -144,6 +144,23 @@ TEST(Cli, AdapterFolderAnalysedAndRefusalsExitTwo) {
   EXPECT_NE(insp.out.find("PEFT LoRA adapter: r=8, lora_alpha=16"), std::string::npos) << insp.out;
   EXPECT_NE(insp.out.find("LoRA r=8 scale=2"), std::string::npos) << insp.out;
   EXPECT_NE(insp.out.find("layout: llama (from config.json)"), std::string::npos) << insp.out;
+  // At hidden 40, r = 8 is past the low-rank route's break-even (40 / 20): the record says so.
+  const std::string route = report["matrices"][0]["route"].get<std::string>();
+  EXPECT_NE(route.find("(full route: r = 8 is past the break-even 2 for 40 x 40)"),
+            std::string::npos)
+      << route;
+  CliRun full = indim_cli("analyze " + p.base + " " + p.lora_adapter + " --out " + (dir / "rf") +
+                          " -q --no-lowrank");
+  ASSERT_EQ(full.rc, 0) << full.out;
+  auto full_report = nlohmann::json::parse(test::read_text(dir / "rf/report.json"));
+  EXPECT_NE(
+      full_report["matrices"][0]["route"].get<std::string>().find("(full route: --no-lowrank)"),
+      std::string::npos);
+  EXPECT_EQ(full_report["settings"]["lowrank"], false);
+  EXPECT_EQ(indim_cli("analyze " + p.base + " " + p.lora_adapter + " --out " + (dir / "rt") +
+                      " --lowrank-tol 2")
+                .rc,
+            1);
 
   test::write_text(p.lora_adapter + "/adapter_config.json",
                    R"({"peft_type":"LORA","r":8,"lora_alpha":16,"init_lora_weights":"pissa"})");

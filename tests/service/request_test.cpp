@@ -32,7 +32,8 @@ int status_of(const std::function<void()>& f) {
 TEST(JobRequest, FillsDefaultsAndSetsTheAnalyzeOptions) {
   const JobSpec s = parse_job_spec(
       R"({"base": "b", "tuned": ["t1", "t2"], "options": {"k": 4, "eps": [0.3, 0.6],
-          "side": "both", "precision": "fp64", "include": "q_proj", "html": true}})");
+          "side": "both", "precision": "fp64", "include": "q_proj", "html": true,
+          "lowrank": false, "lowrank_tol": 1e-8}})");
   EXPECT_EQ(s.base, "b");
   EXPECT_EQ(s.tuned, (std::vector<std::string>{"t1", "t2"}));
   EXPECT_EQ(s.options["algo"], "auto");
@@ -46,15 +47,22 @@ TEST(JobRequest, FillsDefaultsAndSetsTheAnalyzeOptions) {
   EXPECT_EQ(o.select.include, (std::vector<std::string>{"q_proj"}));
   EXPECT_TRUE(o.html);
   EXPECT_FALSE(o.delta);
+  EXPECT_FALSE(o.lowrank);
+  EXPECT_EQ(o.lowrank_tol, 1e-8);
   const JobSpec d = parse_job_spec(R"({"base": "b", "tuned": ["t"]})");
   EXPECT_EQ(d.options["k"], 10);
   EXPECT_EQ(d.options["eps"], nlohmann::json::array({0.5}));
+  EXPECT_EQ(d.options["lowrank"], true);
+  EXPECT_EQ(d.options["lowrank_tol"], 0.0);
 }
 
 TEST(JobRequest, RefusesWithA400ThatNamesTheField) {
   for (const char* body :
        {R"({"base": "b", "tuned": ["t"], "options": {"k": 1073741825}})",
         R"({"base": "b", "tuned": ["t"], "options": {"eps": [0.5, "x"]}})",
+        R"({"base": "b", "tuned": ["t"], "options": {"lowrank": "yes"}})",
+        R"({"base": "b", "tuned": ["t"], "options": {"lowrank_tol": -1e-3}})",
+        R"({"base": "b", "tuned": ["t"], "options": {"lowrank_tol": 1.5}})",
         R"J({"base": "b", "tuned": ["t"], "options": {"exclude": ["a", "(?=x)"]}})J",
         R"({"base": "", "tuned": ["t"]})", "null", "\"text\"", ""}) {
     EXPECT_EQ(status_of([&] { parse_job_spec(body); }), 400) << body;
