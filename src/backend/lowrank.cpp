@@ -229,8 +229,9 @@ std::optional<Decomposition> Backend::decompose_lowrank(const LowRankProblem& pr
     copy_vectors(basis, ws.u0);
     const detail::LowRankSide sp{
         left ? w0 : w0t_lent.get(), left ? b : bt, left ? a : at, up.scale, ws.u0, base.sigma};
-    std::optional<SideResult> r = solve_side(sp, keep, tol, solve_tol, between, why);
-    if (!r) return std::nullopt;
+    std::string reason;
+    std::optional<SideResult> r = solve_side(sp, keep, tol, solve_tol, between, &reason);
+    if (!r) return refuse(why, reason);
     const int64_t dim = left ? m : n;
     Vectors v = precision() == Precision::F32 ? to_vectors<float>(r->u, dim, keep)
                                               : to_vectors<double>(r->u, dim, keep);
