@@ -2,6 +2,8 @@
 // decompose_stored (convert, then decompose) on which the CPU backend relies.
 #include "indim/backend.hpp"
 
+#include <algorithm>
+
 #include "backend/finite.hpp"
 #include "backend/host_matrix.hpp"
 #include "indim/analyze.hpp"
@@ -31,25 +33,54 @@ std::optional<Side> parse_side(const std::string& name) {
 namespace detail {
 
 template <typename T>
+void transpose_into(const T* src, int64_t rows, int64_t cols, T* dst) {
+  constexpr int64_t kTile = 32;  // tiles keep both sides' lines in cache
+  for (int64_t i0 = 0; i0 < rows; i0 += kTile)
+    for (int64_t j0 = 0; j0 < cols; j0 += kTile)
+      for (int64_t i = i0; i < std::min(rows, i0 + kTile); ++i)
+        for (int64_t j = j0; j < std::min(cols, j0 + kTile); ++j)
+          dst[j * rows + i] = src[i * cols + j];
+}
+
+template <typename T>
 Dense<T> transposed(const Dense<T>& w) {
   Dense<T> t{w.cols, w.rows, std::vector<T>(w.data.size())};
-  for (int64_t i = 0; i < w.rows; ++i)
-    for (int64_t j = 0; j < w.cols; ++j) t.data[j * w.rows + i] = w.data[i * w.cols + j];
+  transpose_into(w.data.data(), w.rows, w.cols, t.data.data());
   return t;
+}
+
+template <typename T>
+void stored_into(const void* bytes, DType dtype, int64_t rows, int64_t cols, bool transpose,
+                 const std::string& label, std::vector<T>& out, std::vector<T>& scratch) {
+  const size_t count = static_cast<size_t>(rows * cols);
+  std::vector<T>& dst = transpose ? scratch : out;
+  dst.resize(count);
+  convert_elements(bytes, dtype, count, dst.data());
+  const size_t bad = first_non_finite(dst.data(), count);
+  if (bad < count)
+    throw BadInput(InputProblem::NonFinite,
+                   label + " holds a non-finite value at " + matrix_index_text(bad, cols));
+  if (transpose) {
+    out.resize(count);
+    transpose_into(dst.data(), rows, cols, out.data());
+  }
 }
 
 template <typename T>
 Dense<T> from_stored(const void* bytes, DType dtype, int64_t rows, int64_t cols, bool transpose,
                      const std::string& label) {
-  Dense<T> m{rows, cols, std::vector<T>(static_cast<size_t>(rows * cols))};
-  convert_elements(bytes, dtype, m.data.size(), m.data.data());
-  const size_t bad = first_non_finite(m.data.data(), m.data.size());
-  if (bad < m.data.size())
-    throw BadInput(InputProblem::NonFinite,
-                   label + " holds a non-finite value at " + matrix_index_text(bad, cols));
-  return transpose ? transposed(m) : m;
+  Dense<T> m{transpose ? cols : rows, transpose ? rows : cols, {}};
+  std::vector<T> scratch;
+  stored_into(bytes, dtype, rows, cols, transpose, label, m.data, scratch);
+  return m;
 }
 
+template void transpose_into(const float*, int64_t, int64_t, float*);
+template void transpose_into(const double*, int64_t, int64_t, double*);
+template void stored_into(const void*, DType, int64_t, int64_t, bool, const std::string&,
+                          std::vector<float>&, std::vector<float>&);
+template void stored_into(const void*, DType, int64_t, int64_t, bool, const std::string&,
+                          std::vector<double>&, std::vector<double>&);
 template Dense<float> transposed(const Dense<float>&);
 template Dense<double> transposed(const Dense<double>&);
 template Dense<float> from_stored(const void*, DType, int64_t, int64_t, bool, const std::string&);

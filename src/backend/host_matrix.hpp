@@ -8,6 +8,10 @@
 
 namespace indim::detail {
 
+/// src [rows, cols] -> dst [cols, rows], row-major.
+template <typename T>
+void transpose_into(const T* src, int64_t rows, int64_t cols, T* dst);
+
 /// [rows, cols] -> [cols, rows].
 template <typename T>
 Dense<T> transposed(const Dense<T>& w);
@@ -18,5 +22,11 @@ Dense<T> transposed(const Dense<T>& w);
 template <typename T>
 Dense<T> from_stored(const void* bytes, DType dtype, int64_t rows, int64_t cols, bool transpose,
                      const std::string& label);
+
+/// As from_stored, into `out` (resized; its storage reused across calls), with `scratch`
+/// holding the stored orientation when transposing.
+template <typename T>
+void stored_into(const void* bytes, DType dtype, int64_t rows, int64_t cols, bool transpose,
+                 const std::string& label, std::vector<T>& out, std::vector<T>& scratch);
 
 }  // namespace indim::detail

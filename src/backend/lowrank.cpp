@@ -10,11 +10,9 @@
 #include <cstdio>
 #include <optional>
 
-#include "backend/finite.hpp"
 #include "backend/host_matrix.hpp"
 #include "backend/lowrank_operator.hpp"
 #include "indim/backend.hpp"
-#include "indim/error.hpp"
 
 namespace indim {
 
@@ -52,29 +50,6 @@ class Borrowed {
 
 void copy_vectors(const Vectors& v, std::vector<double>& out) {
   std::visit([&](const auto& x) { std::copy(x.begin(), x.end(), out.begin()); }, v.data);
-}
-
-// src [rows, cols] -> dst [cols, rows], row-major, in tiles.
-void transpose_into(const double* src, int64_t rows, int64_t cols, double* dst) {
-  constexpr int64_t kTile = 32;
-  for (int64_t i0 = 0; i0 < rows; i0 += kTile)
-    for (int64_t j0 = 0; j0 < cols; j0 += kTile)
-      for (int64_t i = i0; i < std::min(rows, i0 + kTile); ++i)
-        for (int64_t j = j0; j < std::min(cols, j0 + kTile); ++j)
-          dst[j * rows + i] = src[i * cols + j];
-}
-
-// The stored base as analysed (transposed for a Conv1D) into `w`, sized [m, n] already.
-void load_base(const LowRankProblem& pr, Dense<double>& w, std::vector<double>& scratch) {
-  const size_t count = static_cast<size_t>(pr.rows * pr.cols);
-  std::vector<double>& dst = pr.conv1d ? scratch : w.data;
-  dst.resize(count);
-  convert_elements(pr.base_bytes, pr.dtype, count, dst.data());
-  const size_t bad = detail::first_non_finite(dst.data(), count);
-  if (bad < count)
-    throw BadInput(InputProblem::NonFinite, pr.base_label + " holds a non-finite value at " +
-                                                detail::matrix_index_text(bad, pr.cols));
-  if (pr.conv1d) transpose_into(dst.data(), pr.rows, pr.cols, w.data.data());
 }
 
 std::string sci(double x) {
@@ -193,7 +168,8 @@ std::optional<Decomposition> Backend::decompose_lowrank(const LowRankProblem& pr
   const int64_t p = std::min(m, n);
   Borrowed w0_lent(ws.w0, m, n);
   Dense<double>& w0 = w0_lent.get();
-  load_base(pr, w0, ws.w0t);
+  detail::stored_into(pr.base_bytes, pr.dtype, pr.rows, pr.cols, pr.conv1d, pr.base_label, w0.data,
+                      ws.w0t);
   // As analysed, W = W0 + s B A; the update lands transposed when its orientation and the
   // analysis' differ (an embedding: delta (B A)^T on a base analysed as stored).
   const bool flip = up.transposed != pr.conv1d;
@@ -222,7 +198,7 @@ std::optional<Decomposition> Backend::decompose_lowrank(const LowRankProblem& pr
                              (left ? "left" : "right") + " vectors");
     // The right vectors of W are the left ones of W^T = W0^T + s A^T B^T.
     Borrowed w0t_lent(ws.w0t, left ? 0 : n, left ? 0 : m);
-    if (!left) transpose_into(w0.data.data(), m, n, w0t_lent.get().data.data());
+    if (!left) detail::transpose_into(w0.data.data(), m, n, w0t_lent.get().data.data());
     const Dense<double> bt = left ? Dense<double>{} : detail::transposed(a);
     const Dense<double> at = left ? Dense<double>{} : detail::transposed(b);
     ws.u0.resize(static_cast<size_t>(basis.dim * basis.count));

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 
 #include "backend/block_krylov.hpp"
 #include "backend/gram_host.hpp"
@@ -52,13 +53,17 @@ std::vector<double> outside_basis(const LowRankSide& sp, const std::vector<doubl
   return q;
 }
 
-// Dense T (order <= a few hundred, or where the iteration does not pay): its top count.
+// Dense T = diag(d) + (X Lambda) X^T (order <= a few hundred, or where the iteration does not
+// pay): its top count.
 bool dense_top(const LowRankOperator& t, int64_t count, std::vector<double>& theta,
                std::vector<double>& z) {
-  const int64_t n = t.order();
-  std::vector<double> full(static_cast<size_t>(n * n)), eye(static_cast<size_t>(n * n), 0.0);
-  for (int64_t i = 0; i < n; ++i) eye[i + i * n] = 1.0;
-  t.apply(eye.data(), n, full.data());
+  const int64_t n = t.order(), q = t.q;
+  std::vector<double> full(static_cast<size_t>(n * n), 0.0), xl(static_cast<size_t>(n * q));
+  if (q > 0) {
+    gemm_cm(false, false, n, q, q, 1.0, t.x.data(), n, t.lambda.data(), q, 0.0, xl.data(), n);
+    gemm_cm(false, true, n, n, q, 1.0, xl.data(), n, t.x.data(), n, 0.0, full.data(), n);
+  }
+  for (int64_t i = 0; i < n; ++i) full[i + i * n] += t.d[i];
   return symmetric_top(full, n, count, theta, z);
 }
 
@@ -160,7 +165,9 @@ bool lowrank_top(const LowRankOperator& t, int64_t keep, double tol, std::vector
       route = "lowrank/krylov, " + std::to_string(k.products) + " products";
       return true;
     }
-    why_dense = " (the iteration stopped at residual " + std::to_string(k.residual) + ")";
+    char text[64];
+    std::snprintf(text, sizeof text, " (the iteration stopped at residual %.1e)", k.residual);
+    why_dense = text;
   }
   std::vector<double> all;
   if (!dense_top(t, shown, theta, all)) return false;
