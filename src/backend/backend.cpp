@@ -55,8 +55,7 @@ void stored_into(const void* bytes, DType dtype, int64_t rows, int64_t cols, boo
   const size_t count = static_cast<size_t>(rows * cols);
   std::vector<T>& dst = transpose ? scratch : out;
   dst.resize(count);
-  convert_elements(bytes, dtype, count, dst.data());
-  const size_t bad = first_non_finite(dst.data(), count);
+  const size_t bad = convert_finite(bytes, dtype, count, dst.data());
   if (bad < count)
     throw BadInput(InputProblem::NonFinite,
                    label + " holds a non-finite value at " + matrix_index_text(bad, cols));

@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "indim/dtype.hpp"
+
 namespace indim::detail {
 
 /// Index of the first value of p[0, n) that is not finite, or n when all are.
@@ -15,6 +17,21 @@ template <typename T>
 size_t first_non_finite(const T* p, size_t n) {
   for (size_t i = 0; i < n; ++i)
     if (!std::isfinite(p[i])) return i;
+  return n;
+}
+
+/// Converts n stored `t` elements at src into dst and returns the index of the first that is not
+/// finite (n when all are): one pass over memory, each block checked while it is in cache.
+template <typename T>
+size_t convert_finite(const void* src, DType t, size_t n, T* dst) {
+  constexpr size_t kBlock = 4096;
+  const size_t width = static_cast<size_t>(dtype_bits(t) / 8);
+  for (size_t at = 0; at < n; at += kBlock) {
+    const size_t len = n - at < kBlock ? n - at : kBlock;
+    convert_elements(static_cast<const uint8_t*>(src) + at * width, t, len, dst + at);
+    const size_t bad = first_non_finite(dst + at, len);
+    if (bad < len) return at + bad;
+  }
   return n;
 }
 

@@ -11,9 +11,11 @@
 #include <xxhash.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <memory>
 #include <nlohmann/json.hpp>
 
 #include "indim/error.hpp"
@@ -49,58 +51,98 @@ void put_vectors(std::string& out, const Vectors& v) {
       v.data);
 }
 
-// Reads vectors described by `meta` from `p`, advancing it; false when they overrun `end` (every
-// count checked before it is multiplied: a crafted entry must not overflow its way past).
-bool get_vectors(const nlohmann::json& meta, Precision prec, const char*& p, const char* end,
-                 Vectors& v) {
+// An entry's bytes read from its file straight into their destinations, hashed as they pass:
+// the vectors are copied once, and no buffer holds the whole file.
+class EntryReader {
+ public:
+  EntryReader(const detail::Fd& f, uint64_t size) : fd_(f.get()), size_(size) {
+    XXH3_64bits_reset(state_.get());
+  }
+  /// Bytes left before the trailing checksum.
+  uint64_t left() const { return size_ - 8 - at_; }
+  /// The next n bytes into dst; false when they would run into the checksum or the file shrank.
+  bool take(void* dst, uint64_t n) {
+    if (n > left()) return false;
+    auto* out = static_cast<char*>(dst);
+    for (uint64_t done = 0; done < n;) {
+      const uint64_t want = std::min<uint64_t>(n - done, 1u << 20);  // hashed while in cache
+      const ssize_t got = ::read(fd_, out + done, want);
+      if (got < 0 && errno == EINTR) continue;
+      if (got <= 0) return false;
+      XXH3_64bits_update(state_.get(), out + done, static_cast<size_t>(got));
+      done += static_cast<uint64_t>(got);
+    }
+    at_ += n;
+    return true;
+  }
+  /// True when every byte was taken and the trailing checksum matches them.
+  bool checksum_matches() {
+    uint64_t sum = 0;
+    for (size_t done = 0; done < sizeof sum;) {
+      const ssize_t got = ::read(fd_, reinterpret_cast<char*>(&sum) + done, sizeof sum - done);
+      if (got < 0 && errno == EINTR) continue;
+      if (got <= 0) return false;
+      done += static_cast<size_t>(got);
+    }
+    return left() == 0 && sum == XXH3_64bits_digest(state_.get());
+  }
+
+ private:
+  struct Free {
+    void operator()(XXH3_state_t* s) const { XXH3_freeState(s); }
+  };
+  int fd_;
+  uint64_t size_, at_ = 0;
+  std::unique_ptr<XXH3_state_t, Free> state_{XXH3_createState()};
+};
+
+// Reads vectors described by `meta`; false when they overrun the entry (every count checked
+// before it is multiplied: a crafted entry must not overflow its way past, nor allocate more
+// than its file holds).
+bool get_vectors(const nlohmann::json& meta, Precision prec, EntryReader& in, Vectors& v) {
   if (meta.is_null()) return true;
   if (!meta.at("dim").is_number_unsigned() || !meta.at("count").is_number_unsigned()) return false;
   const uint64_t dim = meta.at("dim").get<uint64_t>(), count = meta.at("count").get<uint64_t>();
   const uint64_t elt = prec == Precision::F32 ? 4 : 8;
   uint64_t n = 0, bytes = 0;
   if (__builtin_mul_overflow(dim, count, &n) || __builtin_mul_overflow(n, elt, &bytes) ||
-      bytes > static_cast<uint64_t>(end - p))
+      bytes > in.left())
     return false;
   v = Vectors::zeros(prec, static_cast<int64_t>(dim), static_cast<int64_t>(count));
-  std::visit([&](auto& x) { std::memcpy(x.data(), p, bytes); }, v.data);
-  p += bytes;
-  return true;
+  return std::visit([&](auto& x) { return in.take(x.data(), bytes); }, v.data);
 }
 
 // The decoded entry, or the reason it cannot be used.
-std::optional<Decomposition> decode(const std::string& data, const std::string& key,
+std::optional<Decomposition> decode(const detail::Fd& f, uint64_t size, const std::string& key,
                                     std::string& why) {
   auto fail = [&](std::string w) {
     why = std::move(w);
     return std::optional<Decomposition>();
   };
-  if (data.size() < sizeof kMagic + 16 || std::memcmp(data.data(), kMagic, sizeof kMagic) != 0)
+  char head[16];
+  if (size < sizeof head + 8) return fail("is not an indim cache file");
+  EntryReader in(f, size);
+  if (!in.take(head, sizeof head) || std::memcmp(head, kMagic, sizeof kMagic) != 0)
     return fail("is not an indim cache file");
-  uint64_t sum;
-  std::memcpy(&sum, data.data() + data.size() - 8, 8);
-  if (sum != XXH3_64bits(data.data(), data.size() - 8)) return fail("fails its checksum");
   uint32_t version, mlen;
-  std::memcpy(&version, data.data() + 8, 4);
-  std::memcpy(&mlen, data.data() + 12, 4);
+  std::memcpy(&version, head + 8, 4);
+  std::memcpy(&mlen, head + 12, 4);
   if (version != kVersion) return fail("has format version " + std::to_string(version));
-  const char* p = data.data() + 16;
-  const char* end = data.data() + data.size() - 8;
-  if (mlen > static_cast<uint64_t>(end - p)) return fail("is truncated");
+  std::string m(mlen <= in.left() ? mlen : 0, '\0');
+  if (mlen > in.left() || !in.take(m.data(), mlen)) return fail("is truncated");
   try {
-    const nlohmann::json meta = nlohmann::json::parse(p, p + mlen);
-    p += mlen;
+    const nlohmann::json meta = nlohmann::json::parse(m);
     if (meta.at("key") != key) return fail("holds another key");
     const Precision prec = meta.at("precision") == "fp64" ? Precision::F64 : Precision::F32;
     Decomposition d;
     if (!meta.at("sigma").is_number_unsigned()) return fail("has unreadable metadata");
     const uint64_t ns = meta.at("sigma").get<uint64_t>();
-    if (ns > static_cast<uint64_t>(end - p) / 8) return fail("is truncated");
+    if (ns > in.left() / 8) return fail("is truncated");
     d.sigma.resize(ns);
-    std::memcpy(d.sigma.data(), p, ns * 8);
-    p += ns * 8;
-    if (!get_vectors(meta.at("left"), prec, p, end, d.left) ||
-        !get_vectors(meta.at("right"), prec, p, end, d.right) || p != end)
+    if (!in.take(d.sigma.data(), ns * 8) || !get_vectors(meta.at("left"), prec, in, d.left) ||
+        !get_vectors(meta.at("right"), prec, in, d.right) || in.left() != 0)
       return fail("has inconsistent sizes");
+    if (!in.checksum_matches()) return fail("fails its checksum");
     return d;
   } catch (const nlohmann::json::exception&) {
     return fail("has unreadable metadata");
@@ -230,17 +272,18 @@ std::optional<Decomposition> DecompositionCache::load(const std::string& key,
                                                       std::string* warning) const {
   if (!unusable_.empty()) return std::nullopt;
   const std::string path = path_of(key);
-  std::string data;
+  std::optional<Decomposition> d;
+  std::string why;
   try {
     if (detail::path_kind(path) == detail::PathKind::Missing) return std::nullopt;
-    data = detail::read_regular_file(path, UINT64_MAX);
+    uint64_t size = 0;
+    const detail::Fd f = detail::open_regular(path, &size);
+    d = decode(f, size, key, why);
   } catch (const BadInput& e) {  // a directory, FIFO, unreadable file: a miss, replaced on store
     if (warning != nullptr)
       *warning = std::string("indim: cache entry ") + e.what() + "; recomputing";
     return std::nullopt;
   }
-  std::string why;
-  std::optional<Decomposition> d = decode(data, key, why);
   if (!d) {
     if (warning != nullptr) *warning = "indim: cache file " + path + " " + why + "; recomputing";
     std::error_code ec;

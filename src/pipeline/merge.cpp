@@ -12,9 +12,9 @@ Dense<T> load_matrix(const TensorRef& r) {
   m.rows = static_cast<int64_t>(r.info->shape[0]);
   m.cols = r.info->shape.size() > 1 ? static_cast<int64_t>(r.info->shape[1]) : 1;
   m.data.resize(static_cast<size_t>(m.rows * m.cols));
-  convert_elements(r.file->data(*r.info), r.info->dtype, m.data.size(), m.data.data());
+  const size_t bad =
+      convert_finite(r.file->data(*r.info), r.info->dtype, m.data.size(), m.data.data());
   r.file->release(*r.info);
-  const size_t bad = first_non_finite(m.data.data(), m.data.size());
   if (bad < m.data.size())
     throw BadInput(InputProblem::NonFinite, r.file->path() + ": tensor '" + r.info->name +
                                                 "' holds a non-finite value at " +
@@ -30,9 +30,8 @@ Dense<T> load_slice(const TensorRef& r, int64_t index) {
   const size_t n = static_cast<size_t>(m.rows * m.cols);
   m.data.resize(n);
   const size_t bytes = n * static_cast<size_t>(dtype_bits(r.info->dtype) / 8);
-  convert_elements(r.file->data(*r.info) + static_cast<size_t>(index) * bytes, r.info->dtype, n,
-                   m.data.data());
-  const size_t bad = first_non_finite(m.data.data(), n);
+  const size_t bad = convert_finite(r.file->data(*r.info) + static_cast<size_t>(index) * bytes,
+                                    r.info->dtype, n, m.data.data());
   if (bad < n)
     throw BadInput(InputProblem::NonFinite, r.file->path() + ": tensor '" + r.info->name +
                                                 "' holds a non-finite value at " +

@@ -3,13 +3,16 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <limits>
 #include <random>
 #include <tuple>
 
+#include "backend/finite.hpp"
 #include "backend/gram_host.hpp"
 #include "indim/analyze.hpp"
 #include "indim/demo.hpp"
 #include "indim/error.hpp"
+#include "indim/safetensors.hpp"
 #include "reference.hpp"
 
 using namespace indim;
@@ -328,4 +331,25 @@ TEST(CpuBackend, SubspaceIterationGivesUpEarlyOnlyWhenTheBoundIsOutOfReach) {
   EXPECT_EQ(detail::subspace_max_sweeps(300, 10), 20);
   EXPECT_EQ(detail::subspace_max_sweeps(2048, 10), 31);
   EXPECT_EQ(detail::subspace_max_sweeps(11008, 10), 60);
+}
+
+// The loaders' conversion checks each block as it converts: the first non-finite value is
+// found where it lies, past the first block too, in every analysable dtype, and the values
+// before it are converted exactly.
+TEST(ConvertFinite, FindsTheFirstNonFiniteValueInEveryDtype) {
+  std::vector<float> v(10000);
+  for (size_t i = 0; i < v.size(); ++i) v[i] = 0.25f * static_cast<float>(i % 17) - 2.0f;
+  std::vector<float> bad = v;
+  bad[9000] = std::numeric_limits<float>::infinity();
+  bad[9500] = std::nanf("");
+  for (DType t : {DType::BF16, DType::F16, DType::F32, DType::F64}) {
+    std::vector<double> out(v.size());
+    EXPECT_EQ(detail::convert_finite(encode_floats(v, t).data(), t, v.size(), out.data()), v.size())
+        << dtype_name(t);
+    for (size_t i : {size_t{0}, size_t{4095}, size_t{4096}, size_t{9999}})
+      EXPECT_EQ(out[i], static_cast<double>(v[i])) << dtype_name(t) << " at " << i;
+    std::vector<float> f(v.size());
+    EXPECT_EQ(detail::convert_finite(encode_floats(bad, t).data(), t, v.size(), f.data()), 9000u)
+        << dtype_name(t);
+  }
 }

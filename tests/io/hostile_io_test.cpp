@@ -156,7 +156,10 @@ TEST(CacheFaults, CraftedCountsThatOverflowAreAMiss) {
       {R"({"key":")" + key +
            R"(","label":"x","precision":"fp32","sigma":2305843009213693953,"left":null,"right":null})",
        R"({"key":")" + key +
-           R"(","label":"x","precision":"fp32","sigma":0,"left":{"dim":4611686018427387904,"count":4},"right":null})"}) {
+           R"(","label":"x","precision":"fp32","sigma":0,"left":{"dim":4611686018427387904,"count":4},"right":null})",
+       // 64 GiB of vectors claimed by a file of a few hundred bytes: refused before allocating.
+       R"({"key":")" + key +
+           R"(","label":"x","precision":"fp32","sigma":2,"left":{"dim":1073741824,"count":16},"right":null})"}) {
     std::string out("INDIMSVD", 8);
     const uint32_t version = 1, mlen = static_cast<uint32_t>(meta.size());
     out.append(reinterpret_cast<const char*>(&version), 4);
