@@ -85,24 +85,29 @@ LowRankOperator build_lowrank_operator(const LowRankSide& sp) {
   const int64_t m = sp.w0.rows, n = sp.w0.cols, r = sp.b.cols;
   const int64_t p = std::min(m, n);
   t.m = m, t.p = p;
+  // One pass over U0 for both of its products: U0^T [B | W0 A^T] = [C | G^T / s], [p, 2r];
+  // W0 A^T [m, r] is the only product with W0, and S = s^2 A A^T [r, r].
+  std::vector<double> y(static_cast<size_t>(m * 2 * r)), cg(static_cast<size_t>(p * 2 * r)),
+      s2(static_cast<size_t>(r * r));
+  for (int64_t i = 0; i < m; ++i)
+    std::copy(sp.b.data.begin() + i * r, sp.b.data.begin() + (i + 1) * r, y.begin() + i * 2 * r);
+  gemm(false, true, m, r, n, 1.0, sp.w0.data.data(), n, sp.a.data.data(), n, 0.0, y.data() + r,
+       2 * r);
+  gemm(true, false, p, 2 * r, m, 1.0, sp.u0.data(), p, y.data(), 2 * r, 0.0, cg.data(), 2 * r);
+  gemm(false, true, r, r, n, sp.s * sp.s, sp.a.data.data(), n, sp.a.data.data(), n, 0.0, s2.data(),
+       r);
   std::vector<double> c(static_cast<size_t>(p * r));  // C = U0^T B [p, r]
-  gemm(true, false, p, r, m, 1.0, sp.u0.data(), p, sp.b.data.data(), r, 0.0, c.data(), r);
+  for (int64_t i = 0; i < p; ++i)
+    std::copy(cg.begin() + i * 2 * r, cg.begin() + i * 2 * r + r, c.begin() + i * r);
   t.qbasis = outside_basis(sp, c, p, t.extra);
   const int64_t e = t.extra, big = p + e;
   std::vector<double> rr(static_cast<size_t>(e * r));  // R = Q^T B [extra, r]
   if (e > 0)
     gemm(false, false, e, r, m, 1.0, t.qbasis.data(), m, sp.b.data.data(), r, 0.0, rr.data(), r);
-  // G = s (A W0^T) U0 [r, p], S = s^2 A A^T [r, r]: the only products with W0.
-  std::vector<double> aw(static_cast<size_t>(r * m)), g(static_cast<size_t>(r * p)),
-      s2(static_cast<size_t>(r * r));
-  gemm(false, true, r, m, n, 1.0, sp.a.data.data(), n, sp.w0.data.data(), n, 0.0, aw.data(), m);
-  gemm(false, false, r, p, m, sp.s, aw.data(), m, sp.u0.data(), p, 0.0, g.data(), p);
-  gemm(false, true, r, r, n, sp.s * sp.s, sp.a.data.data(), n, sp.a.data.data(), n, 0.0, s2.data(),
-       r);
   // E = [G^T; 0] and K = [C; R], column-major [big, r] each, side by side.
   std::vector<double> ek(static_cast<size_t>(big * 2 * r), 0.0);
   for (int64_t j = 0; j < r; ++j) {
-    for (int64_t i = 0; i < p; ++i) ek[i + j * big] = g[j * p + i];
+    for (int64_t i = 0; i < p; ++i) ek[i + j * big] = sp.s * cg[i * 2 * r + r + j];  // G^T
     for (int64_t i = 0; i < p; ++i) ek[i + (r + j) * big] = c[i * r + j];
     for (int64_t i = 0; i < e; ++i) ek[p + i + (r + j) * big] = rr[i * r + j];
   }
