@@ -183,6 +183,18 @@ class Backend {
   /// takes the full route. The default runs on the host in fp64.
   virtual std::optional<Decomposition> decompose_lowrank(const LowRankProblem& problem,
                                                          std::string* why);
+  /// @brief The tuned side of the full route without the Gram: a block Krylov iteration on
+  /// the implicit W W^T (or W^T W) started from `base`'s top vectors of that side, certified by
+  /// its own residuals (1e-12 theta_1) on the real W. `load` gives W ([out, in] as analysed, in
+  /// fp64) and is called only where the route applies. nullopt where it does not apply (`why`
+  /// untouched) or was tried and did not converge (`why` says so): the caller then takes the
+  /// Gram route. The default: nullopt (the CUDA backend's Gram route is its fastest); the CPU
+  /// backend with gram64 runs it (backend/warm_krylov.hpp) on orders of four blocks or more.
+  virtual std::optional<Decomposition> decompose_warm(const std::function<Dense<double>()>& load,
+                                                      int64_t rows, int64_t cols,
+                                                      const Decomposition& base, Side side,
+                                                      int64_t keep, const std::string& label,
+                                                      std::string* why);
   /// @brief Announces the stored inputs of the plan entries this backend will be given, in
   /// order of use (each entry: the byte ranges later passed to decompose_stored or
   /// decompose_merged). A backend may copy them ahead of use: the CUDA backend stages them on

@@ -92,6 +92,12 @@ void Backend::check_stop(const std::string& label) const {
     throw Cancelled(label + ": stopped in the middle of its decomposition");
 }
 
+std::optional<Decomposition> Backend::decompose_warm(const std::function<Dense<double>()>&, int64_t,
+                                                     int64_t, const Decomposition&, Side, int64_t,
+                                                     const std::string&, std::string*) {
+  return std::nullopt;
+}
+
 Decomposition Backend::decompose_stored(const void* bytes, DType dtype, int64_t rows, int64_t cols,
                                         bool transposed, Side side, int64_t keep,
                                         const std::string& label) {

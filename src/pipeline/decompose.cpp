@@ -70,6 +70,14 @@ void check_finite(const Decomposition& d, Precision precision, const std::string
                                                     : " (values too large)"));
 }
 
+// "<file>: tensor '<name>[part]'": where an overflow is reported.
+std::string tensor_where(const WorkUnit& u, bool tuned) {
+  const MatchedPair& p = u.pair;
+  return (tuned ? p.tuned.file->path() : p.base.file->path()) + ": tensor '" +
+         (tuned ? p.tuned_name : p.base_name) +
+         (u.part.label.empty() ? "" : "[" + u.part.label + "]") + "'";
+}
+
 }  // namespace
 
 template <typename T>
@@ -96,11 +104,7 @@ Decomposition decompose_side(Backend& b, const WorkUnit& u, bool tuned, Side sid
     d = b.decompose(load_side<float>(u, tuned), side, keep, read_label(u, tuned));
   else
     d = b.decompose(load_side<double>(u, tuned), side, keep, read_label(u, tuned));
-  const MatchedPair& p = u.pair;
-  check_finite(d, b.precision(),
-               (tuned ? p.tuned.file->path() : p.base.file->path()) + ": tensor '" +
-                   (tuned ? p.tuned_name : p.base_name) +
-                   (u.part.label.empty() ? "" : "[" + u.part.label + "]") + "'");
+  check_finite(d, b.precision(), tensor_where(u, tuned));
   return d;
 }
 
@@ -126,12 +130,32 @@ std::string lowrank_precheck(const WorkUnit& u, const AnalyzeOptions& o) {
   return {};
 }
 
+// The full route on the tuned side: the iteration warm-started from the base's vectors where
+// the backend runs it and --algo is left to choose, else the Gram (or the --algo asked for);
+// a warm start that was tried and gave up is said in the route.
+Decomposition full_route(Backend& b, const WorkUnit& u, const Decomposition& base, Side side,
+                         int64_t keep, const AnalyzeOptions& o) {
+  std::string why;
+  if (o.algo == "auto") {
+    std::optional<Decomposition> d =
+        b.decompose_warm([&] { return load_side<double>(u, /*tuned=*/true); }, u.rows, u.cols, base,
+                         side, keep, read_label(u, true), &why);
+    if (d) {
+      check_finite(*d, b.precision(), tensor_where(u, true));
+      return std::move(*d);
+    }
+  }
+  Decomposition d = decompose_side(b, u, /*tuned=*/true, side, keep);
+  if (!why.empty()) d.route += " (warm start: " + why + ")";
+  return d;
+}
+
 }  // namespace
 
 Decomposition decompose_tuned(Backend& b, const WorkUnit& u, const Decomposition& base, Side side,
                               int64_t keep, const AnalyzeOptions& o) {
   const MatchedPair& p = u.pair;
-  if (p.lora == nullptr) return decompose_side(b, u, /*tuned=*/true, side, keep);
+  if (p.lora == nullptr) return full_route(b, u, base, side, keep, o);
   std::string why = lowrank_precheck(u, o);
   if (why.empty()) {
     const LowRankUpdate update = lora_update(p);
@@ -154,7 +178,7 @@ Decomposition decompose_tuned(Backend& b, const WorkUnit& u, const Decomposition
       return std::move(*d);
     }
   }
-  Decomposition d = decompose_side(b, u, /*tuned=*/true, side, keep);
+  Decomposition d = full_route(b, u, base, side, keep, o);
   d.route += " (full route: " + why + ")";
   return d;
 }

@@ -92,6 +92,7 @@ AnalyzeOptions options(const fs::path& dir, std::vector<std::string> tuned, cons
   o.backend = "cpu";
   o.precision = p;
   o.lowrank = lowrank;
+  if (!lowrank) o.algo = "gram64";  // the reference is the Gram route, not the warm iteration
   return o;
 }
 

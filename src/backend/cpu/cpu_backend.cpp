@@ -23,6 +23,7 @@
 #include <string>
 
 #include "backend/gram_host.hpp"
+#include "backend/warm_krylov.hpp"
 #include "indim/backend.hpp"
 #include "indim/error.hpp"
 
@@ -289,6 +290,20 @@ class CpuBackend final : public Backend {
   Decomposition decompose(Dense<double>&& w, Side side, int64_t keep,
                           const std::string& label) override {
     return run(std::move(w), side, keep, label);
+  }
+  std::optional<Decomposition> decompose_warm(const std::function<Dense<double>()>& load,
+                                              int64_t rows, int64_t cols, const Decomposition& base,
+                                              Side side, int64_t keep, const std::string& label,
+                                              std::string* why) override {
+    // Only in place of the Gram route, and where its own subspace sweeps would apply.
+    if (algo_ != "gram64" || !detail::warm_applies(rows, cols, keep)) return std::nullopt;
+    detail::WarmOptions o;
+    o.side = side, o.keep = keep, o.precision = precision_;
+    o.between_steps = [this, &label] { check_stop(label); };
+    std::string reason;
+    std::optional<Decomposition> d = detail::warm_top(load(), base, o, &reason);
+    if (!d && why != nullptr) *why = reason;
+    return d;
   }
   Similarity compare(const Vectors& tuned, const Vectors& base, int64_t k,
                      int64_t head_cols) override {

@@ -1,0 +1,197 @@
+// The full route's warm-started iteration (backend/warm_krylov.hpp) against the Gram route in
+// fp64: square, tall and wide full fine-tunes (dense noise and a strong rank-2 change), both
+// sides, both precisions; where it does not apply (small orders, --algo other than gram64) it
+// is not tried, and where it is tried and gives up or the base lacks a side's vectors it says
+// why. The pipeline test at the end meets it as a user does: a real checkpoint pair.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <random>
+
+#include "backend/warm_krylov.hpp"
+#include "indim/analyze.hpp"
+#include "indim/demo.hpp"
+#include "indim/safetensors.hpp"
+#include "reference.hpp"
+#include "test_util.hpp"
+
+namespace fs = std::filesystem;
+using namespace indim;
+
+namespace {
+
+// W0 plus dense noise (5% of its rms entry) plus a rank-2 change of 0.6 and 0.4 sigma_1.
+Dense<double> fine_tune(const Dense<double>& w0, double sigma1, std::mt19937_64& rng) {
+  std::normal_distribution<double> g(0.0, 1.0);
+  Dense<double> w = w0;
+  double ss = 0;
+  for (double x : w0.data) ss += x * x;
+  const double rms = std::sqrt(ss / static_cast<double>(w0.data.size()));
+  for (double& x : w.data) x += 0.05 * rms * g(rng);
+  for (double s : {0.6, 0.4}) {
+    const Dense<double> a = test::gaussian(w.rows, 1, 1.0 / std::sqrt(double(w.rows)), rng);
+    const Dense<double> b = test::gaussian(1, w.cols, 1.0 / std::sqrt(double(w.cols)), rng);
+    for (int64_t r = 0; r < w.rows; ++r)
+      for (int64_t c = 0; c < w.cols; ++c) w.at(r, c) += s * sigma1 * a.data[r] * b.data[c];
+  }
+  return w;
+}
+
+template <typename T>
+double column_dot(const Vectors& x, const Vectors& y, int64_t j) {
+  double d = 0;
+  for (int64_t i = 0; i < x.dim; ++i)
+    d += static_cast<double>(x.values<T>()[i * x.count + j]) *
+         static_cast<double>(y.values<T>()[i * y.count + j]);
+  return d;
+}
+
+struct Case {
+  int64_t out, in;
+};
+
+class WarmRoute : public ::testing::TestWithParam<Case> {};
+
+TEST_P(WarmRoute, AgreesWithTheGramRouteOnBothSides) {
+  const Case c = GetParam();
+  std::mt19937_64 rng(static_cast<uint64_t>(c.out * 7 + c.in));
+  const Dense<double> w0 = random_weight(c.out, c.in, 1.0, rng);
+  auto gram = make_cpu_backend(Precision::F64, "gram64");
+  const Decomposition base = gram->decompose(Dense<double>(w0), Side::Both, 0, "base");
+  const Dense<double> w = fine_tune(w0, base.sigma[0], rng);
+  const int64_t k = 10;
+  const Decomposition ref = gram->decompose(Dense<double>(w), Side::Both, k, "tuned");
+  for (Precision p : {Precision::F64, Precision::F32}) {
+    SCOPED_TRACE(precision_name(p));
+    auto cpu = make_cpu_backend(p, "gram64");
+    std::string why;
+    int loads = 0;
+    const std::optional<Decomposition> d = cpu->decompose_warm(
+        [&] { return ++loads, w; }, c.out, c.in, base, Side::Both, k, "tuned", &why);
+    ASSERT_TRUE(d.has_value()) << why;
+    EXPECT_EQ(loads, 1);
+    EXPECT_EQ(d->route.rfind("warm/krylov, ", 0), 0u) << d->route;
+    ASSERT_GE(d->sigma.size(), 50u);  // the leading values the report's spectra show
+    const double tol = p == Precision::F64 ? 1e-10 : 1e-6;
+    for (int64_t j = 0; j < k; ++j) {
+      EXPECT_NEAR(d->sigma[j], ref.sigma[j], tol * ref.sigma[0]) << j;
+      const Vectors& l = d->left;
+      const Vectors& r = d->right;
+      ASSERT_EQ(l.precision(), p);
+      // The reference is fp64; compare each against it in its own precision's terms.
+      Vectors refl = Vectors::zeros(p, ref.left.dim, ref.left.count);
+      Vectors refr = Vectors::zeros(p, ref.right.dim, ref.right.count);
+      std::visit(
+          [&](auto& x) {
+            using T = typename std::decay_t<decltype(x)>::value_type;
+            for (size_t i = 0; i < x.size(); ++i)
+              x[i] = static_cast<T>(ref.left.values<double>()[i]);
+          },
+          refl.data);
+      std::visit(
+          [&](auto& x) {
+            using T = typename std::decay_t<decltype(x)>::value_type;
+            for (size_t i = 0; i < x.size(); ++i)
+              x[i] = static_cast<T>(ref.right.values<double>()[i]);
+          },
+          refr.data);
+      const double dl =
+          p == Precision::F64 ? column_dot<double>(l, refl, j) : column_dot<float>(l, refl, j);
+      const double dr =
+          p == Precision::F64 ? column_dot<double>(r, refr, j) : column_dot<float>(r, refr, j);
+      EXPECT_NEAR(std::fabs(dl), 1.0, tol) << "left " << j;
+      EXPECT_NEAR(std::fabs(dr), 1.0, tol) << "right " << j;
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, WarmRoute,
+                         ::testing::Values(Case{512, 512}, Case{640, 512}, Case{512, 640}),
+                         [](const auto& i) {
+                           return std::to_string(i.param.out) + "x" + std::to_string(i.param.in);
+                         });
+
+TEST(WarmRoute, NotTriedWhereItDoesNotApply) {
+  std::mt19937_64 rng(3);
+  const Dense<double> small = random_weight(500, 480, 1.0, rng);  // under kWarmMinOrder
+  auto gram = make_cpu_backend(Precision::F64, "gram64");
+  const Decomposition base = gram->decompose(Dense<double>(small), Side::Left, 0, "base");
+  int loads = 0;
+  std::string why;
+  EXPECT_FALSE(gram->decompose_warm([&] { return ++loads, small; }, 500, 480, base, Side::Left, 10,
+                                    "t", &why));
+  auto gesdd = make_cpu_backend(Precision::F64, "gesdd");
+  EXPECT_FALSE(gesdd->decompose_warm([&] { return ++loads, small; }, 400, 400, base, Side::Left, 10,
+                                     "t", &why));
+  EXPECT_EQ(loads, 0);  // never even read
+  EXPECT_EQ(why, "");
+}
+
+TEST(WarmRoute, GivingUpAndMissingVectorsSayWhy) {
+  std::mt19937_64 rng(4);
+  const Dense<double> w0 = random_weight(512, 512, 1.0, rng);
+  auto gram = make_cpu_backend(Precision::F64, "gram64");
+  const Decomposition base = gram->decompose(Dense<double>(w0), Side::Left, 0, "base");
+  const Dense<double> w = fine_tune(w0, base.sigma[0], rng);
+  detail::WarmOptions o;
+  o.max_products = 1;  // a budget no start block fits
+  std::string why;
+  EXPECT_FALSE(detail::warm_top(w, base, o, &why));
+  EXPECT_NE(why.find("the warm start stopped at residual "), std::string::npos) << why;
+  o.max_products = 0;
+  o.side = Side::Right;  // the base was decomposed for its left vectors only
+  EXPECT_FALSE(detail::warm_top(w, base, o, &why));
+  EXPECT_EQ(why, "the base's decomposition lacks its right vectors");
+}
+
+// As a user meets it: a bf16 base and an fp32 full fine-tune; the default route is the warm
+// iteration, --algo gram64 forces the Gram, and the two agree on every count and maxcos.
+TEST(WarmRoute, PipelineDefaultAgreesWithForcedGram) {
+  test::TempDir tmp;
+  const fs::path dir(tmp.str());
+  std::mt19937_64 rng(9);
+  std::vector<TensorData> base, tuned;
+  for (auto [name, out, in] :
+       {std::tuple<const char*, int64_t, int64_t>{"q_proj", 512, 512}, {"up_proj", 640, 512}}) {
+    const Dense<double> w0 = random_weight(out, in, 1.0, rng);
+    auto gram = make_cpu_backend(Precision::F64, "gram64");
+    const double s1 = gram->decompose(Dense<double>(w0), Side::Left, 1, "b").sigma[0];
+    const Dense<double> w = fine_tune(w0, s1, rng);
+    const std::string t = std::string("model.layers.0.") + name + ".weight";
+    auto as = [&](const Dense<double>& m, DType dt) {
+      std::vector<float> v(m.data.begin(), m.data.end());
+      return TensorData{t, dt, {uint64_t(m.rows), uint64_t(m.cols)}, encode_floats(v, dt)};
+    };
+    base.push_back(as(w0, DType::BF16));
+    tuned.push_back(as(w, DType::F32));
+  }
+  write_safetensors((dir / "base.safetensors").string(), base);
+  write_safetensors((dir / "tuned.safetensors").string(), tuned);
+  auto run = [&](const std::string& algo, const std::string& out) {
+    AnalyzeOptions o;
+    o.base = (dir / "base.safetensors").string();
+    o.tuned = {(dir / "tuned.safetensors").string()};
+    o.out_dir = (dir / out).string();
+    o.backend = "cpu";
+    o.algo = algo;
+    return analyze_only(o);
+  };
+  const AnalyzeResult warm = run("auto", "warm"), gram = run("gram64", "gram");
+  ASSERT_EQ(warm.records.size(), 2u);
+  ASSERT_EQ(gram.records.size(), 2u);
+  int intruders = 0;
+  for (size_t i = 0; i < warm.records.size(); ++i) {
+    const MatrixResult& a = warm.records[i];
+    const MatrixResult& b = gram.records[i];
+    SCOPED_TRACE(a.name);
+    EXPECT_EQ(a.route.rfind("warm/krylov, ", 0), 0u) << a.route;
+    EXPECT_EQ(b.route.rfind("gram64/", 0), 0u) << b.route;
+    EXPECT_EQ(a.counts, b.counts);
+    for (int j = 0; j < a.k; ++j) EXPECT_NEAR(a.maxcos[j], b.maxcos[j], 1e-5) << j;
+    intruders += a.count_at(0.5);
+  }
+  EXPECT_GT(intruders, 0);  // the agreement covers intruders, not only kept directions
+}
+
+}  // namespace
