@@ -5,7 +5,10 @@
 // sweep's adapters in one run against separate merged runs. Prints a Markdown table: seconds
 // per run, the speed-up, the per-shape seconds of one matrix, and the agreement (counts equal
 // at every eps, max |maxcos difference| over the top k).
-//   indim_bench_lowrank [--ranks 1,8,16,64,256] [--dir D] [--precision fp32|fp64] [--json F]
+// --backend picks the backend of every run (cuda on a GPU node: the merged side then takes the
+// device's full route, the adapter the low-rank route as that backend runs it).
+//   indim_bench_lowrank [--ranks 1,8,16,64,256] [--dir D] [--precision fp32|fp64]
+//                       [--backend cpu|cuda] [--json F]
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -30,6 +33,7 @@ struct Args {
   std::vector<int> ranks{1, 8, 16, 64, 256};
   std::string dir = "bench-lowrank";
   Precision precision = Precision::F32;
+  std::string backend = "cpu";
   std::string json;
 };
 
@@ -45,6 +49,8 @@ Args parse(int argc, char** argv) {
       a.dir = v;
     } else if (k == "--precision") {
       a.precision = v == "fp64" ? Precision::F64 : Precision::F32;
+    } else if (k == "--backend") {
+      a.backend = v;
     } else if (k == "--json") {
       a.json = v;
     }
@@ -124,7 +130,7 @@ Run run(const Args& a, const std::vector<std::string>& tuned, bool lowrank, cons
   o.base = (fs::path(a.dir) / "base").string();
   o.tuned = tuned;
   o.out_dir = out.string();
-  o.backend = "cpu";
+  o.backend = a.backend;
   o.precision = a.precision;
   o.cache_dir = (fs::path(a.dir) / "cache").string();
   o.lowrank = lowrank;

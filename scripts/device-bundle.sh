@@ -11,7 +11,7 @@ stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 mkdir -p "$stage/bin" "$stage/lib" .device
 cp "$build/indim" "$build/tests/indim_tests" "$build/tests/indim_gpu_tests" \
-  "$build/bench/indim_bench_syev" "$stage/bin/"
+  "$build/bench/indim_bench_syev" "$build/bench/indim_bench_lowrank" "$stage/bin/"
 for bin in "$stage"/bin/*; do
   ldd "$bin" | awk '/=>/ {print $3}' | while read -r lib; do
     case "$lib" in

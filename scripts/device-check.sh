@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The GPU check, run on a GPU machine from the repository root with .device/ carried from
 # scripts/device-bundle.sh. Most informative steps first, 420 s in all: the GPU tests,
-# CPU-versus-GPU agreement of `indim analyze`, the default algorithm on Llama-7B and -70B
-# shapes, then the other algorithms, the torch peer, streams, the scaling curve and the
-# batched eigensolver tried against Xsyevd.
+# CPU-versus-GPU agreement of `indim analyze`, the LoRA low-rank route's layer, the default
+# algorithm on Llama-7B and -70B shapes, then the other algorithms, the torch peer, streams,
+# the scaling curve and the batched eigensolver tried against Xsyevd.
 #
 # Only a few files come back from $OUT: summary.txt (printed last), logs.tar.gz (every log,
 # XML and JSON) and env.txt. Exits 0 only when every step passed; 2 when the machine or the
@@ -28,7 +28,7 @@ finish() {  # the archive and the summary into $OUT; the summary printed last
   {
     echo "indim device check, commit $(cat .device/commit 2>/dev/null || echo '?')" \
       "$([ "$rehearsal" = 1 ] && echo '(REHEARSAL: CPU stand-ins, no GPU figure)')"
-    for f in agree bench-7b-gram64 bench-70b-gram64 bench-7b-others peers-7b streams scaling \
+    for f in agree lowrank-layer bench-7b-gram64 bench-70b-gram64 bench-7b-others peers-7b streams scaling \
       syev-batched; do
       [ -s "$logs/$f.log" ] && { echo; echo "== $f"; tail -n 40 "$logs/$f.log"; }
     done
@@ -74,7 +74,7 @@ libpath="$root/lib$(printf ':%s\n' "${cuda_dirs[@]}" | awk 'length > 1 && !seen[
 # Wrappers: only indim's own binaries see the bundle's libraries (never the Python peers).
 wbin="$work/bin"
 mkdir -p "$wbin"
-for b in indim indim_tests indim_gpu_tests indim_bench_syev; do
+for b in indim indim_tests indim_gpu_tests indim_bench_syev indim_bench_lowrank; do
   printf '#!/bin/sh\nLD_LIBRARY_PATH="%s" exec "%s" "$@"\n' "$libpath" "$root/bin/$b" > "$wbin/$b"
   chmod +x "$wbin/$b"
 done
@@ -128,6 +128,7 @@ if [ "$rehearsal" = 1 ]; then
   shapes_scaling=256x256,688x256,512x512
   layer_7b=(--hidden 512 --intermediate 1376 --kv-dim 512)
   others=cpu:gesdd
+  lowrank_ranks=16
 else
   dev=cuda
   demo_size=(--hidden 512 --intermediate 1376 --kv-dim 256 --layers 4)
@@ -136,6 +137,7 @@ else
   shapes_scaling=1024x1024,2752x1024,2048x2048,5504x2048,4096x4096,11008x4096,8192x8192,22016x8192,16384x16384
   layer_7b=(--hidden 4096 --intermediate 11008 --kv-dim 4096)
   others=cuda:gesvd,cuda:gesvdp,cuda:gesvdj,cpu:gram64
+  lowrank_ranks=16,64
 fi
 export wbin work py dev
 
@@ -157,6 +159,10 @@ agree() {  # CPU and $dev reports on the same checkpoints, base decomposed anew 
 }
 export -f agree
 step agree 90 bash -c agree
+# Issue 12's layer on this node: a LoRA adapter (r = 16, and 64 on a GPU) by the low-rank route against the
+# same adapter merged and decomposed in full, both with the base cached.
+step lowrank-layer 60 "$wbin/indim_bench_lowrank" --ranks "$lowrank_ranks" --backend "$dev" \
+  --dir "$work/lowrank" --json "$logs/lowrank-layer.json"
 step bench-7b-gram64 60 "$wbin/indim" bench --shapes "$shapes_7b" --runs "$dev:gram64" \
   --reference cpu --json "$logs/bench-7b-gram64.json"
 step bench-70b-gram64 60 "$wbin/indim" bench --shapes "$shapes_70b" --runs "$dev:gram64" \

@@ -245,6 +245,9 @@ TEST(CudaPipeline, SameCountsAsCpuOnTheDemo) {
       for (size_t i = 0; i < cpu.records.size(); ++i) {
         const auto &c = cpu.records[i], &g = gpu.records[i];
         ASSERT_EQ(c.name, g.name);
+        // The adapter's matrices take the low-rank route on either backend, or on neither.
+        EXPECT_EQ(g.route.rfind("lowrank/", 0) == 0, c.route.rfind("lowrank/", 0) == 0)
+            << c.name << ": cpu " << c.route << ", cuda " << g.route;
         bool near_edge = false;
         for (int j = 0; j < c.k; ++j) {
           EXPECT_NEAR(g.maxcos[j], c.maxcos[j], tol)
@@ -382,6 +385,55 @@ TEST(CudaGram64, TopKByIterationMatchesTheCpu) {
       for (int64_t i = 0; i < in; ++i) right += g.right.at(i, j) * c.right.at(i, j);
       EXPECT_NEAR(std::fabs(left), 1.0, 1e-10) << out << "x" << in << " " << j;
       EXPECT_NEAR(std::fabs(right), 1.0, 1e-10) << out << "x" << in << " " << j;
+    }
+  }
+}
+
+TEST(CudaLowRank, RouteOnTheCudaBackendMatchesTheCpuFullRoute) {
+  REQUIRE_GPU();
+  // A LoRA of rank 16 on a decaying base, tall and wide, both sides: the low-rank route as the
+  // CUDA backend runs it, from the CUDA backend's own base decomposition, against the CPU's
+  // fp64 full route on the merged matrix.
+  for (const auto [out, in] : {std::pair<int64_t, int64_t>{480, 300}, {300, 480}}) {
+    std::mt19937_64 rng(out * 5 + in);
+    const Dense<double> w0 = random_weight(out, in, 1.0, rng);
+    LowRankUpdate up;
+    up.a = compose_svd(random_orthonormal(16, 16, rng), std::vector<double>(16, 1.0),
+                       random_orthonormal(in, 16, rng));
+    std::vector<double> strength(16);
+    for (size_t j = 0; j < strength.size(); ++j) strength[j] = 0.3 * std::pow(0.8, double(j));
+    up.b = compose_svd(random_orthonormal(out, 16, rng), strength, random_orthonormal(16, 16, rng));
+    up.scale = 2.0;
+    Dense<double> w = w0;
+    apply_update(w, up, "merged");
+    auto cpu = make_cpu_backend(Precision::F64, "gesdd");
+    for (Precision prec : {Precision::F32, Precision::F64}) {
+      auto gpu = make_cuda_backend(prec, "gram64", 0);
+      const Decomposition base = run(*gpu, w0, Side::Both, 0);
+      const std::vector<double> w0_bytes = w0.data;
+      LowRankProblem pr;
+      pr.base_bytes = w0_bytes.data();
+      pr.dtype = DType::F64;
+      pr.rows = out, pr.cols = in;
+      pr.update = &up;
+      pr.base = &base;
+      pr.side = Side::Both;
+      pr.keep = 10;
+      pr.base_label = "base", pr.label = "adapter";
+      std::string why;
+      const std::optional<Decomposition> low = gpu->decompose_lowrank(pr, &why);
+      ASSERT_TRUE(low.has_value()) << why;
+      EXPECT_EQ(low->route.rfind("lowrank/", 0), 0u) << low->route;
+      const Decomposition ref = run(*cpu, w, Side::Both, 0);
+      const double tol = prec == Precision::F32 ? 1e-5 : 1e-9;
+      for (int64_t j = 0; j < 10; ++j) {
+        EXPECT_NEAR(low->sigma[j], ref.sigma[j], tol * ref.sigma[0]) << j;
+        double left = 0, right = 0;
+        for (int64_t i = 0; i < out; ++i) left += low->left.at(i, j) * ref.left.at(i, j);
+        for (int64_t i = 0; i < in; ++i) right += low->right.at(i, j) * ref.right.at(i, j);
+        EXPECT_NEAR(std::fabs(left), 1.0, tol) << out << "x" << in << " " << j;
+        EXPECT_NEAR(std::fabs(right), 1.0, tol) << out << "x" << in << " " << j;
+      }
     }
   }
 }
