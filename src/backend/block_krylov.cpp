@@ -14,6 +14,20 @@ namespace {
 
 constexpr double kDrop = 1e-10;
 
+// A column that keeps less than this of its norm when the block's earlier columns are taken
+// out of it is projected against v again: the block passes leave rounding of eps |x_j| along
+// v, which the cancellation would raise to eps / kRecheck relative to what remains.
+constexpr double kRecheck = 1e-2;
+
+// xj less its components along the first `cols` columns of q (orthonormal, column-major
+// [n, cols]), once.
+void project_out(const double* q, int64_t n, int64_t cols, double* xj, std::vector<double>& c) {
+  if (cols == 0) return;
+  c.resize(static_cast<size_t>(cols));
+  cblas_dgemv(CblasColMajor, CblasTrans, n, cols, 1.0, q, n, xj, 1, 0.0, c.data(), 1);
+  cblas_dgemv(CblasColMajor, CblasNoTrans, n, cols, -1.0, q, n, c.data(), 1, 1.0, xj, 1);
+}
+
 }  // namespace
 
 int64_t orthonormalise(const double* v, int64_t n, int64_t nv, double* x, int64_t cols) {
@@ -29,14 +43,17 @@ int64_t orthonormalise(const double* v, int64_t n, int64_t nv, double* x, int64_
     }
   }
   int64_t kept = 0;
-  std::vector<double> c(static_cast<size_t>(cols));
+  std::vector<double> c;
   for (int64_t j = 0; j < cols; ++j) {
     double* xj = x + j * n;
-    for (int pass = 0; pass < 2 && kept > 0; ++pass) {
-      cblas_dgemv(CblasColMajor, CblasTrans, n, kept, 1.0, x, n, xj, 1, 0.0, c.data(), 1);
-      cblas_dgemv(CblasColMajor, CblasNoTrans, n, kept, -1.0, x, n, c.data(), 1, 1.0, xj, 1);
+    double entry = cblas_dnrm2(n, xj, 1), norm = entry;
+    for (int round = 0; round < 3; ++round) {
+      if (round > 0) project_out(v, n, nv, xj, c);
+      for (int pass = 0; pass < 2; ++pass) project_out(x, n, kept, xj, c);
+      norm = cblas_dnrm2(n, xj, 1);
+      if (nv == 0 || !(norm < kRecheck * entry)) break;
+      entry = norm;
     }
-    const double norm = cblas_dnrm2(n, xj, 1);
     if (!(norm > kDrop * before[j])) continue;
     cblas_dscal(n, 1.0 / norm, xj, 1);
     if (j != kept) std::copy(xj, xj + n, x + kept * n);

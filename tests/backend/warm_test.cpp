@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <random>
 
+#include "backend/block_krylov.hpp"
 #include "backend/warm_krylov.hpp"
 #include "indim/analyze.hpp"
 #include "indim/demo.hpp"
@@ -143,6 +144,68 @@ TEST(WarmRoute, GivingUpAndMissingVectorsSayWhy) {
   o.side = Side::Right;  // the base was decomposed for its left vectors only
   EXPECT_FALSE(detail::warm_top(w, base, o, &why));
   EXPECT_EQ(why, "the base's decomposition lacks its right vectors");
+}
+
+// The block the iteration adds after its start: images of vectors that are nearly invariant
+// (a base's fp32 vectors under a small change) are, once the basis is taken out, left with a
+// little of their norm in a few shared directions and far less in their own. The cancellation
+// among them must not leave the kept columns leaning on the basis (it did at 1e-9, which
+// stalled the warm start at such residuals).
+TEST(BlockKrylov, NearlyDependentBlockStaysOrthogonalToTheBasis) {
+  std::mt19937_64 rng(12);
+  const int64_t n = 600, nv = 40, cols = 30;
+  const Dense<double> q = random_orthonormal(n, nv + 3 + cols, rng);  // row-major
+  std::vector<double> v(static_cast<size_t>(n * nv)), x(static_cast<size_t>(n * cols));
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 0; j < nv; ++j) v[i + j * n] = q.at(i, j);
+  // x_j: v_j, plus 1e-2 of three directions outside the basis mixed alike, plus 1e-9 of a
+  // direction of its own.
+  std::normal_distribution<double> g(0.0, 1.0);
+  for (int64_t j = 0; j < cols; ++j) {
+    const double c0 = g(rng), c1 = g(rng), c2 = g(rng);
+    for (int64_t i = 0; i < n; ++i)
+      x[i + j * n] = q.at(i, j) +
+                     1e-2 * (c0 * q.at(i, nv) + c1 * q.at(i, nv + 1) + c2 * q.at(i, nv + 2)) +
+                     1e-9 * q.at(i, nv + 3 + j);
+  }
+  const int64_t kept = detail::orthonormalise(v.data(), n, nv, x.data(), cols);
+  ASSERT_EQ(kept, cols);
+  double against_v = 0, among = 0;
+  for (int64_t a = 0; a < kept; ++a) {
+    for (int64_t b = 0; b < nv; ++b) {
+      double d = 0;
+      for (int64_t i = 0; i < n; ++i) d += x[i + a * n] * v[i + b * n];
+      against_v = std::max(against_v, std::fabs(d));
+    }
+    for (int64_t b = 0; b < kept; ++b) {
+      double d = 0;
+      for (int64_t i = 0; i < n; ++i) d += x[i + a * n] * x[i + b * n];
+      among = std::max(among, std::fabs(d - (a == b ? 1.0 : 0.0)));
+    }
+  }
+  EXPECT_LT(against_v, 1e-13);
+  EXPECT_LT(among, 1e-13);
+}
+
+// The case that found it: a base decomposed in fp32 (as an fp32 run caches it) and a fine-tune
+// that changes it by one strong rank-1 direction only; the warm start must converge.
+TEST(WarmRoute, ConvergesFromFp32BaseVectorsUnderASmallChange) {
+  std::mt19937_64 rng(13);
+  const Dense<double> w0 = random_weight(640, 512, 1.0, rng);
+  auto f32 = make_cpu_backend(Precision::F32, "gram64");
+  const Decomposition base = f32->decompose(test::cast<float>(w0), Side::Left, 0, "base");
+  Dense<double> w = w0;
+  const Dense<double> a = test::gaussian(w.rows, 1, 1.0 / std::sqrt(double(w.rows)), rng);
+  const Dense<double> b = test::gaussian(1, w.cols, 1.0 / std::sqrt(double(w.cols)), rng);
+  for (int64_t r = 0; r < w.rows; ++r)
+    for (int64_t c = 0; c < w.cols; ++c) w.at(r, c) += 0.5 * a.data[r] * b.data[c];
+  std::string why;
+  const std::optional<Decomposition> d =
+      f32->decompose_warm([&] { return w; }, w.rows, w.cols, base, Side::Left, 10, "tuned", &why);
+  ASSERT_TRUE(d.has_value()) << why;
+  auto gram = make_cpu_backend(Precision::F64, "gram64");
+  const Decomposition ref = gram->decompose(Dense<double>(w), Side::Left, 10, "ref");
+  for (int64_t j = 0; j < 10; ++j) EXPECT_NEAR(d->sigma[j], ref.sigma[j], 1e-9 * ref.sigma[0]);
 }
 
 // As a user meets it: a bf16 base and an fp32 full fine-tune; the default route is the warm
