@@ -195,6 +195,9 @@ class Backend {
                                                       const Decomposition& base, Side side,
                                                       int64_t keep, const std::string& label,
                                                       std::string* why);
+  /// @brief Whether decompose_warm would try its iteration on a [rows, cols] matrix keeping
+  /// `keep` (the full route's cost, which the low-rank route's automatic choice weighs).
+  virtual bool warm_applies(int64_t rows, int64_t cols, int64_t keep) const;
   /// @brief Announces the stored inputs of the plan entries this backend will be given, in
   /// order of use (each entry: the byte ranges later passed to decompose_stored or
   /// decompose_merged). A backend may copy them ahead of use: the CUDA backend stages them on

@@ -98,6 +98,8 @@ std::optional<Decomposition> Backend::decompose_warm(const std::function<Dense<d
   return std::nullopt;
 }
 
+bool Backend::warm_applies(int64_t, int64_t, int64_t) const { return false; }
+
 Decomposition Backend::decompose_stored(const void* bytes, DType dtype, int64_t rows, int64_t cols,
                                         bool transposed, Side side, int64_t keep,
                                         const std::string& label) {

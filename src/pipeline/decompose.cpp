@@ -108,25 +108,32 @@ Decomposition decompose_side(Backend& b, const WorkUnit& u, bool tuned, Side sid
   return d;
 }
 
-int64_t lowrank_max_rank(int64_t rows, int64_t cols) {
-  // Measured on the CPU at min(out, in) = 2048: the route's time grows by about 3.6 ms per
-  // unit of r from 0.15 s, the full route's is 0.57 s, so they cross near r = 115; a twentieth
-  // of min(out, in) keeps the automatic choice on the winning side.
-  return std::max<int64_t>(1, std::min(rows, cols) / 20);
+int64_t lowrank_max_rank(int64_t rows, int64_t cols, bool warm_full) {
+  // Against the Gram (measured on the CPU at min(out, in) = 2048): the route's time grows by
+  // about 3.6 ms per unit of r from 0.15 s, the Gram route's is 0.57 s, so they cross near
+  // r = 115; a twentieth of min(out, in) keeps the choice on the winning side. Against the
+  // warm start, whose cost goes with out x in while the route's iteration grows with r^2 at
+  // order min(out, in): crossings near r = 30 at 2048 x 2048 and r = 75 at 5504 x 2048 and
+  // 2048 x 5504, i.e. near max(out, in) / 72.
+  const int64_t most = warm_full ? std::max(rows, cols) / 72 : std::min(rows, cols) / 20;
+  return std::max<int64_t>(1, most);
 }
 
 namespace {
 
 // Why a LoRA unit cannot take the low-rank route before trying it; empty when it may.
-std::string lowrank_precheck(const WorkUnit& u, const AnalyzeOptions& o) {
+std::string lowrank_precheck(const Backend& b, const WorkUnit& u, int64_t keep,
+                             const AnalyzeOptions& o) {
   if (!o.lowrank) return "--no-lowrank";
   if (!u.part.label.empty()) return "a part of a fused matrix";
   if (u.tuned.kind != SideRead::Kind::Merged) return "the base is not read whole";
   const int64_t r = static_cast<int64_t>(u.pair.lora->a.info->shape[0]);
-  const int64_t most = lowrank_max_rank(u.rows, u.cols);
+  const bool warm = o.algo == "auto" && b.warm_applies(u.rows, u.cols, keep);
+  const int64_t most = lowrank_max_rank(u.rows, u.cols, warm);
   if (r > most)
     return "r = " + std::to_string(r) + " is past the break-even " + std::to_string(most) +
-           " for " + std::to_string(u.rows) + " x " + std::to_string(u.cols);
+           " for " + std::to_string(u.rows) + " x " + std::to_string(u.cols) +
+           (warm ? " against the warm start" : "");
   return {};
 }
 
@@ -156,7 +163,7 @@ Decomposition decompose_tuned(Backend& b, const WorkUnit& u, const Decomposition
                               int64_t keep, const AnalyzeOptions& o) {
   const MatchedPair& p = u.pair;
   if (p.lora == nullptr) return full_route(b, u, base, side, keep, o);
-  std::string why = lowrank_precheck(u, o);
+  std::string why = lowrank_precheck(b, u, keep, o);
   if (why.empty()) {
     const LowRankUpdate update = lora_update(p);
     LowRankProblem pr;

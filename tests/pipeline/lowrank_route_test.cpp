@@ -214,3 +214,38 @@ TEST(LowRankPipeline, RouteInEveryOutput) {
   EXPECT_NE(json.find("\"route\": \"lowrank/krylov, "), std::string::npos);
   EXPECT_NE(json.find("\"lowrank\": true"), std::string::npos);
 }
+
+// Where the CPU's full route is the warm-started iteration (min(out, in) >= 512, --algo auto),
+// the break-even is max(out, in) / 72 (7 at 512 x 512), not min(out, in) / 20 (25): r = 8
+// takes the full route there and says against what, and under --algo gram64 the low-rank one.
+TEST(LowRankPipeline, BreakEvenFollowsTheFullRouteItIsWeighedAgainst) {
+  test::TempDir tmp;
+  const fs::path dir(tmp.str());
+  std::mt19937_64 rng(31);
+  const std::string name = "model.layers.0.self_attn.q_proj";
+  fs::create_directories(dir / "base");
+  write_safetensors((dir / "base" / "model.safetensors").string(),
+                    {tensor(name + ".weight", random_weight(512, 512, 1.0, rng), DType::BF16)});
+  const fs::path ad = dir / "r8";
+  fs::create_directories(ad);
+  const std::string p = "base_model.model." + name;
+  write_safetensors(
+      (ad / "adapter_model.safetensors").string(),
+      {tensor(p + ".lora_A.weight", test::gaussian(8, 512, 1.0 / 23, rng), DType::F32),
+       tensor(p + ".lora_B.weight", test::gaussian(512, 8, 0.3 / 23, rng), DType::F32)});
+  test::write_text((ad / "adapter_config.json").string(),
+                   R"({"peft_type":"LORA","r":8,"lora_alpha":16})");
+  AnalyzeOptions o = options(dir, {ad.string()}, "auto", Precision::F64, true);
+  const AnalyzeResult warm = analyze_only(o);
+  ASSERT_EQ(warm.records.size(), 1u);
+  EXPECT_EQ(warm.records[0].route.rfind("warm/krylov, ", 0), 0u) << warm.records[0].route;
+  EXPECT_NE(warm.records[0].route.find("(full route: r = 8 is past the break-even 7 for 512 x "
+                                       "512 against the warm start)"),
+            std::string::npos)
+      << warm.records[0].route;
+  o.algo = "gram64";
+  o.out_dir = (dir / "gram").string();
+  const AnalyzeResult gram = analyze_only(o);
+  EXPECT_EQ(gram.records[0].route.rfind("lowrank/", 0), 0u) << gram.records[0].route;
+  expect_agree(gram, warm, 1e-6);
+}

@@ -295,8 +295,7 @@ class CpuBackend final : public Backend {
                                               int64_t rows, int64_t cols, const Decomposition& base,
                                               Side side, int64_t keep, const std::string& label,
                                               std::string* why) override {
-    // Only in place of the Gram route, and where its own subspace sweeps would apply.
-    if (algo_ != "gram64" || !detail::warm_applies(rows, cols, keep)) return std::nullopt;
+    if (!warm_applies(rows, cols, keep)) return std::nullopt;
     detail::WarmOptions o;
     o.side = side, o.keep = keep, o.precision = precision_;
     o.between_steps = [this, &label] { check_stop(label); };
@@ -304,6 +303,10 @@ class CpuBackend final : public Backend {
     std::optional<Decomposition> d = detail::warm_top(load(), base, o, &reason);
     if (!d && why != nullptr) *why = reason;
     return d;
+  }
+  // Only in place of the Gram route, and where its own subspace sweeps would apply.
+  bool warm_applies(int64_t rows, int64_t cols, int64_t keep) const override {
+    return algo_ == "gram64" && detail::warm_applies(rows, cols, keep);
   }
   Similarity compare(const Vectors& tuned, const Vectors& base, int64_t k,
                      int64_t head_cols) override {
