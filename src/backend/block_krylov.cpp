@@ -160,7 +160,7 @@ KrylovResult block_krylov_top(int64_t n, const BlockApply& apply, std::vector<do
     res.residual = top > 0 ? worst / top : 0.0;
     res.vectors.assign(y.begin(), y.begin() + n * keep);
     const bool done = worst <= o.tol * top || res.products >= o.max_products;
-    int64_t next = b.nv - last;
+    int64_t next = o.residual_block > 0 ? std::min(o.residual_block, b.nv) : b.nv - last;
     if (done || b.nv + next > b.max) {  // the values shown, and the vectors of a restart
       if (!ritz_top(b.h, b.max, b.nv, count, theta, s)) return res;
       res.theta.assign(theta.begin(), theta.begin() + std::min(count, std::max(o.keep, o.shown)));
@@ -170,7 +170,9 @@ KrylovResult block_krylov_top(int64_t n, const BlockApply& apply, std::vector<do
       return res;
     }
     if (res.products >= o.max_products) return res;
-    // The next block: T applied to the last one, less what the basis holds.
+    // The next block, less what the basis holds: T applied to the last one, or the residuals
+    // of the leading Ritz pairs (o.residual_block).
+    bool from_image = true;
     if (b.nv + next > b.max) {  // restart from the leading Ritz vectors
       const int64_t r = std::min(count, b.max / 2);
       ritz_vectors(r);
@@ -179,9 +181,16 @@ KrylovResult block_krylov_top(int64_t n, const BlockApply& apply, std::vector<do
       std::fill(b.h.begin(), b.h.end(), 0.0);
       for (int64_t j = 0; j < r; ++j) b.h[j + j * b.max] = theta[j];
       b.nv = r, last = 0, next = r;
+    } else if (o.residual_block > 0) {
+      if (next > keep && !ritz_top(b.h, b.max, b.nv, next, theta, s)) return res;
+      ritz_vectors(next);
+      x = ty;
+      for (int64_t j = 0; j < next; ++j)
+        cblas_daxpy(static_cast<int>(n), -theta[j], y.data() + j * n, 1, x.data() + j * n, 1);
+      from_image = false;
     }
     next = std::min(next, b.max - b.nv);
-    x.assign(b.tv.begin() + last * n, b.tv.begin() + (last + next) * n);
+    if (from_image) x.assign(b.tv.begin() + last * n, b.tv.begin() + (last + next) * n);
     const int64_t kept = orthonormalise(b.v.data(), n, b.nv, x.data(), next);
     if (kept == 0) return res;  // nothing new, yet not converged: rounding has won
     std::copy(x.begin(), x.begin() + n * kept, b.col(b.nv));

@@ -16,13 +16,16 @@ namespace indim::detail {
 using BlockApply = std::function<void(const double* x, int64_t cols, double* y)>;
 
 struct KrylovOptions {
-  int64_t keep = 10;               ///< eigenpairs whose residuals are checked
-  int64_t shown = 50;              ///< leading Ritz values returned (at most the basis size)
-  int64_t restart = 66;            ///< Ritz vectors kept at a restart (at least max(keep, shown))
-  int64_t max_basis = 0;           ///< basis size that triggers a restart (at most n)
-  int64_t max_products = 0;        ///< operator columns applied before giving up
-  double tol = 1e-12;              ///< done when every ||T v_j - theta_j v_j|| <= tol theta_1
-  bool start_orthonormal = false;  ///< the start block's columns are orthonormal already
+  int64_t keep = 10;         ///< eigenpairs whose residuals are checked
+  int64_t shown = 50;        ///< leading Ritz values returned (at most the basis size)
+  int64_t restart = 66;      ///< Ritz vectors kept at a restart (at least max(keep, shown))
+  int64_t max_basis = 0;     ///< basis size that triggers a restart (at most n)
+  int64_t max_products = 0;  ///< operator columns applied before giving up
+  double tol = 1e-12;        ///< done when every ||T v_j - theta_j v_j|| <= tol theta_1
+  /// 0: each step adds T applied to the last block. n > 0: each step adds the residuals of the
+  /// leading n Ritz pairs instead, so the basis grows by n a step whatever the start's width.
+  int64_t residual_block = 0;
+  bool start_orthonormal = false;       ///< the start block's columns are orthonormal already
   std::function<void()> between_steps;  ///< called before each step (cancellation)
 };
 

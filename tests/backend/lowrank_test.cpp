@@ -198,6 +198,12 @@ TEST(LowRankRouteMore, IterationAndDenseBothRun) {
   EXPECT_EQ(small.route.rfind("lowrank/krylov, ", 0), 0u) << small.route;
   const Routes big = both_routes(*b, w0, lora(400, 400, 64, rng), Side::Left, 10);
   EXPECT_EQ(big.route, "lowrank/dense") << big.route;
+  // r = 20 at order 600: q = 40 is wider than the start's 26 base coordinates, so the basis
+  // grows by the residuals of the leading Ritz pairs rather than by T's image of its last block.
+  const Dense<double> w1 = base_matrix(600, 600, Spectrum::Decay, rng);
+  const Routes wide = both_routes(*b, w1, lora(600, 600, 20, rng), Side::Left, 10);
+  EXPECT_EQ(wide.route.rfind("lowrank/krylov, ", 0), 0u) << wide.route;
+  expect_same(wide.full, wide.low, 1e-6);
 }
 
 TEST(LowRankRouteMore, Fp32AgreesWithFullRouteFp64) {
