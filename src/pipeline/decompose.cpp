@@ -112,10 +112,9 @@ int64_t lowrank_max_rank(int64_t rows, int64_t cols, bool warm_full) {
   // Against the Gram (measured on the CPU at min(out, in) = 2048): the route's time grows by
   // about 3.6 ms per unit of r from 0.15 s, the Gram route's is 0.57 s, so they cross near
   // r = 115; a twentieth of min(out, in) keeps the choice on the winning side. Against the
-  // warm start, whose cost goes with out x in while the route's iteration grows with r^2 at
-  // order min(out, in): crossings near r = 30 at 2048 x 2048 and r = 75 at 5504 x 2048 and
-  // 2048 x 5504, i.e. near max(out, in) / 72.
-  const int64_t most = warm_full ? std::max(rows, cols) / 72 : std::min(rows, cols) / 20;
+  // warm start (same machine, bench/RESULTS.md): crossings near r = 70 at 2048 x 2048 and
+  // 5504 x 2048, past 96 at 2048 x 5504; a thirtieth of min(out, in).
+  const int64_t most = std::min(rows, cols) / (warm_full ? 30 : 20);
   return std::max<int64_t>(1, most);
 }
 

@@ -216,7 +216,7 @@ TEST(LowRankPipeline, RouteInEveryOutput) {
 }
 
 // Where the CPU's full route is the warm-started iteration (min(out, in) >= 512, --algo auto),
-// the break-even is max(out, in) / 72 (7 at 512 x 512), not min(out, in) / 20 (25): r = 8
+// the break-even is min(out, in) / 30 (17 at 512 x 512), not min(out, in) / 20 (25): r = 20
 // takes the full route there and says against what, and under --algo gram64 the low-rank one.
 TEST(LowRankPipeline, BreakEvenFollowsTheFullRouteItIsWeighedAgainst) {
   test::TempDir tmp;
@@ -226,20 +226,20 @@ TEST(LowRankPipeline, BreakEvenFollowsTheFullRouteItIsWeighedAgainst) {
   fs::create_directories(dir / "base");
   write_safetensors((dir / "base" / "model.safetensors").string(),
                     {tensor(name + ".weight", random_weight(512, 512, 1.0, rng), DType::BF16)});
-  const fs::path ad = dir / "r8";
+  const fs::path ad = dir / "r20";
   fs::create_directories(ad);
   const std::string p = "base_model.model." + name;
   write_safetensors(
       (ad / "adapter_model.safetensors").string(),
-      {tensor(p + ".lora_A.weight", test::gaussian(8, 512, 1.0 / 23, rng), DType::F32),
-       tensor(p + ".lora_B.weight", test::gaussian(512, 8, 0.3 / 23, rng), DType::F32)});
+      {tensor(p + ".lora_A.weight", test::gaussian(20, 512, 1.0 / 23, rng), DType::F32),
+       tensor(p + ".lora_B.weight", test::gaussian(512, 20, 0.3 / 23, rng), DType::F32)});
   test::write_text((ad / "adapter_config.json").string(),
-                   R"({"peft_type":"LORA","r":8,"lora_alpha":16})");
+                   R"({"peft_type":"LORA","r":20,"lora_alpha":40})");
   AnalyzeOptions o = options(dir, {ad.string()}, "auto", Precision::F64, true);
   const AnalyzeResult warm = analyze_only(o);
   ASSERT_EQ(warm.records.size(), 1u);
   EXPECT_EQ(warm.records[0].route.rfind("warm/krylov, ", 0), 0u) << warm.records[0].route;
-  EXPECT_NE(warm.records[0].route.find("(full route: r = 8 is past the break-even 7 for 512 x "
+  EXPECT_NE(warm.records[0].route.find("(full route: r = 20 is past the break-even 17 for 512 x "
                                        "512 against the warm start)"),
             std::string::npos)
       << warm.records[0].route;
