@@ -48,6 +48,18 @@ double column_dot(const Vectors& x, const Vectors& y, int64_t j) {
   return d;
 }
 
+// fp64 vectors rounded to precision p.
+Vectors in_precision(const Vectors& v, Precision p) {
+  Vectors out = Vectors::zeros(p, v.dim, v.count);
+  std::visit(
+      [&](auto& x) {
+        using T = typename std::decay_t<decltype(x)>::value_type;
+        for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<T>(v.values<double>()[i]);
+      },
+      out.data);
+  return out;
+}
+
 struct Case {
   int64_t out, in;
 };
@@ -81,22 +93,7 @@ TEST_P(WarmRoute, AgreesWithTheGramRouteOnBothSides) {
       const Vectors& r = d->right;
       ASSERT_EQ(l.precision(), p);
       // The reference is fp64; compare each against it in its own precision's terms.
-      Vectors refl = Vectors::zeros(p, ref.left.dim, ref.left.count);
-      Vectors refr = Vectors::zeros(p, ref.right.dim, ref.right.count);
-      std::visit(
-          [&](auto& x) {
-            using T = typename std::decay_t<decltype(x)>::value_type;
-            for (size_t i = 0; i < x.size(); ++i)
-              x[i] = static_cast<T>(ref.left.values<double>()[i]);
-          },
-          refl.data);
-      std::visit(
-          [&](auto& x) {
-            using T = typename std::decay_t<decltype(x)>::value_type;
-            for (size_t i = 0; i < x.size(); ++i)
-              x[i] = static_cast<T>(ref.right.values<double>()[i]);
-          },
-          refr.data);
+      const Vectors refl = in_precision(ref.left, p), refr = in_precision(ref.right, p);
       const double dl =
           p == Precision::F64 ? column_dot<double>(l, refl, j) : column_dot<float>(l, refl, j);
       const double dr =
