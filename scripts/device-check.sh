@@ -28,8 +28,8 @@ finish() {  # the archive and the summary into $OUT; the summary printed last
   {
     echo "indim device check, commit $(cat .device/commit 2>/dev/null || echo '?')" \
       "$([ "$rehearsal" = 1 ] && echo '(REHEARSAL: CPU stand-ins, no GPU figure)')"
-    for f in agree lowrank-layer bench-7b-gram64 bench-70b-gram64 bench-7b-others peers-7b streams scaling \
-      syev-batched; do
+    for f in agree lowrank-layer bench-7b-gram64 bench-70b-gram64 bench-7b-others peers-7b \
+      streams scaling syev-batched; do
       [ -s "$logs/$f.log" ] && { echo; echo "== $f"; tail -n 40 "$logs/$f.log"; }
     done
     echo
