@@ -6,9 +6,11 @@
 // per run, the speed-up, the per-shape seconds of one matrix, and the agreement (counts equal
 // at every eps, max |maxcos difference| over the top k).
 // --backend picks the backend of every run (cuda on a GPU node: the merged side then takes the
-// device's full route, the adapter the low-rank route as that backend runs it).
+// device's full route, the adapter the low-rank route as that backend runs it). --layers L
+// stacks L such layers (a model's steady state, where one layer's first-touch costs are paid
+// once); the table then also gives seconds per layer.
 //   indim_bench_lowrank [--ranks 1,8,16,64,256] [--dir D] [--precision fp32|fp64]
-//                       [--backend cpu|cuda] [--json F]
+//                       [--backend cpu|cuda] [--layers L] [--json F]
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -34,6 +36,7 @@ struct Args {
   std::string dir = "bench-lowrank";
   Precision precision = Precision::F32;
   std::string backend = "cpu";
+  int layers = 1;
   std::string json;
 };
 
@@ -51,6 +54,8 @@ Args parse(int argc, char** argv) {
       a.precision = v == "fp64" ? Precision::F64 : Precision::F32;
     } else if (k == "--backend") {
       a.backend = v;
+    } else if (k == "--layers") {
+      a.layers = std::max(1, std::stoi(v));
     } else if (k == "--json") {
       a.json = v;
     }
@@ -87,33 +92,37 @@ Dense<double> gaussian(int64_t rows, int64_t cols, double sd, std::mt19937_64& r
   return m;
 }
 
-void write_base(const fs::path& dir) {
+std::string layer_prefix(int i) { return "model.layers." + std::to_string(i) + "."; }
+
+void write_base(const fs::path& dir, int layers) {
   if (fs::exists(dir / "model.safetensors")) return;
   fs::create_directories(dir);
   std::vector<TensorData> t;
   std::mt19937_64 rng(7);
-  for (const Module& m : layer())
-    t.push_back(tensor("model.layers.0." + m.name + ".weight", random_weight(m.out, m.in, 1, rng),
-                       DType::BF16));
+  for (int i = 0; i < layers; ++i)
+    for (const Module& m : layer())
+      t.push_back(tensor(layer_prefix(i) + m.name + ".weight", random_weight(m.out, m.in, 1, rng),
+                         DType::BF16));
   write_safetensors((dir / "model.safetensors").string(), t);
 }
 
 // An adapter of rank r whose update is strong enough to bring in intruders: s ||B A|| about
 // the base's sigma_1 in its leading direction, decaying over the rank.
-void write_adapter(const fs::path& dir, int r) {
+void write_adapter(const fs::path& dir, int r, int layers) {
   if (fs::exists(dir / "adapter_model.safetensors")) return;
   fs::create_directories(dir);
   std::vector<TensorData> t;
   std::mt19937_64 rng(100 + static_cast<uint64_t>(r));
-  for (const Module& m : layer()) {
-    Dense<double> a = gaussian(r, m.in, 1.0 / std::sqrt(static_cast<double>(m.in)), rng);
-    Dense<double> b = gaussian(m.out, r, 1.0 / std::sqrt(static_cast<double>(m.out)), rng);
-    for (int64_t j = 0; j < r; ++j)
-      for (int64_t i = 0; i < m.out; ++i) b.at(i, j) *= 0.5 * std::pow(0.9, double(j));
-    const std::string p = "base_model.model.model.layers.0." + m.name;
-    t.push_back(tensor(p + ".lora_A.weight", a, DType::F32));
-    t.push_back(tensor(p + ".lora_B.weight", b, DType::F32));
-  }
+  for (int l = 0; l < layers; ++l)
+    for (const Module& m : layer()) {
+      Dense<double> a = gaussian(r, m.in, 1.0 / std::sqrt(static_cast<double>(m.in)), rng);
+      Dense<double> b = gaussian(m.out, r, 1.0 / std::sqrt(static_cast<double>(m.out)), rng);
+      for (int64_t j = 0; j < r; ++j)
+        for (int64_t i = 0; i < m.out; ++i) b.at(i, j) *= 0.5 * std::pow(0.9, double(j));
+      const std::string p = "base_model.model." + layer_prefix(l) + m.name;
+      t.push_back(tensor(p + ".lora_A.weight", a, DType::F32));
+      t.push_back(tensor(p + ".lora_B.weight", b, DType::F32));
+    }
   write_safetensors((dir / "adapter_model.safetensors").string(), t);
   std::ofstream(dir / "adapter_config.json")
       << R"({"peft_type":"LORA","r":)" << r << R"(,"lora_alpha":)" << r
@@ -125,9 +134,14 @@ struct Run {
   AnalyzeResult result;
 };
 
+// "" for one layer, "-l4" for four: a stack's files lie apart from the single layer's.
+std::string suffix(const Args& a) {
+  return a.layers > 1 ? "-l" + std::to_string(a.layers) : std::string();
+}
+
 Run run(const Args& a, const std::vector<std::string>& tuned, bool lowrank, const fs::path& out) {
   AnalyzeOptions o;
-  o.base = (fs::path(a.dir) / "base").string();
+  o.base = (fs::path(a.dir) / ("base" + suffix(a))).string();
   o.tuned = tuned;
   o.out_dir = out.string();
   o.backend = a.backend;
@@ -183,17 +197,20 @@ std::string shape_seconds(const AnalyzeResult& r) {
 int main(int argc, char** argv) {
   const Args a = parse(argc, argv);
   const fs::path dir(a.dir);
-  write_base(dir / "base");
+  write_base(dir / ("base" + suffix(a)), a.layers);
   std::vector<std::string> adapters;
   for (int r : a.ranks) {
-    adapters.push_back((dir / ("adapter-r" + std::to_string(r))).string());
-    write_adapter(adapters.back(), r);
+    adapters.push_back((dir / ("adapter-r" + std::to_string(r) + suffix(a))).string());
+    write_adapter(adapters.back(), r, a.layers);
   }
   run(a, {adapters.front()}, false, dir / "warm");  // fills the base cache
   nlohmann::json rows = nlohmann::json::array();
+  const char* unit = a.layers > 1 ? "s per layer" : "s";
+  const double per = 1.0 / a.layers;
   std::printf(
-      "| r | low-rank route (s) | merged, full route (s) | speed-up | one matrix, low-rank (s) "
-      "| one matrix, full (s) | counts equal | max maxcos diff | routes |\n");
+      "| r | low-rank route (%s) | merged, full route (%s) | speed-up | one matrix, low-rank (s) "
+      "| one matrix, full (s) | counts equal | max maxcos diff | routes |\n",
+      unit, unit);
   std::printf("| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
   double full_sum = 0;
   for (size_t i = 0; i < a.ranks.size(); ++i) {
@@ -202,7 +219,7 @@ int main(int argc, char** argv) {
     full_sum += full.seconds;
     const Agreement g = agree(low.result, full.result);
     std::printf("| %d | %.3f | %.3f | %.1fx | %s | %s | %s | %.1e | %s |\n", a.ranks[i],
-                low.seconds, full.seconds, full.seconds / low.seconds,
+                low.seconds * per, full.seconds * per, full.seconds / low.seconds,
                 shape_seconds(low.result).c_str(), shape_seconds(full.result).c_str(),
                 g.counts_equal ? "yes" : "no", g.max_diff, g.routes.c_str());
     std::fflush(stdout);
@@ -220,6 +237,7 @@ int main(int argc, char** argv) {
       adapters.size(), sweep.seconds, full_sum, adapters.size(), full_sum / sweep.seconds);
   if (!a.json.empty())
     std::ofstream(a.json) << nlohmann::json{
+        {"layers", a.layers},
         {"rows", rows},
         {"sweep_s", sweep.seconds},
         {"separate_full_s",
