@@ -139,7 +139,8 @@ void apply_update(Dense<T>& w, const LowRankUpdate& u, const std::string& label)
 class CancelToken;
 namespace detail {
 struct LowRankWorkspace;
-}
+class LowRankProducts;
+}  // namespace detail
 
 /// @brief A compute backend. Implementations may keep workspaces between calls.
 class Backend {
@@ -180,9 +181,15 @@ class Backend {
   /// give sigma and the vectors in O(m n r), certified by the residual on the real W (see
   /// LowRankProblem::tol). Returns nullopt with `why` saying why when the route does not apply
   /// (DoRA, a base decomposition that does not fit) or its certificate fails: the caller then
-  /// takes the full route. The default runs on the host in fp64.
+  /// takes the full route. Runs in fp64: the products with the base and its vectors where
+  /// lowrank_products places them, the rest on the host.
   virtual std::optional<Decomposition> decompose_lowrank(const LowRankProblem& problem,
                                                          std::string* why);
+  /// @brief The low-rank route's products with the base W0 (from `problem`'s stored bytes,
+  /// checked for non-finite values as decompose_stored checks them) and its vectors, the
+  /// route's O(m n r) work (backend/lowrank_products.hpp). The default: the host's BLAS; the
+  /// CUDA backend: cuBLAS on the device.
+  virtual std::unique_ptr<detail::LowRankProducts> lowrank_products(const LowRankProblem& problem);
   /// @brief The tuned side of the full route without the Gram: a block Krylov iteration on
   /// the implicit W W^T (or W^T W) started from `base`'s top vectors of that side, certified by
   /// its own residuals (1e-12 theta_1) on the real W. `load` gives W ([out, in] as analysed, in
@@ -219,7 +226,7 @@ class Backend {
 
  private:
   const CancelToken* cancel_ = nullptr;
-  /// The low-rank route's large buffers (W0, its transpose, U0 in fp64), kept between calls
+  /// The host's low-rank products' large buffers (W0 and U0 in fp64), kept between calls
   /// for the backend's life (one run): touched once per run instead of once per matrix.
   std::shared_ptr<detail::LowRankWorkspace> lowrank_workspace_;
 };

@@ -1,8 +1,9 @@
-// The exact low-rank route on the host (Backend::decompose_lowrank's default): the update and
-// the base oriented as analysed, each asked side solved in the coordinates of the base's
-// vectors (lowrank_operator.hpp), the vectors carried back to R^m and certified by their
-// residual on the real W = W0 + s B A. Everything in fp64; the vectors are returned in the
-// backend's precision.
+// The exact low-rank route (Backend::decompose_lowrank): the update and the base oriented as
+// analysed, each asked side solved in the coordinates of the base's vectors
+// (lowrank_operator.hpp), the vectors carried back to R^m and certified by their residual on
+// the real W = W0 + s B A. The products with W0 and U0 run where the backend places them
+// (lowrank_products.hpp), the rest on the host. Everything in fp64; the vectors are returned
+// in the backend's precision.
 #include <cblas.h>
 
 #include <algorithm>
@@ -12,15 +13,10 @@
 
 #include "backend/host_matrix.hpp"
 #include "backend/lowrank_operator.hpp"
+#include "backend/lowrank_products.hpp"
 #include "indim/backend.hpp"
 
 namespace indim {
-
-// The large buffers of one call, kept by the backend across calls: a fresh 32-90 MB buffer
-// costs more in page faults than the products that use it.
-struct detail::LowRankWorkspace {
-  std::vector<double> w0, w0t, u0;
-};
 
 namespace {
 
@@ -28,37 +24,6 @@ void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, double alpha, const
           int64_t lda, const double* b, int64_t ldb, double beta, double* c, int64_t ldc) {
   cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, m, n,
               k, alpha, a, lda, b, ldb, beta, c, ldc);
-}
-
-// `v` sized n for overwriting: a buffer too small is released first, so that growing it
-// neither copies contents about to be overwritten nor holds the old and the new storage at
-// once (on the bench layer, 2048 x 2048 then 5504 x 2048: 8% of the route's page faults were
-// that copy).
-void fit(std::vector<double>& v, size_t n) {
-  if (v.capacity() < n) std::vector<double>().swap(v);
-  v.resize(n);
-}
-
-// Lends a workspace buffer to a Dense for the length of a call.
-class Borrowed {
- public:
-  Borrowed(std::vector<double>& buffer, int64_t rows, int64_t cols) : buffer_(buffer) {
-    fit(buffer_, static_cast<size_t>(rows * cols));
-    m_.rows = rows, m_.cols = cols;
-    m_.data.swap(buffer_);
-  }
-  ~Borrowed() { m_.data.swap(buffer_); }
-  Borrowed(const Borrowed&) = delete;
-  Borrowed& operator=(const Borrowed&) = delete;
-  Dense<double>& get() { return m_; }
-
- private:
-  std::vector<double>& buffer_;
-  Dense<double> m_;
-};
-
-void copy_vectors(const Vectors& v, std::vector<double>& out) {
-  std::visit([&](const auto& x) { std::copy(x.begin(), x.end(), out.begin()); }, v.data);
 }
 
 std::string sci(double x) {
@@ -81,12 +46,15 @@ constexpr double kNullTheta = 1e-14;
 
 // u = [U0 | Q] z for the top keep coordinate vectors z (column-major [order, keep]), then
 // normalised; false when a norm is off 1 by more than rounding (U0 not orthonormal).
-bool carry_back(const detail::LowRankOperator& t, const std::vector<double>& u0,
+bool carry_back(const detail::LowRankSide& sp, const detail::LowRankOperator& t,
                 const std::vector<double>& z, const std::vector<double>& theta, int64_t keep,
                 std::vector<double>& u) {
   const int64_t m = t.m, p = t.p, n = t.order();
+  std::vector<double> top(static_cast<size_t>(p * keep));  // z's first p rows, row-major
+  for (int64_t i = 0; i < p; ++i)
+    for (int64_t j = 0; j < keep; ++j) top[i * keep + j] = z[i + j * n];
   u.assign(static_cast<size_t>(m * keep), 0.0);
-  gemm(false, true, m, keep, p, 1.0, u0.data(), p, z.data(), n, 0.0, u.data(), keep);
+  sp.u0(false, top.data(), keep, u.data());
   if (t.extra > 0)
     gemm(true, true, m, keep, t.extra, 1.0, t.qbasis.data(), m, z.data() + p, n, 1.0, u.data(),
          keep);
@@ -103,14 +71,13 @@ bool carry_back(const detail::LowRankOperator& t, const std::vector<double>& u0,
 // applied as it is: W^T u = w0^T u + s a^T (b^T u), then W y = w0 y + s b (a y). O(m n keep).
 double residual_on_w(const detail::LowRankSide& sp, const std::vector<double>& u,
                      const std::vector<double>& theta, int64_t keep) {
-  const int64_t m = sp.w0.rows, n = sp.w0.cols, r = sp.b.cols;
+  const int64_t m = sp.m(), n = sp.n(), r = sp.b.cols;
   std::vector<double> y(static_cast<size_t>(n * keep)), small(static_cast<size_t>(r * keep)),
       wy(static_cast<size_t>(m * keep));
-  const double* w0 = sp.w0.data.data();
-  gemm(true, false, n, keep, m, 1.0, w0, n, u.data(), keep, 0.0, y.data(), keep);
+  sp.w0(true, u.data(), keep, y.data());
   gemm(true, false, r, keep, m, 1.0, sp.b.data.data(), r, u.data(), keep, 0.0, small.data(), keep);
   gemm(true, false, n, keep, r, sp.s, sp.a.data.data(), n, small.data(), keep, 1.0, y.data(), keep);
-  gemm(false, false, m, keep, n, 1.0, w0, n, y.data(), keep, 0.0, wy.data(), keep);
+  sp.w0(false, y.data(), keep, wy.data());
   gemm(false, false, r, keep, n, 1.0, sp.a.data.data(), n, y.data(), keep, 0.0, small.data(), keep);
   gemm(false, false, m, keep, r, sp.s, sp.b.data.data(), r, small.data(), keep, 1.0, wy.data(),
        keep);
@@ -138,7 +105,7 @@ std::optional<SideResult> solve_side(const detail::LowRankSide& sp, int64_t keep
     *why = "its eigensolver failed";
     return std::nullopt;
   }
-  if (!carry_back(t, sp.u0, z, res.theta, keep, res.u)) {
+  if (!carry_back(sp, t, z, res.theta, keep, res.u)) {
     *why = "the base's vectors are not orthonormal";
     return std::nullopt;
   }
@@ -166,19 +133,18 @@ std::optional<Decomposition> refuse(std::string* why, const std::string& text) {
 
 }  // namespace
 
+std::unique_ptr<detail::LowRankProducts> Backend::lowrank_products(const LowRankProblem& problem) {
+  if (!lowrank_workspace_) lowrank_workspace_ = std::make_shared<detail::LowRankWorkspace>();
+  return detail::host_lowrank_products(problem, *lowrank_workspace_);
+}
+
 std::optional<Decomposition> Backend::decompose_lowrank(const LowRankProblem& pr,
                                                         std::string* why) {
   const LowRankUpdate& up = *pr.update;
   const Decomposition& base = *pr.base;
   if (!up.magnitude.empty()) return refuse(why, "DoRA rescales the merged rows");
-  if (!lowrank_workspace_) lowrank_workspace_ = std::make_shared<detail::LowRankWorkspace>();
-  detail::LowRankWorkspace& ws = *lowrank_workspace_;
   const int64_t m = pr.conv1d ? pr.cols : pr.rows, n = pr.conv1d ? pr.rows : pr.cols;
   const int64_t p = std::min(m, n);
-  Borrowed w0_lent(ws.w0, m, n);
-  Dense<double>& w0 = w0_lent.get();
-  detail::stored_into(pr.base_bytes, pr.dtype, pr.rows, pr.cols, pr.conv1d, pr.base_label, w0.data,
-                      ws.w0t);
   // As analysed, W = W0 + s B A; the update lands transposed when its orientation and the
   // analysis' differ (an embedding: delta (B A)^T on a base analysed as stored).
   const bool flip = up.transposed != pr.conv1d;
@@ -188,6 +154,14 @@ std::optional<Decomposition> Backend::decompose_lowrank(const LowRankProblem& pr
     return refuse(why, "its factors do not fit the base");
   if (base.sigma.size() < static_cast<size_t>(p))
     return refuse(why, "the base's decomposition holds fewer than min(out, in) values");
+  for (Side s : {Side::Left, Side::Right}) {
+    const bool left = s == Side::Left;
+    const Vectors& basis = left ? base.left : base.right;
+    if ((pr.side == Side::Both || pr.side == s) &&
+        (basis.dim != (left ? m : n) || basis.count != p))
+      return refuse(why, std::string("the base's decomposition lacks its ") +
+                             (left ? "left" : "right") + " vectors");
+  }
   const int64_t keep = std::max<int64_t>(1, std::min(pr.keep <= 0 ? p : pr.keep, p));
   const double tol = pr.tol > 0                      ? pr.tol
                      : precision() == Precision::F32 ? kLowRankTolF32
@@ -197,23 +171,17 @@ std::optional<Decomposition> Backend::decompose_lowrank(const LowRankProblem& pr
   // the relative gap) is far inside what the result can hold.
   const double solve_tol = precision() == Precision::F32 ? kLowRankSolveTolF32 : 1e-12;
   const std::function<void()> between = [&] { check_stop(pr.label); };
+  const std::unique_ptr<detail::LowRankProducts> products = lowrank_products(pr);
   Decomposition d;
   for (Side s : {Side::Left, Side::Right}) {
     if (pr.side != Side::Both && pr.side != s) continue;
     const bool left = s == Side::Left;
-    const Vectors& basis = left ? base.left : base.right;
-    if (basis.dim != (left ? m : n) || basis.count != p)
-      return refuse(why, std::string("the base's decomposition lacks its ") +
-                             (left ? "left" : "right") + " vectors");
+    products->load_vectors(left ? base.left : base.right);
     // The right vectors of W are the left ones of W^T = W0^T + s A^T B^T.
-    Borrowed w0t_lent(ws.w0t, left ? 0 : n, left ? 0 : m);
-    if (!left) detail::transpose_into(w0.data.data(), m, n, w0t_lent.get().data.data());
     const Dense<double> bt = left ? Dense<double>{} : detail::transposed(a);
     const Dense<double> at = left ? Dense<double>{} : detail::transposed(b);
-    fit(ws.u0, static_cast<size_t>(basis.dim * basis.count));
-    copy_vectors(basis, ws.u0);
-    const detail::LowRankSide sp{
-        left ? w0 : w0t_lent.get(), left ? b : bt, left ? a : at, up.scale, ws.u0, base.sigma};
+    const detail::LowRankSide sp{*products,     !left,    left ? b : bt,
+                                 left ? a : at, up.scale, base.sigma};
     std::string reason;
     std::optional<SideResult> r = solve_side(sp, keep, tol, solve_tol, between, &reason);
     if (!r) return refuse(why, reason);

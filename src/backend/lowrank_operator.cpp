@@ -8,6 +8,7 @@
 
 #include "backend/block_krylov.hpp"
 #include "backend/gram_host.hpp"
+#include "backend/host_matrix.hpp"
 
 namespace indim::detail {
 
@@ -36,8 +37,9 @@ std::vector<double> outside_basis(const LowRankSide& sp, const std::vector<doubl
   const int64_t m = sp.b.rows, r = sp.b.cols;
   extra = 0;
   if (p >= m) return {};
-  std::vector<double> res = sp.b.data;
-  gemm(false, false, m, r, p, -1.0, sp.u0.data(), p, c.data(), r, 1.0, res.data(), r);
+  std::vector<double> res(static_cast<size_t>(m * r));
+  sp.u0(false, c.data(), r, res.data());
+  for (size_t i = 0; i < res.size(); ++i) res[i] = sp.b.data[i] - res[i];
   std::vector<double> q(static_cast<size_t>(m * r));
   for (int64_t j = 0; j < r; ++j) {
     double bn = 0, rn = 0;
@@ -82,18 +84,19 @@ void LowRankOperator::apply(const double* in, int64_t cols, double* out) const {
 
 LowRankOperator build_lowrank_operator(const LowRankSide& sp) {
   LowRankOperator t;
-  const int64_t m = sp.w0.rows, n = sp.w0.cols, r = sp.b.cols;
+  const int64_t m = sp.m(), n = sp.n(), r = sp.b.cols;
   const int64_t p = std::min(m, n);
   t.m = m, t.p = p;
   // One pass over U0 for both of its products: U0^T [B | W0 A^T] = [C | G^T / s], [p, 2r];
   // W0 A^T [m, r] is the only product with W0, and S = s^2 A A^T [r, r].
   std::vector<double> y(static_cast<size_t>(m * 2 * r)), cg(static_cast<size_t>(p * 2 * r)),
-      s2(static_cast<size_t>(r * r));
-  for (int64_t i = 0; i < m; ++i)
+      s2(static_cast<size_t>(r * r)), w0at(static_cast<size_t>(m * r));
+  sp.w0(false, transposed(sp.a).data.data(), r, w0at.data());
+  for (int64_t i = 0; i < m; ++i) {
     std::copy(sp.b.data.begin() + i * r, sp.b.data.begin() + (i + 1) * r, y.begin() + i * 2 * r);
-  gemm(false, true, m, r, n, 1.0, sp.w0.data.data(), n, sp.a.data.data(), n, 0.0, y.data() + r,
-       2 * r);
-  gemm(true, false, p, 2 * r, m, 1.0, sp.u0.data(), p, y.data(), 2 * r, 0.0, cg.data(), 2 * r);
+    std::copy(w0at.begin() + i * r, w0at.begin() + (i + 1) * r, y.begin() + i * 2 * r + r);
+  }
+  sp.u0(true, y.data(), 2 * r, cg.data());
   gemm(false, true, r, r, n, sp.s * sp.s, sp.a.data.data(), n, sp.a.data.data(), n, 0.0, s2.data(),
        r);
   std::vector<double> c(static_cast<size_t>(p * r));  // C = U0^T B [p, r]

@@ -10,18 +10,31 @@
 #include <string>
 #include <vector>
 
+#include "backend/lowrank_products.hpp"
 #include "indim/backend.hpp"
 
 namespace indim::detail {
 
-/// One side's problem, row-major: W = w0 + s b a, the base's vectors u0 [m, p] and sigma0.
+/// One side's problem: W = W0 + s b a (b [m, r], a [r, n], row-major), W0 and that side's
+/// U0 [m, p] reached through `products` (W0 being its matrix, or that matrix's transpose for
+/// the right side), sigma0 the base's values.
 struct LowRankSide {
-  const Dense<double>& w0;
+  LowRankProducts& products;
+  bool right = false;  ///< W0 is the transpose of products' matrix
   const Dense<double>& b;
   const Dense<double>& a;
   double s = 1;
-  const std::vector<double>& u0;
   const std::vector<double>& sigma0;
+  int64_t m() const { return right ? products.cols() : products.rows(); }
+  int64_t n() const { return right ? products.rows() : products.cols(); }
+  /// y [m, c] = W0 x for x [n, c]; with `transpose`, y [n, c] = W0^T x for x [m, c].
+  void w0(bool transpose, const double* x, int64_t c, double* y) const {
+    products.base(transpose != right, x, c, y);
+  }
+  /// y [m, c] = U0 x for x [p, c]; with `transpose`, y [p, c] = U0^T x for x [m, c].
+  void u0(bool transpose, const double* x, int64_t c, double* y) const {
+    products.vectors(transpose, x, c, y);
+  }
 };
 
 struct LowRankOperator {

@@ -3,16 +3,19 @@
 // rank-deficient spectra, square, tall and wide, r = 1 ... 64 (the iteration and the dense
 // solve both), updates partly outside the base's range; identical counts at every eps and the
 // top-k maxcos within 1e-6 in fp64 (1e-5 in fp32); the right side; the refusals (DoRA, a
-// failed certificate) that send a unit to the full route.
+// failed certificate) that send a unit to the full route; the host's products with the base
+// and its vectors in either orientation.
 #include <gtest/gtest.h>
 #include <lapacke.h>
 
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <tuple>
 
 #include "indim/analyze.hpp"
 #include "indim/error.hpp"
+#include "lowrank_products_check.hpp"
 #include "reference.hpp"
 
 using namespace indim;
@@ -265,5 +268,63 @@ TEST(LowRankRouteMore, ZeroUpdateKeepsTheBase) {
   for (int j = 0; j < got.low.k; ++j) {
     EXPECT_NEAR(got.low.maxcos[j], 1.0, 1e-9);
     EXPECT_EQ(got.low.argmax[j], j);
+  }
+}
+
+namespace {
+
+// A problem for the products alone: a bf16 base stored [rows, cols] and a rank-4 update.
+LowRankProblem products_problem(const test::StoredBase& s, int64_t rows, int64_t cols, bool conv1d,
+                                const LowRankUpdate& up) {
+  LowRankProblem pr;
+  pr.base_bytes = s.bytes.data();
+  pr.dtype = DType::BF16;
+  pr.rows = rows, pr.cols = cols;
+  pr.conv1d = conv1d;
+  pr.update = &up;
+  pr.base_label = "base.safetensors: tensor 'w'";
+  return pr;
+}
+
+Vectors random_vectors(int64_t dim, int64_t count, std::mt19937_64& rng) {
+  Vectors v = Vectors::zeros(Precision::F32, dim, count);
+  std::normal_distribution<float> g;
+  for (float& x : v.values<float>()) x = g(rng);
+  return v;
+}
+
+}  // namespace
+
+TEST(LowRankProducts, HostProductsFollowTheAnalysedOrientation) {
+  // W0 stored [96, 70], analysed as stored and as a Conv1D's transpose; U0 of either side.
+  for (bool conv1d : {false, true}) {
+    std::mt19937_64 rng(conv1d ? 11 : 12);
+    const test::StoredBase s = test::stored_bf16(96, 70, conv1d, rng);
+    const LowRankUpdate up = lora(s.analysed.rows, s.analysed.cols, 4, rng);
+    const LowRankProblem pr = products_problem(s, 96, 70, conv1d, up);
+    auto cpu = make_cpu_backend(Precision::F32, "gram64");
+    const std::unique_ptr<detail::LowRankProducts> p = cpu->lowrank_products(pr);
+    EXPECT_EQ(p->rows(), s.analysed.rows);
+    EXPECT_EQ(p->cols(), s.analysed.cols);
+    for (int64_t dim : {s.analysed.rows, s.analysed.cols})
+      EXPECT_LT(test::products_error(*p, s.analysed, random_vectors(dim, 70, rng), 5, rng), 1e-13)
+          << "conv1d " << conv1d << ", vectors of dimension " << dim;
+  }
+}
+
+TEST(LowRankProducts, NonFiniteBaseIsBadInputInStoredCoordinates) {
+  std::mt19937_64 rng(13);
+  test::StoredBase s = test::stored_bf16(40, 30, true, rng);
+  const uint16_t nan = 0x7fc0;  // bf16 NaN at stored [3, 7]
+  std::memcpy(s.bytes.data() + (3 * 30 + 7) * 2, &nan, 2);
+  const LowRankUpdate up = lora(30, 40, 2, rng);
+  const LowRankProblem pr = products_problem(s, 40, 30, true, up);
+  auto cpu = make_cpu_backend(Precision::F32, "gram64");
+  try {
+    cpu->lowrank_products(pr);
+    FAIL() << "no error";
+  } catch (const BadInput& e) {
+    EXPECT_EQ(std::string(e.what()),
+              "base.safetensors: tensor 'w' holds a non-finite value at [3, 7]");
   }
 }
