@@ -2,7 +2,7 @@
 // the algorithm within the memory budget, construction), staging_loader.cpp (inputs copied
 // ahead on a copy stream, and stored bytes to the device), device_merge.cpp (LoRA/DoRA merged
 // on the device), gram64.cpp (the fp64 Gram route), direct_svd.cpp (gesvd, gesvdp, gesvdj),
-// compare.cpp (the fused similarity).
+// compare.cpp (the fused similarity), lowrank_products.cpp (the low-rank route's products).
 //
 // Layout: a row-major nn.Linear weight W [out, in] is, to column-major cuBLAS/cuSOLVER, the
 // matrix A = W^T [in, out] with lda = in (no copy).
@@ -40,6 +40,7 @@ class CudaBackend final : public Backend {
                                  const std::string& base_label, const std::string& label) override;
   Similarity compare(const Vectors& tuned, const Vectors& base, int64_t k,
                      int64_t head_cols) override;
+  std::unique_ptr<detail::LowRankProducts> lowrank_products(const LowRankProblem& problem) override;
   void stream_inputs(const std::vector<std::vector<ByteRange>>& entries) override;
   void release_inputs(size_t entry) override;
   std::string staging_summary() const override;

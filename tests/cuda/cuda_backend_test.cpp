@@ -14,6 +14,7 @@
 #include "indim/analyze.hpp"
 #include "indim/demo.hpp"
 #include "indim/error.hpp"
+#include "lowrank_products_check.hpp"
 #include "reference.hpp"
 #include "test_util.hpp"
 
@@ -385,6 +386,44 @@ TEST(CudaGram64, TopKByIterationMatchesTheCpu) {
       for (int64_t i = 0; i < in; ++i) right += g.right.at(i, j) * c.right.at(i, j);
       EXPECT_NEAR(std::fabs(left), 1.0, 1e-10) << out << "x" << in << " " << j;
       EXPECT_NEAR(std::fabs(right), 1.0, 1e-10) << out << "x" << in << " " << j;
+    }
+  }
+}
+
+TEST(CudaLowRank, DeviceProductsMatchLoops) {
+  REQUIRE_GPU();
+  // The route's products on the device (cuda/lowrank_products.cpp): W0 from bf16 bytes stored
+  // [300, 170], as stored and as a Conv1D's transpose, and U0 of either side in the backend's
+  // precision, against plain loops.
+  for (bool conv1d : {false, true}) {
+    std::mt19937_64 rng(conv1d ? 21 : 22);
+    const test::StoredBase s = test::stored_bf16(300, 170, conv1d, rng);
+    LowRankUpdate up;
+    up.a = test::gaussian(4, s.analysed.cols, 0.1, rng);
+    up.b = test::gaussian(s.analysed.rows, 4, 0.1, rng);
+    LowRankProblem pr;
+    pr.base_bytes = s.bytes.data();
+    pr.dtype = DType::BF16;
+    pr.rows = 300, pr.cols = 170;
+    pr.conv1d = conv1d;
+    pr.update = &up;
+    pr.base_label = "base";
+    for (Precision prec : {Precision::F32, Precision::F64}) {
+      auto gpu = make_cuda_backend(prec, "gram64", 0);
+      const std::unique_ptr<detail::LowRankProducts> p = gpu->lowrank_products(pr);
+      ASSERT_EQ(p->rows(), s.analysed.rows);
+      ASSERT_EQ(p->cols(), s.analysed.cols);
+      for (int64_t dim : {s.analysed.rows, s.analysed.cols}) {
+        Vectors v = Vectors::zeros(prec, dim, 170);
+        std::normal_distribution<double> g;
+        std::visit(
+            [&](auto& x) {
+              for (auto& e : x) e = static_cast<float>(g(rng));
+            },
+            v.data);
+        EXPECT_LT(test::products_error(*p, s.analysed, v, 7, rng), 1e-13)
+            << "conv1d " << conv1d << ", " << precision_name(prec) << ", dimension " << dim;
+      }
     }
   }
 }
