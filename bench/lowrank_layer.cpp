@@ -7,8 +7,8 @@
 // at every eps, max |maxcos difference| over the top k).
 // --backend picks the backend of every run (cuda on a GPU node: the merged side then takes the
 // device's full route, the adapter the low-rank route as that backend runs it). --layers L
-// stacks L such layers (a model's steady state, where one layer's first-touch costs are paid
-// once); the table then also gives seconds per layer.
+// stacks L such layers (a model's steady state: the route's workspaces are touched once per
+// run); the table then gives seconds per layer.
 //   indim_bench_lowrank [--ranks 1,8,16,64,256] [--dir D] [--precision fp32|fp64]
 //                       [--backend cpu|cuda] [--layers L] [--json F]
 #include <algorithm>

@@ -89,12 +89,15 @@ class DeviceProducts final : public detail::LowRankProducts {
   int64_t dim_ = 0, count_ = 0;
 };
 
-// Device bytes of the products for an analysed [m, n] with rank r: W0 and U0 in fp64, the
-// stored bytes and a float U0 while they convert, and the blocks.
-uint64_t products_bytes(int64_t m, int64_t n, int64_t r, DType dtype) {
+// Device bytes of the products for an analysed [m, n] with rank r keeping `keep` vectors: W0
+// and U0 in fp64, the stored bytes and a float U0 while they convert, and the blocks (2r
+// columns in the build, keep in the carry-back and the certificate).
+uint64_t products_bytes(int64_t m, int64_t n, int64_t r, int64_t keep, DType dtype) {
   const uint64_t mn = static_cast<uint64_t>(m * n), p = static_cast<uint64_t>(std::min(m, n));
   const uint64_t dim = static_cast<uint64_t>(std::max(m, n));
-  const uint64_t blocks = 2 * dim * static_cast<uint64_t>(2 * r + 64) * sizeof(double);
+  const int64_t kept = keep <= 0 ? std::min(m, n) : std::min(keep, std::min(m, n));
+  const uint64_t cols = static_cast<uint64_t>(std::max(2 * r, kept));
+  const uint64_t blocks = 2 * dim * cols * sizeof(double);
   return mn * (sizeof(double) + static_cast<uint64_t>(dtype_bits(dtype) / 8)) +
          dim * p * (sizeof(double) + sizeof(float)) + blocks;
 }
@@ -105,7 +108,7 @@ std::unique_ptr<detail::LowRankProducts> CudaBackend::lowrank_products(
     const LowRankProblem& problem) {
   const int64_t m = problem.conv1d ? problem.cols : problem.rows;
   const int64_t n = problem.conv1d ? problem.rows : problem.cols;
-  const uint64_t need = products_bytes(m, n, problem.update->a.rows, problem.dtype);
+  const uint64_t need = products_bytes(m, n, problem.update->a.rows, problem.keep, problem.dtype);
   // Past the budget the host's BLAS does the products: the route's work is O(m n r) either way.
   if (need > pool_->total()) return Backend::lowrank_products(problem);
   const DeviceScope scope(ctx_.device());
