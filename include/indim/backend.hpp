@@ -82,6 +82,11 @@ struct Decomposition {
   /// How the backend computed it: "gesdd", "gesvd", "gesvdp", "gesvdj", "gram64/syevd",
   /// "gram64/subspace, N sweeps" or "gram64/tridiagonal" (the top k after a reduction).
   std::string route;
+  /// The low-rank route's vectors in the coordinates of the base's, per side: row-major
+  /// [keep, p], entry (j, i) = <y_j, x_i> for its vector y_j and the base's x_i, read off the
+  /// eigenvectors it solved for (DESIGN.md, Backends); empty from every other route. The
+  /// records then take maxcos from them instead of comparing the vectors.
+  std::vector<double> left_in_base, right_in_base;
 };
 
 /// @brief Per tuned vector j < k: max_i |<y_j, x_i>| over all base vectors, and its argmax;
@@ -92,6 +97,10 @@ struct Similarity {
   int64_t head_cols = 0;
   std::vector<float> head;  ///< row-major [k, head_cols]
 };
+
+/// @brief The Similarity of k tuned vectors from their cosines `c` (row-major [k, nb]) with
+/// nb base vectors: per row the largest |c| and its index, and |c| for the first head_cols.
+Similarity similarity_of(const std::vector<double>& c, int64_t k, int64_t nb, int64_t head_cols);
 
 /// @brief A low-rank update merged into a stored base before decomposing, as PEFT merges a
 /// LoRA: W = W0 + scale * B A in the stored orientation (when `transposed`, W0 is stored

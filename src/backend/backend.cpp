@@ -1,8 +1,10 @@
-// What every backend shares: the names of precisions and sides, and the host defaults of
-// decompose_stored (convert, then decompose) on which the CPU backend relies.
+// What every backend shares: the names of precisions and sides, a Similarity from cosines, and
+// the host defaults of decompose_stored (convert, then decompose) on which the CPU backend
+// relies.
 #include "indim/backend.hpp"
 
 #include <algorithm>
+#include <cmath>
 
 #include "backend/finite.hpp"
 #include "backend/host_matrix.hpp"
@@ -86,6 +88,25 @@ template Dense<float> from_stored(const void*, DType, int64_t, int64_t, bool, co
 template Dense<double> from_stored(const void*, DType, int64_t, int64_t, bool, const std::string&);
 
 }  // namespace detail
+
+Similarity similarity_of(const std::vector<double>& c, int64_t k, int64_t nb, int64_t head_cols) {
+  Similarity sim;
+  sim.head_cols = std::min(std::max<int64_t>(head_cols, 0), nb);
+  for (int64_t j = 0; j < k; ++j)
+    for (int64_t i = 0; i < sim.head_cols; ++i)
+      sim.head.push_back(static_cast<float>(std::fabs(c[j * nb + i])));
+  for (int64_t j = 0; j < k; ++j) {
+    double best = -1.0;
+    int64_t arg = 0;
+    for (int64_t i = 0; i < nb; ++i) {
+      const double v = std::fabs(c[j * nb + i]);
+      if (v > best) best = v, arg = i;
+    }
+    sim.maxcos.push_back(best < 0 ? 0.0 : best);
+    sim.argmax.push_back(arg);
+  }
+  return sim;
+}
 
 void Backend::check_stop(const std::string& label) const {
   if (cancel_ != nullptr && cancel_->stop_requested())

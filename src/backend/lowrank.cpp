@@ -34,7 +34,8 @@ std::string sci(double x) {
 
 struct SideResult {
   std::vector<double> theta;
-  std::vector<double> u;  // row-major [m, keep], unit columns
+  std::vector<double> u;       // row-major [m, keep], unit columns
+  std::vector<double> coords;  // row-major [keep, p]: <u_j, U0[:, i]>
   std::string route;
 };
 
@@ -45,15 +46,17 @@ constexpr double kLowRankSolveTolF32 = 1e-9;
 constexpr double kNullTheta = 1e-14;
 
 // u = [U0 | Q] z for the top keep coordinate vectors z (column-major [order, keep]), then
-// normalised; false when a norm is off 1 by more than rounding (U0 not orthonormal).
+// normalised, and u's coordinates along U0 (z's first p rows over the same norms, as Q is
+// orthogonal to U0); false when a norm is off 1 by more than rounding (U0 not orthonormal).
 bool carry_back(const detail::LowRankSide& sp, const detail::LowRankOperator& t,
                 const std::vector<double>& z, const std::vector<double>& theta, int64_t keep,
-                std::vector<double>& u) {
+                std::vector<double>& u, std::vector<double>& coords) {
   const int64_t m = t.m, p = t.p, n = t.order();
   std::vector<double> top(static_cast<size_t>(p * keep));  // z's first p rows, row-major
   for (int64_t i = 0; i < p; ++i)
     for (int64_t j = 0; j < keep; ++j) top[i * keep + j] = z[i + j * n];
   u.assign(static_cast<size_t>(m * keep), 0.0);
+  coords.assign(static_cast<size_t>(keep * p), 0.0);
   sp.u0(false, top.data(), keep, u.data());
   if (t.extra > 0)
     gemm(true, true, m, keep, t.extra, 1.0, t.qbasis.data(), m, z.data() + p, n, 1.0, u.data(),
@@ -62,7 +65,9 @@ bool carry_back(const detail::LowRankSide& sp, const detail::LowRankOperator& t,
     const bool null = !(theta[j] > kNullTheta * theta[0]);
     const double norm = cblas_dnrm2(static_cast<int>(m), u.data() + j, static_cast<int>(keep));
     if (!null && !(std::fabs(norm - 1.0) <= 1e-6)) return false;
-    cblas_dscal(static_cast<int>(m), null ? 0.0 : 1.0 / norm, u.data() + j, static_cast<int>(keep));
+    const double f = null ? 0.0 : 1.0 / norm;
+    cblas_dscal(static_cast<int>(m), f, u.data() + j, static_cast<int>(keep));
+    for (int64_t i = 0; i < p; ++i) coords[j * p + i] = f * z[i + j * n];
   }
   return true;
 }
@@ -105,7 +110,7 @@ std::optional<SideResult> solve_side(const detail::LowRankSide& sp, int64_t keep
     *why = "its eigensolver failed";
     return std::nullopt;
   }
-  if (!carry_back(sp, t, z, res.theta, keep, res.u)) {
+  if (!carry_back(sp, t, z, res.theta, keep, res.u, res.coords)) {
     *why = "the base's vectors are not orthonormal";
     return std::nullopt;
   }
@@ -189,6 +194,7 @@ std::optional<Decomposition> Backend::decompose_lowrank(const LowRankProblem& pr
     Vectors v = precision() == Precision::F32 ? to_vectors<float>(r->u, dim, keep)
                                               : to_vectors<double>(r->u, dim, keep);
     (left ? d.left : d.right) = std::move(v);
+    (left ? d.left_in_base : d.right_in_base) = std::move(r->coords);
     if (d.sigma.empty()) {
       for (double th : r->theta) d.sigma.push_back(std::sqrt(std::max(th, 0.0)));
       d.route = r->route;

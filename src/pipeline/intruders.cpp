@@ -68,7 +68,12 @@ MatrixResult intruder_record(Backend& backend, const Decomposition& tuned,
                              const std::vector<double>& eps) {
   const Vectors& t = side == Side::Right ? tuned.right : tuned.left;
   const Vectors& b = side == Side::Right ? base.right : base.left;
-  Similarity s = backend.compare(t, b, k, kPlotHead);
+  const std::vector<double>& in_base =
+      side == Side::Right ? tuned.right_in_base : tuned.left_in_base;
+  // The low-rank route's coordinates along the base's vectors are these cosines already.
+  const bool coords = !in_base.empty() && in_base.size() == static_cast<size_t>(t.count * b.count);
+  Similarity s = coords ? similarity_of(in_base, std::min<int64_t>(k, t.count), b.count, kPlotHead)
+                        : backend.compare(t, b, k, kPlotHead);
   MatrixResult r;
   r.side = side_name(side);
   r.k = static_cast<int>(s.maxcos.size());

@@ -110,6 +110,7 @@ LowRankUpdate lora(int64_t out, int64_t in, int64_t r, std::mt19937_64& rng) {
 struct Routes {
   MatrixResult full, low;
   std::string route;
+  Decomposition low_d, base_d;  // the low-rank route's decomposition and the base's
 };
 
 // Both routes against the same base decomposition, on `side`.
@@ -138,7 +139,7 @@ Routes both_routes(Backend& b, const Dense<double>& w0, const LowRankUpdate& up,
   const std::vector<double> eps = eps_sweep();
   const Side s = side == Side::Right ? Side::Right : Side::Left;
   return {intruder_record(*b64, full, base64, s, k, eps), intruder_record(b, *low, base, s, k, eps),
-          low->route};
+          low->route, std::move(*low), std::move(base)};
 }
 
 void expect_same(const MatrixResult& full, const MatrixResult& low, double tol) {
@@ -256,6 +257,46 @@ TEST(LowRankRouteMore, RefusesDoraAndAFailedCertificate) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("DoRA"), std::string::npos) << e.what();
   }
+}
+
+TEST(LowRankRouteMore, MaxcosFromCoordinatesMatchesTheVectors) {
+  // The records take maxcos, argmax and the plotted head from the route's coordinates along
+  // the base's vectors; they must be the cosines of the vectors it returns, on either side,
+  // in both precisions, against a rank-deficient base too (its null vectors are zero).
+  std::mt19937_64 rng(12);
+  for (auto [out, in] : {std::pair<int64_t, int64_t>{360, 240}, {240, 360}})
+    for (Spectrum spec : {Spectrum::Decay, Spectrum::RankDeficient})
+      for (Precision prec : {Precision::F64, Precision::F32}) {
+        const Dense<double> w0 = base_matrix(out, in, spec, rng);
+        const LowRankUpdate up = lora(out, in, 8, rng);
+        auto b = make_cpu_backend(prec, "gram64");
+        const Routes got = both_routes(*b, w0, up, Side::Both, 10);
+        for (Side s : {Side::Left, Side::Right}) {
+          const bool left = s == Side::Left;
+          SCOPED_TRACE(std::to_string(out) + "x" + std::to_string(in) + " " + side_name(s) + " " +
+                       precision_name(prec) + " " + spectrum_name(spec));
+          const Vectors& y = left ? got.low_d.left : got.low_d.right;
+          const Vectors& x = left ? got.base_d.left : got.base_d.right;
+          ASSERT_EQ((left ? got.low_d.left_in_base : got.low_d.right_in_base).size(),
+                    static_cast<size_t>(y.count * x.count));
+          const MatrixResult rec = intruder_record(*b, got.low_d, got.base_d, s, 10, eps_sweep());
+          const Similarity direct = b->compare(y, x, 10, kPlotHead);
+          const double tol = prec == Precision::F64 ? 1e-10 : 2e-6;
+          ASSERT_EQ(rec.maxcos.size(), direct.maxcos.size());
+          for (size_t j = 0; j < direct.maxcos.size(); ++j) {
+            EXPECT_NEAR(rec.maxcos[j], direct.maxcos[j], tol) << "j = " << j;
+            // The argmax is the same vector unless two cosines tie within rounding.
+            if (rec.argmax[j] != direct.argmax[j]) {
+              const Similarity all = b->compare(y, x, 10, x.count);
+              EXPECT_NEAR(all.head[j * x.count + rec.argmax[j]], direct.maxcos[j], tol)
+                  << "j = " << j;
+            }
+          }
+          ASSERT_EQ(rec.cos_head.size(), direct.head.size());
+          for (size_t i = 0; i < direct.head.size(); ++i)
+            EXPECT_NEAR(rec.cos_head[i], direct.head[i], tol) << "head " << i;
+        }
+      }
 }
 
 TEST(LowRankRouteMore, ZeroUpdateKeepsTheBase) {

@@ -259,22 +259,7 @@ Similarity compare_impl(const Vectors& tuned, const Vectors& base, int64_t k, in
   if (k > 0 && nb > 0)
     gemm_tn(k, nb, tuned.dim, tuned.values<T>().data(), tuned.count, base.values<T>().data(), nb,
             c.data());
-  Similarity sim;
-  sim.head_cols = std::min(std::max<int64_t>(head_cols, 0), nb);
-  for (int64_t j = 0; j < k; ++j)
-    for (int64_t i = 0; i < sim.head_cols; ++i)
-      sim.head.push_back(static_cast<float>(std::fabs(c[j * nb + i])));
-  for (int64_t j = 0; j < k; ++j) {
-    double best = -1.0;
-    int64_t arg = 0;
-    for (int64_t i = 0; i < nb; ++i) {
-      const double v = std::fabs(static_cast<double>(c[j * nb + i]));
-      if (v > best) best = v, arg = i;
-    }
-    sim.maxcos.push_back(best < 0 ? 0.0 : best);
-    sim.argmax.push_back(arg);
-  }
-  return sim;
+  return similarity_of(std::vector<double>(c.begin(), c.end()), k, nb, head_cols);
 }
 
 class CpuBackend final : public Backend {
