@@ -99,7 +99,7 @@ AnalyzeResult run(const AnalyzeOptions& o, std::unique_ptr<detail::DirLock>& loc
   std::vector<std::unique_ptr<Backend>> fleet = make_workers(o);
   for (auto& b : fleet) b->watch(o.cancel);
   const detail::RunInputs inputs(o, note);
-  detail::Plan plan = detail::make_plan(inputs.base, inputs.tables);
+  detail::Plan plan = detail::make_plan(inputs.base, inputs.tables, o.lowrank);
 
   AnalyzeResult res;
   res.eps = eps_grid(o.eps);

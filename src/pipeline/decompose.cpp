@@ -7,6 +7,7 @@
 #include "backend/host_matrix.hpp"
 #include "indim/error.hpp"
 #include "indim/peft.hpp"
+#include "indim/schedule.hpp"
 #include "pipeline/merge.hpp"
 
 namespace indim::detail {
@@ -106,16 +107,6 @@ Decomposition decompose_side(Backend& b, const WorkUnit& u, bool tuned, Side sid
     d = b.decompose(load_side<double>(u, tuned), side, keep, read_label(u, tuned));
   check_finite(d, b.precision(), tensor_where(u, tuned));
   return d;
-}
-
-int64_t lowrank_max_rank(int64_t rows, int64_t cols, bool warm_full) {
-  // Against the Gram (measured on the CPU at min(out, in) = 2048): the route's time grows by
-  // about 3.6 ms per unit of r from 0.15 s, the Gram route's is 0.57 s, so they cross near
-  // r = 115; a twentieth of min(out, in) keeps the choice on the winning side. Against the
-  // warm start (same machine, bench/RESULTS.md): crossings near r = 70 at 2048 x 2048 and
-  // 5504 x 2048, past 96 at 2048 x 5504; a thirtieth of min(out, in).
-  const int64_t most = std::min(rows, cols) / (warm_full ? 30 : 20);
-  return std::max<int64_t>(1, most);
 }
 
 namespace {

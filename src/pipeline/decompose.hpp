@@ -18,11 +18,6 @@ Decomposition decompose_side(Backend& b, const WorkUnit& u, bool tuned, Side sid
 Decomposition decompose_tuned(Backend& b, const WorkUnit& u, const Decomposition& base, Side side,
                               int64_t keep, const AnalyzeOptions& options);
 
-/// The largest LoRA rank for which the low-rank route is cheaper than the full route on an
-/// [rows, cols] matrix, the full route being the Gram's or (`warm_full`) the warm-started
-/// iteration's (measured: bench/RESULTS.md, "LoRA low-rank route").
-int64_t lowrank_max_rank(int64_t rows, int64_t cols, bool warm_full);
-
 /// A side of a unit as a host matrix [out, in] in T: as stored, or the base merged with the
 /// pair's LoRA update; transposed for a Conv1D; then the part's expert and rows.
 template <typename T>

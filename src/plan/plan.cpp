@@ -77,12 +77,24 @@ uint64_t side_bytes(const TensorRef& ref, const SideRead& read) {
   return read.on_backend() ? read.bytes : ref.info->nbytes();
 }
 
-WorkUnit make_unit(int tuned_index, const MatchedPair& p, const MatrixPart& part) {
+// The tuned side's work: a LoRA unit that the low-rank route takes (decompose_tuned's choice,
+// less its backend's part: the break-even is the one against the Gram) at that route's cost,
+// any other at a decomposition's.
+double tuned_cost(const WorkUnit& u, bool lowrank) {
+  if (u.pair.lora == nullptr || !lowrank || !u.part.label.empty() ||
+      u.tuned.kind != SideRead::Kind::Merged)
+    return matrix_cost(u.rows, u.cols, 0);
+  const int64_t r = static_cast<int64_t>(u.pair.lora->a.info->shape[0]);
+  return r <= lowrank_max_rank(u.rows, u.cols, false) ? lowrank_cost(u.rows, u.cols, r)
+                                                      : matrix_cost(u.rows, u.cols, 0);
+}
+
+WorkUnit make_unit(int tuned_index, const MatchedPair& p, const MatrixPart& part, bool lowrank) {
   WorkUnit u{tuned_index, p, part, part_key(p.base_name, part), 0, 0, {}, {}, {}, true};
   std::tie(u.rows, u.cols) = analysed_shape(p, part);
   u.base = base_read(p, part);
   u.tuned = tuned_read(p, part);
-  u.cost.flops = matrix_cost(u.rows, u.cols, 0);  // the tuned side's decomposition
+  u.cost.flops = tuned_cost(u, lowrank);
   u.cost.bytes = p.lora == nullptr ? side_bytes(p.tuned, u.tuned)
                                    : p.lora->a.info->nbytes() + p.lora->b.info->nbytes();
   return u;
@@ -121,7 +133,7 @@ UnitCost Plan::cost() const {
   return c;
 }
 
-Plan make_plan(const Checkpoint& base, const std::vector<MatchTable>& tables) {
+Plan make_plan(const Checkpoint& base, const std::vector<MatchTable>& tables, bool lowrank) {
   Plan plan;
   std::map<std::string, size_t> at;
   for (size_t t = 0; t < tables.size(); ++t)
@@ -129,7 +141,7 @@ Plan make_plan(const Checkpoint& base, const std::vector<MatchTable>& tables) {
       if (!p.selected) continue;
       const std::vector<MatrixPart> parts = p.parts.empty() ? std::vector<MatrixPart>{{}} : p.parts;
       for (const MatrixPart& part : parts) {
-        WorkUnit u = make_unit(static_cast<int>(t), p, part);
+        WorkUnit u = make_unit(static_cast<int>(t), p, part, lowrank);
         auto it = at.find(u.name);
         if (it == at.end())
           it = at.emplace(u.name, plan.entries.size()).first, plan.entries.push_back({u.name, {}});

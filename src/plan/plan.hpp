@@ -54,8 +54,9 @@ struct Plan {
 };
 
 /// The plan of the selected pairs of every table, entries in the base's storage order so reads
-/// stream through each file once.
-Plan make_plan(const Checkpoint& base, const std::vector<MatchTable>& tables);
+/// stream through each file once. Units are priced by the route they will take: `lowrank`
+/// (AnalyzeOptions::lowrank) prices LoRA units within the break-even at the low-rank route's.
+Plan make_plan(const Checkpoint& base, const std::vector<MatchTable>& tables, bool lowrank);
 
 /// The key of a unit's base decomposition in the cache: its bytes and everything that shapes
 /// the decomposition (dtype, shape, side, backend and algorithm, precision, layout, part).

@@ -95,7 +95,7 @@ TEST(ShardSpec, ParsesIndexOverCountAndRefusesTheRest) {
 TEST_F(Shards, EveryEntryRunsInOneShardBalancedByCost) {
   const Checkpoint base = Checkpoint::open(paths_.base);
   const TunedInput t = TunedInput::open(paths_.full);
-  const detail::Plan plan = detail::make_plan(base, {t.match(base, {}, detect_layout(base))});
+  const detail::Plan plan = detail::make_plan(base, {t.match(base, {}, detect_layout(base))}, true);
   const Json header = {
       {"inputs", {{"base", {{"path", "/a"}, {"files", Json::array()}}}, {"tuned", Json::array()}}}};
   const RunHeader::Shard s = detail::make_shard_plan(plan, {1, 4}, header);

@@ -47,7 +47,7 @@ TEST(Plan, ByteRangesAreWhatTheBackendReads) {
   test::TempDir dir;
   const DemoPaths p = small_demo(dir);
   const auto in = open_all(p);
-  const detail::Plan plan = detail::make_plan(in->base, in->tables);
+  const detail::Plan plan = detail::make_plan(in->base, in->tables, true);
   std::set<Range> planned;
   size_t host_sides = 0;
   for (const auto& e : plan.entries)
@@ -82,10 +82,45 @@ TEST(Plan, ByteRangesAreWhatTheBackendReads) {
   EXPECT_EQ(log.workers[0].host.size(), host_sides) << "no side the plan put on the host";
 }
 
+TEST(Plan, LoraUnitsArePricedByTheRouteTheyTake) {
+  // The default demo's LoRA (r = 8) on q_proj 256 x 256 is within the low-rank route's
+  // break-even (256 / 20 = 12) and on v_proj 128 x 256 past it (6): the first is priced at the
+  // route's cost, the second, and both under --no-lowrank, at a decomposition's.
+  test::TempDir dir;
+  DemoOptions d;
+  d.layers = 1;
+  const auto in = open_all(generate_demo(dir.str(), d));
+  for (bool lowrank : {true, false}) {
+    const detail::Plan plan = detail::make_plan(in->base, in->tables, lowrank);
+    int q = 0, v = 0;
+    for (const auto& e : plan.entries)
+      for (const auto& u : e.units) {
+        if (u.pair.lora == nullptr) continue;
+        const bool is_q = e.name.find("q_proj") != std::string::npos;
+        const bool is_v = e.name.find("v_proj") != std::string::npos;
+        q += is_q, v += is_v;
+        // The entry's first unit also carries the base's decomposition.
+        const double tuned =
+            u.cost.flops - (&u == &e.units.front() ? matrix_cost(u.rows, u.cols, 0) : 0.0);
+        if (is_q) {
+          ASSERT_EQ(std::make_pair(u.rows, u.cols), std::make_pair(int64_t{256}, int64_t{256}));
+          EXPECT_DOUBLE_EQ(tuned, lowrank ? lowrank_cost(256, 256, 8) : matrix_cost(256, 256, 0))
+              << e.name;
+        }
+        if (is_v) {
+          ASSERT_EQ(std::make_pair(u.rows, u.cols), std::make_pair(int64_t{128}, int64_t{256}));
+          EXPECT_DOUBLE_EQ(tuned, matrix_cost(128, 256, 0)) << e.name;
+        }
+      }
+    EXPECT_EQ(q, 1);
+    EXPECT_EQ(v, 1);
+  }
+}
+
 TEST(Plan, CostsSumPerEntryAndOverThePlan) {
   test::TempDir dir;
   const auto in = open_all(small_demo(dir));
-  const detail::Plan plan = detail::make_plan(in->base, in->tables);
+  const detail::Plan plan = detail::make_plan(in->base, in->tables, true);
   ASSERT_EQ(plan.entries.size(), 14u);
   EXPECT_EQ(plan.units(), 14u + 4u);  // the full fine-tune everywhere, the LoRA on 4 matrices
   UnitCost sum;
