@@ -1,6 +1,6 @@
 // The low-rank route's products (backend/lowrank_products.hpp) against plain loops, for the
-// host's products in the CPU tests and the device's in the GPU tests: a stored bf16 base,
-// analysed as stored or transposed (Conv1D), and fp32 vectors of either side.
+// host's products in the CPU tests and the device's in the GPU tests: a stored base (bf16 by
+// default), analysed as stored or transposed (Conv1D), and vectors of either side.
 #pragma once
 
 #include <algorithm>
@@ -14,24 +14,32 @@
 
 namespace indim::test {
 
-/// A base stored as bf16 [rows, cols] and its analysed fp64 matrix (the transpose when conv1d).
+/// A base stored as `dtype` [rows, cols] and its analysed fp64 matrix (the transpose when
+/// conv1d), read back from the stored bytes.
 struct StoredBase {
   std::vector<uint8_t> bytes;
   Dense<double> analysed;
 };
 
-inline StoredBase stored_bf16(int64_t rows, int64_t cols, bool conv1d, std::mt19937_64& rng) {
+inline StoredBase stored_base(int64_t rows, int64_t cols, bool conv1d, DType dtype,
+                              std::mt19937_64& rng) {
   std::normal_distribution<float> g(0.0f, 1.0f);
   std::vector<float> v(static_cast<size_t>(rows * cols));
-  for (float& x : v) x = bf16_to_float(float_to_bf16(g(rng)));  // exact in bf16
+  for (float& x : v) x = g(rng);
   StoredBase s;
-  s.bytes = encode_floats(v, DType::BF16);
+  s.bytes = encode_floats(v, dtype);
+  std::vector<double> stored(v.size());
+  convert_elements(s.bytes.data(), dtype, stored.size(), stored.data());
   s.analysed = conv1d ? Dense<double>{cols, rows, std::vector<double>(v.size())}
-                      : Dense<double>{rows, cols, std::vector<double>(v.begin(), v.end())};
+                      : Dense<double>{rows, cols, stored};
   if (conv1d)
     for (int64_t i = 0; i < rows; ++i)
-      for (int64_t j = 0; j < cols; ++j) s.analysed.at(j, i) = v[i * cols + j];
+      for (int64_t j = 0; j < cols; ++j) s.analysed.at(j, i) = stored[i * cols + j];
   return s;
+}
+
+inline StoredBase stored_bf16(int64_t rows, int64_t cols, bool conv1d, std::mt19937_64& rng) {
+  return stored_base(rows, cols, conv1d, DType::BF16, rng);
 }
 
 /// Row-major op(a) x by plain loops, x [k, c].

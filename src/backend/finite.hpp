@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -30,6 +31,42 @@ size_t convert_finite(const void* src, DType t, size_t n, T* dst) {
     const size_t len = n - at < kBlock ? n - at : kBlock;
     convert_elements(static_cast<const uint8_t*>(src) + at * width, t, len, dst + at);
     const size_t bad = first_non_finite(dst + at, len);
+    if (bad < len) return at + bad;
+  }
+  return n;
+}
+
+/// Whether any of n stored elements of W bytes (an IEEE type whose exponent field is `mask`) is
+/// not finite: an all-ones exponent. No early exit, so the compiler vectorises it.
+template <typename W>
+bool any_non_finite_bits(const uint8_t* src, size_t n, W mask) {
+  bool any = false;
+  for (size_t i = 0; i < n; ++i) {
+    W v;
+    std::memcpy(&v, src + i * sizeof(W), sizeof(W));
+    any |= (v & mask) == mask;
+  }
+  return any;
+}
+
+/// The index of the first of n stored `t` elements at src that is not finite, or n: a block at
+/// a time by the exponent's bits, the block holding one then converted to find it.
+inline size_t first_non_finite_stored(const void* src, DType t, size_t n) {
+  constexpr size_t kBlock = 4096;
+  const auto* p = static_cast<const uint8_t*>(src);
+  const size_t width = static_cast<size_t>(dtype_bits(t) / 8);
+  std::vector<double> block;
+  for (size_t at = 0; at < n; at += kBlock) {
+    const size_t len = n - at < kBlock ? n - at : kBlock;
+    const uint8_t* b = p + at * width;
+    bool any = true;  // a type without a bit test is converted whole
+    if (t == DType::BF16) any = any_non_finite_bits<uint16_t>(b, len, 0x7f80);
+    if (t == DType::F16) any = any_non_finite_bits<uint16_t>(b, len, 0x7c00);
+    if (t == DType::F32) any = any_non_finite_bits<uint32_t>(b, len, 0x7f800000u);
+    if (t == DType::F64) any = any_non_finite_bits<uint64_t>(b, len, 0x7ff0000000000000ull);
+    if (!any) continue;
+    block.resize(kBlock);
+    const size_t bad = convert_finite(b, t, len, block.data());
     if (bad < len) return at + bad;
   }
   return n;

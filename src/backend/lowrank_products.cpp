@@ -1,10 +1,11 @@
 #include "backend/lowrank_products.hpp"
 
-#include <cblas.h>
-
 #include <variant>
 
+#include "backend/finite.hpp"
 #include "backend/host_matrix.hpp"
+#include "backend/thin_products.hpp"
+#include "indim/error.hpp"
 
 namespace indim::detail {
 
@@ -18,39 +19,47 @@ void fit(std::vector<double>& v, size_t n) {
   v.resize(n);
 }
 
-// Row-major y [m, c] = op(a) x with a [rows, cols] (op(a) [m, k]).
-void times(const double* a, int64_t rows, int64_t cols, bool transpose, const double* x, int64_t c,
-           double* y) {
-  const int64_t m = transpose ? cols : rows, k = transpose ? rows : cols;
-  cblas_dgemm(CblasRowMajor, transpose ? CblasTrans : CblasNoTrans, CblasNoTrans, m, c, k, 1.0, a,
-              cols, x, c, 0.0, y, c);
+// The stored base as the products read it: its own bytes where thin_supports its type (after
+// a scan for non-finite values), else converted once into ws.w0 as fp64, in the stored
+// orientation either way.
+StoredMatrix stored_base(const LowRankProblem& pr, LowRankWorkspace& ws) {
+  const size_t count = static_cast<size_t>(pr.rows * pr.cols);
+  if (thin_supports(pr.dtype)) {
+    const size_t bad = first_non_finite_stored(pr.base_bytes, pr.dtype, count);
+    if (bad < count)
+      throw BadInput(InputProblem::NonFinite, pr.base_label + " holds a non-finite value at " +
+                                                  matrix_index_text(bad, pr.cols));
+    return {pr.base_bytes, pr.dtype, pr.rows, pr.cols};
+  }
+  fit(ws.w0, count);
+  std::vector<double> unused;
+  stored_into(pr.base_bytes, pr.dtype, pr.rows, pr.cols, false, pr.base_label, ws.w0, unused);
+  return {ws.w0.data(), DType::F64, pr.rows, pr.cols};
 }
 
 class HostProducts final : public LowRankProducts {
  public:
   HostProducts(const LowRankProblem& pr, LowRankWorkspace& ws)
-      : LowRankProducts(pr.conv1d ? pr.cols : pr.rows, pr.conv1d ? pr.rows : pr.cols), ws_(ws) {
-    const size_t count = static_cast<size_t>(rows() * cols());
-    fit(ws_.w0, count);
-    if (pr.conv1d) fit(ws_.stored, count);
-    stored_into(pr.base_bytes, pr.dtype, pr.rows, pr.cols, pr.conv1d, pr.base_label, ws_.w0,
-                ws_.stored);
-  }
+      : LowRankProducts(pr.conv1d ? pr.cols : pr.rows, pr.conv1d ? pr.rows : pr.cols),
+        w0_(stored_base(pr, ws)),
+        conv1d_(pr.conv1d) {}
+  // The analysed W0 is the stored matrix, or its transpose for a Conv1D.
   void base(bool transpose, const double* x, int64_t c, double* y) override {
-    times(ws_.w0.data(), rows(), cols(), transpose, x, c, y);
+    (transpose != conv1d_ ? thin_times_transposed : thin_times)(w0_, x, c, y);
   }
   void load_vectors(const Vectors& basis) override {
-    fit(ws_.u0, static_cast<size_t>(basis.dim * basis.count));
-    std::visit([&](const auto& v) { std::copy(v.begin(), v.end(), ws_.u0.begin()); }, basis.data);
-    dim_ = basis.dim, count_ = basis.count;
+    const void* data =
+        std::visit([](const auto& v) -> const void* { return v.data(); }, basis.data);
+    u0_ = {data, basis.precision() == Precision::F32 ? DType::F32 : DType::F64, basis.dim,
+           basis.count};
   }
   void vectors(bool transpose, const double* x, int64_t c, double* y) override {
-    times(ws_.u0.data(), dim_, count_, transpose, x, c, y);
+    (transpose ? thin_times_transposed : thin_times)(u0_, x, c, y);
   }
 
  private:
-  LowRankWorkspace& ws_;
-  int64_t dim_ = 0, count_ = 0;
+  StoredMatrix w0_, u0_;
+  bool conv1d_;
 };
 
 }  // namespace

@@ -24,7 +24,7 @@ class LowRankProducts {
   /// y [rows, c] = W0 x for x [cols, c]; with `transpose`, y [cols, c] = W0^T x for x [rows, c].
   virtual void base(bool transpose, const double* x, int64_t c, double* y) = 0;
   /// The base's vectors the calls of vectors() use from now on: `basis` [dim, count], its
-  /// left vectors (dim = rows) or its right ones (dim = cols).
+  /// left vectors (dim = rows) or its right ones (dim = cols), alive for those calls.
   virtual void load_vectors(const Vectors& basis) = 0;
   /// y [dim, c] = U0 x for x [count, c]; with `transpose`, y [count, c] = U0^T x for
   /// x [dim, c].
@@ -34,15 +34,17 @@ class LowRankProducts {
   int64_t rows_, cols_;
 };
 
-/// The host's buffers for the products, kept by the backend across calls: a fresh 32-90 MB
-/// buffer costs more in page faults than the products that use it.
+/// The host's buffer for the products of a base of a type they do not read as stored, kept by
+/// the backend across calls: a fresh 32-90 MB buffer costs more in page faults than the
+/// products that use it.
 struct LowRankWorkspace {
-  std::vector<double> w0, stored, u0;
+  std::vector<double> w0;
 };
 
-/// @brief The host's products: W0 converted from its stored bytes (and checked, throwing
-/// indim::BadInput "<base_label> holds a non-finite value at [i, j]") once into fp64, U0
-/// copied into fp64, both in `ws`; OpenBLAS dgemm.
+/// @brief The host's products (thin_products.hpp): W0 read in its stored bytes where they are
+/// bf16, fp32 or fp64 (any other type converted once into fp64 in `ws`), checked first
+/// (throwing indim::BadInput "<base_label> holds a non-finite value at [i, j]"), and U0 read
+/// where the base's vectors lie.
 std::unique_ptr<LowRankProducts> host_lowrank_products(const LowRankProblem& problem,
                                                        LowRankWorkspace& ws);
 

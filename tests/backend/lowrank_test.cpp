@@ -314,12 +314,12 @@ TEST(LowRankRouteMore, ZeroUpdateKeepsTheBase) {
 
 namespace {
 
-// A problem for the products alone: a bf16 base stored [rows, cols] and a rank-4 update.
+// A problem for the products alone: a base stored [rows, cols] and a rank-4 update.
 LowRankProblem products_problem(const test::StoredBase& s, int64_t rows, int64_t cols, bool conv1d,
-                                const LowRankUpdate& up) {
+                                const LowRankUpdate& up, DType dtype = DType::BF16) {
   LowRankProblem pr;
   pr.base_bytes = s.bytes.data();
-  pr.dtype = DType::BF16;
+  pr.dtype = dtype;
   pr.rows = rows, pr.cols = cols;
   pr.conv1d = conv1d;
   pr.update = &up;
@@ -327,10 +327,14 @@ LowRankProblem products_problem(const test::StoredBase& s, int64_t rows, int64_t
   return pr;
 }
 
-Vectors random_vectors(int64_t dim, int64_t count, std::mt19937_64& rng) {
-  Vectors v = Vectors::zeros(Precision::F32, dim, count);
+Vectors random_vectors(int64_t dim, int64_t count, std::mt19937_64& rng,
+                       Precision precision = Precision::F32) {
+  Vectors v = Vectors::zeros(precision, dim, count);
   std::normal_distribution<float> g;
-  for (float& x : v.values<float>()) x = g(rng);
+  if (precision == Precision::F32)
+    for (float& x : v.values<float>()) x = g(rng);
+  else
+    for (double& x : v.values<double>()) x = g(rng);
   return v;
 }
 
@@ -353,6 +357,28 @@ TEST(LowRankProducts, HostProductsFollowTheAnalysedOrientation) {
   }
 }
 
+TEST(LowRankProducts, HostProductsReadEveryStoredTypeAndPrecision) {
+  // bf16, fp32 and fp64 bases are read as stored, fp16 through an fp64 copy; vectors in fp32
+  // (an fp32 run's cache) and fp64; blocks of 1 to 40 columns (the products work in chunks of
+  // 8 and 16).
+  auto cpu = make_cpu_backend(Precision::F64, "gram64");
+  std::mt19937_64 rng(21);
+  for (DType dtype : {DType::BF16, DType::F16, DType::F32, DType::F64})
+    for (bool conv1d : {false, true}) {
+      const test::StoredBase s = test::stored_base(53, 38, conv1d, dtype, rng);
+      const LowRankUpdate up = lora(s.analysed.rows, s.analysed.cols, 4, rng);
+      const LowRankProblem pr = products_problem(s, 53, 38, conv1d, up, dtype);
+      const std::unique_ptr<detail::LowRankProducts> p = cpu->lowrank_products(pr);
+      for (Precision prec : {Precision::F32, Precision::F64})
+        for (int64_t c : {1, 8, 9, 16, 40})
+          EXPECT_LT(test::products_error(*p, s.analysed,
+                                         random_vectors(s.analysed.rows, 38, rng, prec), c, rng),
+                    1e-13)
+              << dtype_name(dtype) << " conv1d " << conv1d << " " << precision_name(prec)
+              << " c = " << c;
+    }
+}
+
 TEST(LowRankProducts, NonFiniteBaseIsBadInputInStoredCoordinates) {
   std::mt19937_64 rng(13);
   test::StoredBase s = test::stored_bf16(40, 30, true, rng);
@@ -367,5 +393,23 @@ TEST(LowRankProducts, NonFiniteBaseIsBadInputInStoredCoordinates) {
   } catch (const BadInput& e) {
     EXPECT_EQ(std::string(e.what()),
               "base.safetensors: tensor 'w' holds a non-finite value at [3, 7]");
+  }
+  // The same for the types read as stored and the one copied (an fp32 +inf, an fp16 -inf).
+  for (DType dtype : {DType::F32, DType::F16}) {
+    test::StoredBase t = test::stored_base(40, 30, false, dtype, rng);
+    const uint32_t inf32 = 0x7f800000;
+    const uint16_t ninf16 = 0xfc00;
+    if (dtype == DType::F32)
+      std::memcpy(t.bytes.data() + (5 * 30 + 29) * 4, &inf32, 4);
+    else
+      std::memcpy(t.bytes.data() + (5 * 30 + 29) * 2, &ninf16, 2);
+    const LowRankUpdate u2 = lora(40, 30, 2, rng);
+    try {
+      cpu->lowrank_products(products_problem(t, 40, 30, false, u2, dtype));
+      FAIL() << "no error for " << dtype_name(dtype);
+    } catch (const BadInput& e) {
+      EXPECT_EQ(std::string(e.what()),
+                "base.safetensors: tensor 'w' holds a non-finite value at [5, 29]");
+    }
   }
 }
