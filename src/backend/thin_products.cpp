@@ -46,7 +46,6 @@ inline double widen(const unsigned char* p, int64_t i) {
   return v;
 }
 [[gnu::always_inline]] inline void store(double* p, const Lane& v) { std::memcpy(p, &v, sizeof v); }
-#pragma GCC diagnostic pop
 
 // Rows [r0, r1) of y = S x, S [*, cols], x packed [cols, C], y packed [*, C]: four rows at a
 // time share each load of x.
@@ -109,38 +108,22 @@ template <int C, typename E>
     }
 }
 
-// The clones: one per element type and kind, C (8 or 16) chosen inside.
 using Kernel = void (*)(const unsigned char*, int64_t, int64_t, int64_t, int, const double*,
                         double*);
 
-INDIM_CLONES void rows_bf16(const unsigned char* s, int64_t cols, int64_t r0, int64_t r1, int c,
-                            const double* x, double* y) {
-  c == 8 ? rows_body<8, uint16_t>(s, cols, r0, r1, x, y)
-         : rows_body<16, uint16_t>(s, cols, r0, r1, x, y);
-}
-INDIM_CLONES void rows_f32(const unsigned char* s, int64_t cols, int64_t r0, int64_t r1, int c,
-                           const double* x, double* y) {
-  c == 8 ? rows_body<8, float>(s, cols, r0, r1, x, y) : rows_body<16, float>(s, cols, r0, r1, x, y);
-}
-INDIM_CLONES void rows_f64(const unsigned char* s, int64_t cols, int64_t r0, int64_t r1, int c,
-                           const double* x, double* y) {
-  c == 8 ? rows_body<8, double>(s, cols, r0, r1, x, y)
-         : rows_body<16, double>(s, cols, r0, r1, x, y);
-}
-INDIM_CLONES void cols_bf16(const unsigned char* s, int64_t cols, int64_t r0, int64_t r1, int c,
-                            const double* x, double* y) {
-  c == 8 ? cols_body<8, uint16_t>(s, cols, r0, r1, x, y)
-         : cols_body<16, uint16_t>(s, cols, r0, r1, x, y);
-}
-INDIM_CLONES void cols_f32(const unsigned char* s, int64_t cols, int64_t r0, int64_t r1, int c,
-                           const double* x, double* y) {
-  c == 8 ? cols_body<8, float>(s, cols, r0, r1, x, y) : cols_body<16, float>(s, cols, r0, r1, x, y);
-}
-INDIM_CLONES void cols_f64(const unsigned char* s, int64_t cols, int64_t r0, int64_t r1, int c,
-                           const double* x, double* y) {
-  c == 8 ? cols_body<8, double>(s, cols, r0, r1, x, y)
-         : cols_body<16, double>(s, cols, r0, r1, x, y);
-}
+// One clone set per kind and element type, the chunk width (8 or 16) chosen inside.
+#define INDIM_THIN_KERNEL(name, body, E)                                                      \
+  INDIM_CLONES void name(const unsigned char* s, int64_t cols, int64_t r0, int64_t r1, int c, \
+                         const double* x, double* y) {                                        \
+    c == 8 ? body<8, E>(s, cols, r0, r1, x, y) : body<16, E>(s, cols, r0, r1, x, y);          \
+  }
+INDIM_THIN_KERNEL(rows_bf16, rows_body, uint16_t)
+INDIM_THIN_KERNEL(rows_f32, rows_body, float)
+INDIM_THIN_KERNEL(rows_f64, rows_body, double)
+INDIM_THIN_KERNEL(cols_bf16, cols_body, uint16_t)
+INDIM_THIN_KERNEL(cols_f32, cols_body, float)
+INDIM_THIN_KERNEL(cols_f64, cols_body, double)
+#undef INDIM_THIN_KERNEL
 
 Kernel rows_kernel(DType t) {
   return t == DType::BF16 ? rows_bf16 : t == DType::F32 ? rows_f32 : rows_f64;
