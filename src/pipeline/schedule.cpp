@@ -12,20 +12,20 @@ double matrix_cost(int64_t rows, int64_t cols, int tuned) {
 
 double lowrank_cost(int64_t rows, int64_t cols, int64_t rank) {
   // Measured on the bench layer's 2048 x 2048 (CPU backend, fp32, base cached; bench/RESULTS.md,
-  // "Pricing LoRA units"): the route takes about 0.048 + 0.0016 r s a matrix where the Gram
+  // "Pricing LoRA units"): the route takes about 0.025 + 0.0016 r s a matrix where the Gram
   // route on the merged matrix, which matrix_cost prices at 2048 m n, takes 0.32 s; so
-  // a = 2048 x 0.048 / 0.32 and b = 2048 x 0.0016 / 0.32.
-  constexpr double a = 300, b = 10;
+  // a = 2048 x 0.025 / 0.32 and b = 2048 x 0.0016 / 0.32.
+  constexpr double a = 160, b = 10;
   const double m = static_cast<double>(rows), n = static_cast<double>(cols);
   return m * n * (a + b * static_cast<double>(std::max<int64_t>(rank, 1)));
 }
 
 int64_t lowrank_max_rank(int64_t rows, int64_t cols, bool warm_full) {
-  // Against the Gram (measured on the CPU at min(out, in) = 2048): the route's time grows by
-  // about 3.6 ms per unit of r from 0.15 s, the Gram route's is 0.57 s, so they cross near
-  // r = 115; a twentieth of min(out, in) keeps the choice on the winning side. Against the
-  // warm start (same machine, bench/RESULTS.md): crossings near r = 70 at 2048 x 2048 and
-  // 5504 x 2048, past 96 at 2048 x 5504; a thirtieth of min(out, in).
+  // Against the Gram (measured on the CPU at min(out, in) = 2048): the route takes about
+  // 0.025 + 0.0016 r s a matrix, the Gram route 0.32 s, so they cross near r = 180; a
+  // twentieth of min(out, in) keeps the choice well on the winning side. Against the warm
+  // start (same machine, bench/RESULTS.md): crossings near r = 64-96 at 2048 x 2048, 110 at
+  // 5504 x 2048, past 128 at 2048 x 5504; a thirtieth of min(out, in).
   const int64_t most = std::min(rows, cols) / (warm_full ? 30 : 20);
   return std::max<int64_t>(1, most);
 }
