@@ -195,6 +195,7 @@ std::string shape_seconds(const AnalyzeResult& r) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  keep_freed_memory();  // as the indim binary does, for both routes' runs
   const Args a = parse(argc, argv);
   const fs::path dir(a.dir);
   write_base(dir / ("base" + suffix(a)), a.layers);

@@ -279,6 +279,12 @@ void write_outputs(AnalyzeResult& result, const AnalyzeOptions& options);
 /// @brief analyze_only, then write_outputs: the run as the CLI does it.
 AnalyzeResult analyze(const AnalyzeOptions& options);
 
+/// @brief Has the process keep the memory a run frees for its next buffers instead of giving
+/// it back to the system and faulting fresh pages in for every matrix (glibc: blocks under
+/// 256 MB from the heap, up to 1 GiB free kept; nothing elsewhere). The indim binary calls it
+/// first; a program embedding the library decides for itself.
+void keep_freed_memory();
+
 /// @brief Computes one matrix's record from a tuned/base decomposition pair (fills maxcos,
 /// argmax, sigma, ratio, counts).
 MatrixResult intruder_record(Backend& backend, const Decomposition& tuned,

@@ -413,6 +413,7 @@ int run_parsed(Commands& c) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  indim::keep_freed_memory();
   CLI::App app{"indim: find intruder dimensions in fine-tuned checkpoints"};
   app.set_version_flag("--version", std::string(INDIM_VERSION));
   app.require_subcommand(1);
