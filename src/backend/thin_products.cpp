@@ -140,6 +140,7 @@ constexpr int64_t kThreadGrain = int64_t{1} << 20;
 template <typename F>
 void in_parts(int64_t rows, int parts, const F& f) {
   std::vector<std::thread> helpers;
+  helpers.reserve(static_cast<size_t>(parts));  // no reallocation once a thread runs
   auto bound = [&](int t) { return t == parts ? rows : (rows * t / parts) / 8 * 8; };
   for (int t = 1; t < parts; ++t) {
     try {
