@@ -109,7 +109,7 @@ std::unique_ptr<detail::LowRankProducts> CudaBackend::lowrank_products(
   const int64_t m = problem.conv1d ? problem.cols : problem.rows;
   const int64_t n = problem.conv1d ? problem.rows : problem.cols;
   const uint64_t need = products_bytes(m, n, problem.update->a.rows, problem.keep, problem.dtype);
-  // Past the budget the host's BLAS does the products: the route's work is O(m n r) either way.
+  // Past the budget the host's kernels do the products: the route's work is O(m n r) either way.
   if (need > pool_->total()) return Backend::lowrank_products(problem);
   const DeviceScope scope(ctx_.device());
   detail::MemoryPool::Lease lease = pool_->acquire(need);

@@ -196,8 +196,8 @@ class Backend {
                                                          std::string* why);
   /// @brief The low-rank route's products with the base W0 (from `problem`'s stored bytes,
   /// checked for non-finite values as decompose_stored checks them) and its vectors, the
-  /// route's O(m n r) work (backend/lowrank_products.hpp). The default: the host's BLAS; the
-  /// CUDA backend: cuBLAS on the device.
+  /// route's O(m n r) work (backend/lowrank_products.hpp). The default: the host's kernels on
+  /// the stored bytes (backend/thin_products.hpp); the CUDA backend: cuBLAS on the device.
   virtual std::unique_ptr<detail::LowRankProducts> lowrank_products(const LowRankProblem& problem);
   /// @brief The tuned side of the full route without the Gram: a block Krylov iteration on
   /// the implicit W W^T (or W^T W) started from `base`'s top vectors of that side, certified by

@@ -1,7 +1,8 @@
 // The low-rank route's products with the base matrix W0 and the base's vectors U0: its
-// O(m n r) work, which the backend places (Backend::lowrank_products: the host's BLAS by
-// default, cuBLAS on the CUDA backend). The rest of the route works in the base's coordinates
-// on the host (lowrank_operator.hpp, lowrank.cpp). Blocks are row-major fp64 on the host.
+// O(m n r) work, which the backend places (Backend::lowrank_products: the host's
+// thin_products.hpp by default, cuBLAS on the CUDA backend). The rest of the route works in the
+// base's coordinates on the host (lowrank_operator.hpp, lowrank.cpp). Blocks are row-major fp64 on
+// the host.
 #pragma once
 
 #include <cstdint>
