@@ -6,6 +6,8 @@
 #include <thread>
 #include <vector>
 
+#include "backend/host_threads.hpp"
+
 namespace indim::detail {
 
 namespace {
@@ -155,7 +157,7 @@ void in_parts(int64_t rows, int parts, const F& f) {
 
 int parts_for(const StoredMatrix& s) {
   const int64_t by_size = s.rows * s.cols / kThreadGrain, by_rows = s.rows / 64;
-  const int64_t cores = std::max(1u, std::min(8u, std::thread::hardware_concurrency()));
+  const int64_t cores = std::min(8, host_threads());
   return static_cast<int>(std::max<int64_t>(1, std::min({cores, by_size, by_rows})));
 }
 

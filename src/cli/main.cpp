@@ -61,7 +61,8 @@ void add_compute_options(CLI::App* cmd, AnalyzeArgs& a) {
                   "the device's --gpu-mem")
       ->capture_default_str()
       ->check(cli::in_range("--streams", 1, 16));
-  cmd->add_option("--workers", a.workers, "CPU backend: matrices decomposed in parallel")
+  cmd->add_option("--workers", a.workers,
+                  "CPU backend: matrices decomposed in parallel, each on its share of the CPUs")
       ->capture_default_str()
       ->check(cli::in_range("--workers", 1, 256));
   cmd->add_option("--cache", a.cache, "Base decomposition cache directory")->capture_default_str();

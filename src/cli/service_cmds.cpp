@@ -58,7 +58,8 @@ void add_serve(CLI::App& app, ServiceCommands& c) {
   s->add_option("--gpu-mem", o.gpu_mem, "GPU memory per device (K, M, G); 0: 90% of free")
       ->capture_default_str()
       ->transform(CLI::AsSizeValue(/*kb_is_1000=*/false));
-  s->add_option("--workers", o.workers, "CPU backend: matrices decomposed in parallel")
+  s->add_option("--workers", o.workers,
+                "CPU backend: matrices decomposed in parallel, each on its share of the CPUs")
       ->capture_default_str()
       ->check(in_range("--workers", 1, 256));
   s->add_option("--cache", o.cache_dir, "Base decomposition cache (default: STATE/cache)");

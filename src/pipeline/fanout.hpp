@@ -10,8 +10,8 @@
 namespace indim::detail {
 
 /// Runs every entry of `plan` on `fleet`: in plan order on one backend, else entries assigned
-/// by cost (assign_workers) and run on a thread per backend. The first failure stops the
-/// others between entries and is rethrown.
+/// by cost (assign_workers) and run on a thread per backend, the host's CPUs shared out among
+/// them (HostThreadShare). The first failure stops the others between entries and is rethrown.
 void run_fleet(std::vector<std::unique_ptr<Backend>>& fleet, const Plan& plan, UnitWork& work);
 
 }  // namespace indim::detail
