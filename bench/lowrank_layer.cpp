@@ -8,9 +8,10 @@
 // --backend picks the backend of every run (cuda on a GPU node: the merged side then takes the
 // device's full route, the adapter the low-rank route as that backend runs it). --layers L
 // stacks L such layers (a model's steady state: the route's workspaces are touched once per
-// run); the table then gives seconds per layer.
+// run); the table then gives seconds per layer. --workers N runs both routes with N workers
+// (on the CPU each on its share of the cores).
 //   indim_bench_lowrank [--ranks 1,8,16,64,256] [--dir D] [--precision fp32|fp64]
-//                       [--backend cpu|cuda] [--layers L] [--json F]
+//                       [--backend cpu|cuda] [--layers L] [--workers N] [--json F]
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -37,6 +38,7 @@ struct Args {
   Precision precision = Precision::F32;
   std::string backend = "cpu";
   int layers = 1;
+  int workers = 1;
   std::string json;
 };
 
@@ -56,6 +58,8 @@ Args parse(int argc, char** argv) {
       a.backend = v;
     } else if (k == "--layers") {
       a.layers = std::max(1, std::stoi(v));
+    } else if (k == "--workers") {
+      a.workers = std::clamp(std::stoi(v), 1, 256);
     } else if (k == "--json") {
       a.json = v;
     }
@@ -148,6 +152,7 @@ Run run(const Args& a, const std::vector<std::string>& tuned, bool lowrank, cons
   o.precision = a.precision;
   o.cache_dir = (fs::path(a.dir) / "cache").string();
   o.lowrank = lowrank;
+  o.workers = a.workers;
   fs::remove_all(out);
   const auto t0 = std::chrono::steady_clock::now();
   Run r;
@@ -239,6 +244,7 @@ int main(int argc, char** argv) {
   if (!a.json.empty())
     std::ofstream(a.json) << nlohmann::json{
         {"layers", a.layers},
+        {"workers", a.workers},
         {"rows", rows},
         {"sweep_s", sweep.seconds},
         {"separate_full_s",
