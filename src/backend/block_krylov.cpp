@@ -62,8 +62,28 @@ int64_t orthonormalise(const double* v, int64_t n, int64_t nv, double* x, int64_
   return kept;
 }
 
+namespace {
+
+// symmetric_top by dsyevd: every pair, the top `count` kept.
+bool all_pairs_top(std::vector<double>& a, int64_t n, int64_t count, std::vector<double>& theta,
+                   std::vector<double>& vectors) {
+  std::vector<double> w(static_cast<size_t>(n));
+  const lapack_int ln = static_cast<lapack_int>(n);
+  if (LAPACKE_dsyevd(LAPACK_COL_MAJOR, 'V', 'L', ln, a.data(), ln, w.data()) != 0) return false;
+  theta.resize(static_cast<size_t>(count));
+  vectors.resize(static_cast<size_t>(n * count));
+  for (int64_t j = 0; j < count; ++j) {  // ascending -> descending
+    theta[j] = w[n - 1 - j];
+    std::copy(a.begin() + (n - 1 - j) * n, a.begin() + (n - j) * n, vectors.begin() + j * n);
+  }
+  return true;
+}
+
+}  // namespace
+
 bool symmetric_top(std::vector<double>& a, int64_t n, int64_t count, std::vector<double>& theta,
                    std::vector<double>& vectors) {
+  if (all_pairs_pay(n, count)) return all_pairs_top(a, n, count, theta, vectors);
   std::vector<double> w(static_cast<size_t>(n)), z(static_cast<size_t>(n * count));
   std::vector<lapack_int> support(static_cast<size_t>(2 * count));
   lapack_int found = 0;
@@ -146,8 +166,10 @@ KrylovResult block_krylov_top(int64_t n, const BlockApply& apply, std::vector<do
     // One solve a step, for the pairs it checks and those its next block or restart is made
     // of (at order 162: 2.5 ms, against 4 ms for the checked pairs and the block's apart); the
     // values shown are solved for at the end (a bisection for 66 pairs costs 5x one for 10).
-    const int64_t want = full ? count : o.residual_block > 0 ? std::max(keep, next) : keep;
-    if (!ritz_top(b.h, b.max, b.nv, want, theta, s)) return res;
+    // Where every pair comes at once (all_pairs_pay), the values shown come with this solve.
+    const int64_t least = full ? count : o.residual_block > 0 ? std::max(keep, next) : keep;
+    const int64_t solved = all_pairs_pay(b.nv, least) ? count : least;
+    if (!ritz_top(b.h, b.max, b.nv, solved, theta, s)) return res;
     // Ritz vectors Y = V S and T Y = (T V) S (the top `cols` of them), residuals
     // ||T y_j - theta_j y_j|| for j < keep.
     auto ritz_vectors = [&](int64_t cols) {
@@ -158,14 +180,14 @@ KrylovResult block_krylov_top(int64_t n, const BlockApply& apply, std::vector<do
       cblas_dgemm(CblasColMajor, CblasNoTrans, CblasNoTrans, n, cols, b.nv, 1.0, b.tv.data(), n,
                   s.data(), b.nv, 0.0, ty.data(), n);
     };
-    ritz_vectors(full ? keep : want);
+    ritz_vectors(full ? keep : least);
     const double worst = worst_residual(ty.data(), y.data(), theta.data(), n, keep);
     const double top = std::max(theta.empty() ? 0.0 : theta[0], 0.0);
     res.residual = top > 0 ? worst / top : 0.0;
     res.vectors.assign(y.begin(), y.begin() + n * keep);
     const bool done = worst <= o.tol * top || res.products >= o.max_products;
     if (done || full) {  // the values shown
-      if (want < count && !ritz_top(b.h, b.max, b.nv, count, theta, s)) return res;
+      if (solved < count && !ritz_top(b.h, b.max, b.nv, count, theta, s)) return res;
       res.theta.assign(theta.begin(), theta.begin() + std::min(count, std::max(o.keep, o.shown)));
     }
     if (worst <= o.tol * top) {

@@ -43,9 +43,14 @@ struct KrylovResult {
 /// rounding); the kept columns are packed to the front. Returns how many were kept.
 int64_t orthonormalise(const double* v, int64_t n, int64_t nv, double* x, int64_t cols);
 
+/// @brief Whether all n eigenpairs (dsyevd) cost less than the top `count` (dsyevr's bisection
+/// and inverse iteration): where 6 count >= n (bench/RESULTS.md: at n = 162, all in 2.2 ms
+/// against 2.2 ms for 26 and 3.5 ms for 50).
+inline bool all_pairs_pay(int64_t n, int64_t count) { return 6 * count >= n; }
+
 /// @brief The top `count` eigenpairs of the symmetric a (column-major [n, n], lower triangle
-/// read; destroyed), descending: `theta` and `vectors` column-major [n, count] (LAPACK dsyevr).
-/// False when LAPACK fails.
+/// read; destroyed), descending: `theta` and `vectors` column-major [n, count] (LAPACK dsyevd
+/// where all_pairs_pay, else dsyevr). False when LAPACK fails.
 bool symmetric_top(std::vector<double>& a, int64_t n, int64_t count, std::vector<double>& theta,
                    std::vector<double>& vectors);
 

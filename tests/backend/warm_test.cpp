@@ -5,6 +5,7 @@
 // why. The pipeline test at the end meets it as a user does: a real checkpoint pair.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <random>
@@ -182,6 +183,38 @@ TEST(BlockKrylov, NearlyDependentBlockStaysOrthogonalToTheBasis) {
   }
   EXPECT_LT(against_v, 1e-13);
   EXPECT_LT(among, 1e-13);
+}
+
+// symmetric_top on both sides of all_pairs_pay (dsyevr for the top 19 of 120, dsyevd for 20 or
+// more): the known spectrum, descending, and the known vectors up to sign.
+TEST(BlockKrylov, SymmetricTopIsExactOnBothSidesOfTheAllPairsRule) {
+  std::mt19937_64 rng(14);
+  const int64_t n = 120;
+  const Dense<double> q = random_orthonormal(n, n, rng);  // row-major; columns the vectors
+  std::vector<double> lambda(static_cast<size_t>(n));
+  for (int64_t j = 0; j < n; ++j) lambda[j] = std::pow(0.97, double(j)) - (j == 3 ? 0.03 : 0);
+  std::vector<double> a(static_cast<size_t>(n * n), 0.0);
+  for (int64_t r = 0; r < n; ++r)
+    for (int64_t c = 0; c < n; ++c)
+      for (int64_t j = 0; j < n; ++j) a[r + c * n] += q.at(r, j) * lambda[j] * q.at(c, j);
+  ASSERT_FALSE(detail::all_pairs_pay(n, 19));
+  ASSERT_TRUE(detail::all_pairs_pay(n, 20));
+  for (int64_t count : {int64_t{1}, int64_t{19}, int64_t{20}, int64_t{50}, n}) {
+    std::vector<double> work = a, theta, vectors;
+    ASSERT_TRUE(detail::symmetric_top(work, n, count, theta, vectors)) << count;
+    ASSERT_EQ(theta.size(), static_cast<size_t>(count));
+    ASSERT_EQ(vectors.size(), static_cast<size_t>(n * count));
+    std::vector<double> want = lambda;
+    std::sort(want.rbegin(), want.rend());
+    for (int64_t j = 0; j < count; ++j) {
+      EXPECT_NEAR(theta[j], want[j], 1e-13) << count << " pairs, value " << j;
+      // lambda[3] is moved below lambda[4]: the vector of the j-th value is q's column
+      const int64_t col = j == 3 ? 4 : j == 4 ? 3 : j;
+      double d = 0;
+      for (int64_t i = 0; i < n; ++i) d += vectors[i + j * n] * q.at(i, col);
+      EXPECT_NEAR(std::fabs(d), 1.0, 1e-10) << count << " pairs, vector " << j;
+    }
+  }
 }
 
 // The case that found it: a base decomposed in fp32 (as an fp32 run caches it) and a fine-tune
