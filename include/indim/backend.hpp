@@ -39,6 +39,10 @@ struct Vectors {
   int64_t dim = 0;
   int64_t count = 0;
   std::variant<std::vector<float>, std::vector<double>> data;
+  /// 0, or a process-unique id (new_vectors_id()) given by an owner that keeps these values
+  /// unchanged while the id is set (a base decomposition shared by its units): a backend may
+  /// then keep a copy of them (on its device) and reuse it for every call with that id.
+  uint64_t id = 0;
 
   /// @brief dim x count zeros of precision p.
   static Vectors zeros(Precision p, int64_t dim, int64_t count) {
@@ -70,6 +74,9 @@ struct Vectors {
     return std::get<std::vector<T>>(data);
   }
 };
+
+/// @brief A new Vectors::id, never 0 and never given before in this process. Thread-safe.
+uint64_t new_vectors_id();
 
 /// @brief Economy SVD of an [out, in] weight: singular values (descending; all min(out, in) of
 /// them, except that a decomposition asked for its top `keep` only may hold just the leading
@@ -222,6 +229,14 @@ class Backend {
   /// @brief Entries 0..entry of the announced plan are finished; what was staged for them may
   /// be freed.
   virtual void release_inputs(size_t entry) { (void)entry; }
+  /// @brief The announced entries are done with, or the run stops: a backend that stages stops
+  /// its loader and waits for it, and frees what it staged. Once this returns, no announced
+  /// range is read again unless passed in a call, so the caller may unmap the inputs. Never
+  /// throws; staging_summary() stays readable.
+  virtual void end_inputs() noexcept {}
+  /// @brief Whether stream_inputs copies inputs ahead (the plan then leaves out of what it
+  /// announces the bases the cache will serve).
+  virtual bool stages_inputs() const { return false; }
   /// @brief What staging did, for a note: empty when the backend does not stage.
   virtual std::string staging_summary() const { return {}; }
   /// @brief The first k columns of `tuned` against every column of `base` (same dim); also
@@ -276,9 +291,11 @@ std::vector<std::unique_ptr<Backend>> make_cuda_backends(Precision precision,
                                                          uint64_t gpu_mem, int streams);
 
 /// @brief Device bytes a decomposition of an [rows, cols] matrix needs with `algo` (a CUDA
-/// algorithm), keeping `keep` vectors, inputs of `precision` (the estimate the budget uses).
+/// algorithm), keeping `keep` vectors, in `precision`, its input crossing as elements of
+/// `stored_width` bytes (the checkpoint's dtype; 0: the working precision's): the estimate the
+/// budget uses.
 uint64_t cuda_bytes_needed(const std::string& algo, Precision precision, int64_t rows, int64_t cols,
-                           int64_t keep);
+                           int64_t keep, int stored_width = 0);
 
 /// @brief How many backends of a kind to build, and where (see make_fleet).
 struct FleetOptions {
@@ -301,7 +318,6 @@ struct BackendSpec {
   std::string unit;                ///< what `available` counts: "CUDA device", "CPU"
   std::vector<std::string> algos;  ///< --algo values it accepts; the first is the default
   bool device = false;             ///< an accelerator: --devices, --gpu-mem and --streams apply
-  bool stages_inputs = false;      ///< copies announced inputs ahead of use (stream_inputs)
   /// How many units (devices) are usable now; 0 with `why` saying why. Never throws.
   std::function<int(std::string* why)> available;
   /// The workers of one run with a resolved algorithm (never "auto").

@@ -37,6 +37,9 @@ class DecompositionCache {
   /// a regular file is a miss (`warning` says so; a damaged file is removed, and any entry is
   /// replaced by the next store). A hit marks the file recently used.
   std::optional<Decomposition> load(const std::string& key, std::string* warning) const;
+  /// @brief Whether an entry under `key` exists (a regular file; not read or checked: load()
+  /// may still find it damaged).
+  bool has(const std::string& key) const;
   /// @brief Stores atomically, then evicts down to the size bound. `label` names the tensor in
   /// `indim cache ls`. A cache is an optimisation: a failed write returns false with `warning`
   /// set, and never throws for I/O.
@@ -75,6 +78,8 @@ class DecompositionMemory {
 
   /// @brief The decomposition under `key`, or nullptr; a hit marks it recently used.
   std::shared_ptr<const Decomposition> get(const std::string& key);
+  /// @brief Whether `key` is held, without counting a hit or marking it used.
+  bool has(const std::string& key) const;
   /// @brief Keeps `d` under `key` (a decomposition larger than the bound is not kept).
   void put(const std::string& key, std::shared_ptr<const Decomposition> d);
 

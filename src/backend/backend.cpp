@@ -4,6 +4,7 @@
 #include "indim/backend.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 
 #include "backend/finite.hpp"
@@ -30,6 +31,11 @@ std::optional<Side> parse_side(const std::string& name) {
   for (Side s : {Side::Left, Side::Right, Side::Both})
     if (name == side_name(s)) return s;
   return std::nullopt;
+}
+
+uint64_t new_vectors_id() {
+  static std::atomic<uint64_t> next{1};
+  return next.fetch_add(1, std::memory_order_relaxed);
 }
 
 namespace detail {

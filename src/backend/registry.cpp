@@ -35,7 +35,6 @@ std::vector<BackendSpec> make_registry() {
                "CUDA device",
                {"gram64", "gesvd", "gesvdp", "gesvdj"},
                /*device=*/true,
-               /*stages_inputs=*/true,
                cuda_device_count,
                cuda_fleet});
   r.push_back({"cpu",
@@ -44,7 +43,6 @@ std::vector<BackendSpec> make_registry() {
                "CPU",
                {"gram64", "gesdd"},
                /*device=*/false,
-               /*stages_inputs=*/false,
                [](std::string*) { return 1; },
                cpu_fleet});
   return r;

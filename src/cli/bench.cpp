@@ -135,11 +135,13 @@ nlohmann::json measure(const BenchArgs& a, const std::string& shape_text, const 
   const int64_t r = std::min(s.out, s.in);
   double best = 1e300;
   Similarity top;
+  std::string base_route, tuned_route;
   for (int rep = 0; rep < std::max(1, a.reps); ++rep) {
     const auto t0 = std::chrono::steady_clock::now();
     Decomposition bd = decompose(*b, pair.base, 0);
     Decomposition td = decompose(*b, pair.tuned, a.k);
     top = b->compare(td.left, bd.left, a.k);
+    base_route = bd.route, tuned_route = td.route;
     best = std::min(best,
                     std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   }
@@ -166,6 +168,11 @@ nlohmann::json measure(const BenchArgs& a, const std::string& shape_text, const 
   std::printf("%-12s %-14s %-5s %10.3f %10.1f %8s %8.1fx %12.2e %12.2e\n", shape_text.c_str(),
               run.c_str(), a.precision.c_str(), best, gflops, of_peak.c_str(), first / best,
               err_top, err_all);
+  // A route with a remark (a fallback, gesvdp's perturbation of sigma) is worth a line.
+  for (const std::string* route : {&base_route, &tuned_route})
+    if (route->find('(') != std::string::npos)
+      std::printf("%-12s %-14s   %s route: %s\n", "", "", route == &base_route ? "base" : "tuned",
+                  route->c_str());
   auto or_null = [](double v) { return std::isnan(v) ? nlohmann::json() : nlohmann::json(v); };
   return {{"shape", shape_text},
           {"run", run},
@@ -178,6 +185,7 @@ nlohmann::json measure(const BenchArgs& a, const std::string& shape_text, const 
           {"speedup_vs_first", first / best},
           {"err_topk", or_null(err_top)},
           {"err_all", or_null(err_all)},
+          {"routes", {{"base", base_route}, {"tuned", tuned_route}}},
           {"k", a.k},
           {"reference", a.reference},
           {"generator", exact_generator(s) ? "haar-decaying" : "gaussian-decaying"}};

@@ -268,6 +268,15 @@ bool DecompositionCache::store(const std::string& key, const Decomposition& d,
   return true;
 }
 
+bool DecompositionCache::has(const std::string& key) const {
+  if (!unusable_.empty()) return false;
+  try {
+    return detail::path_kind(path_of(key)) == detail::PathKind::File;
+  } catch (const BadInput&) {  // unreadable: load() will say so and recompute
+    return false;
+  }
+}
+
 std::optional<Decomposition> DecompositionCache::load(const std::string& key,
                                                       std::string* warning) const {
   if (!unusable_.empty()) return std::nullopt;

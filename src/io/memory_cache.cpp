@@ -19,6 +19,11 @@ std::shared_ptr<const Decomposition> DecompositionMemory::get(const std::string&
   return it->second.d;
 }
 
+bool DecompositionMemory::has(const std::string& key) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return entries_.count(key) != 0;
+}
+
 void DecompositionMemory::put(const std::string& key, std::shared_ptr<const Decomposition> d) {
   const uint64_t bytes = bytes_of(*d);
   std::lock_guard<std::mutex> lock(mu_);

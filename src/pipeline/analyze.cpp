@@ -115,6 +115,9 @@ AnalyzeResult run(const AnalyzeOptions& o, std::unique_ptr<detail::DirLock>& loc
   std::optional<DecompositionCache> cache = open_cache(o);
   std::atomic<bool> cache_writes{cache.has_value()};
   detail::RunState state(o, journal, plan);
+  if (fleet.front()->stages_inputs())
+    detail::find_cached_bases(plan, o.side, fleet.front()->name() + "." + fleet.front()->algo(),
+                              o.precision, cache ? &*cache : nullptr, o.memory);
   detail::UnitWork work{o, res.eps, cache ? &*cache : nullptr, cache_writes, state};
   try {
     detail::run_fleet(fleet, plan, work);

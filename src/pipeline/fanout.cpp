@@ -20,12 +20,27 @@ void prefetch(const PlanEntry& e) {
   }
 }
 
+// While it lives, the backend may read the announced inputs: it ends staging (the loader
+// stopped and joined) however the worker leaves, before the run unmaps the inputs.
+class AnnouncedInputs {
+ public:
+  AnnouncedInputs(Backend& b, const std::vector<std::vector<ByteRange>>& inputs) : b_(b) {
+    b_.stream_inputs(inputs);
+  }
+  ~AnnouncedInputs() { b_.end_inputs(); }
+  AnnouncedInputs(const AnnouncedInputs&) = delete;
+  AnnouncedInputs& operator=(const AnnouncedInputs&) = delete;
+
+ private:
+  Backend& b_;
+};
+
 // The entries `mine` (plan indices) on one backend, with their inputs announced for staging.
 void run_worker(Backend& b, const Plan& plan, const std::vector<size_t>& mine, UnitWork& work,
                 const std::atomic<bool>& failed) {
   std::vector<std::vector<ByteRange>> inputs;
   for (size_t i : mine) inputs.push_back(plan.entries[i].backend_inputs());
-  b.stream_inputs(inputs);
+  const AnnouncedInputs announced(b, inputs);
   if (!mine.empty()) prefetch(plan.entries[mine.front()]);
   for (size_t n = 0; n < mine.size() && !failed && !work.state.cancelled(); ++n) {
     if (n + 1 < mine.size()) prefetch(plan.entries[mine[n + 1]]);

@@ -53,11 +53,23 @@ struct BaseSide {
   bool cached = false;
 };
 
-// The base's decomposition from memory (options.memory) or the disk cache, when either has it.
-void look_up_base(const UnitWork& w, Backend& backend, const WorkUnit& u, BaseSide& base) {
+// A base decomposition as its units (and the memory cache) share it, unchanged from now on: its
+// vectors get ids, so a backend may keep its own copy of them for every unit of the entry.
+std::shared_ptr<const Decomposition> shared_base(Decomposition&& d) {
+  d.left.id = new_vectors_id();
+  d.right.id = new_vectors_id();
+  return std::make_shared<const Decomposition>(std::move(d));
+}
+
+// The base's decomposition from memory (options.memory) or the disk cache, when either has it;
+// its key is the plan's where find_cached_bases hashed it already.
+void look_up_base(const UnitWork& w, Backend& backend, const PlanEntry& entry, const WorkUnit& u,
+                  BaseSide& base) {
   const AnalyzeOptions& o = w.options;
   if (w.cache == nullptr && o.memory == nullptr) return;
-  base.key = base_cache_key(u, o.side, backend.name() + "." + backend.algo(), o.precision);
+  base.key = !entry.base_key.empty()
+                 ? entry.base_key
+                 : base_cache_key(u, o.side, backend.name() + "." + backend.algo(), o.precision);
   if (o.memory != nullptr && (base.d = o.memory->get(base.key))) {
     base.cached = true;
     return;
@@ -67,15 +79,14 @@ void look_up_base(const UnitWork& w, Backend& backend, const WorkUnit& u, BaseSi
   std::optional<Decomposition> d = w.cache->load(base.key, &warning);
   if (!warning.empty()) w.state.note(warning);
   if (!d) return;
-  base.d = std::make_shared<const Decomposition>(std::move(*d));
+  base.d = shared_base(std::move(*d));
   base.cached = true;
   if (o.memory != nullptr) o.memory->count_disk_hit(), o.memory->put(base.key, base.d);
 }
 
 // The base's decomposition computed, then kept in memory and on disk for later units and runs.
 void compute_base(UnitWork& w, Backend& backend, const WorkUnit& u, BaseSide& base) {
-  base.d = std::make_shared<const Decomposition>(
-      decompose_side(backend, u, /*tuned=*/false, w.options.side, 0));
+  base.d = shared_base(decompose_side(backend, u, /*tuned=*/false, w.options.side, 0));
   if (w.options.memory != nullptr)
     w.options.memory->count_miss(), w.options.memory->put(base.key, base.d);
   std::string warning;
@@ -94,7 +105,7 @@ void UnitWork::run_entry(Backend& backend, const PlanEntry& entry) {
     if (state.cancelled()) break;
     state.started(u);
     const auto start = std::chrono::steady_clock::now();
-    if (!base.d) look_up_base(*this, backend, u, base);
+    if (!base.d) look_up_base(*this, backend, entry, u, base);
     check_intact(u.pair);
     if (!base.d) compute_base(*this, backend, u, base);
     const bool same = u.pair.lora == nullptr && u.part.label.empty() &&

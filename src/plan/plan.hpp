@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "indim/analyze.hpp"
+#include "indim/cache.hpp"
 #include "indim/match.hpp"
 
 namespace indim::detail {
@@ -41,8 +42,10 @@ struct WorkUnit {
 struct PlanEntry {
   std::string name;
   std::vector<WorkUnit> units;
+  std::string base_key;      ///< the base's cache key, once find_cached_bases computed it
+  bool base_cached = false;  ///< a cache held the base when the run started
   /// The stored bytes the backend reads for the pending units, each range once: what a backend
-  /// that stages inputs copies ahead.
+  /// that stages inputs copies ahead. A base the cache held is left out (it is not read).
   std::vector<ByteRange> backend_inputs() const;
   UnitCost cost() const;
 };
@@ -62,5 +65,11 @@ Plan make_plan(const Checkpoint& base, const std::vector<MatchTable>& tables, bo
 /// the decomposition (dtype, shape, side, backend and algorithm, precision, layout, part).
 std::string base_cache_key(const WorkUnit& u, Side side, const std::string& backend_algo,
                            Precision precision);
+
+/// Before a run whose backend stages inputs: every entry's base key, and whether `memory` or
+/// `cache` (either may be null) holds that base, so that staging copies no base the cache will
+/// serve. Each base is hashed here once; the run reuses the key.
+void find_cached_bases(Plan& plan, Side side, const std::string& backend_algo, Precision precision,
+                       const DecompositionCache* cache, const DecompositionMemory* memory);
 
 }  // namespace indim::detail

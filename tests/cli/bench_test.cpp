@@ -26,6 +26,10 @@ TEST(Bench, RowsPerShapeAndRunWithAccuracy) {
     EXPECT_FALSE(row.contains("failed")) << row;
     EXPECT_GT(row.at("seconds").get<double>(), 0.0);
     EXPECT_LT(row.at("err_topk").get<double>(), 1e-4) << row;  // fp32 against fp64 gesdd
+    // Each row says which route decomposed its base and its tuned matrix.
+    const std::string algo = row.at("algo");
+    EXPECT_EQ(row.at("routes").at("base").get<std::string>().rfind(algo, 0), 0u) << row;
+    EXPECT_EQ(row.at("routes").at("tuned").get<std::string>().rfind(algo, 0), 0u) << row;
   }
   EXPECT_EQ(rows[0].at("shape"), "64x48");
   EXPECT_EQ(rows.back().at("shape"), "40x72");

@@ -51,6 +51,14 @@ TEST(Schedule, CostsAndGpuMemoryEstimatesGrowWithTheMatrix) {
   // The fp64 Gram route needs more than gesvd, which is why it is the one that falls back.
   EXPECT_GT(cuda_bytes_needed("gram64", Precision::F32, 4096, 4096, 0),
             cuda_bytes_needed("gesvd", Precision::F32, 4096, 4096, 0));
+  // The input crosses in its stored width: an fp64 checkpoint analysed in fp32 counts 4 more
+  // bytes per element on the Gram route than the working precision would say, bf16 2 fewer.
+  EXPECT_EQ(cuda_bytes_needed("gram64", Precision::F32, 4096, 1024, 10, 8) -
+                cuda_bytes_needed("gram64", Precision::F32, 4096, 1024, 10),
+            4ull * 4096 * 1024);
+  EXPECT_EQ(cuda_bytes_needed("gram64", Precision::F32, 4096, 1024, 10) -
+                cuda_bytes_needed("gram64", Precision::F32, 4096, 1024, 10, 2),
+            2ull * 4096 * 1024);
   // Every Llama-70B shape fits one H200 (141 GB) with either algorithm.
   for (auto [m, n] : {std::pair{8192, 8192}, std::pair{28672, 8192}, std::pair{8192, 28672}})
     EXPECT_LT(cuda_bytes_needed("gram64", Precision::F64, m, n, 0), 100ull << 30) << m << "x" << n;
