@@ -22,13 +22,19 @@ inline std::string where(const char* call, const char* file, int line) {
 
 }  // namespace indim::cuda
 
+// A failed runtime call also records itself as the thread's last error, which the next
+// cudaGetLastError() (every kernel check) would report: it is cleared when the failure is thrown
+// or warned about, so one failed job never fails the next on the same thread. (A sticky error,
+// a kernel fault, cannot be cleared: every later call fails with it until the process ends.)
 #define INDIM_CUDA_CHECK(call)                                                        \
   do {                                                                                \
     const cudaError_t indim_status_ = (call);                                         \
-    if (indim_status_ != cudaSuccess)                                                 \
+    if (indim_status_ != cudaSuccess) {                                               \
+      cudaGetLastError();                                                             \
       throw ::indim::CudaError(::indim::cuda::where(#call, __FILE__, __LINE__) +      \
                                " failed: " + cudaGetErrorName(indim_status_) + " (" + \
                                cudaGetErrorString(indim_status_) + ")");              \
+    }                                                                                 \
   } while (0)
 
 #define INDIM_CUBLAS_CHECK(call)                                                    \
@@ -51,9 +57,11 @@ inline std::string where(const char* call, const char* file, int line) {
 #define INDIM_CUDA_WARN(call)                                                            \
   do {                                                                                   \
     const cudaError_t indim_status_ = (call);                                            \
-    if (indim_status_ != cudaSuccess)                                                    \
+    if (indim_status_ != cudaSuccess) {                                                  \
+      cudaGetLastError();                                                                \
       std::fprintf(stderr, "indim: %s at %s:%d failed: %s\n", #call, __FILE__, __LINE__, \
                    cudaGetErrorName(indim_status_));                                     \
+    }                                                                                    \
   } while (0)
 
 // After a kernel launch: the launch itself can fail (bad configuration, no device); with

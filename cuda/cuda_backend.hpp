@@ -9,6 +9,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -21,8 +22,8 @@ namespace indim::cuda {
 
 class CudaBackend final : public Backend {
  public:
-  CudaBackend(Precision p, std::string algo, int device, std::shared_ptr<detail::MemoryPool> pool,
-              uint64_t staging_limit);
+  CudaBackend(Precision p, std::string algo, int device, std::shared_ptr<MemPool> device_pool,
+              std::shared_ptr<detail::MemoryPool> budget, uint64_t staging_limit);
   ~CudaBackend() override;
   std::string name() const override { return "cuda"; }
   std::string algo() const override { return algo_; }
@@ -43,6 +44,8 @@ class CudaBackend final : public Backend {
   std::unique_ptr<detail::LowRankProducts> lowrank_products(const LowRankProblem& problem) override;
   void stream_inputs(const std::vector<std::vector<ByteRange>>& entries) override;
   void release_inputs(size_t entry) override;
+  void end_inputs() noexcept override;
+  bool stages_inputs() const override { return true; }
   std::string staging_summary() const override;
 
  private:
@@ -55,17 +58,34 @@ class CudaBackend final : public Backend {
     Event ready;
   };
 
+  // compare's device copy of the base vectors it was last given with an id (Vectors::id), kept
+  // for the next tuned checkpoint of the same base under a lease of its own.
+  struct BaseCopy {
+    uint64_t id = 0;
+    size_t bytes = 0;
+    DeviceBuffer<unsigned char> data;
+    detail::MemoryPool::Lease lease;
+  };
+
   // cuda_backend.cpp
-  std::string choose_algo(int64_t out, int64_t in, int64_t keep, const std::string& label) const;
+  std::string choose_algo(int64_t out, int64_t in, int64_t keep, int stored_width,
+                          const std::string& label) const;
   template <typename Make>
-  Decomposition dispatch(int64_t out, int64_t in, Side side, int64_t keep, const std::string& label,
-                         Make&& make);
+  Decomposition dispatch(int64_t out, int64_t in, int stored_width, Side side, int64_t keep,
+                         const std::string& label, Make&& make);
+  template <typename Make>
+  Decomposition decompose_within(const std::string& algo, int64_t out, int64_t in, Side side,
+                                 int64_t keep, const std::string& label, Make&& make);
+  // `bytes` of the budget: at once when they are free, else after compare's kept copy is given
+  // back, waiting like any worker (a worker never waits while it holds a lease).
+  detail::MemoryPool::Lease lease(uint64_t bytes);
   template <typename T>
   Decomposition run(const Dense<T>& w, Side side, int64_t keep, const std::string& label);
   Vectors empty_vectors(int64_t dim, int64_t count) const;
 
   // staging_loader.cpp
   Staged copy_in(const ByteRange& r);
+  void make_copy_stream();
   template <typename T>
   DeviceBuffer<T> upload_stored(const void* bytes, DType dtype, int64_t rows, int64_t cols,
                                 bool transposed, const std::string& label);
@@ -103,7 +123,13 @@ class CudaBackend final : public Backend {
   // compare.cpp
   template <typename T>
   Similarity compare_impl(const Vectors& tuned, const Vectors& base, int64_t k, int64_t head_cols);
+  template <typename T>
+  const T* base_on_device(const Vectors& base, uint64_t work_bytes,
+                          detail::MemoryPool::Lease& lease, DeviceBuffer<unsigned char>& uncached);
 
+  // First, so destroyed last: ~CudaBackend makes the device current here for the members'
+  // releases, and this puts the thread's previous device back after all of them.
+  std::optional<DeviceScope> teardown_;
   Precision precision_;
   std::string algo_;
   GpuContext ctx_;
@@ -112,8 +138,14 @@ class CudaBackend final : public Backend {
   std::vector<PinnedBuffer<unsigned char>> pinned_;
   std::vector<Event> chunk_done_;
   uint64_t staging_limit_;
+  BaseCopy base_copy_;
   std::unique_ptr<detail::Stager<Staged>> stager_;  // last: its loader uses the members above
 };
+
+/// The message of the device error being handled, with the matrix, its shape and algorithm in
+/// front ("<label> [out x in], gram64: ..."), rethrown as the same type.
+[[noreturn]] void rethrow_naming(const std::string& label, int64_t out, int64_t in,
+                                 const std::string& algo);
 
 /// Throws CusolverError "<label>: <routine> failed (info ...)" when the solver's info is not 0.
 void check_info(GpuContext& ctx, const std::string& label, const char* routine);

@@ -48,7 +48,7 @@ DeviceBuffer<T> CudaBackend::merged(const void* bytes, DType dtype, int64_t rows
     gemm(CUBLAS_OP_N, CUBLAS_OP_N, a.get(), cols, b.get(), rank);
   else  // B [cols, r] read transposed as [cols, r]; A [r, rows] read transposed as [r, rows]
     gemm(CUBLAS_OP_T, CUBLAS_OP_T, b.get(), rank, a.get(), rows);
-  DeviceBuffer<double> mag(ctx_.stream());
+  DeviceBuffer<double> mag(ctx_.place());
   if (!u.magnitude.empty()) {
     mag.grow(u.magnitude.size());
     INDIM_CUDA_CHECK(cudaMemcpyAsync(mag.get(), u.magnitude.data(),
@@ -56,7 +56,7 @@ DeviceBuffer<T> CudaBackend::merged(const void* bytes, DType dtype, int64_t rows
                                      ctx_.stream()));
     dora_rescale<T>(w.get(), rows, cols, u.transposed, mag.get(), ctx_.stream());
   }
-  const int64_t first = first_non_finite<T>(w.get(), rows * cols, ctx_.stream());
+  const int64_t first = first_non_finite<T>(w.get(), rows * cols, ctx_.place());
   if (first < rows * cols)
     throw BadInput(InputProblem::NonFinite,
                    label + ": merging the adapter gives a non-finite value at [" +

@@ -2,6 +2,8 @@
 // route, needing the least memory), gesvdp (QDWH polar decomposition) and gesvdj (one-sided
 // Jacobi). All need m >= n, so a tall W is transposed on the device first.
 #include <algorithm>
+#include <cstdio>
+#include <limits>
 
 #include "backend/gram_host.hpp"
 #include "cuda/cuda_backend.hpp"
@@ -38,22 +40,37 @@ cusolverStatus_t gesvdj_run(cusolverDnHandle_t h, int m, int n, double* a, doubl
                            info, p);
 }
 
-// gesvdp into sv, u (column-major [m, r]) and v ([n, r]) for the column-major mat [m, n].
+// gesvdp into sv, u (column-major [m, r]) and v ([n, r]) for the column-major mat [m, n]
+// (destroyed). Returns h_err_sigma: how far gesvdp moved singular values near zero (it perturbs
+// a rank-deficient matrix), in the units of sigma.
 template <typename T>
-void gesvdp_into(GpuContext& ctx, T* mat, int64_t m, int64_t n, DeviceBuffer<T>& sv,
-                 DeviceBuffer<T>& u, DeviceBuffer<T>& v, const std::string& label) {
+double gesvdp_into(GpuContext& ctx, T* mat, int64_t m, int64_t n, DeviceBuffer<T>& sv,
+                   DeviceBuffer<T>& u, DeviceBuffer<T>& v, const std::string& label) {
   const cudaDataType dt = data_type<T>();
   size_t dev_bytes = 0, host_bytes = 0;
   INDIM_CUSOLVER_CHECK(cusolverDnXgesvdp_bufferSize(
       ctx.cusolver(), ctx.params(), CUSOLVER_EIG_MODE_VECTOR, 1, m, n, dt, mat, m, dt, sv.get(), dt,
       u.get(), m, dt, v.get(), n, dt, &dev_bytes, &host_bytes));
   std::vector<unsigned char> host_work(std::max<size_t>(host_bytes, 1));
-  double err_sigma = 0;  // how far sigma near zero was perturbed; not needed here
+  const DeviceBuffer<unsigned char> work = ctx.workspace(dev_bytes);
+  double err_sigma = 0;
   INDIM_CUSOLVER_CHECK(cusolverDnXgesvdp(ctx.cusolver(), ctx.params(), CUSOLVER_EIG_MODE_VECTOR, 1,
                                          m, n, dt, mat, m, dt, sv.get(), dt, u.get(), m, dt,
-                                         v.get(), n, dt, ctx.workspace(dev_bytes), dev_bytes,
-                                         host_work.data(), host_bytes, ctx.info(), &err_sigma));
+                                         v.get(), n, dt, work.get(), dev_bytes, host_work.data(),
+                                         host_bytes, ctx.info(), &err_sigma));
   check_info(ctx, label, "cusolverDnXgesvdp");
+  return err_sigma;
+}
+
+// The most gesvdp may move singular values, in units of the working precision's rounding of
+// sigma_1, before its answer is replaced by gesvd's.
+constexpr double kGesvdpPerturbation = 8;
+
+std::string perturbation_text(double err_sigma, double sigma1) {
+  char buf[96];
+  std::snprintf(buf, sizeof buf, "gesvdp perturbed sigma by %.3g = %.3g sigma_1", err_sigma,
+                sigma1 > 0 ? err_sigma / sigma1 : 0.0);
+  return buf;
 }
 
 // What gesvdj reports: its info (min(m, n) + 1 when it did not converge), sweeps, residual.
@@ -76,9 +93,9 @@ Jacobi gesvdj_into(GpuContext& ctx, T* mat, int64_t m, int64_t n, DeviceBuffer<T
   int lwork = 0;
   INDIM_CUSOLVER_CHECK(
       gesvdj_size(ctx.cusolver(), mi, ni, mat, sv.get(), u.get(), v.get(), &lwork, raw));
+  const DeviceBuffer<unsigned char> work = ctx.workspace(sizeof(T) * static_cast<size_t>(lwork));
   INDIM_CUSOLVER_CHECK(gesvdj_run(ctx.cusolver(), mi, ni, mat, sv.get(), u.get(), v.get(),
-                                  static_cast<T*>(ctx.workspace(sizeof(T) * lwork)), lwork,
-                                  ctx.info(), raw));
+                                  reinterpret_cast<T*>(work.get()), lwork, ctx.info(), raw));
   Jacobi j;
   INDIM_CUDA_CHECK(
       cudaMemcpyAsync(&j.info, ctx.info(), sizeof(int), cudaMemcpyDeviceToHost, ctx.stream()));
@@ -108,7 +125,7 @@ Decomposition CudaBackend::gesvd_device(DeviceBuffer<T>& a, int64_t out, int64_t
   // Xgesvd needs m >= n. in >= out: use A = W^T [in, out] as it lies; W's left vectors are
   // A's right ones. in < out: transpose to W [out, in] column-major.
   const bool as_is = in >= out;
-  DeviceBuffer<T> t(ctx_.stream());
+  DeviceBuffer<T> t(ctx_.place());
   T* mat = a.get();
   if (!as_is) {
     t.grow(count);
@@ -120,18 +137,20 @@ Decomposition CudaBackend::gesvd_device(DeviceBuffer<T>& a, int64_t out, int64_t
   // For A = W^T: jobvt gives W's U; for W itself: jobu gives W's U.
   const signed char jobu = (as_is ? want_right : want_left) ? 'S' : 'N';
   const signed char jobvt = (as_is ? want_left : want_right) ? 'S' : 'N';
-  DeviceBuffer<T> sv(static_cast<size_t>(r), ctx_.stream()),
-      u(static_cast<size_t>(m * r), ctx_.stream()), vt(static_cast<size_t>(r * n), ctx_.stream());
+  // A side gesvd does not compute ('N') is never referenced: one element stands for it.
+  DeviceBuffer<T> sv(static_cast<size_t>(r), ctx_.place()),
+      u(jobu == 'S' ? static_cast<size_t>(m * r) : 1, ctx_.place()),
+      vt(jobvt == 'S' ? static_cast<size_t>(r * n) : 1, ctx_.place());
   size_t dev_bytes = 0, host_bytes = 0;
   const cudaDataType dt = data_type<T>();
   INDIM_CUSOLVER_CHECK(cusolverDnXgesvd_bufferSize(ctx_.cusolver(), ctx_.params(), jobu, jobvt, m,
                                                    n, dt, mat, m, dt, sv.get(), dt, u.get(), m, dt,
                                                    vt.get(), r, dt, &dev_bytes, &host_bytes));
   std::vector<unsigned char> host_work(std::max<size_t>(host_bytes, 1));
-  INDIM_CUSOLVER_CHECK(cusolverDnXgesvd(ctx_.cusolver(), ctx_.params(), jobu, jobvt, m, n, dt, mat,
-                                        m, dt, sv.get(), dt, u.get(), m, dt, vt.get(), r, dt,
-                                        ctx_.workspace(dev_bytes), dev_bytes, host_work.data(),
-                                        host_bytes, ctx_.info()));
+  const DeviceBuffer<unsigned char> work = ctx_.workspace(dev_bytes);
+  INDIM_CUSOLVER_CHECK(cusolverDnXgesvd(
+      ctx_.cusolver(), ctx_.params(), jobu, jobvt, m, n, dt, mat, m, dt, sv.get(), dt, u.get(), m,
+      dt, vt.get(), r, dt, work.get(), dev_bytes, host_work.data(), host_bytes, ctx_.info()));
   check_info(ctx_, label, "cusolverDnXgesvd");
   Decomposition d;
   d.route = "gesvd";
@@ -180,33 +199,36 @@ Decomposition CudaBackend::uv_device(DeviceBuffer<T>& a, int64_t out, int64_t in
   const int64_t r = std::min(out, in);
   cudaStream_t s = ctx_.stream();
   const bool as_is = in >= out;
-  DeviceBuffer<T> t(ctx_.stream());
+  DeviceBuffer<T> t(ctx_.place());
   T* mat = a.get();
   if (!as_is) {
     t.grow(static_cast<size_t>(out * in));
     transpose(a.get(), t.get(), out, in, s);
     mat = t.get();
-  } else if (algo == "gesvdj") {  // it destroys its input: keep `a` for the gesvd fallback
+  } else {  // both destroy their input: keep `a` for the gesvd fallback
     t.grow(static_cast<size_t>(out * in));
     INDIM_CUDA_CHECK(
         cudaMemcpyAsync(t.get(), a.get(), out * in * sizeof(T), cudaMemcpyDeviceToDevice, s));
     mat = t.get();
   }
   const int64_t m = as_is ? in : out, n = as_is ? out : in;
-  DeviceBuffer<T> sv(static_cast<size_t>(r), ctx_.stream()),
-      u(static_cast<size_t>(m * r), ctx_.stream()), v(static_cast<size_t>(n * r), ctx_.stream());
+  DeviceBuffer<T> sv(static_cast<size_t>(r), ctx_.place()),
+      u(static_cast<size_t>(m * r), ctx_.place()), v(static_cast<size_t>(n * r), ctx_.place());
+  // The gesvd fallback, with the room these buffers held given back first.
+  auto fall_back = [&](const std::string& why) {
+    sv = DeviceBuffer<T>(), u = DeviceBuffer<T>(), v = DeviceBuffer<T>(), t = DeviceBuffer<T>();
+    Decomposition d = gesvd_device<T>(a, out, in, side, keep, label);
+    d.route = "gesvd (" + why + ")";
+    return d;
+  };
+  double err_sigma = 0;
   if (algo == "gesvdp") {
-    gesvdp_into(ctx_, mat, m, n, sv, u, v, label);
+    err_sigma = gesvdp_into(ctx_, mat, m, n, sv, u, v, label);
   } else {
     const Jacobi j = gesvdj_into(ctx_, mat, m, n, sv, u, v);
-    if (j.info == r + 1) {  // not converged within its sweeps (clustered or ill-conditioned)
-      sv = DeviceBuffer<T>(s), u = DeviceBuffer<T>(s), v = DeviceBuffer<T>(s);  // room for gesvd
-      t = DeviceBuffer<T>(s);
-      Decomposition d = gesvd_device<T>(a, out, in, side, keep, label);
-      d.route = "gesvd (gesvdj did not converge in " + std::to_string(j.sweeps) +
-                " sweeps, residual " + std::to_string(j.residual) + ")";
-      return d;
-    }
+    if (j.info == r + 1)  // not converged within its sweeps (clustered or ill-conditioned)
+      return fall_back("gesvdj did not converge in " + std::to_string(j.sweeps) +
+                       " sweeps, residual " + std::to_string(j.residual));
     if (j.info != 0)
       throw CusolverError(label + ": cusolverDngesvdj failed " + detail::solver_info_text(j.info));
   }
@@ -216,6 +238,18 @@ Decomposition CudaBackend::uv_device(DeviceBuffer<T>& a, int64_t out, int64_t in
   INDIM_CUDA_CHECK(
       cudaMemcpyAsync(sig.data(), sv.get(), sig.size() * sizeof(T), cudaMemcpyDeviceToHost, s));
   ctx_.sync();
+  if (algo == "gesvdp") {
+    // gesvdp shifts singular values near zero of a rank-deficient matrix (a padded or low-rank
+    // weight) and says by how much: past a few units of rounding of sigma_1 the vectors of those
+    // directions are not the matrix's, so gesvd decomposes it instead; below, the route says it.
+    const double sigma1 =
+        r > 0 ? static_cast<double>(*std::max_element(sig.begin(), sig.end())) : 0;
+    const double limit = kGesvdpPerturbation * std::numeric_limits<T>::epsilon() * sigma1;
+    if (err_sigma > limit)
+      return fall_back(perturbation_text(err_sigma, sigma1) + ", over " +
+                       std::to_string(static_cast<int>(kGesvdpPerturbation)) + " eps");
+    if (err_sigma > 0) d.route = "gesvdp (" + perturbation_text(err_sigma, sigma1) + ")";
+  }
   // Descending order, whatever order the solver left: then the first keep columns suffice.
   std::vector<int64_t> order(static_cast<size_t>(r));
   for (int64_t j = 0; j < r; ++j) order[j] = j;

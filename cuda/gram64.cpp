@@ -41,7 +41,7 @@ Decomposition CudaBackend::gram64_device(DeviceBuffer<double>& a, int64_t out, i
   // G = A^T A = W W^T [out, out] when out <= in (the left side's Gram), else
   // G = A A^T = W^T W [in, in] (the right side's).
   const bool left_gram = out <= in;
-  DeviceBuffer<double> g(static_cast<size_t>(n * n), ctx_.stream());
+  DeviceBuffer<double> g(static_cast<size_t>(n * n), ctx_.place());
   const double one = 1.0, zero = 0.0;
   INDIM_CUBLAS_CHECK(cublasDsyrk(ctx_.cublas(), CUBLAS_FILL_MODE_LOWER,
                                  left_gram ? CUBLAS_OP_T : CUBLAS_OP_N, n, left_gram ? in : out,
@@ -49,7 +49,7 @@ Decomposition CudaBackend::gram64_device(DeviceBuffer<double>& a, int64_t out, i
   Decomposition d;
   std::vector<double> lam(static_cast<size_t>(n));  // ascending
   // The top `keep` eigenvectors, column-major, in descending order.
-  DeviceBuffer<double> e(static_cast<size_t>(n * keep), ctx_.stream());
+  DeviceBuffer<double> e(static_cast<size_t>(n * keep), ctx_.place());
   std::vector<double> theta;  // the iterative route's leading values, descending
   const int sweeps =
       detail::subspace_applies(n, keep) ? subspace_top(g, n, keep, theta, e, label) : 0;
@@ -57,11 +57,11 @@ Decomposition CudaBackend::gram64_device(DeviceBuffer<double>& a, int64_t out, i
     d.route = "gram64/subspace, " + std::to_string(sweeps) + " sweeps";
   } else if (keep > n / 2) {
     d.route = "gram64/syevd";
-    DeviceBuffer<double> lambda(static_cast<size_t>(n), ctx_.stream());
+    DeviceBuffer<double> lambda(static_cast<size_t>(n), ctx_.place());
     syevd_one(ctx_, g.get(), n, lambda.get(), label);
     INDIM_CUDA_CHECK(cudaMemcpyAsync(lam.data(), lambda.get(), lam.size() * sizeof(double),
                                      cudaMemcpyDeviceToHost, s));
-    reverse_columns(g.get(), e.get(), n, n, keep, s);
+    reverse_columns(g.get(), e.get(), n, n, keep, ctx_.place());
   } else {
     d.route = "gram64/tridiagonal";
     top_eigenvectors(g, n, keep, lam, e, label);
@@ -79,7 +79,7 @@ Decomposition CudaBackend::gram64_device(DeviceBuffer<double>& a, int64_t out, i
   Vectors& other_side = left_gram ? d.right : d.left;
   if (left_gram ? want_left : want_right) {
     std::vector<double> ones(static_cast<size_t>(keep), 1.0);
-    DeviceBuffer<double> ones_d(ones.size(), ctx_.stream());
+    DeviceBuffer<double> ones_d(ones.size(), ctx_.place());
     INDIM_CUDA_CHECK(cudaMemcpyAsync(ones_d.get(), ones.data(), ones.size() * sizeof(double),
                                      cudaMemcpyHostToDevice, s));
     gram_side = download(e.get(), ones_d.get(), n, keep);
@@ -90,8 +90,8 @@ Decomposition CudaBackend::gram64_device(DeviceBuffer<double>& a, int64_t out, i
     // Gram resolves sigma down to about 1e-8 sigma_1; below 1e-7 sigma_1 a direction is null
     // and stays zero, as on the CPU.
     const int64_t m = left_gram ? in : out;
-    DeviceBuffer<double> o(static_cast<size_t>(m * keep), ctx_.stream()),
-        inv(static_cast<size_t>(keep), ctx_.stream());
+    DeviceBuffer<double> o(static_cast<size_t>(m * keep), ctx_.place()),
+        inv(static_cast<size_t>(keep), ctx_.place());
     INDIM_CUBLAS_CHECK(cublasDgemm(ctx_.cublas(), left_gram ? CUBLAS_OP_N : CUBLAS_OP_T,
                                    CUBLAS_OP_N, m, keep, n, &one, a.get(), in, e.get(), n, &zero,
                                    o.get(), m));
@@ -115,10 +115,10 @@ int CudaBackend::subspace_top(DeviceBuffer<double>& g, int64_t n, int64_t keep,
   const int ni = static_cast<int>(n), bi = static_cast<int>(b);
   const size_t nb = static_cast<size_t>(n * b), bb = static_cast<size_t>(b * b);
   const double one = 1.0, zero = 0.0;
-  DeviceBuffer<double> q(nb, ctx_.stream()), y(nb, ctx_.stream()), v(nb, ctx_.stream()),
-      gv(nb, ctx_.stream()), h(bb, ctx_.stream()), sd(bb, ctx_.stream()),
-      tau(static_cast<size_t>(b), ctx_.stream()), theta_d(static_cast<size_t>(b), ctx_.stream()),
-      resid(static_cast<size_t>(keep), ctx_.stream());
+  DeviceBuffer<double> q(nb, ctx_.place()), y(nb, ctx_.place()), v(nb, ctx_.place()),
+      gv(nb, ctx_.place()), h(bb, ctx_.place()), sd(bb, ctx_.place()),
+      tau(static_cast<size_t>(b), ctx_.place()), theta_d(static_cast<size_t>(b), ctx_.place()),
+      resid(static_cast<size_t>(keep), ctx_.place());
   std::vector<double> start = detail::subspace_start(n, b), hh(bb), sh, ritz_values,
                       r(static_cast<size_t>(keep));
   INDIM_CUDA_CHECK(
@@ -128,8 +128,9 @@ int CudaBackend::subspace_top(DeviceBuffer<double>& g, int64_t n, int64_t keep,
       cusolverDnDgeqrf_bufferSize(ctx_.cusolver(), ni, bi, q.get(), ni, &lwork_qr));
   INDIM_CUSOLVER_CHECK(
       cusolverDnDorgqr_bufferSize(ctx_.cusolver(), ni, bi, bi, q.get(), ni, tau.get(), &lwork_q));
-  double* work = static_cast<double*>(
-      ctx_.workspace(sizeof(double) * static_cast<size_t>(std::max(lwork_qr, lwork_q))));
+  const DeviceBuffer<unsigned char> workspace =
+      ctx_.workspace(sizeof(double) * static_cast<size_t>(std::max(lwork_qr, lwork_q)));
+  double* work = reinterpret_cast<double*>(workspace.get());
   auto orthonormalise = [&](DeviceBuffer<double>& z) {
     INDIM_CUSOLVER_CHECK(cusolverDnDgeqrf(ctx_.cusolver(), ni, bi, z.get(), ni, tau.get(), work,
                                           lwork_qr, ctx_.info()));
@@ -192,16 +193,19 @@ void CudaBackend::top_eigenvectors(DeviceBuffer<double>& g, int64_t n, int64_t k
                                    const std::string& label) {
   cudaStream_t s = ctx_.stream();
   const int ni = static_cast<int>(n), ki = static_cast<int>(keep);
-  DeviceBuffer<double> diag(static_cast<size_t>(n), ctx_.stream()),
-      off(static_cast<size_t>(n), ctx_.stream()), tau(static_cast<size_t>(n), ctx_.stream());
+  DeviceBuffer<double> diag(static_cast<size_t>(n), ctx_.place()),
+      off(static_cast<size_t>(n), ctx_.place()), tau(static_cast<size_t>(n), ctx_.place());
   int lwork = 0;
   INDIM_CUSOLVER_CHECK(cusolverDnDsytrd_bufferSize(ctx_.cusolver(), CUBLAS_FILL_MODE_LOWER, ni,
                                                    g.get(), ni, diag.get(), off.get(), tau.get(),
                                                    &lwork));
-  INDIM_CUSOLVER_CHECK(cusolverDnDsytrd(
-      ctx_.cusolver(), CUBLAS_FILL_MODE_LOWER, ni, g.get(), ni, diag.get(), off.get(), tau.get(),
-      static_cast<double*>(ctx_.workspace(sizeof(double) * static_cast<size_t>(lwork))), lwork,
-      ctx_.info()));
+  {
+    const DeviceBuffer<unsigned char> work =
+        ctx_.workspace(sizeof(double) * static_cast<size_t>(lwork));
+    INDIM_CUSOLVER_CHECK(cusolverDnDsytrd(
+        ctx_.cusolver(), CUBLAS_FILL_MODE_LOWER, ni, g.get(), ni, diag.get(), off.get(), tau.get(),
+        reinterpret_cast<double*>(work.get()), lwork, ctx_.info()));
+  }
   check_info(ctx_, label, "cusolverDnDsytrd");
   std::vector<double> d_host(static_cast<size_t>(n)), e_host(static_cast<size_t>(n), 0.0);
   INDIM_CUDA_CHECK(
@@ -212,19 +216,19 @@ void CudaBackend::top_eigenvectors(DeviceBuffer<double>& g, int64_t n, int64_t k
   ctx_.sync();
   std::vector<double> z;
   detail::tridiagonal_top(d_host, e_host, keep, lam, z, label);
-  DeviceBuffer<double> zd(z.size(), ctx_.stream());
+  DeviceBuffer<double> zd(z.size(), ctx_.place());
   INDIM_CUDA_CHECK(
       cudaMemcpyAsync(zd.get(), z.data(), z.size() * sizeof(double), cudaMemcpyHostToDevice, s));
   INDIM_CUSOLVER_CHECK(cusolverDnDormtr_bufferSize(ctx_.cusolver(), CUBLAS_SIDE_LEFT,
                                                    CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_N, ni, ki,
                                                    g.get(), ni, tau.get(), zd.get(), ni, &lwork));
-  INDIM_CUSOLVER_CHECK(cusolverDnDormtr(
-      ctx_.cusolver(), CUBLAS_SIDE_LEFT, CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_N, ni, ki, g.get(), ni,
-      tau.get(), zd.get(), ni,
-      static_cast<double*>(ctx_.workspace(sizeof(double) * static_cast<size_t>(lwork))), lwork,
-      ctx_.info()));
+  const DeviceBuffer<unsigned char> work =
+      ctx_.workspace(sizeof(double) * static_cast<size_t>(lwork));
+  INDIM_CUSOLVER_CHECK(cusolverDnDormtr(ctx_.cusolver(), CUBLAS_SIDE_LEFT, CUBLAS_FILL_MODE_LOWER,
+                                        CUBLAS_OP_N, ni, ki, g.get(), ni, tau.get(), zd.get(), ni,
+                                        reinterpret_cast<double*>(work.get()), lwork, ctx_.info()));
   check_info(ctx_, label, "cusolverDnDormtr");
-  reverse_columns(zd.get(), e.get(), n, keep, keep, s);
+  reverse_columns(zd.get(), e.get(), n, keep, keep, ctx_.place());
   ctx_.sync();  // z, the host source of zd, goes out of scope
 }
 

@@ -120,9 +120,11 @@ __global__ void convert_stored_kernel(const void* __restrict__ src, int type, in
        e += int64_t(gridDim.x) * blockDim.x) {
     const int64_t i = e / out_cols, j = e % out_cols;
     const int64_t from = transpose ? j * cols + i : e;
-    const double v = load_stored(src, type, from);
+    // Checked after the conversion: an fp64 value beyond the fp32 range becomes infinite in a
+    // float destination, and is refused as the CPU backend refuses it.
+    const Dst v = static_cast<Dst>(load_stored(src, type, from));
     if (!isfinite(v)) atomicMin(first_bad, static_cast<unsigned long long>(from));
-    dst[e] = static_cast<Dst>(v);
+    dst[e] = v;
   }
 }
 
@@ -161,24 +163,30 @@ struct Best {
   int64_t index;
 };
 
-// Similarity, pass over tuned columns [j0, j0 + kk), kk <= kSimK.
+// Similarity. Grid: x over chunks of 128 base columns, y over chunks of kSimK tuned columns
+// (block (b, c) takes tuned columns [j0, j0 + kk), j0 = c * kSimK, kk <= kSimK), so every
+// chunk of tuned vectors runs in the one launch.
 // Y: row-major [d, ky]; X: row-major [d, nb]. Block b owns base columns
 // [b * 128, b * 128 + 128); thread t owns column i = b * 128 + t and accumulates
 // s_j = sum_d Y[d, j0 + j] X[d, i] for j < kk in registers (accumulating in T, fp32 or fp64).
 // Y's rows are staged 32 at a time in shared memory; X is read coalesced (consecutive threads,
-// consecutive columns). Then each j's (|s_j|, i) pairs are reduced across the block to one
-// partial per (block, j): partial[b * k + j0 + j]. Columns i < head_cols also write |s_j| to
-// head[(j0 + j) * head_cols + i].
+// consecutive columns). The loops over the 32 staged rows and over the block's tuned columns
+// are unrolled with guarded exits, so the accumulators stay in registers (an index known only
+// at run time put fp64's 16 in local memory) and the 32 loads of X can be in flight together. Then each j's (|s_j|, i) pairs are reduced
+// across the block to one partial per (block, j): partial[b * k + j0 + j]. Columns
+// i < head_cols also write |s_j| to head[(j0 + j) * head_cols + i].
 template <typename T>
 __global__ void similarity_partial_kernel(const T* __restrict__ y, int64_t ky,
                                           const T* __restrict__ x, int64_t nb, int64_t d, int64_t k,
-                                          int64_t j0, int kk, float* __restrict__ head,
-                                          int64_t head_cols, Best* __restrict__ partial) {
+                                          float* __restrict__ head, int64_t head_cols,
+                                          Best* __restrict__ partial) {
   __shared__ T ys[kSimRows][kSimK];
   __shared__ double best_v[kSimThreads];
   __shared__ int64_t best_i[kSimThreads];
   const int t = threadIdx.x;
   const int64_t i = int64_t(blockIdx.x) * kSimThreads + t;
+  const int64_t j0 = int64_t(blockIdx.y) * kSimK;
+  const int kk = static_cast<int>(k - j0 < kSimK ? k - j0 : kSimK);
   T acc[kSimK];
 #pragma unroll
   for (int j = 0; j < kSimK; ++j) acc[j] = T(0);
@@ -190,7 +198,9 @@ __global__ void similarity_partial_kernel(const T* __restrict__ y, int64_t ky,
     __syncthreads();
     if (i < nb) {
       const int rmax = static_cast<int>(d - r0 < kSimRows ? d - r0 : kSimRows);
-      for (int r = 0; r < rmax; ++r) {
+#pragma unroll
+      for (int r = 0; r < kSimRows; ++r) {
+        if (r >= rmax) break;
         const T xv = x[(r0 + r) * nb + i];
 #pragma unroll
         for (int j = 0; j < kSimK; ++j) acc[j] += ys[r][j] * xv;
@@ -198,7 +208,11 @@ __global__ void similarity_partial_kernel(const T* __restrict__ y, int64_t ky,
     }
     __syncthreads();
   }
-  for (int j = 0; j < kk; ++j) {
+  // Unrolled with a guarded exit (kk is the same for the whole block, so every thread leaves
+  // together): acc[j] with j known at compile time stays in a register.
+#pragma unroll
+  for (int j = 0; j < kSimK; ++j) {
+    if (j >= kk) break;
     const double v = i < nb ? fabs(static_cast<double>(acc[j])) : -1.0;
     if (i < head_cols && i < nb) head[(j0 + j) * head_cols + i] = static_cast<float>(v);
     best_v[t] = v;
@@ -334,12 +348,13 @@ void similarity(const T* y, int64_t ky, const T* x, int64_t nb, int64_t d, int64
                 cudaStream_t s) {
   if (k == 0 || nb == 0) return;
   const int64_t blocks = (nb + kSimThreads - 1) / kSimThreads;
-  for (int64_t j0 = 0; j0 < k; j0 += kSimK) {
-    const int kk = static_cast<int>(k - j0 < kSimK ? k - j0 : kSimK);
-    similarity_partial_kernel<T><<<static_cast<unsigned>(blocks), kSimThreads, 0, s>>>(
-        y, ky, x, nb, d, k, j0, kk, head, head_cols, static_cast<Best*>(partial));
-    INDIM_KERNEL_CHECK();
-  }
+  const int64_t chunks = (k + kSimK - 1) / kSimK;
+  // y is at most 65535: 1M tuned vectors in one launch, far past any --k a matrix allows.
+  if (chunks > 65535) throw Error("similarity: k = " + std::to_string(k) + " is over 1048560");
+  const dim3 grid(static_cast<unsigned>(blocks), static_cast<unsigned>(chunks));
+  similarity_partial_kernel<T><<<grid, kSimThreads, 0, s>>>(y, ky, x, nb, d, k, head, head_cols,
+                                                            static_cast<Best*>(partial));
+  INDIM_KERNEL_CHECK();
   similarity_reduce_kernel<<<static_cast<unsigned>(k), kSimThreads, 0, s>>>(
       static_cast<const Best*>(partial), blocks, k, maxcos, argmax);
   INDIM_KERNEL_CHECK();

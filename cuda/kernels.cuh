@@ -12,8 +12,9 @@ namespace indim::cuda {
 enum class StoredType : int { F32 = 0, F64 = 1, F16 = 2, BF16 = 3 };
 
 /// Stored little-endian elements, row-major [rows, cols], to Dst row-major [rows, cols] or, with
-/// `transpose`, [cols, rows]. *first_bad receives the smallest stored index of a non-finite
-/// value (ULLONG_MAX when none); the launcher resets it first.
+/// `transpose`, [cols, rows]. *first_bad receives the smallest stored index of a value that is
+/// not finite as a Dst (ULLONG_MAX when none): NaN, infinity, or an fp64 value beyond the fp32
+/// range in a float destination. The launcher resets it first.
 template <typename Dst>
 void convert_stored(const void* src, StoredType type, int64_t rows, int64_t cols, bool transpose,
                     Dst* dst, unsigned long long* first_bad, cudaStream_t s);

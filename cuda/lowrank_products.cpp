@@ -21,9 +21,9 @@ class DeviceProducts final : public detail::LowRankProducts {
         ctx_(ctx),
         lease_(std::move(lease)),
         w0_(std::move(w0)),
-        u0_(ctx.stream()),
-        x_(ctx.stream()),
-        y_(ctx.stream()) {}
+        u0_(ctx.place()),
+        x_(ctx.place()),
+        y_(ctx.place()) {}
 
   // The route may end on a thread with another device current: the buffers are freed on
   // theirs (a failure to select it leaves them to the members' own destructors).
@@ -112,10 +112,10 @@ std::unique_ptr<detail::LowRankProducts> CudaBackend::lowrank_products(
   // Past the budget the host's kernels do the products: the route's work is O(m n r) either way.
   if (need > pool_->total()) return Backend::lowrank_products(problem);
   const DeviceScope scope(ctx_.device());
-  detail::MemoryPool::Lease lease = pool_->acquire(need);
+  detail::MemoryPool::Lease held = lease(need);
   DeviceBuffer<double> w0 = upload_stored<double>(problem.base_bytes, problem.dtype, problem.rows,
                                                   problem.cols, problem.conv1d, problem.base_label);
-  return std::make_unique<DeviceProducts>(ctx_, std::move(lease), std::move(w0), m, n);
+  return std::make_unique<DeviceProducts>(ctx_, std::move(held), std::move(w0), m, n);
 }
 
 }  // namespace indim::cuda

@@ -2,9 +2,11 @@
 // leases what one decomposition needs and waits while others hold too much, so a large matrix
 // runs when the device has room instead of failing against a fixed share.
 //
-// Deadlock-free as used: a worker holds at most one lease and releases it without waiting on
-// anything, so every wait ends when the leases before it end. Header-only and host-only: the
-// CUDA backend uses it, the tests run it on any machine.
+// Deadlock-free as used: a worker never waits (acquire) while it holds a lease, and releases
+// leases without waiting on anything, so every wait ends when the leases before it end. What a
+// worker keeps between calls (the CUDA backend's copy of a base's vectors) it keeps under a
+// lease it got by try_acquire, and gives back before it waits for another. Header-only and
+// host-only: the CUDA backend uses it, the tests run it on any machine.
 #pragma once
 
 #include <condition_variable>
@@ -36,6 +38,15 @@ class MemoryPool {
     Lease& operator=(const Lease&) = delete;
     ~Lease() { end(); }
     uint64_t bytes() const { return pool_ != nullptr ? bytes_ : 0; }
+    explicit operator bool() const { return pool_ != nullptr; }
+    /// @brief Moves `bytes` (at most what this lease holds) into a lease of their own, which
+    /// then ends on its own.
+    Lease split(uint64_t bytes) {
+      if (pool_ == nullptr) return Lease();
+      if (bytes > bytes_) bytes = bytes_;
+      bytes_ -= bytes;
+      return Lease(pool_, bytes);
+    }
     void end() {
       if (pool_ != nullptr) pool_->give_back(bytes_);
       pool_ = nullptr;
@@ -52,6 +63,15 @@ class MemoryPool {
   Lease acquire(uint64_t bytes) {
     std::unique_lock<std::mutex> lock(mu_);
     cv_.wait(lock, [&] { return used_ + bytes <= total_ || used_ == 0; });
+    used_ += bytes;
+    if (used_ > peak_) peak_ = used_;
+    return Lease(this, bytes);
+  }
+
+  /// @brief Holds `bytes` when they are free now, else returns an empty lease; never waits.
+  Lease try_acquire(uint64_t bytes) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (used_ + bytes > total_) return Lease();
     used_ += bytes;
     if (used_ > peak_) peak_ = used_;
     return Lease(this, bytes);

@@ -47,25 +47,33 @@ class Stager {
     loader_ = std::thread([this] { run(); });
   }
 
-  ~Stager() {
+  ~Stager() { stop(); }
+
+  /// @brief Stops the loader and waits for it: a copy under way finishes first, and no input is
+  /// read after this returns, so the caller may then unmap every announced range. Entries not
+  /// staged by then are left to their consumers; the counters stay readable. Idempotent.
+  void stop() {
     {
       std::lock_guard<std::mutex> lock(mu_);
       stop_ = true;
+      for (auto& [data, in] : inputs_)
+        if (in.state == State::Pending) in.state = State::Skipped;
     }
     cv_.notify_all();
-    loader_.join();
+    if (loader_.joinable()) loader_.join();
   }
 
   Stager(const Stager&) = delete;
   Stager& operator=(const Stager&) = delete;
 
-  /// @brief The staged copy of the input starting at `data`, waiting for a copy under way;
-  /// nullptr when it is not staged (unknown, too large, not reached yet, or the loader
-  /// failed): the caller copies it itself. The buffer stays valid until its entry is released.
-  Buffer* find(const void* data) {
+  /// @brief The staged copy of the `bytes` bytes starting at `data`, waiting for a copy under
+  /// way; nullptr when it is not staged (unknown, announced with another size, too large, not
+  /// reached yet, or the loader failed): the caller copies it itself. The buffer stays valid
+  /// until its entry is released.
+  Buffer* find(const void* data, size_t bytes) {
     std::unique_lock<std::mutex> lock(mu_);
     auto it = inputs_.find(data);
-    if (it == inputs_.end()) return nullptr;
+    if (it == inputs_.end() || it->second.bytes != bytes) return nullptr;
     Input& in = it->second;
     if (in.state == State::Pending) in.state = State::Skipped;  // claimed by the consumer
     cv_.wait(lock, [&] { return in.state != State::Copying; });

@@ -3,7 +3,9 @@
 // of the budget when smaller, taken from the decompositions' budget while streaming); and
 // stored bytes to a device matrix, from what was staged or copied now.
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
+#include <limits>
 
 #include "cuda/cuda_backend.hpp"
 #include "cuda/kernels.cuh"
@@ -29,20 +31,25 @@ StoredType stored_type(DType dtype, const std::string& label) {
 
 }  // namespace
 
+// The copy stream, its two pinned chunks and their events, made once.
+void CudaBackend::make_copy_stream() {
+  if (copy_stream_.get() != nullptr) return;
+  cudaStream_t s = nullptr;
+  INDIM_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  copy_stream_ = Stream(s);
+  for (int i = 0; i < 2; ++i) {
+    pinned_.emplace_back(kChunk);
+    cudaEvent_t e = nullptr;
+    INDIM_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+    chunk_done_.emplace_back(e);
+  }
+}
+
 void CudaBackend::stream_inputs(const std::vector<std::vector<ByteRange>>& entries) {
   const DeviceScope scope(ctx_.device());
+  end_inputs();
   stager_.reset();
-  if (copy_stream_.get() == nullptr) {
-    cudaStream_t s = nullptr;
-    INDIM_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
-    copy_stream_ = Stream(s);
-    for (int i = 0; i < 2; ++i) {
-      pinned_.emplace_back(kChunk);
-      cudaEvent_t e = nullptr;
-      INDIM_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
-      chunk_done_.emplace_back(e);
-    }
-  }
+  make_copy_stream();
   stager_ = std::make_unique<detail::Stager<Staged>>(
       entries, staging_limit_, [this](const ByteRange& r) { return copy_in(r); });
 }
@@ -51,6 +58,19 @@ void CudaBackend::release_inputs(size_t entry) {
   if (!stager_) return;
   const DeviceScope scope(ctx_.device());
   stager_->release(entry);
+}
+
+// The loader stopped and joined first (no read of a mapping after this), then every staged
+// buffer freed; the stager stays for staging_summary().
+void CudaBackend::end_inputs() noexcept {
+  if (!stager_) return;
+  stager_->stop();
+  try {
+    const DeviceScope scope(ctx_.device());
+    stager_->release(std::numeric_limits<size_t>::max());
+  } catch (const std::exception& e) {  // the buffers then go with the stager
+    std::fprintf(stderr, "indim: cuda:%d: freeing staged inputs: %s\n", ctx_.device(), e.what());
+  }
 }
 
 std::string CudaBackend::staging_summary() const {
@@ -68,7 +88,8 @@ CudaBackend::Staged CudaBackend::copy_in(const ByteRange& r) {
   const DeviceScope scope(ctx_.device());
   Staged st;
   st.bytes = r.bytes;
-  st.raw = DeviceBuffer<unsigned char>(std::max<size_t>(r.bytes, 1), copy_stream_.get());
+  st.raw =
+      DeviceBuffer<unsigned char>(std::max<size_t>(r.bytes, 1), ctx_.place_on(copy_stream_.get()));
   const auto* src = static_cast<const unsigned char*>(r.data);
   for (size_t off = 0, c = 0; off < r.bytes; off += kChunk, ++c) {
     const size_t slot = c % 2, len = std::min(kChunk, r.bytes - off);
@@ -94,12 +115,12 @@ DeviceBuffer<T> CudaBackend::upload_stored(const void* bytes, DType dtype, int64
   const StoredType type = stored_type(dtype, label);
   const size_t count = static_cast<size_t>(rows * cols);
   const size_t nbytes = count * static_cast<size_t>(dtype_bits(dtype) / 8);
-  DeviceBuffer<unsigned char> raw(ctx_.stream());
+  DeviceBuffer<unsigned char> raw(ctx_.place());
   DeviceBuffer<unsigned long long> bad = ctx_.buffer<unsigned long long>(1);
   DeviceBuffer<T> w = ctx_.buffer<T>(count);
   const unsigned char* src = nullptr;
-  Staged* staged = stager_ ? stager_->find(bytes) : nullptr;
-  if (staged != nullptr && staged->bytes == nbytes) {  // copied ahead: wait for that copy
+  Staged* staged = stager_ ? stager_->find(bytes, nbytes) : nullptr;
+  if (staged != nullptr) {  // copied ahead: wait for that copy
     INDIM_CUDA_CHECK(cudaStreamWaitEvent(ctx_.stream(), staged->ready.get(), 0));
     src = staged->raw.get();
   } else {

@@ -4,24 +4,23 @@
 #include <thrust/iterator/counting_iterator.h>
 #include <thrust/iterator/transform_iterator.h>
 
-#include "cuda/check.hpp"
 #include "cuda/thrust_ops.cuh"
 
 namespace indim::cuda {
 
 namespace {
 
-// Thrust's temporary storage, allocated and freed in the order of the stream it runs on (no
+// Thrust's temporary storage, from the run's pool in the order of the stream it runs on (no
 // synchronous cudaMalloc on a multi-stream path).
 struct StreamAllocator {
   using value_type = char;
-  cudaStream_t stream;
+  Place at;
   char* allocate(std::ptrdiff_t n) {
     void* p = nullptr;
-    INDIM_CUDA_CHECK(cudaMallocAsync(&p, static_cast<size_t>(n), stream));
+    INDIM_CUDA_CHECK(cudaMallocFromPoolAsync(&p, static_cast<size_t>(n), at.pool, at.stream));
     return static_cast<char*>(p);
   }
-  void deallocate(char* p, size_t) { INDIM_CUDA_WARN(cudaFreeAsync(p, stream)); }
+  void deallocate(char* p, size_t) { INDIM_CUDA_WARN(cudaFreeAsync(p, at.stream)); }
 };
 
 template <typename T>
@@ -40,20 +39,21 @@ struct ReversedColumn {
 }  // namespace
 
 template <typename T>
-int64_t first_non_finite(const T* w, int64_t n, cudaStream_t s) {
+int64_t first_non_finite(const T* w, int64_t n, Place at) {
   if (n == 0) return 0;
-  StreamAllocator alloc{s};
-  const T* hit = thrust::find_if(thrust::cuda::par(alloc).on(s), w, w + n, NotFinite<T>{});
+  StreamAllocator alloc{at};
+  const T* hit = thrust::find_if(thrust::cuda::par(alloc).on(at.stream), w, w + n, NotFinite<T>{});
   return static_cast<int64_t>(hit - w);
 }
-template int64_t first_non_finite<float>(const float*, int64_t, cudaStream_t);
-template int64_t first_non_finite<double>(const double*, int64_t, cudaStream_t);
+template int64_t first_non_finite<float>(const float*, int64_t, Place);
+template int64_t first_non_finite<double>(const double*, int64_t, Place);
 
 void reverse_columns(const double* src, double* dst, int64_t rows, int64_t n, int64_t keep,
-                     cudaStream_t s) {
+                     Place at) {
   const int64_t total = rows * keep;
   if (total == 0) return;
-  StreamAllocator alloc{s};
+  cudaStream_t s = at.stream;
+  StreamAllocator alloc{at};
   auto map = thrust::make_transform_iterator(thrust::counting_iterator<int64_t>(0),
                                              ReversedColumn{rows, n});
   thrust::gather(thrust::cuda::par_nosync(alloc).on(s), map, map + total, src, dst);

@@ -50,9 +50,19 @@ die() {  # before the first step: say why, leave the summary, exit 2
 }
 
 # --- Guards: everything a long step assumes, checked first ---------------------------------
+# A CUDA 13.0 build needs driver R580 or newer; on an older one the runtime sees no device, and
+# every GPU test would skip.
+min_driver=580
 if [ "$rehearsal" != 1 ]; then
   command -v nvidia-smi > /dev/null || die "no nvidia-smi: this machine has no NVIDIA GPU"
   nvidia-smi -L 2>/dev/null | grep -q "^GPU " || die "nvidia-smi lists no GPU"
+  driver=$(nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null | head -n 1 |
+    tr -d ' ')
+  [[ "$driver" =~ ^[0-9]+ ]] || die "nvidia-smi reports no driver version ('$driver')"
+  [ "${driver%%.*}" -ge "$min_driver" ] ||
+    die "driver $driver is older than R$min_driver, which the CUDA 13.0 build needs"
+  # On a GPU machine a test that finds no device fails rather than skips.
+  export INDIM_REQUIRE_GPU=1
 fi
 bundle=.device/indim-bundle.tar.gz
 [ -f "$bundle" ] || die "no $bundle: run scripts/device-bundle.sh on the build machine and carry .device"

@@ -1,23 +1,36 @@
 // A backend that records what the pipeline hands it (announced inputs, releases, the stored
-// bytes it is asked to read, host matrices) around the CPU backend that does the work.
+// bytes it is asked to read, host matrices) around the CPU backend that does the work. With
+// Log::stage it also stages the announced inputs as the CUDA backend does, through the real
+// loader (cuda/staging.hpp) into host buffers, each copy taking Log::copy_delay first.
 #pragma once
 
+#include <chrono>
+#include <cstring>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "cuda/staging.hpp"
 #include "indim/backend.hpp"
+#include "indim/error.hpp"
 
 namespace indim::test {
 
 struct Log {
   std::mutex mu;
+  bool stage = false;                       // stage announced inputs through a loader
+  std::chrono::milliseconds copy_delay{0};  // before each staged copy reads its input
+  size_t fail_at_ask = 0;                   // > 0: the n-th stored read fails (an Error)
   struct Worker {
     std::vector<std::vector<ByteRange>> announced;
     std::vector<size_t> released;
     std::vector<std::pair<size_t, ByteRange>> asked;  // (entry being processed, what was asked)
     std::vector<std::string> host;                    // labels of host matrices decomposed
+    size_t copies = 0;                                // inputs the loader copied
+    bool ended = false;                               // end_inputs() was called
+    bool copied_after_end = false;  // the loader read an input after end_inputs() returned
   };
   std::vector<Worker> workers;
 };
@@ -43,33 +56,65 @@ class Recording final : public Backend {
                                  bool transposed, Side side, int64_t keep,
                                  const std::string& label) override {
     ask(bytes, static_cast<size_t>(rows * cols * dtype_bits(dtype) / 8));
+    if (stager_) stager_->find(bytes, static_cast<size_t>(rows * cols * dtype_bits(dtype) / 8));
     return cpu_->decompose_stored(bytes, dtype, rows, cols, transposed, side, keep, label);
   }
   Decomposition decompose_merged(const void* base_bytes, DType dtype, int64_t rows, int64_t cols,
                                  const LowRankUpdate& update, bool conv1d, Side side, int64_t keep,
                                  const std::string& base_label, const std::string& label) override {
     ask(base_bytes, static_cast<size_t>(rows * cols * dtype_bits(dtype) / 8));
+    if (stager_)
+      stager_->find(base_bytes, static_cast<size_t>(rows * cols * dtype_bits(dtype) / 8));
     return cpu_->decompose_merged(base_bytes, dtype, rows, cols, update, conv1d, side, keep,
                                   base_label, label);
   }
   void stream_inputs(const std::vector<std::vector<ByteRange>>& entries) override {
-    std::lock_guard<std::mutex> lock(log_.mu);
-    log_.workers[i_].announced = entries;
+    {
+      std::lock_guard<std::mutex> lock(log_.mu);
+      log_.workers[i_].announced = entries;
+    }
+    if (log_.stage)
+      stager_ = std::make_unique<detail::Stager<Buffer>>(
+          entries, 1ull << 30, [this](const ByteRange& r) { return copy(r); });
   }
   void release_inputs(size_t entry) override {
+    if (stager_) stager_->release(entry);
     std::lock_guard<std::mutex> lock(log_.mu);
     log_.workers[i_].released.push_back(entry);
   }
+  void end_inputs() noexcept override {
+    if (stager_) stager_->stop();
+    std::lock_guard<std::mutex> lock(log_.mu);
+    log_.workers[i_].ended = true;
+  }
+  bool stages_inputs() const override { return log_.stage; }
   Similarity compare(const Vectors& tuned, const Vectors& base, int64_t k,
                      int64_t head_cols) override {
     return cpu_->compare(tuned, base, k, head_cols);
   }
 
  private:
+  using Buffer = std::vector<unsigned char>;
+
+  // On the loader thread: waits, then reads the input (a fault here when it was unmapped).
+  Buffer copy(const ByteRange& r) {
+    std::this_thread::sleep_for(log_.copy_delay);
+    const auto* p = static_cast<const unsigned char*>(r.data);
+    Buffer b(p, p + r.bytes);
+    std::lock_guard<std::mutex> lock(log_.mu);
+    auto& w = log_.workers[i_];
+    ++w.copies;
+    if (w.ended) w.copied_after_end = true;
+    return b;
+  }
   void ask(const void* bytes, size_t n) {
     std::lock_guard<std::mutex> lock(log_.mu);
     auto& w = log_.workers[i_];
     w.asked.push_back({w.released.size(), ByteRange{bytes, n}});
+    size_t asks = 0;
+    for (const Log::Worker& x : log_.workers) asks += x.asked.size();
+    if (log_.fail_at_ask > 0 && asks == log_.fail_at_ask)
+      throw Error("recording: stored read " + std::to_string(asks) + " fails");
   }
   void host(const std::string& label) {
     std::lock_guard<std::mutex> lock(log_.mu);
@@ -78,6 +123,7 @@ class Recording final : public Backend {
   std::unique_ptr<Backend> cpu_;
   Log& log_;
   size_t i_;
+  std::unique_ptr<detail::Stager<Buffer>> stager_;  // last: its loader uses the members above
 };
 
 }  // namespace indim::test

@@ -4,31 +4,28 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <limits>
 #include <random>
 #include <thread>
 #include <tuple>
 
+#include "cuda/check.hpp"
 #include "cuda/kernels.cuh"
 #include "indim/analyze.hpp"
 #include "indim/demo.hpp"
 #include "indim/error.hpp"
 #include "lowrank_products_check.hpp"
 #include "reference.hpp"
+#include "require_gpu.hpp"
 #include "test_util.hpp"
 
 using namespace indim;
 
 namespace {
 
-bool have_gpu() {
-  std::string why;
-  return cuda_device_count(&why) > 0;
-}
-
-#define REQUIRE_GPU() \
-  if (!have_gpu()) GTEST_SKIP() << "no CUDA device"
+using test::have_gpu;
 
 struct Shape {
   int64_t out, in;
@@ -472,6 +469,116 @@ TEST(CudaLowRank, RouteOnTheCudaBackendMatchesTheCpuFullRoute) {
         for (int64_t i = 0; i < in; ++i) right += low->right.at(i, j) * ref.right.at(i, j);
         EXPECT_NEAR(std::fabs(left), 1.0, tol) << out << "x" << in << " " << j;
         EXPECT_NEAR(std::fabs(right), 1.0, tol) << out << "x" << in << " " << j;
+      }
+    }
+  }
+}
+
+namespace {
+
+// The device's free memory now, after everything queued on it has finished.
+size_t device_free() {
+  EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  size_t free_bytes = 0, total = 0;
+  EXPECT_EQ(cudaMemGetInfo(&free_bytes, &total), cudaSuccess);
+  return free_bytes;
+}
+
+uint64_t default_pool_reserved() {
+  cudaMemPool_t pool = nullptr;
+  uint64_t reserved = 0;
+  EXPECT_EQ(cudaDeviceGetDefaultMemPool(&pool, 0), cudaSuccess);
+  EXPECT_EQ(cudaMemPoolGetAttribute(pool, cudaMemPoolAttrReservedMemCurrent, &reserved),
+            cudaSuccess);
+  return reserved;
+}
+
+// A full fine-tune's unit on `b`: base and tuned decomposed and compared, the base vectors
+// carrying an id as a run gives them.
+Similarity one_unit(Backend& b, int64_t n, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  const Dense<double> w0 = random_weight(n, n, 1.0, rng);
+  Dense<double> w = w0;
+  const Dense<double> upd =
+      compose_svd(random_orthonormal(n, 3, rng), {0.8, 0.6, 0.4}, random_orthonormal(n, 3, rng));
+  for (size_t i = 0; i < w.data.size(); ++i) w.data[i] += upd.data[i];
+  Decomposition base = run(b, w0, Side::Left, 0);
+  base.left.id = new_vectors_id();
+  const Decomposition tuned = run(b, w, Side::Left, 10);
+  return b.compare(tuned.left, base.left, 10, 8);
+}
+
+}  // namespace
+
+TEST(CudaMemory, AFinishedRunGivesItsDeviceMemoryBack) {
+  REQUIRE_GPU();
+  ASSERT_EQ(cudaSetDevice(0), cudaSuccess);
+  // Once, for what the libraries keep for the process (their kernels, loaded lazily).
+  one_unit(*make_cuda_backend(Precision::F32, "gram64", 0), 1024, 1);
+  const size_t before = device_free();
+  const uint64_t reserved = default_pool_reserved();
+  for (int run = 0; run < 3; ++run) {
+    auto b = make_cuda_backend(Precision::F64, "gram64", 0);
+    one_unit(*b, 2048, 2 + run);
+  }
+  EXPECT_GE(device_free() + (64ull << 20), before)
+      << "the runs' pool kept its peak: the next run's budget and PyTorch beside it would shrink";
+  EXPECT_EQ(default_pool_reserved(), reserved) << "indim allocated from the device's default pool";
+}
+
+TEST(CudaErrors, AFailedCallDoesNotFailTheNextJobOnTheThread) {
+  REQUIRE_GPU();
+  auto b = make_cuda_backend(Precision::F32, "gram64", 0);
+  void* p = nullptr;
+  EXPECT_THROW(INDIM_CUDA_CHECK(cudaMalloc(&p, size_t(1) << 60)), CudaError);  // out of memory
+  const Similarity s = one_unit(*b, 256, 9);
+  EXPECT_EQ(s.maxcos.size(), 10u);
+}
+
+TEST(CudaCompare, ABaseKeptOnTheDeviceGivesTheSameAnswers) {
+  REQUIRE_GPU();
+  // Three tuned checkpoints against one base with an id (compare keeps its copy) and against
+  // the same values without one (uploaded every time): identical results.
+  for (Precision prec : {Precision::F32, Precision::F64}) {
+    auto b = make_cuda_backend(prec, "gram64", 0);
+    std::mt19937_64 rng(17);
+    const Dense<double> w0 = random_weight(300, 200, 1.0, rng);
+    Decomposition base = run(*b, w0, Side::Left, 0);
+    Vectors kept = base.left, plain = base.left;
+    kept.id = new_vectors_id();
+    plain.id = 0;
+    for (int t = 0; t < 3; ++t) {
+      Dense<double> w = w0;
+      const Dense<double> upd =
+          compose_svd(random_orthonormal(300, 2, rng), {0.9, 0.5}, random_orthonormal(200, 2, rng));
+      for (size_t i = 0; i < w.data.size(); ++i) w.data[i] += upd.data[i];
+      const Decomposition tuned = run(*b, w, Side::Left, 10);
+      const Similarity a = b->compare(tuned.left, kept, 10, 5);
+      const Similarity c = b->compare(tuned.left, plain, 10, 5);
+      EXPECT_EQ(a.maxcos, c.maxcos) << t;
+      EXPECT_EQ(a.argmax, c.argmax) << t;
+      EXPECT_EQ(a.head, c.head) << t;
+    }
+  }
+}
+
+TEST(CudaInputs, Fp64ValuesBeyondTheFp32RangeAreRefusedAsOnTheCpu) {
+  REQUIRE_GPU();
+  std::mt19937_64 rng(5);
+  Dense<double> w = random_weight(40, 30, 1.0, rng);
+  w.at(7, 11) = 1e300;  // finite in fp64, infinite in fp32
+  std::vector<uint8_t> bytes(w.data.size() * sizeof(double));
+  std::memcpy(bytes.data(), w.data.data(), bytes.size());
+  for (const std::string& algo : {"gram64", "gesvd"}) {
+    auto gpu = make_cuda_backend(Precision::F32, algo, 0);
+    auto cpu = make_cpu_backend(Precision::F32, "gram64");
+    for (Backend* b : {gpu.get(), cpu.get()}) {
+      try {
+        b->decompose_stored(bytes.data(), DType::F64, 40, 30, false, Side::Left, 5, "w");
+        ADD_FAILURE() << b->name() << ":" << algo << " took it";
+      } catch (const BadInput& e) {
+        EXPECT_EQ(e.problem(), InputProblem::NonFinite) << b->name();
+        EXPECT_NE(std::string(e.what()).find("[7, 11]"), std::string::npos) << e.what();
       }
     }
   }

@@ -1,6 +1,7 @@
-// A device's memory budget shared by its streams (src/pipeline/memory_pool.hpp): leases that fit
-// run together, one that does not waits for room, an oversized one runs alone, and many workers
-// with random needs all finish within the bound.
+// A device's memory budget shared by its streams (cuda/memory_pool.hpp): leases that fit
+// run together, one that does not waits for room, an oversized one runs alone, many workers
+// with random needs all finish within the bound, and what a worker keeps between calls it gets
+// without waiting and can split off.
 #include "cuda/memory_pool.hpp"
 
 #include <gtest/gtest.h>
@@ -81,4 +82,22 @@ TEST(MemoryPool, ManyWorkersStayWithinTheBoundAndAllFinish) {
   EXPECT_EQ(done.load(), 6);
   EXPECT_LE(worst.load(), 1000u);
   EXPECT_LE(pool.peak(), 1000u);
+}
+
+TEST(MemoryPool, TryAcquireNeverWaitsAndSplitLeasesEndApart) {
+  MemoryPool pool(100);
+  MemoryPool::Lease a = pool.try_acquire(70);
+  ASSERT_TRUE(a);
+  EXPECT_FALSE(pool.try_acquire(40)) << "40 more do not fit beside 70";
+  MemoryPool::Lease kept = a.split(50);  // a call's buffers end, its kept copy stays
+  EXPECT_EQ(a.bytes(), 20u);
+  EXPECT_EQ(kept.bytes(), 50u);
+  a.end();
+  MemoryPool::Lease b = pool.try_acquire(50);
+  ASSERT_TRUE(b) << "the 20 returned with the call";
+  EXPECT_FALSE(pool.try_acquire(1));
+  kept.end();
+  EXPECT_TRUE(pool.try_acquire(50));
+  EXPECT_EQ(pool.peak(), 100u);
+  EXPECT_EQ(MemoryPool::Lease().split(10).bytes(), 0u);
 }

@@ -1,6 +1,7 @@
-// The loader that stages plan entries' inputs ahead of their use (src/pipeline/staging.hpp),
+// The loader that stages plan entries' inputs ahead of their use (cuda/staging.hpp),
 // with host buffers standing in for device ones: order, the byte bound, consumers that get
-// ahead of the loader, inputs never asked for, failures, and shutdown while the loader waits.
+// ahead of the loader, inputs never asked for, failures, shutdown while the loader waits, and a
+// stop that waits for the copy under way.
 #include "cuda/staging.hpp"
 
 #include <gtest/gtest.h>
@@ -60,12 +61,12 @@ TEST(Staging, StagesEveryEntryInOrderWithinTheBound) {
         }
         std::this_thread::sleep_for(std::chrono::milliseconds(5));
       }
-      Buffer* b = st.find(r.data);
+      Buffer* b = st.find(r.data, r.bytes);
       ASSERT_NE(b, nullptr) << "entry " << e;
       ++found;
       ASSERT_EQ(b->size(), r.bytes);
       EXPECT_EQ(std::memcmp(b->data(), r.data, r.bytes), 0);
-      EXPECT_EQ(st.find(r.data), b) << "a second use finds the same copy";
+      EXPECT_EQ(st.find(r.data, r.bytes), b) << "a second use finds the same copy";
     }
     st.release(e);
   }
@@ -82,12 +83,12 @@ TEST(Staging, StagesEveryEntryInOrderWithinTheBound) {
 TEST(Staging, InputLargerThanTheBoundIsLeftToItsUser) {
   Sources src({64, 500, 64});
   HostStager st({{src.range(0), src.range(1)}, {src.range(2)}}, 200, copy_of);
-  Buffer* big = st.find(src.data[1].data());
+  Buffer* big = st.find(src.data[1].data(), src.data[1].size());
   EXPECT_EQ(big, nullptr);
   st.release(0);
-  Buffer* small = st.find(src.data[2].data());
+  Buffer* small = st.find(src.data[2].data(), src.data[2].size());
   if (small != nullptr) EXPECT_EQ(*small, src.data[2]);
-  EXPECT_EQ(st.find(&src.data[0][1]), nullptr) << "only the start of an input is known";
+  EXPECT_EQ(st.find(&src.data[0][1], 63), nullptr) << "only the start of an input is known";
 }
 
 TEST(Staging, ConsumerAheadOfTheLoaderClaimsInsteadOfWaiting) {
@@ -99,11 +100,11 @@ TEST(Staging, ConsumerAheadOfTheLoaderClaimsInsteadOfWaiting) {
     ++copies;
     return copy_of(r);
   });
-  Buffer* a = st.find(src.data[0].data());
+  Buffer* a = st.find(src.data[0].data(), src.data[0].size());
   if (a != nullptr) EXPECT_EQ(*a, src.data[0]);
-  EXPECT_EQ(st.find(src.data[1].data()), nullptr);
+  EXPECT_EQ(st.find(src.data[1].data(), src.data[1].size()), nullptr);
   st.release(1);
-  Buffer* c = st.find(src.data[2].data());
+  Buffer* c = st.find(src.data[2].data(), src.data[2].size());
   if (c != nullptr) EXPECT_EQ(*c, src.data[2]);
   st.release(2);
   EXPECT_LE(copies.load(), 2) << "b was claimed, never copied";
@@ -137,11 +138,12 @@ TEST(Staging, LoaderFailureLeavesTheRestToTheirUsers) {
   for (int i = 0; i < 400 && st.error().empty(); ++i)
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   EXPECT_EQ(st.error(), "out of device memory");
-  Buffer* a = st.find(src.data[0].data());
+  Buffer* a = st.find(src.data[0].data(), src.data[0].size());
   ASSERT_NE(a, nullptr) << "staged before the failure";
   EXPECT_EQ(*a, src.data[0]);
-  EXPECT_EQ(st.find(src.data[1].data()), nullptr);
-  EXPECT_EQ(st.find(src.data[2].data()), nullptr) << "the loader stopped at the failure";
+  EXPECT_EQ(st.find(src.data[1].data(), src.data[1].size()), nullptr);
+  EXPECT_EQ(st.find(src.data[2].data(), src.data[2].size()), nullptr)
+      << "the loader stopped at the failure";
 }
 
 TEST(Staging, ShutsDownWhileTheLoaderWaitsForRoom) {
@@ -155,4 +157,43 @@ TEST(Staging, ShutsDownWhileTheLoaderWaitsForRoom) {
     while (copies.load() < 1) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }  // joins without a release: must not hang
   EXPECT_EQ(copies.load(), 1);
+}
+
+TEST(Staging, AnInputAskedForWithAnotherSizeIsNeitherFoundNorCounted) {
+  Sources src({100, 100});
+  HostStager st({{src.range(0), src.range(1)}}, 1000, copy_of);
+  for (int i = 0; i < 400 && st.peak_bytes() < 200; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  EXPECT_EQ(st.find(src.data[0].data(), 50), nullptr) << "the first half of a staged input";
+  EXPECT_EQ(st.hits(), 0u);
+  ASSERT_NE(st.find(src.data[0].data(), 100), nullptr);
+  EXPECT_EQ(st.hits(), 1u);
+}
+
+TEST(Staging, StopWaitsForTheCopyUnderWayAndReadsNothingAfter) {
+  // The inputs are unmapped right after stop() returns (the run ends or is cancelled): the copy
+  // under way must have finished, and no other may start.
+  Sources src({100, 100, 100, 100});
+  std::atomic<int> started{0}, finished{0};
+  std::atomic<bool> stopped{false}, read_after_stop{false};
+  HostStager st({{src.range(0)}, {src.range(1)}, {src.range(2)}, {src.range(3)}}, 1000,
+                [&](const ByteRange& r) {
+                  ++started;
+                  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+                  if (stopped) read_after_stop = true;
+                  Buffer b = copy_of(r);
+                  ++finished;
+                  return b;
+                });
+  while (started.load() < 2) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  st.stop();
+  stopped = true;
+  const int at_stop = finished.load();
+  EXPECT_EQ(at_stop, started.load()) << "stop() returned with a copy under way";
+  std::this_thread::sleep_for(std::chrono::milliseconds(120));
+  EXPECT_EQ(finished.load(), at_stop) << "a copy started after stop()";
+  EXPECT_FALSE(read_after_stop);
+  EXPECT_LT(at_stop, 4);
+  EXPECT_EQ(st.find(src.data[3].data(), 100), nullptr) << "left to its consumer";
+  st.stop();  // idempotent
 }

@@ -1,7 +1,8 @@
 // What analyze tells a backend about streaming, checked with a recording backend around the CPU
 // one: the inputs announced per plan entry are the bytes later asked for, in that entry, with
-// their sizes; every entry is released once, in order, also when its base came from the cache
-// and was never asked for; workers each get their own entries.
+// their sizes; every entry is released once, in order; a base the cache holds is not announced
+// to a backend that stages; workers each get their own entries; and the loader is stopped
+// before the inputs go, however the run ends.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -82,13 +83,14 @@ TEST(Streaming, AnnouncedInputsAreWhatIsAskedForEntryByEntry) {
   EXPECT_EQ(res.records.size(), 14u + 4u);
 }
 
-TEST(Streaming, CachedBasesAreAnnouncedButStillReleased) {
+TEST(Streaming, CachedBasesAreNotAnnouncedToABackendThatStages) {
   test::TempDir dir;
   const DemoPaths p = small_demo(dir);
   Log first, second;
   AnalyzeOptions o = options(p, dir, first, 1);
   o.cache_dir = dir / "cache";
   analyze(o);
+  second.stage = true;
   o = options(p, dir, second, 1);
   o.cache_dir = dir / "cache";
   o.out_dir = dir / "out2";
@@ -96,9 +98,60 @@ TEST(Streaming, CachedBasesAreAnnouncedButStillReleased) {
   const Log::Worker& w = second.workers[0];
   expect_asks_announced(w);
   expect_released_in_order(w);
-  // The bases come from the cache: only the 14 full tuned tensors and 4 merges are asked for.
+  // The bases come from the cache: only the 14 full tuned tensors and 4 merges are asked for,
+  // and only they (the merges read their base's bytes) are announced and copied.
   EXPECT_EQ(w.asked.size(), 18u);
   EXPECT_LT(w.asked.size(), first.workers[0].asked.size());
+  size_t announced = 0;
+  for (const auto& in : w.announced) announced += in.size();
+  EXPECT_EQ(announced, 18u);
+  EXPECT_LE(w.copies, 18u) << "a base was copied";  // fewer where the unit claimed its input first
+  EXPECT_GT(w.copies, 0u);
+  EXPECT_TRUE(w.ended);
+  EXPECT_FALSE(w.copied_after_end);
+}
+
+TEST(Streaming, AFailedRunStopsTheLoaderBeforeTheInputsAreUnmapped) {
+  // A unit fails while the loader is still copying entries ahead (each copy waits 40 ms, then
+  // reads the mapped checkpoint): the run must stop and join the loader before it unmaps the
+  // inputs. Were it the other way round, the loader's next read would fault and kill the
+  // process, as a cancelled service job once could.
+  test::TempDir dir;
+  const DemoPaths p = small_demo(dir);
+  for (int workers : {1, 2}) {
+    Log log;
+    log.stage = true;
+    log.copy_delay = std::chrono::milliseconds(40);
+    log.fail_at_ask = 3;
+    AnalyzeOptions o = options(p, dir, log, workers);
+    o.out_dir = dir / ("failed-" + std::to_string(workers));
+    EXPECT_THROW(analyze(o), Error);
+    for (const Log::Worker& w : log.workers) {
+      EXPECT_TRUE(w.ended) << workers << " workers";
+      EXPECT_FALSE(w.copied_after_end) << workers << " workers";
+      size_t announced = 0;
+      for (const auto& in : w.announced) announced += in.size();
+      EXPECT_LT(w.copies, announced) << "the loader was still ahead when the unit failed";
+    }
+  }
+}
+
+TEST(Streaming, ACancelledRunStopsTheLoaderBeforeTheInputsAreUnmapped) {
+  test::TempDir dir;
+  const DemoPaths p = small_demo(dir);
+  Log log;
+  log.stage = true;
+  log.copy_delay = std::chrono::milliseconds(40);
+  AnalyzeOptions o = options(p, dir, log, 1);
+  CancelToken token;
+  o.cancel = &token;
+  o.progress = [&](int done, int, const std::string&) {
+    if (done >= 2) token.stop_now();
+  };
+  EXPECT_THROW(analyze(o), Cancelled);
+  const Log::Worker& w = log.workers[0];
+  EXPECT_TRUE(w.ended);
+  EXPECT_FALSE(w.copied_after_end);
 }
 
 TEST(Streaming, WorkersEachGetTheirOwnEntries) {
