@@ -193,8 +193,8 @@ void find_cached_bases(Plan& plan, Side side, const std::string& backend_algo, P
       if (u.pending && first == nullptr) first = &u;
     if (first == nullptr) continue;  // resumed whole: nothing is read
     e.base_key = base_cache_key(*first, side, backend_algo, precision);
-    e.base_cached =
-        (memory != nullptr && memory->has(e.base_key)) || (cache != nullptr && cache->has(e.base_key));
+    e.base_cached = (memory != nullptr && memory->has(e.base_key)) ||
+                    (cache != nullptr && cache->has(e.base_key));
   }
 }
 
