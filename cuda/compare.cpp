@@ -9,32 +9,44 @@
 
 namespace indim::cuda {
 
-// The base vectors on the device, from the copy kept since an earlier call with the same id, or
-// uploaded now. `lease` covers `work_bytes` of the call's own buffers on return; a new copy of
-// vectors with an id is kept under a lease split off it, one without in `uncached`.
+// The base vectors on the device, from a copy kept since an earlier call with the same id, or
+// uploaded now. `lease` covers `work_bytes` of the call's own buffers on return. A new copy of
+// vectors with an id is kept (the least recently used of kBaseCopies given back) under a lease
+// split off the call's; one without an id lives in `uncached` for this call only.
 template <typename T>
 const T* CudaBackend::base_on_device(const Vectors& base, uint64_t work_bytes,
                                      detail::MemoryPool::Lease& lease,
                                      DeviceBuffer<unsigned char>& uncached) {
   const auto& bh = base.values<T>();
   const size_t bytes = bh.size() * sizeof(T);
-  if (base.id != 0 && base_copy_.id == base.id && base_copy_.bytes == bytes) {
+  for (size_t i = 0; base.id != 0 && i < base_copies_.size(); ++i) {
+    if (base_copies_[i].id != base.id || base_copies_[i].bytes != bytes) continue;
     lease = pool_->try_acquire(work_bytes);
-    if (lease) return reinterpret_cast<const T*>(base_copy_.data.get());
+    if (!lease) break;  // no room beside the kept copies: they go, and this waits below
+    std::rotate(base_copies_.begin(), base_copies_.begin() + i, base_copies_.begin() + i + 1);
+    return reinterpret_cast<const T*>(base_copies_.front().data.get());
   }
-  base_copy_ = BaseCopy();  // given back before waiting: a worker never waits holding a lease
-  lease = pool_->acquire(work_bytes + bytes);
-  BaseCopy copy;
-  copy.data = ctx_.buffer<unsigned char>(std::max<size_t>(bytes, 1));
+  // Kept copies stay while this call fits beside them; else they go before it waits (a worker
+  // never waits while it holds a lease).
+  lease = pool_->try_acquire(work_bytes + bytes);
+  if (!lease) {
+    base_copies_.clear();
+    lease = pool_->acquire(work_bytes + bytes);
+  }
+  DeviceBuffer<unsigned char> data = ctx_.buffer<unsigned char>(std::max<size_t>(bytes, 1));
   INDIM_CUDA_CHECK(
-      cudaMemcpyAsync(copy.data.get(), bh.data(), bytes, cudaMemcpyHostToDevice, ctx_.stream()));
-  const T* x = reinterpret_cast<const T*>(copy.data.get());
-  if (base.id != 0) {
-    copy.id = base.id, copy.bytes = bytes, copy.lease = lease.split(bytes);
-    base_copy_ = std::move(copy);
-  } else {
-    uncached = std::move(copy.data);
+      cudaMemcpyAsync(data.get(), bh.data(), bytes, cudaMemcpyHostToDevice, ctx_.stream()));
+  ++base_uploads_;
+  const T* x = reinterpret_cast<const T*>(data.get());
+  if (base.id == 0) {
+    uncached = std::move(data);
+    return x;
   }
+  if (base_copies_.size() == kBaseCopies) base_copies_.pop_back();
+  BaseCopy copy;
+  copy.id = base.id, copy.bytes = bytes, copy.data = std::move(data);
+  copy.lease = lease.split(bytes);
+  base_copies_.insert(base_copies_.begin(), std::move(copy));
   return x;
 }
 

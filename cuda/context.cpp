@@ -128,6 +128,11 @@ GpuContext::GpuContext(int device, std::shared_ptr<MemPool> pool)
   info_ = DeviceBuffer<int>(1, place());
 }
 
+GpuContext::~GpuContext() {
+  info_ = DeviceBuffer<int>();
+  if (stream_.get() != nullptr) INDIM_CUDA_WARN(cudaStreamSynchronize(stream_.get()));
+}
+
 DeviceBuffer<unsigned char> GpuContext::workspace(size_t bytes) const {
   return buffer<unsigned char>(std::max<size_t>(bytes, 1));
 }

@@ -103,7 +103,8 @@ Decomposition CudaBackend::decompose_stored(const void* bytes, DType dtype, int6
   const DeviceScope scope(ctx_.device());
   const auto [out, in] = analysed_shape(rows, cols, transposed, keep, label);
   return dispatch(out, in, dtype_bits(dtype) / 8, side, keep, label, [&](auto type) {
-    return upload_stored<decltype(type)>(bytes, dtype, rows, cols, transposed, label);
+    return upload_stored<decltype(type)>(bytes, dtype, rows, cols, transposed, label,
+                                         precision_ == Precision::F32);
   });
 }
 
@@ -149,8 +150,18 @@ std::string CudaBackend::choose_algo(int64_t out, int64_t in, int64_t keep, int 
 detail::MemoryPool::Lease CudaBackend::lease(uint64_t bytes) {
   detail::MemoryPool::Lease now = pool_->try_acquire(bytes);
   if (now) return now;
-  base_copy_ = BaseCopy();
+  drop_base_copies();
   return pool_->acquire(bytes);
+}
+
+void CudaBackend::drop_base_copies() noexcept {
+  if (base_copies_.empty()) return;
+  try {
+    const DeviceScope scope(ctx_.device());
+    base_copies_.clear();
+  } catch (const std::exception& e) {  // freed with the backend instead
+    std::fprintf(stderr, "indim: cuda:%d: %s\n", ctx_.device(), e.what());
+  }
 }
 
 // Decomposes the [out, in] matrix that make(T{}) leaves on the device (DeviceBuffer<T>, T

@@ -42,11 +42,13 @@ class CudaBackend final : public Backend {
   Similarity compare(const Vectors& tuned, const Vectors& base, int64_t k,
                      int64_t head_cols) override;
   std::unique_ptr<detail::LowRankProducts> lowrank_products(const LowRankProblem& problem) override;
-  void stream_inputs(const std::vector<std::vector<ByteRange>>& entries) override;
+  void stream_inputs(const std::vector<std::vector<StagedInput>>& entries) override;
   void release_inputs(size_t entry) override;
   void end_inputs() noexcept override;
   bool stages_inputs() const override { return true; }
   std::string staging_summary() const override;
+  /// How many times compare uploaded a base's vectors (not counting reuses of a kept copy).
+  uint64_t base_uploads() const { return base_uploads_; }
 
  private:
   static constexpr size_t kChunk = 64ull << 20;
@@ -58,14 +60,16 @@ class CudaBackend final : public Backend {
     Event ready;
   };
 
-  // compare's device copy of the base vectors it was last given with an id (Vectors::id), kept
-  // for the next tuned checkpoint of the same base under a lease of its own.
+  // compare's device copy of base vectors it was given with an id (Vectors::id), kept for the
+  // next tuned checkpoint of the same base under a lease of its own.
   struct BaseCopy {
     uint64_t id = 0;
     size_t bytes = 0;
     DeviceBuffer<unsigned char> data;
     detail::MemoryPool::Lease lease;
   };
+  // The left and right vectors of one base (--side both): the most recent first.
+  static constexpr size_t kBaseCopies = 2;
 
   // cuda_backend.cpp
   std::string choose_algo(int64_t out, int64_t in, int64_t keep, int stored_width,
@@ -76,9 +80,12 @@ class CudaBackend final : public Backend {
   template <typename Make>
   Decomposition decompose_within(const std::string& algo, int64_t out, int64_t in, Side side,
                                  int64_t keep, const std::string& label, Make&& make);
-  // `bytes` of the budget: at once when they are free, else after compare's kept copy is given
-  // back, waiting like any worker (a worker never waits while it holds a lease).
+  // `bytes` of the budget: at once when they are free, else after compare's kept copies are
+  // given back, waiting like any worker (a worker never waits while it holds a lease).
   detail::MemoryPool::Lease lease(uint64_t bytes);
+  // Gives back compare's kept copies: at the end of every plan entry (a base's ids belong to
+  // its entry) and of staging, so an idle or finished worker holds none of the budget.
+  void drop_base_copies() noexcept;
   template <typename T>
   Decomposition run(const Dense<T>& w, Side side, int64_t keep, const std::string& label);
   Vectors empty_vectors(int64_t dim, int64_t count) const;
@@ -86,9 +93,11 @@ class CudaBackend final : public Backend {
   // staging_loader.cpp
   Staged copy_in(const ByteRange& r);
   void make_copy_stream();
+  // `fp32_range`: refuse values beyond the fp32 range (the analysis is in fp32), as the CPU
+  // backend, converting to the working precision first, does.
   template <typename T>
   DeviceBuffer<T> upload_stored(const void* bytes, DType dtype, int64_t rows, int64_t cols,
-                                bool transposed, const std::string& label);
+                                bool transposed, const std::string& label, bool fp32_range);
 
   // device_merge.cpp
   template <typename T>
@@ -138,7 +147,8 @@ class CudaBackend final : public Backend {
   std::vector<PinnedBuffer<unsigned char>> pinned_;
   std::vector<Event> chunk_done_;
   uint64_t staging_limit_;
-  BaseCopy base_copy_;
+  std::vector<BaseCopy> base_copies_;  // at most kBaseCopies, most recently used first
+  uint64_t base_uploads_ = 0;
   std::unique_ptr<detail::Stager<Staged>> stager_;  // last: its loader uses the members above
 };
 

@@ -30,7 +30,10 @@ template <typename T>
 DeviceBuffer<T> CudaBackend::merged(const void* bytes, DType dtype, int64_t rows, int64_t cols,
                                     const LowRankUpdate& u, const std::string& base_label,
                                     const std::string& label) {
-  DeviceBuffer<T> w = upload_stored<T>(bytes, dtype, rows, cols, false, base_label);
+  // In an fp32 analysis the base, and below the merge, are refused beyond the fp32 range, as
+  // the CPU backend (merging in fp32) refuses them, though the Gram route merges in fp64.
+  const bool fp32 = precision_ == Precision::F32;
+  DeviceBuffer<T> w = upload_stored<T>(bytes, dtype, rows, cols, false, base_label, fp32);
   DeviceBuffer<T> a = upload<T>(u.a.data), b = upload<T>(u.b.data);
   const int64_t rank = u.a.rows;
   const T alpha = static_cast<T>(u.scale), one = T(1);
@@ -56,7 +59,7 @@ DeviceBuffer<T> CudaBackend::merged(const void* bytes, DType dtype, int64_t rows
                                      ctx_.stream()));
     dora_rescale<T>(w.get(), rows, cols, u.transposed, mag.get(), ctx_.stream());
   }
-  const int64_t first = first_non_finite<T>(w.get(), rows * cols, ctx_.place());
+  const int64_t first = first_non_finite<T>(w.get(), rows * cols, ctx_.place(), fp32);
   if (first < rows * cols)
     throw BadInput(InputProblem::NonFinite,
                    label + ": merging the adapter gives a non-finite value at [" +

@@ -112,7 +112,8 @@ __device__ double load_stored(const void* src, int type, int64_t i) {
 // consecutive outputs. Non-finite values report their stored index through atomicMin.
 template <typename Dst>
 __global__ void convert_stored_kernel(const void* __restrict__ src, int type, int64_t rows,
-                                      int64_t cols, bool transpose, Dst* __restrict__ dst,
+                                      int64_t cols, bool transpose, bool fp32_range,
+                                      Dst* __restrict__ dst,
                                       unsigned long long* __restrict__ first_bad) {
   const int64_t n = rows * cols;
   const int64_t out_cols = transpose ? rows : cols;
@@ -120,10 +121,12 @@ __global__ void convert_stored_kernel(const void* __restrict__ src, int type, in
        e += int64_t(gridDim.x) * blockDim.x) {
     const int64_t i = e / out_cols, j = e % out_cols;
     const int64_t from = transpose ? j * cols + i : e;
-    // Checked after the conversion: an fp64 value beyond the fp32 range becomes infinite in a
-    // float destination, and is refused as the CPU backend refuses it.
-    const Dst v = static_cast<Dst>(load_stored(src, type, from));
-    if (!isfinite(v)) atomicMin(first_bad, static_cast<unsigned long long>(from));
+    // Checked as converted: an fp64 value beyond the fp32 range is infinite as a float, and an
+    // fp32 analysis refuses it as the CPU backend does, whatever Dst the route works in.
+    const double d = load_stored(src, type, from);
+    const Dst v = static_cast<Dst>(d);
+    const bool bad = fp32_range ? !isfinite(static_cast<float>(d)) : !isfinite(v);
+    if (bad) atomicMin(first_bad, static_cast<unsigned long long>(from));
     dst[e] = v;
   }
 }
@@ -172,9 +175,9 @@ struct Best {
 // Y's rows are staged 32 at a time in shared memory; X is read coalesced (consecutive threads,
 // consecutive columns). The loops over the 32 staged rows and over the block's tuned columns
 // are unrolled with guarded exits, so the accumulators stay in registers (an index known only
-// at run time put fp64's 16 in local memory) and the 32 loads of X can be in flight together. Then each j's (|s_j|, i) pairs are reduced
-// across the block to one partial per (block, j): partial[b * k + j0 + j]. Columns
-// i < head_cols also write |s_j| to head[(j0 + j) * head_cols + i].
+// at run time put fp64's 16 in local memory) and the 32 loads of X can be in flight together. Then
+// each j's (|s_j|, i) pairs are reduced across the block to one partial per (block, j): partial[b *
+// k + j0 + j]. Columns i < head_cols also write |s_j| to head[(j0 + j) * head_cols + i].
 template <typename T>
 __global__ void similarity_partial_kernel(const T* __restrict__ y, int64_t ky,
                                           const T* __restrict__ x, int64_t nb, int64_t d, int64_t k,
@@ -261,18 +264,18 @@ __global__ void similarity_reduce_kernel(const Best* __restrict__ partial, int64
 
 template <typename Dst>
 void convert_stored(const void* src, StoredType type, int64_t rows, int64_t cols, bool transpose,
-                    Dst* dst, unsigned long long* first_bad, cudaStream_t s) {
+                    Dst* dst, unsigned long long* first_bad, cudaStream_t s, bool fp32_range) {
   INDIM_CUDA_CHECK(cudaMemsetAsync(first_bad, 0xFF, sizeof(unsigned long long), s));
   const int64_t n = rows * cols;
   if (n == 0) return;
   convert_stored_kernel<Dst><<<grid_stride_blocks(n), kThreads, 0, s>>>(
-      src, static_cast<int>(type), rows, cols, transpose, dst, first_bad);
+      src, static_cast<int>(type), rows, cols, transpose, fp32_range, dst, first_bad);
   INDIM_KERNEL_CHECK();
 }
 template void convert_stored<float>(const void*, StoredType, int64_t, int64_t, bool, float*,
-                                    unsigned long long*, cudaStream_t);
+                                    unsigned long long*, cudaStream_t, bool);
 template void convert_stored<double>(const void*, StoredType, int64_t, int64_t, bool, double*,
-                                     unsigned long long*, cudaStream_t);
+                                     unsigned long long*, cudaStream_t, bool);
 
 template <typename T>
 void dora_rescale(T* w, int64_t rows, int64_t cols, bool by_columns, const double* magnitude,

@@ -13,11 +13,13 @@ enum class StoredType : int { F32 = 0, F64 = 1, F16 = 2, BF16 = 3 };
 
 /// Stored little-endian elements, row-major [rows, cols], to Dst row-major [rows, cols] or, with
 /// `transpose`, [cols, rows]. *first_bad receives the smallest stored index of a value that is
-/// not finite as a Dst (ULLONG_MAX when none): NaN, infinity, or an fp64 value beyond the fp32
-/// range in a float destination. The launcher resets it first.
+/// not finite as a Dst, or with `fp32_range` as a float (ULLONG_MAX when none): NaN, infinity,
+/// or an fp64 value beyond the fp32 range where the analysis is in fp32 (the Gram route
+/// converts to fp64 even then). The launcher resets it first.
 template <typename Dst>
 void convert_stored(const void* src, StoredType type, int64_t rows, int64_t cols, bool transpose,
-                    Dst* dst, unsigned long long* first_bad, cudaStream_t s);
+                    Dst* dst, unsigned long long* first_bad, cudaStream_t s,
+                    bool fp32_range = false);
 
 /// DoRA: scales each output of the row-major w [rows, cols] (its rows, or its columns when
 /// `by_columns`) by magnitude[o] / ||output o||; magnitude is a device array of doubles.

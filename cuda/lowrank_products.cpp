@@ -113,8 +113,10 @@ std::unique_ptr<detail::LowRankProducts> CudaBackend::lowrank_products(
   if (need > pool_->total()) return Backend::lowrank_products(problem);
   const DeviceScope scope(ctx_.device());
   detail::MemoryPool::Lease held = lease(need);
-  DeviceBuffer<double> w0 = upload_stored<double>(problem.base_bytes, problem.dtype, problem.rows,
-                                                  problem.cols, problem.conv1d, problem.base_label);
+  // In fp64 whatever the working precision, as the host's products read it.
+  DeviceBuffer<double> w0 =
+      upload_stored<double>(problem.base_bytes, problem.dtype, problem.rows, problem.cols,
+                            problem.conv1d, problem.base_label, /*fp32_range=*/false);
   return std::make_unique<DeviceProducts>(ctx_, std::move(held), std::move(w0), m, n);
 }
 

@@ -155,6 +155,11 @@ class PinnedBuffer {
 class GpuContext {
  public:
   GpuContext(int device, std::shared_ptr<MemPool> pool);
+  /// Waits for its stream's work (the frees queued on it among them) before its handles and
+  /// its share of the pool go: the last context of a run then returns the pool's memory at once.
+  ~GpuContext();
+  GpuContext(const GpuContext&) = delete;
+  GpuContext& operator=(const GpuContext&) = delete;
   int device() const { return device_; }
   cudaStream_t stream() const { return stream_.get(); }
   /// Where this context's buffers come from: its stream, its device's pool.

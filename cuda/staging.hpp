@@ -3,7 +3,10 @@
 // being decomposed; the backend finds an input there instead of copying it itself.
 //
 // Bounds: at most `limit` bytes are staged at once (the loader waits for the orchestrator to
-// release finished entries); an input larger than `limit` is never staged. Deadlock-free by
+// release finished entries); an input larger than `limit` is never staged, nor one whose
+// `cached()` answers that the cache serves it (asked just before its copy, on the loader's
+// thread), and one whose entry is released while it is being copied is freed once copied.
+// Deadlock-free by
 // construction: a consumer waits only for a copy already under way, which needs nothing from
 // the consumer; an input the loader has not started is claimed by the consumer, which then
 // copies it directly, and the loader skips it.
@@ -35,15 +38,16 @@ class Stager {
   using CopyFn = std::function<Buffer(const ByteRange&)>;
 
   /// @brief Starts the loader over `entries` (each entry's inputs, in the order of use).
-  Stager(std::vector<std::vector<ByteRange>> entries, size_t limit, CopyFn copy)
+  Stager(std::vector<std::vector<StagedInput>> entries, size_t limit, CopyFn copy)
       : limit_(limit), copy_(std::move(copy)) {
     for (size_t e = 0; e < entries.size(); ++e)
-      for (const ByteRange& r : entries[e])
-        if (r.data != nullptr && !inputs_.count(r.data)) {
-          inputs_.emplace(r.data,
-                          Input{e, r.bytes, r.bytes > limit_ ? State::Skipped : State::Pending});
-          order_.push_back(r);
-        }
+      for (StagedInput& in : entries[e]) {
+        const ByteRange& r = in.range;
+        if (r.data == nullptr || inputs_.count(r.data)) continue;
+        inputs_.emplace(r.data,
+                        Input{e, r.bytes, r.bytes > limit_ ? State::Skipped : State::Pending});
+        order_.push_back(std::move(in));
+      }
     loader_ = std::thread([this] { run(); });
   }
 
@@ -99,6 +103,8 @@ class Stager {
           in.state = State::Released;
         } else if (in.state == State::Pending) {
           in.state = State::Skipped;
+        } else if (in.state == State::Copying) {
+          in.released = true;  // the loader frees it when its copy is done
         }
       }
     }
@@ -115,6 +121,11 @@ class Stager {
     std::lock_guard<std::mutex> lock(mu_);
     return hits_;
   }
+  /// @brief Inputs not copied because the cache serves them.
+  size_t spared() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return spared_;
+  }
   /// @brief The loader's error, empty when none.
   std::string error() const {
     std::lock_guard<std::mutex> lock(mu_);
@@ -128,25 +139,47 @@ class Stager {
     size_t bytes;
     State state;
     Buffer buffer{};
+    bool released = false;  // its entry was released while it was being copied
   };
 
+  // Whether the cache serves the input (its question asked with the lock not held); an answer
+  // that fails is "no": the input is copied as any other.
+  static bool served_by_cache(const StagedInput& r) {
+    if (!r.cached) return false;
+    try {
+      return r.cached();
+    } catch (...) {
+      return false;
+    }
+  }
+
   void run() {
-    for (const ByteRange& r : order_) {
+    for (const StagedInput& r : order_) {
       std::unique_lock<std::mutex> lock(mu_);
-      Input& in = inputs_.at(r.data);
+      Input& in = inputs_.at(r.range.data);
       cv_.wait(lock, [&] {
         return stop_ || in.state != State::Pending || staged_bytes_ + in.bytes <= limit_;
       });
       if (stop_) return;
       if (in.state != State::Pending) continue;
-      in.state = State::Copying;
-      staged_bytes_ += in.bytes;
+      in.state = State::Copying;  // a consumer asking for it now waits for the answer
+      lock.unlock();
+      const bool spared = served_by_cache(r);
+      lock.lock();
+      if (spared) {
+        ++spared_;
+        in.state = State::Skipped;
+        lock.unlock();
+        cv_.notify_all();
+        continue;
+      }
+      staged_bytes_ += in.bytes;  // room was there, and releases only make more
       if (staged_bytes_ > peak_bytes_) peak_bytes_ = staged_bytes_;
       lock.unlock();
       Buffer b{};
       std::string failure;
       try {
-        b = copy_(r);
+        b = copy_(r.range);
       } catch (const std::exception& e) {
         failure = e.what();
       } catch (...) {
@@ -163,6 +196,14 @@ class Stager {
         cv_.notify_all();
         return;
       }
+      if (in.released) {  // nobody will ask for it: its room goes back at once
+        staged_bytes_ -= in.bytes;
+        in.state = State::Released;
+        lock.unlock();
+        b = Buffer();
+        cv_.notify_all();
+        continue;
+      }
       in.buffer = std::move(b);
       in.state = State::Staged;
       lock.unlock();
@@ -173,10 +214,10 @@ class Stager {
   const size_t limit_;
   CopyFn copy_;
   std::map<const void*, Input> inputs_;
-  std::vector<ByteRange> order_;
+  std::vector<StagedInput> order_;
   mutable std::mutex mu_;
   std::condition_variable cv_;
-  size_t staged_bytes_ = 0, peak_bytes_ = 0, hits_ = 0;
+  size_t staged_bytes_ = 0, peak_bytes_ = 0, hits_ = 0, spared_ = 0;
   bool stop_ = false;
   std::string error_;
   std::thread loader_;  // last: starts after every other member exists

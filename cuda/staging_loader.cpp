@@ -45,7 +45,7 @@ void CudaBackend::make_copy_stream() {
   }
 }
 
-void CudaBackend::stream_inputs(const std::vector<std::vector<ByteRange>>& entries) {
+void CudaBackend::stream_inputs(const std::vector<std::vector<StagedInput>>& entries) {
   const DeviceScope scope(ctx_.device());
   end_inputs();
   stager_.reset();
@@ -55,6 +55,7 @@ void CudaBackend::stream_inputs(const std::vector<std::vector<ByteRange>>& entri
 }
 
 void CudaBackend::release_inputs(size_t entry) {
+  drop_base_copies();
   if (!stager_) return;
   const DeviceScope scope(ctx_.device());
   stager_->release(entry);
@@ -63,6 +64,7 @@ void CudaBackend::release_inputs(size_t entry) {
 // The loader stopped and joined first (no read of a mapping after this), then every staged
 // buffer freed; the stager stays for staging_summary().
 void CudaBackend::end_inputs() noexcept {
+  drop_base_copies();
   if (!stager_) return;
   stager_->stop();
   try {
@@ -77,7 +79,8 @@ std::string CudaBackend::staging_summary() const {
   if (!stager_) return {};
   std::string s = "cuda:" + std::to_string(ctx_.device()) + ": " + std::to_string(stager_->hits()) +
                   " inputs found staged ahead on the copy stream, peak " +
-                  std::to_string(stager_->peak_bytes() >> 20) + " MiB staged";
+                  std::to_string(stager_->peak_bytes() >> 20) + " MiB staged, " +
+                  std::to_string(stager_->spared()) + " bases served by the cache not copied";
   const std::string e = stager_->error();
   return e.empty() ? s : s + "; the loader stopped early: " + e;
 }
@@ -110,8 +113,8 @@ CudaBackend::Staged CudaBackend::copy_in(const ByteRange& r) {
 // conversion).
 template <typename T>
 DeviceBuffer<T> CudaBackend::upload_stored(const void* bytes, DType dtype, int64_t rows,
-                                           int64_t cols, bool transposed,
-                                           const std::string& label) {
+                                           int64_t cols, bool transposed, const std::string& label,
+                                           bool fp32_range) {
   const StoredType type = stored_type(dtype, label);
   const size_t count = static_cast<size_t>(rows * cols);
   const size_t nbytes = count * static_cast<size_t>(dtype_bits(dtype) / 8);
@@ -129,7 +132,8 @@ DeviceBuffer<T> CudaBackend::upload_stored(const void* bytes, DType dtype, int64
         cudaMemcpyAsync(raw.get(), bytes, nbytes, cudaMemcpyHostToDevice, ctx_.stream()));
     src = raw.get();
   }
-  convert_stored<T>(src, type, rows, cols, transposed, w.get(), bad.get(), ctx_.stream());
+  convert_stored<T>(src, type, rows, cols, transposed, w.get(), bad.get(), ctx_.stream(),
+                    fp32_range);
   unsigned long long first = 0;
   INDIM_CUDA_CHECK(
       cudaMemcpyAsync(&first, bad.get(), sizeof first, cudaMemcpyDeviceToHost, ctx_.stream()));
@@ -141,8 +145,9 @@ DeviceBuffer<T> CudaBackend::upload_stored(const void* bytes, DType dtype, int64
   return w;
 }
 template DeviceBuffer<float> CudaBackend::upload_stored<float>(const void*, DType, int64_t, int64_t,
-                                                               bool, const std::string&);
+                                                               bool, const std::string&, bool);
 template DeviceBuffer<double> CudaBackend::upload_stored<double>(const void*, DType, int64_t,
-                                                                 int64_t, bool, const std::string&);
+                                                                 int64_t, bool, const std::string&,
+                                                                 bool);
 
 }  // namespace indim::cuda

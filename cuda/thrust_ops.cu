@@ -25,7 +25,10 @@ struct StreamAllocator {
 
 template <typename T>
 struct NotFinite {
-  __device__ bool operator()(T x) const { return !isfinite(x); }
+  bool fp32_range;
+  __device__ bool operator()(T x) const {
+    return fp32_range ? !isfinite(static_cast<float>(x)) : !isfinite(x);
+  }
 };
 
 // Element e of the column-major [rows, keep] result reads src[e % rows, n - 1 - e / rows].
@@ -39,14 +42,15 @@ struct ReversedColumn {
 }  // namespace
 
 template <typename T>
-int64_t first_non_finite(const T* w, int64_t n, Place at) {
+int64_t first_non_finite(const T* w, int64_t n, Place at, bool fp32_range) {
   if (n == 0) return 0;
   StreamAllocator alloc{at};
-  const T* hit = thrust::find_if(thrust::cuda::par(alloc).on(at.stream), w, w + n, NotFinite<T>{});
+  const T* hit =
+      thrust::find_if(thrust::cuda::par(alloc).on(at.stream), w, w + n, NotFinite<T>{fp32_range});
   return static_cast<int64_t>(hit - w);
 }
-template int64_t first_non_finite<float>(const float*, int64_t, Place);
-template int64_t first_non_finite<double>(const double*, int64_t, Place);
+template int64_t first_non_finite<float>(const float*, int64_t, Place, bool);
+template int64_t first_non_finite<double>(const double*, int64_t, Place, bool);
 
 void reverse_columns(const double* src, double* dst, int64_t rows, int64_t n, int64_t keep,
                      Place at) {

@@ -8,10 +8,10 @@
 
 namespace indim::cuda {
 
-/// The smallest index i < n with w[i] not finite, or n when every value is finite. Waits for
-/// the stream (the answer is needed on the host).
+/// The smallest index i < n with w[i] not finite (with `fp32_range`: not finite as a float), or
+/// n when every value is. Waits for the stream (the answer is needed on the host).
 template <typename T>
-int64_t first_non_finite(const T* w, int64_t n, Place at);
+int64_t first_non_finite(const T* w, int64_t n, Place at, bool fp32_range = false);
 
 /// Column-major src [rows, n] (ld = rows) -> column-major dst [rows, keep] holding src's columns
 /// in reverse order: dst[:, j] = src[:, n - 1 - j] (eigenvectors come ascending). Does not wait.

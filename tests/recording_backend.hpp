@@ -22,6 +22,7 @@ struct Log {
   std::mutex mu;
   bool stage = false;                       // stage announced inputs through a loader
   std::chrono::milliseconds copy_delay{0};  // before each staged copy reads its input
+  std::chrono::milliseconds read_delay{0};  // before each stored read (a unit's work)
   size_t fail_at_ask = 0;                   // > 0: the n-th stored read fails (an Error)
   struct Worker {
     std::vector<std::vector<ByteRange>> announced;
@@ -29,7 +30,10 @@ struct Log {
     std::vector<std::pair<size_t, ByteRange>> asked;  // (entry being processed, what was asked)
     std::vector<std::string> host;                    // labels of host matrices decomposed
     size_t copies = 0;                                // inputs the loader copied
-    bool ended = false;                               // end_inputs() was called
+    std::vector<ByteRange> copied;                    // which
+    size_t askable = 0;  // announced inputs that can be asked whether a cache serves them
+    size_t spared = 0;   // inputs the loader did not copy: a cache serves them
+    bool ended = false;  // end_inputs() was called
     bool copied_after_end = false;  // the loader read an input after end_inputs() returned
   };
   std::vector<Worker> workers;
@@ -68,10 +72,18 @@ class Recording final : public Backend {
     return cpu_->decompose_merged(base_bytes, dtype, rows, cols, update, conv1d, side, keep,
                                   base_label, label);
   }
-  void stream_inputs(const std::vector<std::vector<ByteRange>>& entries) override {
+  void stream_inputs(const std::vector<std::vector<StagedInput>>& entries) override {
     {
       std::lock_guard<std::mutex> lock(log_.mu);
-      log_.workers[i_].announced = entries;
+      auto& w = log_.workers[i_];
+      w.announced.clear();
+      for (const auto& entry : entries) {
+        w.announced.emplace_back();
+        for (const StagedInput& in : entry) {
+          w.announced.back().push_back(in.range);
+          if (in.cached) ++w.askable;
+        }
+      }
     }
     if (log_.stage)
       stager_ = std::make_unique<detail::Stager<Buffer>>(
@@ -86,6 +98,7 @@ class Recording final : public Backend {
     if (stager_) stager_->stop();
     std::lock_guard<std::mutex> lock(log_.mu);
     log_.workers[i_].ended = true;
+    if (stager_) log_.workers[i_].spared = stager_->spared();
   }
   bool stages_inputs() const override { return log_.stage; }
   Similarity compare(const Vectors& tuned, const Vectors& base, int64_t k,
@@ -104,10 +117,12 @@ class Recording final : public Backend {
     std::lock_guard<std::mutex> lock(log_.mu);
     auto& w = log_.workers[i_];
     ++w.copies;
+    w.copied.push_back(r);
     if (w.ended) w.copied_after_end = true;
     return b;
   }
   void ask(const void* bytes, size_t n) {
+    std::this_thread::sleep_for(log_.read_delay);
     std::lock_guard<std::mutex> lock(log_.mu);
     auto& w = log_.workers[i_];
     w.asked.push_back({w.released.size(), ByteRange{bytes, n}});

@@ -268,7 +268,11 @@ struct AnalyzeResult {
 
 /// @brief Runs the analysis, journalling each record into `out_dir` as it completes, and
 /// returns the results as data (write_outputs writes the reports). Throws indim::BadInput /
-/// UsageError / Error, and indim::Cancelled when options.cancel stops it.
+/// UsageError / Error, and indim::Cancelled when options.cancel stops it. With the CUDA
+/// backend, a calling thread that had a device current gets it back; one that had never used
+/// CUDA is left on the run's device (putting device 0 back would create a context there), so
+/// a caller who needs its thread untouched runs the analysis on a thread of its own, as the
+/// Python module does.
 AnalyzeResult analyze_only(const AnalyzeOptions& options);
 
 /// @brief Writes matrices.csv, vectors.csv, report.html (options.html) and report.json (last,

@@ -147,6 +147,17 @@ struct ByteRange {
   size_t bytes = 0;
 };
 
+/// @brief An input announced for staging: its bytes and, for a base a cache may hold, the
+/// question a backend asks just before it would copy them: `cached()` true means the cache
+/// serves that base, so its bytes will not be read and are not copied. Asking may hash the
+/// bytes (it runs on the backend's loader thread, overlapping the decompositions before it).
+struct StagedInput {
+  ByteRange range;
+  std::function<bool()> cached;
+  StagedInput(ByteRange r = {}, std::function<bool()> c = {})  // NOLINT: a range converts
+      : range(r), cached(std::move(c)) {}
+};
+
 /// @brief Applies `u` to `w` (stored orientation) on the host. Throws indim::BadInput
 /// "<label>: merging the adapter gives a non-finite value at [i, j]".
 template <typename T>
@@ -224,8 +235,11 @@ class Backend {
   /// @brief Announces the stored inputs of the plan entries this backend will be given, in
   /// order of use (each entry: the byte ranges later passed to decompose_stored or
   /// decompose_merged). A backend may copy them ahead of use: the CUDA backend stages them on
-  /// the device from a loader thread through pinned buffers on a copy stream. Default: none.
-  virtual void stream_inputs(const std::vector<std::vector<ByteRange>>& entries) { (void)entries; }
+  /// the device from a loader thread through pinned buffers on a copy stream, skipping an input
+  /// whose `cached()` says the cache serves it. Default: none.
+  virtual void stream_inputs(const std::vector<std::vector<StagedInput>>& entries) {
+    (void)entries;
+  }
   /// @brief Entries 0..entry of the announced plan are finished; what was staged for them may
   /// be freed.
   virtual void release_inputs(size_t entry) { (void)entry; }
@@ -234,8 +248,8 @@ class Backend {
   /// range is read again unless passed in a call, so the caller may unmap the inputs. Never
   /// throws; staging_summary() stays readable.
   virtual void end_inputs() noexcept {}
-  /// @brief Whether stream_inputs copies inputs ahead (the plan then leaves out of what it
-  /// announces the bases the cache will serve).
+  /// @brief Whether stream_inputs copies inputs ahead (the run then tells it, per base, how to
+  /// ask whether the cache serves it).
   virtual bool stages_inputs() const { return false; }
   /// @brief What staging did, for a note: empty when the backend does not stage.
   virtual std::string staging_summary() const { return {}; }

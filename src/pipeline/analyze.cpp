@@ -115,10 +115,8 @@ AnalyzeResult run(const AnalyzeOptions& o, std::unique_ptr<detail::DirLock>& loc
   std::optional<DecompositionCache> cache = open_cache(o);
   std::atomic<bool> cache_writes{cache.has_value()};
   detail::RunState state(o, journal, plan);
-  if (fleet.front()->stages_inputs())
-    detail::find_cached_bases(plan, o.side, fleet.front()->name() + "." + fleet.front()->algo(),
-                              o.precision, cache ? &*cache : nullptr, o.memory);
-  detail::UnitWork work{o, res.eps, cache ? &*cache : nullptr, cache_writes, state};
+  detail::BaseKeys base_keys(plan.entries.size());
+  detail::UnitWork work{o, res.eps, cache ? &*cache : nullptr, cache_writes, state, base_keys};
   try {
     detail::run_fleet(fleet, plan, work);
   } catch (const Cancelled&) {  // stopped now, inside a unit: the finished ones are journalled

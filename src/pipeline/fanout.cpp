@@ -24,7 +24,7 @@ void prefetch(const PlanEntry& e) {
 // stopped and joined) however the worker leaves, before the run unmaps the inputs.
 class AnnouncedInputs {
  public:
-  AnnouncedInputs(Backend& b, const std::vector<std::vector<ByteRange>>& inputs) : b_(b) {
+  AnnouncedInputs(Backend& b, const std::vector<std::vector<StagedInput>>& inputs) : b_(b) {
     b_.stream_inputs(inputs);
   }
   ~AnnouncedInputs() { b_.end_inputs(); }
@@ -38,13 +38,13 @@ class AnnouncedInputs {
 // The entries `mine` (plan indices) on one backend, with their inputs announced for staging.
 void run_worker(Backend& b, const Plan& plan, const std::vector<size_t>& mine, UnitWork& work,
                 const std::atomic<bool>& failed) {
-  std::vector<std::vector<ByteRange>> inputs;
-  for (size_t i : mine) inputs.push_back(plan.entries[i].backend_inputs());
+  std::vector<std::vector<StagedInput>> inputs;
+  for (size_t i : mine) inputs.push_back(work.staged_inputs(b, plan.entries[i], i));
   const AnnouncedInputs announced(b, inputs);
   if (!mine.empty()) prefetch(plan.entries[mine.front()]);
   for (size_t n = 0; n < mine.size() && !failed && !work.state.cancelled(); ++n) {
     if (n + 1 < mine.size()) prefetch(plan.entries[mine[n + 1]]);
-    work.run_entry(b, plan.entries[mine[n]]);
+    work.run_entry(b, plan.entries[mine[n]], mine[n]);
     b.release_inputs(n);
   }
   const std::string s = b.staging_summary();

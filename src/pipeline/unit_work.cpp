@@ -61,15 +61,11 @@ std::shared_ptr<const Decomposition> shared_base(Decomposition&& d) {
   return std::make_shared<const Decomposition>(std::move(d));
 }
 
-// The base's decomposition from memory (options.memory) or the disk cache, when either has it;
-// its key is the plan's where find_cached_bases hashed it already.
-void look_up_base(const UnitWork& w, Backend& backend, const PlanEntry& entry, const WorkUnit& u,
-                  BaseSide& base) {
+// The base's decomposition from memory (options.memory) or the disk cache under `key`, when
+// either has it.
+void look_up_base(const UnitWork& w, const std::string& key, BaseSide& base) {
   const AnalyzeOptions& o = w.options;
-  if (w.cache == nullptr && o.memory == nullptr) return;
-  base.key = !entry.base_key.empty()
-                 ? entry.base_key
-                 : base_cache_key(u, o.side, backend.name() + "." + backend.algo(), o.precision);
+  base.key = key;
   if (o.memory != nullptr && (base.d = o.memory->get(base.key))) {
     base.cached = true;
     return;
@@ -97,7 +93,33 @@ void compute_base(UnitWork& w, Backend& backend, const WorkUnit& u, BaseSide& ba
 
 }  // namespace
 
-void UnitWork::run_entry(Backend& backend, const PlanEntry& entry) {
+const std::string& UnitWork::base_key(Backend& backend, const WorkUnit& u, size_t index) {
+  return base_keys.get(index, [&] {
+    return base_cache_key(u, options.side, backend.name() + "." + backend.algo(),
+                          options.precision);
+  });
+}
+
+std::vector<StagedInput> UnitWork::staged_inputs(Backend& backend, const PlanEntry& entry,
+                                                 size_t index) {
+  std::vector<StagedInput> in;
+  for (const ByteRange& r : entry.backend_inputs()) in.push_back(StagedInput(r));
+  const std::optional<ByteRange> base = entry.base_only_input();
+  if (!base || (cache == nullptr && options.memory == nullptr)) return in;
+  const WorkUnit* first = nullptr;
+  for (const WorkUnit& u : entry.units)
+    if (u.pending && first == nullptr) first = &u;
+  for (StagedInput& s : in)
+    if (s.range.data == base->data)
+      s.cached = [this, &backend, first, index] {
+        const std::string& key = base_key(backend, *first, index);
+        return (options.memory != nullptr && options.memory->has(key)) ||
+               (cache != nullptr && cache->has(key));
+      };
+  return in;
+}
+
+void UnitWork::run_entry(Backend& backend, const PlanEntry& entry, size_t index) {
   const AnalyzeOptions& o = options;
   BaseSide base;
   for (const WorkUnit& u : entry.units) {
@@ -105,7 +127,8 @@ void UnitWork::run_entry(Backend& backend, const PlanEntry& entry) {
     if (state.cancelled()) break;
     state.started(u);
     const auto start = std::chrono::steady_clock::now();
-    if (!base.d) look_up_base(*this, backend, entry, u, base);
+    if (!base.d && (cache != nullptr || o.memory != nullptr))
+      look_up_base(*this, base_key(backend, u, index), base);
     check_intact(u.pair);
     if (!base.d) compute_base(*this, backend, u, base);
     const bool same = u.pair.lora == nullptr && u.part.label.empty() &&

@@ -111,11 +111,19 @@ std::vector<ByteRange> PlanEntry::backend_inputs() const {
     in.push_back({r.data, r.bytes});
   };
   for (const WorkUnit& u : units)  // in order of use: each unit's base, then its tuned side
-    if (u.pending) {
-      if (!base_cached) add(u.base);
-      add(u.tuned);
-    }
+    if (u.pending) add(u.base), add(u.tuned);
   return in;
+}
+
+std::optional<ByteRange> PlanEntry::base_only_input() const {
+  const WorkUnit* first = nullptr;
+  for (const WorkUnit& u : units)
+    if (u.pending) {
+      if (first == nullptr) first = &u;
+      if (u.tuned.on_backend() && u.tuned.data == u.base.data) return std::nullopt;  // a merge
+    }
+  if (first == nullptr || !first->base.on_backend()) return std::nullopt;
+  return ByteRange{first->base.data, first->base.bytes};
 }
 
 UnitCost PlanEntry::cost() const {
@@ -146,10 +154,8 @@ Plan make_plan(const Checkpoint& base, const std::vector<MatchTable>& tables, bo
       for (const MatrixPart& part : parts) {
         WorkUnit u = make_unit(static_cast<int>(t), p, part, lowrank);
         auto it = at.find(u.name);
-        if (it == at.end()) {
-          it = at.emplace(u.name, plan.entries.size()).first;
-          plan.entries.emplace_back().name = u.name;
-        }
+        if (it == at.end())
+          it = at.emplace(u.name, plan.entries.size()).first, plan.entries.push_back({u.name, {}});
         plan.entries[it->second].units.push_back(std::move(u));
       }
     }
@@ -178,24 +184,6 @@ std::string base_cache_key(const WorkUnit& u, Side side, const std::string& back
                               backend_algo + "|" + precision_name(precision) +
                               (u.pair.conv1d ? "|conv1d" : "") + "|part=" + u.part.label;
   return DecompositionCache::key(b.file->data(*b.info), b.info->nbytes(), context);
-}
-
-}  // namespace indim::detail
-
-namespace indim::detail {
-
-void find_cached_bases(Plan& plan, Side side, const std::string& backend_algo, Precision precision,
-                       const DecompositionCache* cache, const DecompositionMemory* memory) {
-  if (cache == nullptr && memory == nullptr) return;
-  for (PlanEntry& e : plan.entries) {
-    const WorkUnit* first = nullptr;
-    for (const WorkUnit& u : e.units)
-      if (u.pending && first == nullptr) first = &u;
-    if (first == nullptr) continue;  // resumed whole: nothing is read
-    e.base_key = base_cache_key(*first, side, backend_algo, precision);
-    e.base_cached = (memory != nullptr && memory->has(e.base_key)) ||
-                    (cache != nullptr && cache->has(e.base_key));
-  }
 }
 
 }  // namespace indim::detail

@@ -3,11 +3,11 @@
 // cost, decided once. Staging, decomposition, scheduling and progress all read it.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "indim/analyze.hpp"
-#include "indim/cache.hpp"
 #include "indim/match.hpp"
 
 namespace indim::detail {
@@ -42,11 +42,12 @@ struct WorkUnit {
 struct PlanEntry {
   std::string name;
   std::vector<WorkUnit> units;
-  std::string base_key;      ///< the base's cache key, once find_cached_bases computed it
-  bool base_cached = false;  ///< a cache held the base when the run started
   /// The stored bytes the backend reads for the pending units, each range once: what a backend
-  /// that stages inputs copies ahead. A base the cache held is left out (it is not read).
+  /// that stages inputs copies ahead.
   std::vector<ByteRange> backend_inputs() const;
+  /// The base's stored bytes, when the backend reads them for the base's decomposition only
+  /// (no unit merges its tuned side from them): the range a cache holding the base spares.
+  std::optional<ByteRange> base_only_input() const;
   UnitCost cost() const;
 };
 
@@ -65,11 +66,5 @@ Plan make_plan(const Checkpoint& base, const std::vector<MatchTable>& tables, bo
 /// the decomposition (dtype, shape, side, backend and algorithm, precision, layout, part).
 std::string base_cache_key(const WorkUnit& u, Side side, const std::string& backend_algo,
                            Precision precision);
-
-/// Before a run whose backend stages inputs: every entry's base key, and whether `memory` or
-/// `cache` (either may be null) holds that base, so that staging copies no base the cache will
-/// serve. Each base is hashed here once; the run reuses the key.
-void find_cached_bases(Plan& plan, Side side, const std::string& backend_algo, Precision precision,
-                       const DecompositionCache* cache, const DecompositionMemory* memory);
 
 }  // namespace indim::detail

@@ -1,11 +1,14 @@
 // The CUDA backend against the CPU backend (label gpu). Every test skips when no CUDA device
 // is usable, so the suite passes on machines without a GPU and runs in full on one.
+#include "cuda/cuda_backend.hpp"
+
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <iostream>
 #include <limits>
 #include <random>
 #include <thread>
@@ -513,8 +516,9 @@ Similarity one_unit(Backend& b, int64_t n, uint64_t seed) {
 TEST(CudaMemory, AFinishedRunGivesItsDeviceMemoryBack) {
   REQUIRE_GPU();
   ASSERT_EQ(cudaSetDevice(0), cudaSuccess);
-  // Once, for what the libraries keep for the process (their kernels, loaded lazily).
-  one_unit(*make_cuda_backend(Precision::F32, "gram64", 0), 1024, 1);
+  // Once with the loop's configuration, for what the process keeps after a first run: the
+  // kernels it loaded (lazily) and the context's local-memory reservation.
+  one_unit(*make_cuda_backend(Precision::F64, "gram64", 0), 2048, 1);
   const size_t before = device_free();
   const uint64_t reserved = default_pool_reserved();
   for (int run = 0; run < 3; ++run) {
@@ -535,30 +539,83 @@ TEST(CudaErrors, AFailedCallDoesNotFailTheNextJobOnTheThread) {
   EXPECT_EQ(s.maxcos.size(), 10u);
 }
 
-TEST(CudaCompare, ABaseKeptOnTheDeviceGivesTheSameAnswers) {
+TEST(CudaCompare, ABaseKeptOnTheDeviceGivesTheSameAnswersAndIsUploadedOnce) {
   REQUIRE_GPU();
-  // Three tuned checkpoints against one base with an id (compare keeps its copy) and against
-  // the same values without one (uploaded every time): identical results.
+  // Three tuned checkpoints against one base whose left and right vectors have ids, alternating
+  // sides as --side both does: each side uploaded once, then reused; then the same values
+  // without ids (uploaded each time): identical results throughout.
   for (Precision prec : {Precision::F32, Precision::F64}) {
     auto b = make_cuda_backend(prec, "gram64", 0);
+    auto* cuda = dynamic_cast<cuda::CudaBackend*>(b.get());
+    ASSERT_NE(cuda, nullptr);
     std::mt19937_64 rng(17);
     const Dense<double> w0 = random_weight(300, 200, 1.0, rng);
-    Decomposition base = run(*b, w0, Side::Left, 0);
-    Vectors kept = base.left, plain = base.left;
-    kept.id = new_vectors_id();
-    plain.id = 0;
+    Decomposition base = run(*b, w0, Side::Both, 0);
+    base.left.id = new_vectors_id(), base.right.id = new_vectors_id();
+    std::vector<Decomposition> tuned;
     for (int t = 0; t < 3; ++t) {
       Dense<double> w = w0;
       const Dense<double> upd =
           compose_svd(random_orthonormal(300, 2, rng), {0.9, 0.5}, random_orthonormal(200, 2, rng));
       for (size_t i = 0; i < w.data.size(); ++i) w.data[i] += upd.data[i];
-      const Decomposition tuned = run(*b, w, Side::Left, 10);
-      const Similarity a = b->compare(tuned.left, kept, 10, 5);
-      const Similarity c = b->compare(tuned.left, plain, 10, 5);
-      EXPECT_EQ(a.maxcos, c.maxcos) << t;
-      EXPECT_EQ(a.argmax, c.argmax) << t;
-      EXPECT_EQ(a.head, c.head) << t;
+      tuned.push_back(run(*b, w, Side::Both, 10));
     }
+    std::vector<Similarity> kept;
+    for (const Decomposition& t : tuned) {
+      kept.push_back(b->compare(t.left, base.left, 10, 5));
+      kept.push_back(b->compare(t.right, base.right, 10, 5));
+    }
+    EXPECT_EQ(cuda->base_uploads(), 2u) << "each side's vectors once";
+    Vectors plain_left = base.left, plain_right = base.right;
+    plain_left.id = plain_right.id = 0;
+    for (size_t t = 0; t < tuned.size(); ++t) {
+      const Similarity l = b->compare(tuned[t].left, plain_left, 10, 5);
+      const Similarity r = b->compare(tuned[t].right, plain_right, 10, 5);
+      for (const auto& [a, c] : {std::pair{&kept[2 * t], &l}, std::pair{&kept[2 * t + 1], &r}}) {
+        EXPECT_EQ(a->maxcos, c->maxcos) << t;
+        EXPECT_EQ(a->argmax, c->argmax) << t;
+        EXPECT_EQ(a->head, c->head) << t;
+      }
+    }
+    EXPECT_EQ(cuda->base_uploads(), 8u) << "vectors without an id are uploaded every time";
+    b->release_inputs(0);  // the entry ends: its copies go
+    b->compare(tuned[0].left, base.left, 10, 5);
+    EXPECT_EQ(cuda->base_uploads(), 9u);
+  }
+}
+
+TEST(CudaDevices, AThreadKnowsWhetherItHasAContext) {
+  REQUIRE_GPU();
+  // The driver's answer the scope relies on, reached through the runtime: a new thread has no
+  // context until it uses a device; device 0 is in use by then.
+  bool before = true, after = false;
+  std::thread([&] {
+    before = cuda::RuntimeDevices().has_context();
+    EXPECT_EQ(cudaSetDevice(0), cudaSuccess);
+    EXPECT_EQ(cudaFree(nullptr), cudaSuccess);
+    after = cuda::RuntimeDevices().has_context();
+  }).join();
+  EXPECT_FALSE(before);
+  EXPECT_TRUE(after);
+  EXPECT_TRUE(cuda::device_in_use(0));
+}
+
+TEST(CudaGesvdp, TheFallbackDecisionDoesNotDependOnTheMatrixScale) {
+  REQUIRE_GPU();
+  // gesvdp on a rank-deficient matrix and on the same matrix times 1000: h_err_sigma is read as
+  // an absolute shift of sigma, compared with 8 eps sigma_1, so both must take the same route.
+  // Were it relative, the decisions would differ; the routes (printed) carry the raw values.
+  std::mt19937_64 rng(23);
+  Dense<double> w = make(Shape{96, 96}, Kind::RankDeficient, rng);
+  Dense<double> big = w;
+  for (double& x : big.data) x *= 1000;
+  for (Precision prec : {Precision::F32, Precision::F64}) {
+    auto gpu = make_cuda_backend(prec, "gesvdp", 0);
+    const Decomposition a = run(*gpu, w, Side::Left, 10), b = run(*gpu, big, Side::Left, 10);
+    std::cout << precision_name(prec) << ": " << a.route << " | x1000: " << b.route << "\n";
+    EXPECT_EQ(a.route.rfind("gesvd (", 0) == 0, b.route.rfind("gesvd (", 0) == 0)
+        << a.route << " | " << b.route;
+    for (int j = 0; j < 10; ++j) EXPECT_NEAR(b.sigma[j], 1000 * a.sigma[j], 1e-3 * b.sigma[0]);
   }
 }
 

@@ -40,7 +40,7 @@ TEST(Staging, StagesEveryEntryInOrderWithinTheBound) {
   // Four entries (a base and two fine-tunes each) of 100-byte tensors; room for 350 bytes, so
   // one entry at a time is staged while the consumer works through the one before.
   Sources src(std::vector<size_t>(12, 100));
-  std::vector<std::vector<ByteRange>> entries(4);
+  std::vector<std::vector<indim::StagedInput>> entries(4);
   for (size_t i = 0; i < 12; ++i) entries[i / 3].push_back(src.range(i));
   std::mutex mu;
   std::vector<size_t> order;
@@ -52,12 +52,13 @@ TEST(Staging, StagesEveryEntryInOrderWithinTheBound) {
   });
   size_t found = 0;
   for (size_t e = 0; e < 4; ++e) {
-    for (const ByteRange& r : entries[e]) {
+    for (const indim::StagedInput& in : entries[e]) {
+      const ByteRange& r = in.range;
       // Wait (bounded) for the loader to reach the input, so that this test sees staging.
       for (int tries = 0; tries < 400; ++tries) {
         {
           std::lock_guard<std::mutex> lock(mu);
-          if (order.size() > static_cast<size_t>(&r - entries[e].data()) + 3 * e) break;
+          if (order.size() > static_cast<size_t>(&in - entries[e].data()) + 3 * e) break;
         }
         std::this_thread::sleep_for(std::chrono::milliseconds(5));
       }
@@ -196,4 +197,56 @@ TEST(Staging, StopWaitsForTheCopyUnderWayAndReadsNothingAfter) {
   EXPECT_LT(at_stop, 4);
   EXPECT_EQ(st.find(src.data[3].data(), 100), nullptr) << "left to its consumer";
   st.stop();  // idempotent
+}
+
+TEST(Staging, AnInputTheCacheServesIsAskedAboutAndNotCopied) {
+  // The second input is a base the cache holds: asked once, on the loader's thread, just before
+  // its turn, and neither copied nor counted against the bound; the others are staged.
+  Sources src({100, 100, 100});
+  std::atomic<int> asked{0};
+  std::thread::id asker;
+  std::vector<std::vector<indim::StagedInput>> entries(1);
+  entries[0].push_back(src.range(0));
+  entries[0].push_back(indim::StagedInput(src.range(1), [&] {
+    ++asked;
+    asker = std::this_thread::get_id();
+    return true;
+  }));
+  entries[0].push_back(indim::StagedInput(src.range(2), [] { return false; }));
+  std::atomic<int> copies{0};
+  HostStager st(entries, 200, [&](const ByteRange& r) {
+    ++copies;
+    return copy_of(r);
+  });
+  for (int i = 0; i < 400 && copies.load() < 2; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  st.stop();
+  EXPECT_EQ(asked.load(), 1);
+  EXPECT_NE(asker, std::this_thread::get_id());
+  EXPECT_EQ(st.spared(), 1u);
+  EXPECT_EQ(copies.load(), 2) << "the served base took no copy, and no room from the third";
+  EXPECT_EQ(st.find(src.data[1].data(), 100), nullptr);
+  ASSERT_NE(st.find(src.data[2].data(), 100), nullptr);
+  EXPECT_EQ(st.peak_bytes(), 200u);
+}
+
+TEST(Staging, AnInputReleasedWhileBeingCopiedGivesItsRoomBack) {
+  // Room for one input. The first entry is released while its input is still being copied (its
+  // unit never asked for it): once copied it is freed, so the second entry's input is staged.
+  Sources src({100, 100});
+  std::atomic<int> started{0};
+  HostStager st({{src.range(0)}, {src.range(1)}}, 100, [&](const ByteRange& r) {
+    ++started;
+    std::this_thread::sleep_for(std::chrono::milliseconds(60));
+    return copy_of(r);
+  });
+  while (started.load() < 1) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  st.release(0);
+  for (int i = 0; i < 400 && started.load() < 2; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  EXPECT_EQ(started.load(), 2) << "the released copy kept its room: staging stalled";
+  Buffer* b = st.find(src.data[1].data(), 100);
+  ASSERT_NE(b, nullptr);
+  EXPECT_EQ(*b, src.data[1]);
+  EXPECT_EQ(st.peak_bytes(), 100u);
 }

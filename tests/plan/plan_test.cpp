@@ -67,7 +67,8 @@ TEST(Plan, ByteRangesAreWhatTheBackendReads) {
   detail::Plan run_plan = plan;
   detail::RunState state(o, journal, run_plan);
   std::atomic<bool> no_cache_writes{false};
-  detail::UnitWork work{o, eps_grid(o.eps), nullptr, no_cache_writes, state};
+  detail::BaseKeys keys(run_plan.entries.size());
+  detail::UnitWork work{o, eps_grid(o.eps), nullptr, no_cache_writes, state, keys};
   std::vector<std::unique_ptr<Backend>> fleet;
   fleet.push_back(std::make_unique<test::Recording>(log, 0));
   detail::run_fleet(fleet, run_plan, work);
