@@ -147,6 +147,18 @@ void print_checkpoint_line(const std::string& path, const Checkpoint& c) {
               static_cast<unsigned long long>(c.total_bytes()));
 }
 
+// How a tensor is stored, when it is not plain: quantised (format and scale) or not analysable.
+std::string format_note(const TensorRef& ref) {
+  if (ref.quant != nullptr) return "  (" + ref.quant->describe() + ")";
+  return dtype_is_analysable(ref.info->dtype) ? "" : "  (dtype not analysable)";
+}
+
+void print_scale_tensors(const Checkpoint& c) {
+  if (c.scale_tensors().empty()) return;
+  std::printf("scale tensors, paired with their weights and not analysed: %zu\n",
+              c.scale_tensors().size());
+}
+
 // A path as is; a hub id resolved, saying what it resolved to.
 std::string resolved_path(const std::string& arg) {
   const InputPath p = resolve_input(arg);
@@ -171,9 +183,9 @@ int cmd_inspect(const std::string& base_arg, const std::string& tuned_arg,
   if (tuned_path.empty()) {
     for (const auto& [name, ref] : base.tensors())
       std::printf("  %-60s %-8s %-18s%s%s\n", name.c_str(), dtype_name(ref.info->dtype),
-                  shape_text(ref.info->shape).c_str(),
-                  dtype_is_analysable(ref.info->dtype) ? "" : "  (dtype not analysable)",
+                  shape_text(ref.info->shape).c_str(), format_note(ref).c_str(),
                   layout.is_conv1d(name) ? "  (Conv1D [in, out])" : "");
+    print_scale_tensors(base);
     return kExitOk;
   }
   TunedInput tuned = TunedInput::open(tuned_path);
@@ -202,6 +214,8 @@ int cmd_inspect(const std::string& base_arg, const std::string& tuned_arg,
       note += buf;
     }
     if (p.conv1d) note += "  Conv1D [in, out], analysed transposed";
+    if (p.base.quant != nullptr) note += "  base" + format_note(p.base);
+    if (p.tuned.quant != nullptr) note += "  tuned" + format_note(p.tuned);
     if (!p.parts.empty()) {
       note += "  parts:";
       for (size_t i = 0; i < p.parts.size() && i < 6; ++i) note += " " + p.parts[i].label;

@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 
 #include "indim/error.hpp"
+#include "indim/quant.hpp"
 
 namespace indim::detail {
 
@@ -16,12 +17,17 @@ void check_pair(const MatchedPair& p) {
                                                shape_text(p.base.info->shape) + " does not match " +
                                                p.tuned.file->path() + ": tensor '" + p.tuned_name +
                                                "' " + shape_text(p.tuned.info->shape));
-  for (const TensorRef* r : {&p.base, &p.tuned})
-    if (!dtype_is_analysable(r->info->dtype))
+  for (const TensorRef* r : {&p.base, &p.tuned}) {
+    if (r->quant != nullptr && r->quant->format == QuantFormat::NoScale)
+      throw BadInput(r->quant->malformed ? InputProblem::Malformed : InputProblem::Unsupported,
+                     r->quant->problem + "; --exclude it");
+    if (r->quant == nullptr && !dtype_is_analysable(r->info->dtype))
       throw BadInput(InputProblem::Unsupported,
                      r->file->path() + ": tensor '" + r->info->name + "' has dtype " +
                          dtype_name(r->info->dtype) +
-                         ", which indim cannot analyse (F64, F32, F16, BF16); --exclude it");
+                         ", which indim cannot analyse (F64, F32, F16, BF16; FP8 with its " +
+                         "scales; MXFP4 blocks with theirs); --exclude it");
+  }
 }
 
 void check_selection(const AnalyzeOptions& o, const std::vector<MatchTable>& tables) {

@@ -8,6 +8,7 @@
 
 #include "indim/analyze.hpp"
 #include "indim/match.hpp"
+#include "indim/quant.hpp"
 
 namespace indim::detail {
 
@@ -23,6 +24,8 @@ struct SideRead {
   size_t bytes = 0;               ///< Stored, Merged: how many
   int64_t rows = 0, cols = 0;     ///< Stored, Merged: the block as stored, row-major
   bool transposed = false;        ///< Stored: analysed as [cols, rows] (a Conv1D)
+  DType dtype = DType::F32;       ///< Stored: the codes' dtype (F4 for MXFP4)
+  QuantScales scales;             ///< Stored, quantised: the block's scales, decoded with it
   bool on_backend() const { return kind != Kind::Host; }
 };
 
