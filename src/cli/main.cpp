@@ -38,7 +38,7 @@ struct AnalyzeArgs : cli::AnalysisFlags {
   std::string cache_max = "20G";
   std::vector<int> devices;
   uint64_t gpu_mem = 0;
-  int workers = 1;
+  std::string workers = "auto";
   int streams = 1;
   bool quiet = false;
   int fail_on = -1;
@@ -62,9 +62,10 @@ void add_compute_options(CLI::App* cmd, AnalyzeArgs& a) {
       ->capture_default_str()
       ->check(cli::in_range("--streams", 1, 16));
   cmd->add_option("--workers", a.workers,
-                  "CPU backend: matrices decomposed in parallel, each on its share of the CPUs")
+                  "CPU backend: matrices decomposed in parallel, each on its share of the CPUs; "
+                  "auto: from the matrix sizes, the cores and the memory")
       ->capture_default_str()
-      ->check(cli::in_range("--workers", 1, 256));
+      ->check(CLI::IsMember({"auto"}) | cli::in_range("--workers", 1, 256));
   cmd->add_option("--cache", a.cache, "Base decomposition cache directory")->capture_default_str();
   cmd->add_flag("--no-cache", a.no_cache, "Neither read nor write the cache");
   cmd->add_option("--cache-max", a.cache_max, "Cache size bound (K, M, G, T); LRU eviction")
@@ -86,6 +87,9 @@ AnalyzeOptions to_options(const AnalyzeArgs& a) {
   o.select.exclude = a.exclude;
   o.select.split_fused = a.split_fused;
   o.delta = a.delta;
+  o.noise_floor = a.noise_floor      ? AnalyzeOptions::NoiseFloorMode::On
+                  : a.no_noise_floor ? AnalyzeOptions::NoiseFloorMode::Off
+                                     : AnalyzeOptions::NoiseFloorMode::Auto;
   o.lowrank = !a.no_lowrank;
   o.lowrank_tol = a.lowrank_tol;
   o.resume = a.resume;
@@ -94,7 +98,7 @@ AnalyzeOptions to_options(const AnalyzeArgs& a) {
   o.cache_max = DecompositionCache::parse_size(a.cache_max);
   o.devices = a.devices;
   o.gpu_mem = a.gpu_mem;
-  o.workers = a.workers;
+  o.workers = a.workers == "auto" ? 0 : std::stoi(a.workers);
   o.streams = a.streams;
   o.html = a.html;
   o.plot_matrices = a.plot_matrices;

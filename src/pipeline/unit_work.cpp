@@ -9,6 +9,7 @@
 #include "indim/quant.hpp"
 #include "pipeline/decompose.hpp"
 #include "pipeline/intruders.hpp"
+#include "pipeline/noise_floor.hpp"
 
 namespace indim::detail {
 
@@ -55,6 +56,7 @@ void describe(MatrixResult& r, const WorkUnit& u, bool base_cached, double secon
   if (!u.part.rows.empty())  // "3.up" -> "[up]": experts fold together, Q/K/V do not
     r.type += "[" + u.part.label.substr(u.part.label.rfind('.') + 1) + "]";
   r.shape = {u.rows, u.cols};
+  r.expert = expert_of(u);
   r.conv1d = u.pair.conv1d;
   r.dtype = dtype_name(u.pair.tuned.info->dtype);
   r.seconds = seconds;
@@ -133,6 +135,7 @@ void UnitWork::run_entry(Backend& backend, const PlanEntry& entry) {
       if (delta) r.has_delta = true, r.delta = *delta;
       records.push_back(std::move(r));
     }
+    if (noise_floor_applies(u, o.noise_floor)) add_noise_floor(backend, u, *base.d, k, o, records);
     state.finished(u, records);
     u.pair.tuned.file->release(*u.pair.tuned.info);
   }

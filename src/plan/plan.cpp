@@ -175,6 +175,11 @@ Plan make_plan(const Checkpoint& base, const std::vector<MatchTable>& tables, bo
   return plan;
 }
 
+int expert_of(const WorkUnit& u) {
+  if (u.part.slice >= 0) return static_cast<int>(u.part.slice);
+  return expert_index(u.pair.base_name);
+}
+
 std::string base_cache_key(const WorkUnit& u, Side side, const std::string& backend_algo,
                            Precision precision) {
   const TensorRef& b = u.pair.base;

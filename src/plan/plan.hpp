@@ -61,6 +61,10 @@ struct Plan {
 /// (AnalyzeOptions::lowrank) prices LoRA units within the break-even at the low-rank route's.
 Plan make_plan(const Checkpoint& base, const std::vector<MatchTable>& tables, bool lowrank);
 
+/// The expert a unit's matrix is: its 3-D stack's slice, or the index in its `experts.N.`
+/// name; -1 for any other matrix.
+int expert_of(const WorkUnit& u);
+
 /// The key of a unit's base decomposition in the cache: its bytes and everything that shapes
 /// the decomposition (dtype, shape, side, backend and algorithm, precision, layout, part).
 std::string base_cache_key(const WorkUnit& u, Side side, const std::string& backend_algo,
