@@ -78,6 +78,17 @@ Decomposition CudaBackend::decompose_stored(const void* bytes, DType dtype, int6
   });
 }
 
+Decomposition CudaBackend::decompose_quantised(const void* codes, DType dtype, int64_t rows,
+                                               int64_t cols, bool transposed,
+                                               const QuantScales& scales, Side side, int64_t keep,
+                                               const std::string& label) {
+  const DeviceScope scope(ctx_.device());
+  const auto [out, in] = analysed_shape(rows, cols, transposed, keep, label);
+  return dispatch(out, in, side, keep, label, [&](auto type) {
+    return upload_stored<decltype(type)>(codes, dtype, rows, cols, transposed, label, &scales);
+  });
+}
+
 Decomposition CudaBackend::decompose_merged(const void* base_bytes, DType dtype, int64_t rows,
                                             int64_t cols, const LowRankUpdate& update, bool conv1d,
                                             Side side, int64_t keep, const std::string& base_label,

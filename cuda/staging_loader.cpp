@@ -89,8 +89,10 @@ CudaBackend::Staged CudaBackend::copy_in(const ByteRange& r) {
 // conversion).
 template <typename T>
 DeviceBuffer<T> CudaBackend::upload_stored(const void* bytes, DType dtype, int64_t rows,
-                                           int64_t cols, bool transposed,
-                                           const std::string& label) {
+                                           int64_t cols, bool transposed, const std::string& label,
+                                           const QuantScales* scales) {
+  if (scales != nullptr)  // codes and scales cross in their stored width (quant_upload.cpp)
+    return upload_quantised<T>(bytes, dtype, rows, cols, transposed, *scales, label);
   const StoredType type = stored_type(dtype, label);
   const size_t count = static_cast<size_t>(rows * cols);
   const size_t nbytes = count * static_cast<size_t>(dtype_bits(dtype) / 8);
@@ -120,8 +122,10 @@ DeviceBuffer<T> CudaBackend::upload_stored(const void* bytes, DType dtype, int64
   return w;
 }
 template DeviceBuffer<float> CudaBackend::upload_stored<float>(const void*, DType, int64_t, int64_t,
-                                                               bool, const std::string&);
+                                                               bool, const std::string&,
+                                                               const QuantScales*);
 template DeviceBuffer<double> CudaBackend::upload_stored<double>(const void*, DType, int64_t,
-                                                                 int64_t, bool, const std::string&);
+                                                                 int64_t, bool, const std::string&,
+                                                                 const QuantScales*);
 
 }  // namespace indim::cuda
