@@ -13,6 +13,7 @@
 #include <random>
 #include <string>
 
+#include "fine_tune.hpp"
 #include "indim/analyze.hpp"
 #include "indim/demo.hpp"
 #include "indim/safetensors.hpp"
@@ -30,27 +31,6 @@ void write_matrix(const std::string& dir, const Dense<double>& w) {
                       DType::F32,
                       {static_cast<uint64_t>(w.rows), static_cast<uint64_t>(w.cols)},
                       encode_floats(v, DType::F32)}});
-}
-
-// W0 plus dense noise of `noise` times W0's rms entry, plus a rank-4 change whose leading
-// direction is half of sigma_1 (as bench/implicit_gram.cpp's fine-tunes).
-Dense<double> fine_tune(const Dense<double>& w0, double noise, double sigma1,
-                        std::mt19937_64& rng) {
-  std::normal_distribution<double> g(0.0, 1.0);
-  Dense<double> w = w0;
-  double ss = 0;
-  for (double x : w0.data) ss += x * x;
-  const double rms = std::sqrt(ss / static_cast<double>(w0.data.size()));
-  for (double& x : w.data) x += noise * rms * g(rng);
-  for (int j = 0; j < 4; ++j) {
-    std::vector<double> a(static_cast<size_t>(w.rows)), b(static_cast<size_t>(w.cols));
-    for (double& x : a) x = g(rng) / std::sqrt(static_cast<double>(w.rows));
-    for (double& x : b) x = g(rng) / std::sqrt(static_cast<double>(w.cols));
-    const double s = 0.5 * sigma1 * std::pow(0.7, j);
-    for (int64_t r = 0; r < w.rows; ++r)
-      for (int64_t c = 0; c < w.cols; ++c) w.at(r, c) += s * a[r] * b[c];
-  }
-  return w;
 }
 
 struct Timed {
@@ -101,7 +81,7 @@ int main(int argc, char** argv) {
   const Dense<double> w0 =
       compose_svd(random_orthonormal(n, n, rng), s, random_orthonormal(n, n, rng));
   write_matrix(dir + "/base", w0);
-  write_matrix(dir + "/tuned", fine_tune(w0, noise, s[0], rng));
+  write_matrix(dir + "/tuned", bench::fine_tune(w0, noise, s[0], rng));
   std::printf("| algo | best of %d (s) | route | intruders at 0.5 |\n| --- | --- | --- | --- |\n",
               repeat);
   for (const char* algo : {"auto", "gram64"}) {

@@ -11,6 +11,7 @@
 #include <tuple>
 
 #include "cuda/kernels.cuh"
+#include "gpu_util.hpp"
 #include "indim/analyze.hpp"
 #include "indim/demo.hpp"
 #include "indim/error.hpp"
@@ -21,14 +22,6 @@
 using namespace indim;
 
 namespace {
-
-bool have_gpu() {
-  std::string why;
-  return cuda_device_count(&why) > 0;
-}
-
-#define REQUIRE_GPU() \
-  if (!have_gpu()) GTEST_SKIP() << "no CUDA device"
 
 struct Shape {
   int64_t out, in;
@@ -318,7 +311,7 @@ TEST(CudaPipeline, MergesOnTheDeviceLikeTheHost) {
 }
 
 TEST(CudaBackend, NoDeviceIsAClearError) {
-  if (have_gpu()) GTEST_SKIP() << "a device is present";
+  if (test::have_gpu()) GTEST_SKIP() << "a device is present";
   try {
     make_cuda_backend(Precision::F32, "gram64", 0);
     FAIL() << "no error";

@@ -11,6 +11,7 @@
 #include <tuple>
 
 #include "cuda/quant_kernels.cuh"
+#include "gpu_util.hpp"
 #include "indim/demo.hpp"
 #include "indim/error.hpp"
 #include "indim/quant.hpp"
@@ -19,14 +20,6 @@
 using namespace indim;
 
 namespace {
-
-bool have_gpu() {
-  std::string why;
-  return cuda_device_count(&why) > 0;
-}
-
-#define REQUIRE_GPU() \
-  if (!have_gpu()) GTEST_SKIP() << "no CUDA device"
 
 template <typename T>
 struct Dev {
