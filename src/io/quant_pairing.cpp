@@ -251,6 +251,9 @@ void Checkpoint::pair_scales() {
   quant_ = std::move(store);
 }
 
-const std::map<std::string, TensorRef>& Checkpoint::scale_tensors() const { return quant_->scales; }
+const std::map<std::string, TensorRef>& Checkpoint::scale_tensors() const {
+  static const std::map<std::string, TensorRef> none;
+  return quant_ ? quant_->scales : none;
+}
 
 }  // namespace indim

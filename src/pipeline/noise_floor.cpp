@@ -116,7 +116,11 @@ bool noise_floor_applies(const WorkUnit& u, AnalyzeOptions::NoiseFloorMode mode)
 
 TargetFormat tuned_format(const WorkUnit& u) {
   TargetFormat f;
-  const TensorRef& t = u.pair.lora != nullptr ? u.pair.base : u.pair.tuned;
+  if (u.pair.lora != nullptr) {  // an adapter's matrix is merged in fp32 or fp64, never stored
+    f.dtype = DType::F32;
+    return f;
+  }
+  const TensorRef& t = u.pair.tuned;
   const QuantRef* q = t.quant;
   if (q == nullptr || q->format == QuantFormat::NoScale) {
     f.dtype = dtype_is_analysable(t.info->dtype) ? t.info->dtype : DType::F32;
