@@ -155,43 +155,52 @@ TEST(QuantAnalyze, Mxfp4ExpertStackMatchesTheDequantisedReference) {
   std::mt19937_64 rng(32);
   const int64_t experts = 3, rows = 48, cols = 64;
   const std::string name = "model.layers.0.mlp.experts.down_proj";
-  std::vector<uint8_t> blocks, scales;
-  std::vector<float> tuned_values;
+  std::vector<uint8_t> blocks[2], scales[2];
   Ckpt base, tuned;
   for (int64_t e = 0; e < experts; ++e) {
     const Dense<double> w0 = random_weight(rows, cols, 0.5, rng);
-    const Quantised q = quantise_mxfp4(w0.data, rows, cols);
-    blocks.insert(blocks.end(), q.codes.begin(), q.codes.end());
-    scales.insert(scales.end(), q.scales.begin(), q.scales.end());
+    Dense<double> w = fine_tune(w0, rng);
+    if (e == 1) w = w0;  // an expert the fine-tune left alone
     const std::string key = name + "[" + std::to_string(e) + "]";
-    base.matrices[key] = test::dequantise_mxfp4(q, rows, cols);
-    Dense<double> w = fine_tune(base.matrices[key], rng);
-    if (e == 1) w = base.matrices[key];  // an expert the fine-tune left alone
-    for (double& x : w.data) x = bf16_to_float(float_to_bf16(static_cast<float>(x)));
-    tuned_values.insert(tuned_values.end(), w.data.begin(), w.data.end());
-    tuned.matrices[key] = w;
+    for (int s = 0; s < 2; ++s) {  // both quantised as gpt-oss ships them
+      const Quantised q = quantise_mxfp4(s == 0 ? w0.data : w.data, rows, cols);
+      blocks[s].insert(blocks[s].end(), q.codes.begin(), q.codes.end());
+      scales[s].insert(scales[s].end(), q.scales.begin(), q.scales.end());
+      (s == 0 ? base : tuned).matrices[key] = test::dequantise_mxfp4(q, rows, cols);
+    }
   }
-  fs::create_directories(dir / "base");
-  fs::create_directories(dir / "tuned");
-  write_safetensors(dir / "base/model.safetensors",
-                    {{name + "_blocks", DType::U8, {3, 48, 2, 16}, blocks},
-                     {name + "_scales", DType::U8, {3, 48, 2}, scales}});
-  write_safetensors(dir / "tuned/model.safetensors",
-                    {{name, DType::BF16, {3, 48, 64}, encode_floats(tuned_values, DType::BF16)}});
+  for (int s = 0; s < 2; ++s) {
+    const std::string d = dir / (s == 0 ? "base" : "tuned");
+    fs::create_directories(d);
+    write_safetensors(d + "/model.safetensors",
+                      {{name + "_blocks", DType::U8, {3, 48, 2, 16}, blocks[s]},
+                       {name + "_scales", DType::U8, {3, 48, 2}, scales[s]}});
+  }
   const AnalyzeResult res = run(dir, AnalyzeOptions::NoiseFloorMode::Auto);
   ASSERT_EQ(res.records.size(), 3u);
   for (const MatrixResult& r : res.records) {
     SCOPED_TRACE(r.name);
     EXPECT_EQ(r.name, name + "[" + std::to_string(r.expert) + "]");
-    EXPECT_EQ(r.dtype, "BF16");
+    EXPECT_EQ(r.dtype, "F4");
     const auto ref = test::reference_similarity(test::reference_left(tuned.matrices[r.name]),
                                                 test::reference_left(base.matrices[r.name]), r.k);
     for (int j = 0; j < r.k; ++j) EXPECT_NEAR(r.maxcos[j], ref.maxcos[j], 1e-4) << j;
-    ASSERT_TRUE(r.has_noise_floor);  // the base is quantised
-    EXPECT_EQ(r.noise_floor.format, "BF16");
+    ASSERT_TRUE(r.has_noise_floor);  // both sides are quantised
+    EXPECT_EQ(r.noise_floor.format, "MXFP4");
     EXPECT_EQ(r.noise_floor.maxcos.size(), static_cast<size_t>(r.k));
   }
   EXPECT_EQ(res.records[1].count_at(0.5), 0);
+  // A dense stack against the MXFP4 one: gpt-oss writes it [E, in, out], so it is refused.
+  std::vector<float> dense(static_cast<size_t>(experts * rows * cols), 0.01f);
+  write_safetensors(dir / "tuned/model.safetensors",
+                    {{name, DType::BF16, {3, 48, 64}, encode_floats(dense, DType::BF16)}});
+  try {
+    run(dir);
+    FAIL() << "no error";
+  } catch (const BadInput& e) {
+    EXPECT_EQ(e.problem(), InputProblem::Unsupported);
+    EXPECT_NE(std::string(e.what()).find("[E, in, out]"), std::string::npos) << e.what();
+  }
 }
 
 TEST(QuantAnalyze, NoiseFloorOfAnFp8PairIsReportedEverywhere) {
