@@ -18,6 +18,7 @@
 
 #include "backend/block_krylov.hpp"
 #include "backend/gram_host.hpp"
+#include "fine_tune.hpp"
 #include "indim/backend.hpp"
 #include "indim/demo.hpp"
 
@@ -27,27 +28,6 @@ namespace {
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
-
-// W0 plus dense noise of `noise` times W0's rms entry, plus a rank-4 change whose leading
-// direction is half of sigma_1.
-Dense<double> fine_tune(const Dense<double>& w0, double noise, double sigma1,
-                        std::mt19937_64& rng) {
-  std::normal_distribution<double> g(0.0, 1.0);
-  Dense<double> w = w0;
-  double ss = 0;
-  for (double x : w0.data) ss += x * x;
-  const double rms = std::sqrt(ss / static_cast<double>(w0.data.size()));
-  for (double& x : w.data) x += noise * rms * g(rng);
-  for (int j = 0; j < 4; ++j) {
-    std::vector<double> a(static_cast<size_t>(w.rows)), b(static_cast<size_t>(w.cols));
-    for (double& x : a) x = g(rng) / std::sqrt(static_cast<double>(w.rows));
-    for (double& x : b) x = g(rng) / std::sqrt(static_cast<double>(w.cols));
-    const double s = 0.5 * sigma1 * std::pow(0.7, j);
-    for (int64_t r = 0; r < w.rows; ++r)
-      for (int64_t c = 0; c < w.cols; ++c) w.at(r, c) += s * a[r] * b[c];
-  }
-  return w;
 }
 
 struct Implicit {
@@ -110,7 +90,7 @@ int main(int argc, char** argv) {
   for (auto [m, n] : shapes) {
     const Dense<double> w0 = random_weight(m, n, 1.0, rng);
     const Decomposition base = fp64->decompose(Dense<double>(w0), Side::Left, 0, "base");
-    const Dense<double> w = fine_tune(w0, noise, base.sigma[0], rng);
+    const Dense<double> w = bench::fine_tune(w0, noise, base.sigma[0], rng);
     auto t0 = std::chrono::steady_clock::now();
     const Decomposition full = fp64->decompose(Dense<double>(w), Side::Left, k, "tuned");
     const double full_s = seconds_since(t0);

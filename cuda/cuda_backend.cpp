@@ -108,6 +108,19 @@ Decomposition CudaBackend::decompose_stored(const void* bytes, DType dtype, int6
   });
 }
 
+Decomposition CudaBackend::decompose_quantised(const void* codes, DType dtype, int64_t rows,
+                                               int64_t cols, bool transposed,
+                                               const QuantScales& scales, Side side, int64_t keep,
+                                               const std::string& label) {
+  const DeviceScope scope(ctx_.device());
+  const auto [out, in] = analysed_shape(rows, cols, transposed, keep, label);
+  // Codes cross in their stored width (a byte, or half of one), their scales beside them.
+  return dispatch(out, in, std::max(1, dtype_bits(dtype) / 8), side, keep, label, [&](auto type) {
+    return upload_stored<decltype(type)>(codes, dtype, rows, cols, transposed, label,
+                                         precision_ == Precision::F32, &scales);
+  });
+}
+
 Decomposition CudaBackend::decompose_merged(const void* base_bytes, DType dtype, int64_t rows,
                                             int64_t cols, const LowRankUpdate& update, bool conv1d,
                                             Side side, int64_t keep, const std::string& base_label,

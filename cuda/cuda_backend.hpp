@@ -17,6 +17,7 @@
 #include "cuda/resources.hpp"
 #include "cuda/staging.hpp"
 #include "indim/backend.hpp"
+#include "indim/quant.hpp"
 
 namespace indim::cuda {
 
@@ -36,6 +37,9 @@ class CudaBackend final : public Backend {
   Decomposition decompose_stored(const void* bytes, DType dtype, int64_t rows, int64_t cols,
                                  bool transposed, Side side, int64_t keep,
                                  const std::string& label) override;
+  Decomposition decompose_quantised(const void* codes, DType dtype, int64_t rows, int64_t cols,
+                                    bool transposed, const QuantScales& scales, Side side,
+                                    int64_t keep, const std::string& label) override;
   Decomposition decompose_merged(const void* base_bytes, DType dtype, int64_t rows, int64_t cols,
                                  const LowRankUpdate& update, bool conv1d, Side side, int64_t keep,
                                  const std::string& base_label, const std::string& label) override;
@@ -97,7 +101,15 @@ class CudaBackend final : public Backend {
   // backend, converting to the working precision first, does.
   template <typename T>
   DeviceBuffer<T> upload_stored(const void* bytes, DType dtype, int64_t rows, int64_t cols,
-                                bool transposed, const std::string& label, bool fp32_range);
+                                bool transposed, const std::string& label, bool fp32_range,
+                                const QuantScales* scales = nullptr);
+
+  // quant_upload.cpp: quantised codes and their scales, in their stored width, decoded on the
+  // device (quant_kernels.cu)
+  template <typename T>
+  DeviceBuffer<T> upload_quantised(const void* codes, DType dtype, int64_t rows, int64_t cols,
+                                   bool transposed, const QuantScales& scales,
+                                   const std::string& label);
 
   // device_merge.cpp
   template <typename T>

@@ -114,7 +114,9 @@ CudaBackend::Staged CudaBackend::copy_in(const ByteRange& r) {
 template <typename T>
 DeviceBuffer<T> CudaBackend::upload_stored(const void* bytes, DType dtype, int64_t rows,
                                            int64_t cols, bool transposed, const std::string& label,
-                                           bool fp32_range) {
+                                           bool fp32_range, const QuantScales* scales) {
+  if (scales != nullptr)  // codes and scales cross in their stored width (quant_upload.cpp)
+    return upload_quantised<T>(bytes, dtype, rows, cols, transposed, *scales, label);
   const StoredType type = stored_type(dtype, label);
   const size_t count = static_cast<size_t>(rows * cols);
   const size_t nbytes = count * static_cast<size_t>(dtype_bits(dtype) / 8);
@@ -145,9 +147,10 @@ DeviceBuffer<T> CudaBackend::upload_stored(const void* bytes, DType dtype, int64
   return w;
 }
 template DeviceBuffer<float> CudaBackend::upload_stored<float>(const void*, DType, int64_t, int64_t,
-                                                               bool, const std::string&, bool);
+                                                               bool, const std::string&, bool,
+                                                               const QuantScales*);
 template DeviceBuffer<double> CudaBackend::upload_stored<double>(const void*, DType, int64_t,
                                                                  int64_t, bool, const std::string&,
-                                                                 bool);
+                                                                 bool, const QuantScales*);
 
 }  // namespace indim::cuda

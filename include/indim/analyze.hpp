@@ -65,7 +65,23 @@ struct MatrixResult {
   };
   bool has_delta = false;
   Delta delta;
+  /// The expert this matrix is, in a mixture of experts: the slice of a 3-D expert stack, or
+  /// N of an `experts.N.` name; -1 for any other matrix.
+  int expert = -1;
+  /// The noise floor (AnalyzeOptions::noise_floor): the base against an independent
+  /// re-quantisation of itself in the tuned side's format (the base plus a dither of half a
+  /// quantisation step, quantised as the producer does), what a fine-tune that changed
+  /// nothing but was quantised on its own would show. Written only when computed.
+  struct NoiseFloor {
+    std::string format;          ///< the tuned side's format it was quantised in
+    std::vector<double> maxcos;  ///< per tuned vector j < k
+    std::vector<int> counts;     ///< per eps of the record's grid
+  };
+  bool has_noise_floor = false;
+  NoiseFloor noise_floor;
   int count_at(double e) const;
+  /// @brief The noise floor's count at eps e (0 without one).
+  int noise_floor_at(double e) const;
 };
 
 /// @brief Base vectors and singular values kept per matrix for plots.
@@ -155,13 +171,19 @@ struct AnalyzeOptions {
   std::string algo = "auto";  ///< see make_backend
   std::vector<int> devices;   ///< CUDA devices, one worker each; empty: device 0
   uint64_t gpu_mem = 0;       ///< GPU memory budget per device in bytes; 0: 90% of free
-  int workers = 1;            ///< CPU backend: matrices decomposed in parallel
+  /// CPU backend: matrices decomposed in parallel; 0 ("auto", the CLI's default): chosen from
+  /// the plan's matrix sizes, the cores and the memory (pipeline/auto_workers.hpp).
+  int workers = 1;
   int streams = 1;  ///< CUDA backend: matrices in flight per device, each on its own stream and
                     ///< handles, sharing the device's gpu_mem
   SelectOptions select;
   bool resume = false;
   ShardSpec shard;     ///< run only this shard's base matrices (every fine-tune's units of them)
   bool delta = false;  ///< also describe each update W - W0 (costs one more SVD per matrix)
+  /// The noise floor per matrix (MatrixResult::NoiseFloor; one more top-k decomposition per
+  /// matrix): Auto computes it where either side is quantised.
+  enum class NoiseFloorMode { Auto, On, Off };
+  NoiseFloorMode noise_floor = NoiseFloorMode::Auto;
   /// PEFT LoRA units take the exact low-rank route (Backend::decompose_lowrank) where it
   /// applies and pays; false: always the full route on the merged matrix (--no-lowrank).
   bool lowrank = true;

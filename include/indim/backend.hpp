@@ -164,6 +164,7 @@ template <typename T>
 void apply_update(Dense<T>& w, const LowRankUpdate& u, const std::string& label);
 
 class CancelToken;
+struct QuantScales;
 namespace detail {
 struct LowRankWorkspace;
 class LowRankProducts;
@@ -195,6 +196,15 @@ class Backend {
   virtual Decomposition decompose_stored(const void* bytes, DType dtype, int64_t rows, int64_t cols,
                                          bool transposed, Side side, int64_t keep,
                                          const std::string& label);
+  /// @brief As decompose_stored, for quantised codes (`dtype` an FP8 dtype, or F4 for MXFP4
+  /// packed two per byte, low nibble first) times their `scales` (indim/quant.hpp). The
+  /// default decodes on the host; the CUDA backend copies codes and scales in their stored
+  /// width and decodes in its conversion on the device. A non-finite code or a bad scale is
+  /// indim::BadInput naming the tensor (or scale tensor) and position.
+  virtual Decomposition decompose_quantised(const void* codes, DType dtype, int64_t rows,
+                                            int64_t cols, bool transposed,
+                                            const QuantScales& scales, Side side, int64_t keep,
+                                            const std::string& label);
   /// @brief As decompose_stored, for the base bytes merged with `update` first; `conv1d`
   /// transposes the merged matrix for the analysis. The default merges on the host; the CUDA
   /// backend merges on the device. `base_label` names the base in errors, `label` the merge.

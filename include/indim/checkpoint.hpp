@@ -12,10 +12,18 @@
 
 namespace indim {
 
-/// @brief A tensor of a checkpoint: the file that holds it and its header entry.
+struct QuantRef;
+namespace detail {
+struct QuantStore;
+}  // namespace detail
+
+/// @brief A tensor of a checkpoint: the file that holds it and its header entry; for a
+/// quantised weight, its scales (indim/quant.hpp), and an entry that may be the logical one
+/// (an MXFP4 weight: dtype F4, shape [..., rows, cols] over its `_blocks` bytes).
 struct TensorRef {
   const SafetensorsFile* file = nullptr;
   const TensorInfo* info = nullptr;
+  const QuantRef* quant = nullptr;
 };
 
 /// @brief An opened, validated checkpoint.
@@ -30,16 +38,24 @@ class Checkpoint {
   /// "safetensors" or "sharded".
   const std::string& kind() const { return kind_; }
   const std::vector<std::shared_ptr<SafetensorsFile>>& files() const { return files_; }
-  /// @brief Tensors by name.
+  /// @brief Tensors by name, as the analysis sees them: a quantised weight carries its scales,
+  /// and the scale tensors themselves are set aside (scale_tensors()).
   const std::map<std::string, TensorRef>& tensors() const { return tensors_; }
+  /// @brief The scale tensors paired with weights or set aside (`*_scale_inv`, `*_scale`,
+  /// `*_scales`), by name: never analysed.
+  const std::map<std::string, TensorRef>& scale_tensors() const;
   const TensorRef* find(const std::string& name) const;
   uint64_t total_bytes() const;
   std::vector<std::string> warnings() const;
 
  private:
+  /// Pairs quantised weights with their scales (io/quant_pairing.cpp).
+  void pair_scales();
+
   std::string path_, kind_;
   std::vector<std::shared_ptr<SafetensorsFile>> files_;
   std::map<std::string, TensorRef> tensors_;
+  std::shared_ptr<const detail::QuantStore> quant_;
 };
 
 /// @brief Validates a shard index's text: a `weight_map` object of tensor -> shard file name,

@@ -11,6 +11,7 @@
 #include "indim/layout.hpp"
 #include "indim/match.hpp"
 #include "indim/peft.hpp"
+#include "indim/quant.hpp"
 #include "indim/report.hpp"
 #include "indim/safetensors.hpp"
 #include "indim/shards.hpp"

@@ -50,6 +50,9 @@ struct MatchTable {
 std::string strip_peft_prefix(const std::string& name);
 /// @brief Layer index of a name (its first all-digit segment), or -1.
 int layer_index(const std::string& name);
+/// @brief The expert index of a separately stored expert's name (the N of `experts.N.`, as
+/// DeepSeek, Qwen-MoE and Mixtral's `block_sparse_moe.experts.N.` store them), or -1.
+int expert_index(const std::string& name);
 /// @brief Matrix type: the segments after the layer index, without a trailing `.weight`
 /// (e.g. `self_attn.q_proj`); the whole name minus `.weight` when there is no layer index.
 std::string matrix_type(const std::string& name);

@@ -11,6 +11,7 @@
 #include "backend/host_matrix.hpp"
 #include "indim/analyze.hpp"
 #include "indim/error.hpp"
+#include "indim/quant.hpp"
 
 namespace indim {
 
@@ -135,6 +136,20 @@ Decomposition Backend::decompose_stored(const void* bytes, DType dtype, int64_t 
                      keep, label);
   return decompose(detail::from_stored<double>(bytes, dtype, rows, cols, transposed, label), side,
                    keep, label);
+}
+
+Decomposition Backend::decompose_quantised(const void* codes, DType dtype, int64_t rows,
+                                           int64_t cols, bool transposed, const QuantScales& scales,
+                                           Side side, int64_t keep, const std::string& label) {
+  const auto* p = static_cast<const uint8_t*>(codes);
+  if (precision() == Precision::F32) {
+    Dense<float> w{transposed ? cols : rows, transposed ? rows : cols, {}};
+    decode_quantised(p, dtype, rows, cols, scales, transposed, label, w.data);
+    return decompose(std::move(w), side, keep, label);
+  }
+  Dense<double> w{transposed ? cols : rows, transposed ? rows : cols, {}};
+  decode_quantised(p, dtype, rows, cols, scales, transposed, label, w.data);
+  return decompose(std::move(w), side, keep, label);
 }
 
 }  // namespace indim

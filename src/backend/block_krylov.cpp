@@ -143,6 +143,23 @@ struct Basis {
   }
 };
 
+// Whether the residual's decay over the last two steps, extrapolated linearly in log(residual)
+// against products, reaches tol only past the budget (or does not decay at all): a stalled
+// iteration, whose remaining products would be wasted before the exact route runs anyway.
+bool stalls(const std::vector<std::pair<int64_t, double>>& h, const KrylovOptions& o,
+            KrylovResult& res) {
+  if (h.size() < 3) return false;
+  const auto& [p1, r1] = h.back();
+  const auto& [p0, r0] = h[h.size() - 3];
+  if (!(r1 > 0) || !(r0 > 0) || p1 <= p0) return false;
+  const double rate = std::log(r1 / r0) / static_cast<double>(p1 - p0);  // per product, < 0
+  const double need = rate < 0 ? std::log(o.tol / r1) / rate : 1e300;
+  if (static_cast<double>(p1) + need <= static_cast<double>(o.max_products)) return false;
+  res.stalled = true;
+  res.projected = static_cast<double>(p1) + need;
+  return true;
+}
+
 }  // namespace
 
 KrylovResult block_krylov_top(int64_t n, const BlockApply& apply, std::vector<double> start,
@@ -157,6 +174,7 @@ KrylovResult block_krylov_top(int64_t n, const BlockApply& apply, std::vector<do
   res.products = cols;
   int64_t last = 0;  // the block whose image is the next block
   std::vector<double> theta, s, y, ty, x;
+  std::vector<std::pair<int64_t, double>> history;  // products, residual after each step
   for (;;) {
     if (o.between_steps) o.between_steps();
     const int64_t count = std::min(b.nv, std::max({o.keep, o.shown, o.restart}));
@@ -195,6 +213,8 @@ KrylovResult block_krylov_top(int64_t n, const BlockApply& apply, std::vector<do
       return res;
     }
     if (res.products >= o.max_products) return res;
+    history.push_back({res.products, res.residual});
+    if (o.stop_when_stalled && stalls(history, o, res)) return res;
     // The next block, less what the basis holds: T applied to the last one, or the residuals
     // of the leading Ritz pairs (o.residual_block).
     bool from_image = true;

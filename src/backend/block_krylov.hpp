@@ -25,7 +25,10 @@ struct KrylovOptions {
   /// 0: each step adds T applied to the last block. n > 0: each step adds the residuals of the
   /// leading n Ritz pairs instead, so the basis grows by n a step whatever the start's width.
   int64_t residual_block = 0;
-  bool start_orthonormal = false;       ///< the start block's columns are orthonormal already
+  bool start_orthonormal = false;  ///< the start block's columns are orthonormal already
+  /// Give up early on a stall: from the third step on, when the residual's decay over the
+  /// last two steps, extrapolated, needs more than max_products to reach tol.
+  bool stop_when_stalled = false;
   std::function<void()> between_steps;  ///< called before each step (cancellation)
 };
 
@@ -33,6 +36,8 @@ struct KrylovResult {
   bool converged = false;
   int64_t products = 0;         ///< operator columns applied
   double residual = 0;          ///< the worst top-keep residual over theta_1 at the end
+  bool stalled = false;         ///< stopped early by stop_when_stalled
+  double projected = 0;         ///< then: the products the extrapolation needed
   std::vector<double> theta;    ///< leading Ritz values, descending
   std::vector<double> vectors;  ///< the top keep Ritz vectors, column-major [n, keep]
 };

@@ -58,12 +58,17 @@ std::optional<SideTop> solve_side(const Dense<double>& w, const Vectors& basis, 
   k.max_basis = lead + 4 * block;
   k.max_products = max_products;
   k.tol = kSubspaceTol;
+  k.stop_when_stalled = true;  // a stall caught early costs a few products, not the budget
   k.between_steps = o.between_steps;
   std::vector<double> tmp;
   KrylovResult r = block_krylov_top(dim, gram_operator(w, left, tmp), std::move(start), lead, k);
   if (!r.converged) {
-    *why = "the warm start stopped at residual " + sci(r.residual) + " after " +
-           std::to_string(r.products) + " products";
+    *why = r.stalled ? "the warm start stalled at residual " + sci(r.residual) + " after " +
+                           std::to_string(r.products) + " products (its rate needs about " +
+                           std::to_string(static_cast<int64_t>(std::min(r.projected, 1e12))) +
+                           " of " + std::to_string(max_products) + ")"
+                     : "the warm start stopped at residual " + sci(r.residual) + " after " +
+                           std::to_string(r.products) + " products";
     return std::nullopt;
   }
   SideTop s{std::move(r.theta), std::move(r.vectors), r.products};
@@ -86,6 +91,20 @@ Vectors as_vectors(const std::vector<double>& u, int64_t dim, int64_t keep, Prec
   return v;
 }
 
+// The products the iteration would need, by the block Krylov bound on the base's spectrum
+// (a fine-tune's is close to it): each step raises the polynomial degree by one, which shrinks
+// the error of pair `keep` against the rest of the spectrum beyond the start block's `lead`
+// columns by acosh(2 / r - 1) in the exponent, r = (sigma_lead / sigma_keep)^2 (Chebyshev on
+// [0, theta_lead]). Pessimistic where the start is already close (it counts from an error of
+// 1), so only a prediction far past the budget is taken as a stall.
+double predicted_products(const std::vector<double>& sigma, int64_t keep, int64_t lead) {
+  if (static_cast<int64_t>(sigma.size()) <= lead || keep < 1 || !(sigma[keep - 1] > 0)) return 0;
+  const double r = std::pow(sigma[lead] / sigma[keep - 1], 2);
+  if (!(r < 1)) return 1e300;
+  const double steps = std::log(1 / kSubspaceTol) / std::acosh(2 / std::max(r, 1e-12) - 1);
+  return static_cast<double>(lead) * (1 + steps);
+}
+
 }  // namespace
 
 bool warm_applies(int64_t rows, int64_t cols, int64_t keep) {
@@ -98,6 +117,20 @@ std::optional<Decomposition> warm_top(const Dense<double>& w, const Decompositio
   const int64_t p = std::min(w.rows, w.cols);
   const int64_t budget =
       o.max_products > 0 ? o.max_products : std::max(p / 4, 4 * subspace_block(o.keep));
+  // A clustered top spectrum stalls the iteration (issue 31: 400 products, then the Gram
+  // anyway): where the base's spectrum predicts more than twice the budget, go straight to the
+  // exact route. The iteration still stops at a stall it sees in its first steps.
+  const int64_t lead = o.keep + kSubspaceOversample;
+  const double predicted = predicted_products(base.sigma, o.keep, lead);
+  if (predicted > 2.0 * static_cast<double>(budget)) {
+    char ratio[32];
+    std::snprintf(ratio, sizeof ratio, "%.3f", base.sigma[lead] / base.sigma[o.keep - 1]);
+    *why = "the base's top spectrum (sigma_" + std::to_string(lead) + " / sigma_" +
+           std::to_string(o.keep - 1) + " = " + ratio + ") predicts about " +
+           std::to_string(static_cast<int64_t>(std::min(predicted, 1e12))) +
+           " products, past twice the budget of " + std::to_string(budget);
+    return std::nullopt;
+  }
   Decomposition d;
   int64_t products = 0;
   for (Side s : {Side::Left, Side::Right}) {

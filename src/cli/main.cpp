@@ -38,7 +38,7 @@ struct AnalyzeArgs : cli::AnalysisFlags {
   std::string cache_max = "20G";
   std::vector<int> devices;
   uint64_t gpu_mem = 0;
-  int workers = 1;
+  std::string workers = "auto";
   int streams = 1;
   bool quiet = false;
   int fail_on = -1;
@@ -62,9 +62,10 @@ void add_compute_options(CLI::App* cmd, AnalyzeArgs& a) {
       ->capture_default_str()
       ->check(cli::in_range("--streams", 1, 16));
   cmd->add_option("--workers", a.workers,
-                  "CPU backend: matrices decomposed in parallel, each on its share of the CPUs")
+                  "CPU backend: matrices decomposed in parallel, each on its share of the CPUs; "
+                  "auto: from the matrix sizes, the cores and the memory")
       ->capture_default_str()
-      ->check(cli::in_range("--workers", 1, 256));
+      ->check(CLI::IsMember({"auto"}) | cli::in_range("--workers", 1, 256));
   cmd->add_option("--cache", a.cache, "Base decomposition cache directory")->capture_default_str();
   cmd->add_flag("--no-cache", a.no_cache, "Neither read nor write the cache");
   cmd->add_option("--cache-max", a.cache_max, "Cache size bound (K, M, G, T); LRU eviction")
@@ -86,6 +87,9 @@ AnalyzeOptions to_options(const AnalyzeArgs& a) {
   o.select.exclude = a.exclude;
   o.select.split_fused = a.split_fused;
   o.delta = a.delta;
+  o.noise_floor = a.noise_floor      ? AnalyzeOptions::NoiseFloorMode::On
+                  : a.no_noise_floor ? AnalyzeOptions::NoiseFloorMode::Off
+                                     : AnalyzeOptions::NoiseFloorMode::Auto;
   o.lowrank = !a.no_lowrank;
   o.lowrank_tol = a.lowrank_tol;
   o.resume = a.resume;
@@ -94,7 +98,7 @@ AnalyzeOptions to_options(const AnalyzeArgs& a) {
   o.cache_max = DecompositionCache::parse_size(a.cache_max);
   o.devices = a.devices;
   o.gpu_mem = a.gpu_mem;
-  o.workers = a.workers;
+  o.workers = a.workers == "auto" ? 0 : std::stoi(a.workers);
   o.streams = a.streams;
   o.html = a.html;
   o.plot_matrices = a.plot_matrices;
@@ -147,6 +151,18 @@ void print_checkpoint_line(const std::string& path, const Checkpoint& c) {
               static_cast<unsigned long long>(c.total_bytes()));
 }
 
+// How a tensor is stored, when it is not plain: quantised (format and scale) or not analysable.
+std::string format_note(const TensorRef& ref) {
+  if (ref.quant != nullptr) return "  (" + ref.quant->describe() + ")";
+  return dtype_is_analysable(ref.info->dtype) ? "" : "  (dtype not analysable)";
+}
+
+void print_scale_tensors(const Checkpoint& c) {
+  if (c.scale_tensors().empty()) return;
+  std::printf("scale tensors, paired with their weights and not analysed: %zu\n",
+              c.scale_tensors().size());
+}
+
 // A path as is; a hub id resolved, saying what it resolved to.
 std::string resolved_path(const std::string& arg) {
   const InputPath p = resolve_input(arg);
@@ -171,9 +187,9 @@ int cmd_inspect(const std::string& base_arg, const std::string& tuned_arg,
   if (tuned_path.empty()) {
     for (const auto& [name, ref] : base.tensors())
       std::printf("  %-60s %-8s %-18s%s%s\n", name.c_str(), dtype_name(ref.info->dtype),
-                  shape_text(ref.info->shape).c_str(),
-                  dtype_is_analysable(ref.info->dtype) ? "" : "  (dtype not analysable)",
+                  shape_text(ref.info->shape).c_str(), format_note(ref).c_str(),
                   layout.is_conv1d(name) ? "  (Conv1D [in, out])" : "");
+    print_scale_tensors(base);
     return kExitOk;
   }
   TunedInput tuned = TunedInput::open(tuned_path);
@@ -202,6 +218,8 @@ int cmd_inspect(const std::string& base_arg, const std::string& tuned_arg,
       note += buf;
     }
     if (p.conv1d) note += "  Conv1D [in, out], analysed transposed";
+    if (p.base.quant != nullptr) note += "  base" + format_note(p.base);
+    if (p.tuned.quant != nullptr) note += "  tuned" + format_note(p.tuned);
     if (!p.parts.empty()) {
       note += "  parts:";
       for (size_t i = 0; i < p.parts.size() && i < 6; ++i) note += " " + p.parts[i].label;

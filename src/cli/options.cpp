@@ -58,6 +58,13 @@ void add_selection_options(CLI::App* cmd, AnalysisFlags& f) {
   cmd->add_flag("--html", f.html, "Also write report.html (self-contained, with plots)");
   cmd->add_flag("--delta", f.delta,
                 "Also describe each update W - W0: norms, rank, effective rank");
+  auto* nf = cmd->add_flag("--noise-floor", f.noise_floor,
+                           "Also measure each matrix's noise floor: the base against an "
+                           "independent re-quantisation of itself in the fine-tune's format "
+                           "(default where either side is quantised: FP8, MXFP4)");
+  cmd->add_flag("--no-noise-floor", f.no_noise_floor,
+                "Skip the noise floor, even where a side is quantised")
+      ->excludes(nf);
   cmd->add_flag("--no-lowrank", f.no_lowrank,
                 "Decompose LoRA adapters merged (the full route) instead of by the exact "
                 "low-rank route from the base's decomposition");

@@ -22,6 +22,7 @@ struct AnalysisFlags {
   std::vector<std::string> include, exclude;
   bool split_fused = false;
   bool delta = false;
+  bool noise_floor = false, no_noise_floor = false;
   bool no_lowrank = false;
   double lowrank_tol = 0;
   bool html = false;
@@ -31,7 +32,8 @@ struct AnalysisFlags {
 
 /// --k, --eps, --precision, --side, --algo, --plot-matrices, --plot-top.
 void add_analysis_options(CLI::App* cmd, AnalysisFlags& f);
-/// --include, --exclude, --split-fused, --html, --delta, --no-lowrank, --lowrank-tol.
+/// --include, --exclude, --split-fused, --html, --delta, --noise-floor, --no-noise-floor,
+/// --no-lowrank, --lowrank-tol.
 void add_selection_options(CLI::App* cmd, AnalysisFlags& f);
 /// The service's "options" object for these flags (the same names, underscored).
 nlohmann::json to_job_options(const AnalysisFlags& f);

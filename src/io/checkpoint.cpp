@@ -9,6 +9,7 @@
 #include "io/atomic_file.hpp"
 #include "io/json_strict.hpp"
 #include "io/names.hpp"
+#include "io/quant_store.hpp"
 #include "io/regular_file.hpp"
 
 namespace fs = std::filesystem;
@@ -105,6 +106,7 @@ Checkpoint Checkpoint::open(const std::string& path) {
     c.kind_ = "safetensors";
     c.files_.push_back(SafetensorsFile::open(file));
     for (const auto& t : c.files_[0]->tensors()) c.tensors_[t.name] = {c.files_[0].get(), &t};
+    c.pair_scales();
     return c;
   }
 
@@ -128,7 +130,7 @@ Checkpoint Checkpoint::open(const std::string& path) {
     if (info == nullptr)
       throw BadInput(InputProblem::Malformed, file + ": tensor '" + tensor + "' is listed in " +
                                                   shard + ", which does not contain it");
-    c.tensors_[tensor] = {sf, info};
+    c.tensors_[tensor] = {sf, info, nullptr};
   }
   if (kind == detail::PathKind::Directory) refuse_unlisted(path, file, weight_map);
   // A tensor stored in two shards is ambiguous even if the index names only one of them.
@@ -141,6 +143,7 @@ Checkpoint Checkpoint::open(const std::string& path) {
                                                     "' is stored in two shards: " + it->second +
                                                     " and " + f->path());
     }
+  c.pair_scales();
   return c;
 }
 
@@ -176,6 +179,7 @@ std::vector<std::string> Checkpoint::warnings() const {
   std::vector<std::string> w;
   for (const auto& f : files_)
     w.insert(w.end(), f->header().warnings.begin(), f->header().warnings.end());
+  if (quant_) w.insert(w.end(), quant_->warnings.begin(), quant_->warnings.end());
   return w;
 }
 

@@ -1,8 +1,13 @@
 #include "indim/dtype.hpp"
 
+#include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "indim/error.hpp"
 
@@ -56,6 +61,109 @@ float bits_float(uint32_t u) {
   return f;
 }
 
+// How a minifloat's codes are laid out: sign (not for E8M0), exponent, mantissa, and which codes
+// are not numbers (OCP 8-bit floating point spec; AMD's FNUZ variants; OCP MX for E8M0, E2M1).
+struct Minifloat {
+  enum class Special { Ieee, AllOnesNaN, NegZeroNaN, UnsignedNaN, None };
+  int exp_bits, man_bits, bias;
+  Special special;
+  bool has_sign;
+};
+
+Minifloat minifloat_format(DType t) {
+  using S = Minifloat::Special;
+  switch (t) {
+    case DType::F8_E4M3:
+      return {4, 3, 7, S::AllOnesNaN, true};
+    case DType::F8_E5M2:
+      return {5, 2, 15, S::Ieee, true};
+    case DType::F8_E4M3FNUZ:
+      return {4, 3, 8, S::NegZeroNaN, true};
+    case DType::F8_E5M2FNUZ:
+      return {5, 2, 16, S::NegZeroNaN, true};
+    case DType::F8_E8M0:
+      return {8, 0, 127, S::UnsignedNaN, false};
+    case DType::F4:
+      return {2, 1, 1, S::None, true};
+    default:
+      throw Error(std::string("dtype ") + dtype_name(t) + " is not a minifloat");
+  }
+}
+
+// One code's value, assembled as fp32 bits: every minifloat value is a normal or (E8M0's 2^-127)
+// subnormal fp32.
+float decode_code(uint32_t code, const Minifloat& f) {
+  const uint32_t width = static_cast<uint32_t>(f.exp_bits + f.man_bits) + (f.has_sign ? 1 : 0);
+  code &= (1u << width) - 1;
+  const uint32_t emax = (1u << f.exp_bits) - 1, mmax = (1u << f.man_bits) - 1;
+  const uint32_t sign = f.has_sign ? (code >> (f.exp_bits + f.man_bits)) << 31 : 0;
+  const uint32_t e = (code >> f.man_bits) & emax, m = code & mmax;
+  using S = Minifloat::Special;
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  if (f.special == S::NegZeroNaN && code == 1u << (width - 1)) return nan;
+  if (f.special == S::AllOnesNaN && e == emax && m == mmax) return nan;
+  if (f.special == S::UnsignedNaN && code == 0xFF) return nan;
+  if (f.special == S::Ieee && e == emax)
+    return bits_float(sign | 0x7F800000u | (m ? 0x400000u : 0));
+  if (e == 0 && f.man_bits == 0) return bits_float(0x00400000u);  // E8M0's 2^-127
+  if (e != 0)
+    return bits_float(sign | ((e + 127 - static_cast<uint32_t>(f.bias)) << 23) |
+                      (m << (23 - f.man_bits)));
+  if (m == 0) return bits_float(sign);
+  // Subnormal: m 2^(1 - bias - man_bits), normalised on its highest set bit.
+  int top = 31 - __builtin_clz(m);
+  const int exp = top + 1 - f.bias - f.man_bits;
+  return bits_float(sign | (static_cast<uint32_t>(exp + 127) << 23) |
+                    ((m ^ (1u << top)) << (23 - top)));
+}
+
+struct MinifloatTables {
+  std::array<float, 256> values{};
+  // Non-negative finite values, ascending, each with its code (ties between +0 codes resolved
+  // to the plain zero): what the encoder searches.
+  std::vector<std::pair<float, uint8_t>> ladder;
+  uint8_t nan_code = 0;
+};
+
+MinifloatTables make_tables(DType t) {
+  const Minifloat f = minifloat_format(t);
+  MinifloatTables tab;
+  const uint32_t width = static_cast<uint32_t>(f.exp_bits + f.man_bits) + (f.has_sign ? 1 : 0);
+  for (uint32_t c = 0; c < 256; ++c) tab.values[c] = decode_code(c, f);
+  for (uint32_t c = 0; c < (1u << width); ++c) {
+    const float v = tab.values[c];
+    if (std::isnan(v)) tab.nan_code = static_cast<uint8_t>(c);
+    if (std::isfinite(v) && !std::signbit(v)) tab.ladder.push_back({v, static_cast<uint8_t>(c)});
+  }
+  std::sort(tab.ladder.begin(), tab.ladder.end());
+  return tab;
+}
+
+const MinifloatTables& tables(DType t) {
+  static const MinifloatTables e4m3 = make_tables(DType::F8_E4M3),
+                               e5m2 = make_tables(DType::F8_E5M2),
+                               e4m3fnuz = make_tables(DType::F8_E4M3FNUZ),
+                               e5m2fnuz = make_tables(DType::F8_E5M2FNUZ),
+                               e8m0 = make_tables(DType::F8_E8M0), f4 = make_tables(DType::F4);
+  switch (t) {
+    case DType::F8_E4M3:
+      return e4m3;
+    case DType::F8_E5M2:
+      return e5m2;
+    case DType::F8_E4M3FNUZ:
+      return e4m3fnuz;
+    case DType::F8_E5M2FNUZ:
+      return e5m2fnuz;
+    case DType::F8_E8M0:
+      return e8m0;
+    case DType::F4:
+      return f4;
+    default:
+      minifloat_format(t);  // throws
+      return f4;
+  }
+}
+
 template <typename T>
 void convert_impl(const void* src, DType t, size_t n, T* dst) {
   const auto* p = static_cast<const uint8_t*>(src);
@@ -102,6 +210,52 @@ const char* dtype_name(DType t) { return row(t).name; }
 int dtype_bits(DType t) { return row(t).bits; }
 bool dtype_is_analysable(DType t) {
   return t == DType::F64 || t == DType::F32 || t == DType::F16 || t == DType::BF16;
+}
+
+bool dtype_is_minifloat(DType t) {
+  return t == DType::F8_E4M3 || t == DType::F8_E5M2 || t == DType::F8_E4M3FNUZ ||
+         t == DType::F8_E5M2FNUZ || t == DType::F8_E8M0 || t == DType::F4;
+}
+
+const float* minifloat_table(DType t) { return tables(t).values.data(); }
+
+float minifloat_to_float(uint8_t code, DType t) {
+  return tables(t).values[t == DType::F4 ? code & 0xF : code];
+}
+
+float minifloat_step(float x, DType t) {
+  const auto& l = tables(t).ladder;
+  const float a = std::fabs(x);
+  auto hi = std::upper_bound(l.begin(), l.end(), std::make_pair(a, uint8_t{0xFF}),
+                             [](const auto& p, const auto& q) { return p.first < q.first; });
+  if (hi == l.end()) return l.back().first - (l.end() - 2)->first;
+  return hi == l.begin() ? hi->first : hi->first - (hi - 1)->first;
+}
+
+uint8_t float_to_minifloat(float x, DType t) {
+  const MinifloatTables& tab = tables(t);
+  const Minifloat f = minifloat_format(t);
+  if (std::isnan(x)) return tab.nan_code;
+  const bool negative = std::signbit(x) && f.has_sign;
+  const float a = std::fabs(x);
+  const auto& l = tab.ladder;
+  auto hi = std::lower_bound(l.begin(), l.end(), std::make_pair(a, uint8_t{0}),
+                             [](const auto& p, const auto& q) { return p.first < q.first; });
+  uint8_t code;
+  if (hi == l.end()) {
+    code = l.back().second;  // saturate
+  } else if (hi == l.begin() || hi->first == a) {
+    code = hi->second;
+  } else {
+    const auto lo = hi - 1;
+    const float dl = a - lo->first, dh = hi->first - a;
+    code = dl < dh             ? lo->second
+           : dh < dl           ? hi->second
+           : (lo->second & 1u) ? hi->second
+                               : lo->second;
+  }
+  if (!negative || tab.values[code] == 0.0f) return code;  // no negative zero (FNUZ has none)
+  return static_cast<uint8_t>(code | (1u << (f.exp_bits + f.man_bits)));
 }
 
 float bf16_to_float(uint16_t bits) { return bits_float(static_cast<uint32_t>(bits) << 16); }

@@ -11,6 +11,7 @@
 #include "indim/error.hpp"
 #include "io/dir_lock.hpp"
 #include "io/regular_file.hpp"
+#include "pipeline/auto_workers.hpp"
 #include "pipeline/fanout.hpp"
 #include "pipeline/inputs.hpp"
 #include "pipeline/outputs.hpp"
@@ -32,7 +33,8 @@ void validate(const AnalyzeOptions& o) {
   if (o.eps.size() > 64) throw UsageError("--eps takes at most 64 values");
   for (double e : o.eps)
     if (!(e > 0.0 && e <= 1.0)) throw UsageError("--eps values must lie in (0, 1]");
-  if (o.workers < 1 || o.workers > 256) throw UsageError("--workers must lie in 1 ... 256");
+  if (o.workers < 0 || o.workers > 256)
+    throw UsageError("--workers must be auto or lie in 1 ... 256");
   if (o.streams < 1 || o.streams > 16) throw UsageError("--streams must lie in 1 ... 16");
   if (o.devices.size() > 64) throw UsageError("--devices names at most 64 devices");
   for (int d : o.devices)
@@ -47,7 +49,8 @@ void validate(const AnalyzeOptions& o) {
 std::vector<std::unique_ptr<Backend>> make_workers(const AnalyzeOptions& o) {
   std::vector<std::unique_ptr<Backend>> fleet;
   if (o.backend_factory) {
-    for (int w = 0; w < o.workers; ++w) fleet.push_back(o.backend_factory());
+    const int n = o.workers > 0 ? o.workers : detail::auto_worker_cap();
+    for (int w = 0; w < n; ++w) fleet.push_back(o.backend_factory());
     return fleet;
   }
   FleetOptions f;
@@ -55,7 +58,7 @@ std::vector<std::unique_ptr<Backend>> make_workers(const AnalyzeOptions& o) {
   f.algo = o.algo;
   f.devices = o.devices;
   f.gpu_mem = o.gpu_mem;
-  f.workers = o.workers;
+  f.workers = o.workers > 0 ? o.workers : detail::auto_worker_cap();
   f.streams = o.streams;
   std::string note;
   fleet = make_fleet(o.backend, f, &note);
@@ -100,6 +103,7 @@ AnalyzeResult run(const AnalyzeOptions& o, std::unique_ptr<detail::DirLock>& loc
   for (auto& b : fleet) b->watch(o.cancel);
   const detail::RunInputs inputs(o, note);
   detail::Plan plan = detail::make_plan(inputs.base, inputs.tables, o.lowrank);
+  detail::fit_workers(fleet, plan, o, note);
 
   AnalyzeResult res;
   res.eps = eps_grid(o.eps);

@@ -50,9 +50,13 @@ Decomposition on_backend(Backend& b, const WorkUnit& u, bool tuned, Side side, i
     p.base.file->release(*p.base.info);
     return d;
   }
-  // Contiguous stored bytes go as they are; a non-finite value is reported within the part.
-  Decomposition d = b.decompose_stored(r.data, ref.info->dtype, r.rows, r.cols, r.transposed, side,
-                                       keep, read_label(u, tuned));
+  // Contiguous stored bytes go as they are (quantised codes with their scales); a non-finite
+  // value is reported within the part.
+  Decomposition d = r.scales.present()
+                        ? b.decompose_quantised(r.data, r.dtype, r.rows, r.cols, r.transposed,
+                                                r.scales, side, keep, read_label(u, tuned))
+                        : b.decompose_stored(r.data, r.dtype, r.rows, r.cols, r.transposed, side,
+                                             keep, read_label(u, tuned));
   if (u.part.label.empty()) ref.file->release(*ref.info);
   return d;
 }
@@ -116,6 +120,7 @@ std::string lowrank_precheck(const Backend& b, const WorkUnit& u, int64_t keep,
                              const AnalyzeOptions& o) {
   if (!o.lowrank) return "--no-lowrank";
   if (!u.part.label.empty()) return "a part of a fused matrix";
+  if (u.pair.base.quant != nullptr) return "a quantised base (decoded on the host)";
   if (u.tuned.kind != SideRead::Kind::Merged) return "the base is not read whole";
   const int64_t r = static_cast<int64_t>(u.pair.lora->a.info->shape[0]);
   const bool warm = o.algo == "auto" && b.warm_applies(u.rows, u.cols, keep);

@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 
 #include "indim/error.hpp"
+#include "indim/quant.hpp"
 
 namespace indim::detail {
 
@@ -10,18 +11,41 @@ namespace {
 
 constexpr const char* kSchemaVersion = "1.1";
 
+// gpt-oss stores its MXFP4 experts [E, out, in] (`_blocks`) but its dense ones, as transformers
+// writes a fine-tune, [E, in, out]: one against the other would compare W with W^T (silently,
+// for the square down_proj), so the pair is refused until per-side orientation exists.
+void refuse_mixed_mxfp4(const MatchedPair& p) {
+  auto mx = [](const TensorRef& r) {
+    return r.quant != nullptr && r.quant->format == QuantFormat::Mxfp4;
+  };
+  if (mx(p.base) == mx(p.tuned)) return;
+  const TensorRef& dense = mx(p.base) ? p.tuned : p.base;
+  if (dense.info->shape.size() != 3) return;
+  throw BadInput(InputProblem::Unsupported,
+                 dense.file->path() + ": tensor '" + dense.info->name +
+                     "': an MXFP4 expert stack (stored [E, out, in]) against a dense one (gpt-oss "
+                     "writes those [E, in, out]) is not supported; compare two MXFP4 or two dense "
+                     "checkpoints, or --exclude it");
+}
+
 void check_pair(const MatchedPair& p) {
+  refuse_mixed_mxfp4(p);
   if (!p.shapes_equal)
     throw BadInput(InputProblem::Mismatch, p.base.file->path() + ": tensor '" + p.base_name + "' " +
                                                shape_text(p.base.info->shape) + " does not match " +
                                                p.tuned.file->path() + ": tensor '" + p.tuned_name +
                                                "' " + shape_text(p.tuned.info->shape));
-  for (const TensorRef* r : {&p.base, &p.tuned})
-    if (!dtype_is_analysable(r->info->dtype))
+  for (const TensorRef* r : {&p.base, &p.tuned}) {
+    if (r->quant != nullptr && r->quant->format == QuantFormat::NoScale)
+      throw BadInput(r->quant->malformed ? InputProblem::Malformed : InputProblem::Unsupported,
+                     r->quant->problem + "; --exclude it");
+    if (r->quant == nullptr && !dtype_is_analysable(r->info->dtype))
       throw BadInput(InputProblem::Unsupported,
                      r->file->path() + ": tensor '" + r->info->name + "' has dtype " +
                          dtype_name(r->info->dtype) +
-                         ", which indim cannot analyse (F64, F32, F16, BF16); --exclude it");
+                         ", which indim cannot analyse (F64, F32, F16, BF16; FP8 with its " +
+                         "scales; MXFP4 blocks with theirs); --exclude it");
+  }
 }
 
 void check_selection(const AnalyzeOptions& o, const std::vector<MatchTable>& tables) {

@@ -36,6 +36,15 @@ int MatrixResult::count_at(double e) const {
   return n;
 }
 
+int MatrixResult::noise_floor_at(double e) const {
+  if (!has_noise_floor) return 0;
+  for (size_t i = 0; i < eps.size() && i < noise_floor.counts.size(); ++i)
+    if (eps_key(eps[i]) == eps_key(e)) return noise_floor.counts[i];
+  int n = 0;
+  for (double m : noise_floor.maxcos) n += m < e ? 1 : 0;
+  return n;
+}
+
 void count_intruders(MatrixResult& r, const std::vector<double>& eps) {
   r.eps = eps;
   r.counts.clear();

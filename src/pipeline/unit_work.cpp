@@ -6,8 +6,10 @@
 #include <optional>
 
 #include "indim/peft.hpp"
+#include "indim/quant.hpp"
 #include "pipeline/decompose.hpp"
 #include "pipeline/intruders.hpp"
+#include "pipeline/noise_floor.hpp"
 
 namespace indim::detail {
 
@@ -16,8 +18,11 @@ namespace {
 // Every file a unit reads, checked for changes under the run (see SafetensorsFile::check_intact);
 // called before a unit starts and again before its record is kept.
 void check_intact(const MatchedPair& p) {
-  p.base.file->check_intact(*p.base.info);
-  p.tuned.file->check_intact(*p.tuned.info);
+  for (const TensorRef* r : {&p.base, &p.tuned}) {
+    r->file->check_intact(*r->info);
+    if (r->quant != nullptr && r->quant->scale.file != nullptr)
+      r->quant->scale.file->check_intact(*r->quant->scale.info);
+  }
   if (p.lora != nullptr) {
     p.lora->a.file->check_intact(*p.lora->a.info);
     p.lora->b.file->check_intact(*p.lora->b.info);
@@ -25,9 +30,19 @@ void check_intact(const MatchedPair& p) {
   }
 }
 
-bool bytes_identical(const TensorRef& a, const TensorRef& b) {
+bool same_bytes(const TensorRef& a, const TensorRef& b) {
   return a.info->dtype == b.info->dtype && a.info->nbytes() == b.info->nbytes() &&
          std::memcmp(a.file->data(*a.info), b.file->data(*b.info), a.info->nbytes()) == 0;
+}
+
+// Same codes and, for quantised tensors, the same format and scales.
+bool bytes_identical(const TensorRef& a, const TensorRef& b) {
+  if ((a.quant == nullptr) != (b.quant == nullptr) || !same_bytes(a, b)) return false;
+  if (a.quant == nullptr) return true;
+  const QuantRef &qa = *a.quant, &qb = *b.quant;
+  return qa.format == qb.format && qa.format != QuantFormat::NoScale &&
+         qa.block_rows == qb.block_rows && qa.block_cols == qb.block_cols &&
+         same_bytes(qa.scale, qb.scale);
 }
 
 // Fills a record's naming, shape and timing from its unit.
@@ -41,6 +56,7 @@ void describe(MatrixResult& r, const WorkUnit& u, bool base_cached, double secon
   if (!u.part.rows.empty())  // "3.up" -> "[up]": experts fold together, Q/K/V do not
     r.type += "[" + u.part.label.substr(u.part.label.rfind('.') + 1) + "]";
   r.shape = {u.rows, u.cols};
+  r.expert = expert_of(u);
   r.conv1d = u.pair.conv1d;
   r.dtype = dtype_name(u.pair.tuned.info->dtype);
   r.seconds = seconds;
@@ -153,6 +169,7 @@ void UnitWork::run_entry(Backend& backend, const PlanEntry& entry, size_t index)
       if (delta) r.has_delta = true, r.delta = *delta;
       records.push_back(std::move(r));
     }
+    if (noise_floor_applies(u, o.noise_floor)) add_noise_floor(backend, u, *base.d, k, o, records);
     state.finished(u, records);
     u.pair.tuned.file->release(*u.pair.tuned.info);
   }

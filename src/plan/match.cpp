@@ -69,6 +69,18 @@ int layer_index(const std::string& name) {
   return -1;
 }
 
+int expert_index(const std::string& name) {
+  const std::string key = "experts.";
+  for (size_t at = name.find(key); at != std::string::npos; at = name.find(key, at + 1)) {
+    if (at > 0 && name[at - 1] != '.') continue;
+    const size_t from = at + key.size(), dot = name.find('.', from);
+    const std::string seg = name.substr(from, dot == std::string::npos ? dot : dot - from);
+    if (!seg.empty() && seg.size() < 9 && seg.find_first_not_of("0123456789") == std::string::npos)
+      return std::stoi(seg);
+  }
+  return -1;
+}
+
 std::string matrix_type(const std::string& name) {
   std::string n = name;
   const std::string w = ".weight";

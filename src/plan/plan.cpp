@@ -17,27 +17,33 @@ std::string part_key(const std::string& name, const MatrixPart& part) {
 }
 
 // A side's matrix (or part) that is one contiguous run of stored bytes: a whole 2-D tensor
-// (transposed for Conv1D), an expert of a 3-D stack, or a run of consecutive rows of either.
+// (transposed for Conv1D), an expert of a 3-D stack, or a run of consecutive rows of either. A
+// quantised one carries its scales; its rows are read on the host (blocks span them).
 std::optional<SideRead> stored_block(const TensorRef& ref, const MatrixPart& part, bool conv1d) {
   const auto& shape = ref.info->shape;
-  const size_t elt = static_cast<size_t>(dtype_bits(ref.info->dtype) / 8);
+  const size_t bits = static_cast<size_t>(dtype_bits(ref.info->dtype));
   if (!((shape.size() == 2 && part.slice < 0) || (shape.size() == 3 && part.slice >= 0)))
     return std::nullopt;
   SideRead b;
   b.kind = SideRead::Kind::Stored;
   b.data = ref.file->data(*ref.info);
+  b.dtype = ref.info->dtype;
   b.rows = static_cast<int64_t>(shape[shape.size() - 2]);
   b.cols = static_cast<int64_t>(shape[shape.size() - 1]);
   b.transposed = conv1d && shape.size() == 2;
-  if (part.slice >= 0) b.data += static_cast<size_t>(part.slice * b.rows * b.cols) * elt;
+  if (ref.quant != nullptr) {
+    if (!part.rows.empty() || ref.quant->format == QuantFormat::NoScale) return std::nullopt;
+    b.scales = ref.quant->scales_for(part.slice, b.rows, b.cols);
+  }
+  if (part.slice >= 0) b.data += static_cast<size_t>(part.slice * b.rows * b.cols) * bits / 8;
   if (!part.rows.empty()) {
     if (b.transposed) return std::nullopt;  // rows of a Conv1D's [out, in] are stored columns
     for (size_t i = 1; i < part.rows.size(); ++i)
       if (part.rows[i] != part.rows[0] + static_cast<int64_t>(i)) return std::nullopt;
-    b.data += static_cast<size_t>(part.rows.front() * b.cols) * elt;
+    b.data += static_cast<size_t>(part.rows.front() * b.cols) * bits / 8;
     b.rows = static_cast<int64_t>(part.rows.size());
   }
-  b.bytes = static_cast<size_t>(b.rows * b.cols) * elt;
+  b.bytes = static_cast<size_t>(b.rows * b.cols) * bits / 8;
   return b;
 }
 
@@ -49,7 +55,7 @@ SideRead base_read(const MatchedPair& p, const MatrixPart& part) {
 // stored block of a full tensor, or the host.
 SideRead tuned_read(const MatchedPair& p, const MatrixPart& part) {
   if (p.lora != nullptr) {
-    if (!part.label.empty()) return {};
+    if (!part.label.empty() || p.base.quant != nullptr) return {};
     const TensorRef& b = p.base;
     SideRead r;
     r.kind = SideRead::Kind::Merged;
@@ -72,9 +78,12 @@ std::pair<int64_t, int64_t> analysed_shape(const MatchedPair& p, const MatrixPar
   return {rows, cols};
 }
 
-// Stored bytes a side reads: its block, or (on the host) its whole tensor; a LoRA's factors.
+// Stored bytes a side reads: its block and its scales, or (on the host) its whole tensor and
+// scale tensor; a LoRA's factors.
 uint64_t side_bytes(const TensorRef& ref, const SideRead& read) {
-  return read.on_backend() ? read.bytes : ref.info->nbytes();
+  if (read.on_backend()) return read.bytes + (read.scales.present() ? read.scales.bytes() : 0);
+  const bool scaled = ref.quant != nullptr && ref.quant->scale.info != nullptr;
+  return ref.info->nbytes() + (scaled ? ref.quant->scale.info->nbytes() : 0);
 }
 
 // The tuned side's work: a LoRA unit that the low-rank route takes (decompose_tuned's choice,
@@ -109,6 +118,7 @@ std::vector<ByteRange> PlanEntry::backend_inputs() const {
     for (const ByteRange& b : in)
       if (b.data == r.data) return;  // a base serves every unit of its entry
     in.push_back({r.data, r.bytes});
+    if (r.scales.present()) in.push_back({r.scales.data, r.scales.bytes()});
   };
   for (const WorkUnit& u : units)  // in order of use: each unit's base, then its tuned side
     if (u.pending) add(u.base), add(u.tuned);
@@ -176,13 +186,23 @@ Plan make_plan(const Checkpoint& base, const std::vector<MatchTable>& tables, bo
   return plan;
 }
 
+int expert_of(const WorkUnit& u) {
+  if (u.part.slice >= 0) return static_cast<int>(u.part.slice);
+  return expert_index(u.pair.base_name);
+}
+
 std::string base_cache_key(const WorkUnit& u, Side side, const std::string& backend_algo,
                            Precision precision) {
   const TensorRef& b = u.pair.base;
-  const std::string context = "indim-cache-v1|" + std::string(dtype_name(b.info->dtype)) + "|" +
-                              shape_text(b.info->shape) + "|" + side_name(side) + "|" +
-                              backend_algo + "|" + precision_name(precision) +
-                              (u.pair.conv1d ? "|conv1d" : "") + "|part=" + u.part.label;
+  std::string context = "indim-cache-v1|" + std::string(dtype_name(b.info->dtype)) + "|" +
+                        shape_text(b.info->shape) + "|" + side_name(side) + "|" + backend_algo +
+                        "|" + precision_name(precision) + (u.pair.conv1d ? "|conv1d" : "") +
+                        "|part=" + u.part.label;
+  if (b.quant != nullptr && b.quant->scale.info != nullptr) {  // the scales are half the value
+    const TensorRef& s = b.quant->scale;
+    context += "|" + b.quant->describe() + "|scales=" +
+               DecompositionCache::key(s.file->data(*s.info), s.info->nbytes(), "scales");
+  }
   return DecompositionCache::key(b.file->data(*b.info), b.info->nbytes(), context);
 }
 

@@ -9,6 +9,7 @@
 
 #include "indim/analyze.hpp"
 #include "indim/match.hpp"
+#include "indim/quant.hpp"
 
 namespace indim::detail {
 
@@ -24,6 +25,8 @@ struct SideRead {
   size_t bytes = 0;               ///< Stored, Merged: how many
   int64_t rows = 0, cols = 0;     ///< Stored, Merged: the block as stored, row-major
   bool transposed = false;        ///< Stored: analysed as [cols, rows] (a Conv1D)
+  DType dtype = DType::F32;       ///< Stored: the codes' dtype (F4 for MXFP4)
+  QuantScales scales;             ///< Stored, quantised: the block's scales, decoded with it
   bool on_backend() const { return kind != Kind::Host; }
 };
 
@@ -61,6 +64,10 @@ struct Plan {
 /// stream through each file once. Units are priced by the route they will take: `lowrank`
 /// (AnalyzeOptions::lowrank) prices LoRA units within the break-even at the low-rank route's.
 Plan make_plan(const Checkpoint& base, const std::vector<MatchTable>& tables, bool lowrank);
+
+/// The expert a unit's matrix is: its 3-D stack's slice, or the index in its `experts.N.`
+/// name; -1 for any other matrix.
+int expert_of(const WorkUnit& u);
 
 /// The key of a unit's base decomposition in the cache: its bytes and everything that shapes
 /// the decomposition (dtype, shape, side, backend and algorithm, precision, layout, part).

@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <map>
 #include <sstream>
+#include <tuple>
 
 #include "indim/error.hpp"
 #include "indim/report.hpp"
@@ -156,6 +157,112 @@ void layer_heatmaps(std::ostringstream& o, const AnalyzeResult& res, double eps)
     o << "</svg></figure>";
   }
   o << "</div></section>\n";
+}
+
+// One expert matrix type of one fine-tune: counts by (layer, expert).
+struct ExpertGrid {
+  std::vector<int> layers;
+  int experts = 0;
+  std::map<std::pair<int, int>, int> count;
+};
+
+// Mixtures of experts: for each fine-tune and each expert matrix type, a layer x expert map
+// of intruder counts. Cells are a few pixels wide so that 256 experts fit a screen: the
+// analysed cells are one path per colour level, and only cells with intruders carry a
+// rectangle (ex-cell) with a tooltip, which keeps a 58 x 256 map small.
+void expert_heatmaps(std::ostringstream& o, const AnalyzeResult& res, double eps) {
+  std::map<std::pair<int, std::string>, ExpertGrid> grids;  // (tuned, type)
+  int max_count = 1;
+  for (const auto& r : res.records) {
+    if (r.expert < 0) continue;
+    ExpertGrid& g = grids[{r.tuned_index, r.type}];
+    if (std::find(g.layers.begin(), g.layers.end(), r.layer) == g.layers.end())
+      g.layers.push_back(r.layer);
+    g.experts = std::max(g.experts, r.expert + 1);
+    int& c = g.count[{r.layer, r.expert}];
+    c += r.count_at(eps);
+    max_count = std::max(max_count, c);
+  }
+  if (grids.empty()) return;
+  o << "<section id=\"experts\"><h2>Intruders per layer and expert (eps " << eps_key(eps)
+    << ")</h2><p>One map per fine-tune and expert matrix type: a row per layer, a column per "
+    << "expert; darker is more intruder dimensions (0 to " << max_count << "), grey is not "
+    << "analysed. Hover a coloured cell for its count.</p><div class=\"row\">";
+  for (auto& [key, g] : grids) {
+    std::sort(g.layers.begin(), g.layers.end());
+    const int cw = g.experts > 128 ? 3 : g.experts > 32 ? 6 : 14, ch = 10, left = 40, top = 8;
+    const int w = left + cw * g.experts + 10, h = top + ch * static_cast<int>(g.layers.size()) + 28;
+    o << "<figure><figcaption>" << esc(tuned_label(res, key.first)) << ": " << esc(key.second)
+      << " (" << g.experts << " experts)</figcaption><svg class=\"expert-map\" "
+      << "xmlns=\"http://www.w3.org/2000/svg\" width=\"" << w << "\" height=\"" << h << "\">"
+      << "<rect x=\"" << left << "\" y=\"" << top << "\" width=\"" << cw * g.experts
+      << "\" height=\"" << ch * g.layers.size() << "\" fill=\"#eeeeee\"/>";
+    constexpr int kLevels = 16;
+    std::vector<std::string> paths(kLevels);
+    std::ostringstream marks;
+    for (size_t l = 0; l < g.layers.size(); ++l)
+      for (int e = 0; e < g.experts; ++e) {
+        auto it = g.count.find({g.layers[l], e});
+        if (it == g.count.end()) continue;
+        const int x = left + cw * e, y = top + ch * static_cast<int>(l);
+        const double t = static_cast<double>(it->second) / max_count;
+        const int level = std::clamp(static_cast<int>(t * (kLevels - 1) + 0.5), 0, kLevels - 1);
+        paths[level] += "M" + std::to_string(x) + " " + std::to_string(y) + "h" +
+                        std::to_string(cw) + "v" + std::to_string(ch) + "h-" + std::to_string(cw) +
+                        "z";
+        if (it->second > 0)
+          marks << "<rect class=\"ex-cell\" x=\"" << x << "\" y=\"" << y << "\" width=\"" << cw
+                << "\" height=\"" << ch << "\" fill=\"transparent\"><title>layer " << g.layers[l]
+                << ", expert " << e << ": " << it->second << "</title></rect>";
+      }
+    for (int lv = 0; lv < kLevels; ++lv)
+      if (!paths[lv].empty())
+        o << "<path fill=\"" << count_colour(static_cast<double>(lv) / (kLevels - 1)) << "\" d=\""
+          << paths[lv] << "\"/>";
+    o << marks.str();
+    for (size_t l = 0; l < g.layers.size(); ++l)
+      if (g.layers.size() <= 16 || l % 4 == 0)
+        o << "<text x=\"" << left - 4 << "\" y=\"" << top + ch * l + ch - 1
+          << "\" text-anchor=\"end\" class=\"lbl\">" << g.layers[l] << "</text>";
+    const int tick = g.experts > 64 ? 32 : g.experts > 16 ? 8 : 1;
+    for (int e = 0; e < g.experts; e += tick)
+      o << "<text x=\"" << left + cw * e << "\" y=\"" << h - 8 << "\" class=\"lbl\">" << e
+        << "</text>";
+    o << "</svg></figure>";
+  }
+  o << "</div></section>\n";
+}
+
+// The noise floor by layer and matrix type: intruders, the noise floor's count and how many of
+// the intruders it explains (per matrix the smaller of the two), summed.
+void noise_floor_table(std::ostringstream& o, const AnalyzeResult& res, double eps) {
+  std::map<std::tuple<int, int, std::string>, std::array<int, 3>> rows;
+  std::map<int, std::array<int, 3>> totals;
+  std::string format;
+  for (const auto& r : res.records) {
+    if (!r.has_noise_floor) continue;
+    const int n = r.count_at(eps), nf = r.noise_floor_at(eps), ex = std::min(n, nf);
+    auto& c = rows[{r.tuned_index, r.layer, r.type}];
+    auto& t = totals[r.tuned_index];
+    c[0] += n, c[1] += nf, c[2] += ex, t[0] += n, t[1] += nf, t[2] += ex;
+    format = r.noise_floor.format;
+  }
+  if (rows.empty()) return;
+  o << "<section id=\"noise-floor\"><h2>Noise floor (eps " << eps_key(eps) << ")</h2><p>"
+    << "Each matrix's base against an independent re-quantisation of itself in the fine-tune's "
+    << "format (" << esc(format) << ", the base plus a dither of half a quantisation step): "
+    << "the intruders a fine-tune that changed nothing would show. ";
+  for (const auto& [t, c] : totals)
+    o << esc(tuned_label(res, t)) << ": " << c[0] << " intruders, of which the noise floor "
+      << "explains " << c[2] << ". ";
+  o << "</p><table class=\"grid sortable\" id=\"noise-floor-table\"><thead><tr><th>fine-tune"
+    << "</th><th>type</th><th>layer</th><th>intruders</th><th>noise floor</th><th>explained"
+    << "</th></tr></thead><tbody>";
+  for (const auto& [k, c] : rows)
+    o << "<tr><td>" << std::get<0>(k) << "</td><td>" << esc(std::get<2>(k)) << "</td><td>"
+      << std::get<1>(k) << "</td><td>" << c[0] << "</td><td>" << c[1] << "</td><td>" << c[2]
+      << "</td></tr>";
+  o << "</tbody></table></section>\n";
 }
 
 void eps_sweep_chart(std::ostringstream& o, const AnalyzeResult& res) {
@@ -394,6 +501,8 @@ std::string format_html(const AnalyzeResult& res, const HtmlOptions& opt) {
     << "</style></head><body><h1>indim: intruder dimensions</h1>\n";
   summary(o, res, opt);
   layer_heatmaps(o, res, opt.primary_eps);
+  expert_heatmaps(o, res, opt.primary_eps);
+  noise_floor_table(o, res, opt.primary_eps);
   eps_sweep_chart(o, res);
   matrix_plots(o, res, opt);
   matrix_table(o, res, opt.primary_eps);

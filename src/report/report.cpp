@@ -105,6 +105,29 @@ void check_lengths(const MatrixResult& r) {
     throw Error("array lengths differ from k");
 }
 
+// The expert a record is, and its noise floor: written only where they apply.
+void expert_noise_to_json(const MatrixResult& r, nlohmann::ordered_json& j) {
+  if (r.expert >= 0) j["expert"] = r.expert;
+  if (!r.has_noise_floor) return;
+  nlohmann::ordered_json counts = nlohmann::ordered_json::object();
+  for (size_t i = 0; i < r.eps.size() && i < r.noise_floor.counts.size(); ++i)
+    counts[eps_key(r.eps[i])] = r.noise_floor.counts[i];
+  j["noise_floor"] = {
+      {"format", r.noise_floor.format}, {"maxcos", r.noise_floor.maxcos}, {"counts", counts}};
+}
+
+void expert_noise_from_json(const nlohmann::json& j, MatrixResult& r) {
+  if (j.contains("expert")) r.expert = j.at("expert").get<int>();
+  if (!j.contains("noise_floor")) return;
+  const nlohmann::json& n = j.at("noise_floor");
+  r.has_noise_floor = true;
+  r.noise_floor.format = n.at("format").get<std::string>();
+  for (const auto& m : n.at("maxcos"))
+    r.noise_floor.maxcos.push_back(m.is_null() ? std::numeric_limits<double>::quiet_NaN()
+                                               : m.get<double>());
+  for (double e : r.eps) r.noise_floor.counts.push_back(n.at("counts").at(eps_key(e)).get<int>());
+}
+
 }  // namespace
 
 nlohmann::ordered_json record_to_json(const MatrixResult& r, double primary_eps, bool plot) {
@@ -116,6 +139,7 @@ nlohmann::ordered_json record_to_json(const MatrixResult& r, double primary_eps,
   for (size_t i = 0; i < r.eps.size(); ++i) counts[eps_key(r.eps[i])] = r.counts[i];
   j["counts"] = counts;
   if (primary_eps > 0) j["intruders"] = intruder_list(r, primary_eps);
+  expert_noise_to_json(r, j);
   j["seconds"] = r.seconds;
   if (r.has_delta) delta_fields(r.delta, Writer{j["delta"]});
   if (plot) plot_fields(r, Writer{j["plot"]});
@@ -133,6 +157,7 @@ MatrixResult record_from_json(const nlohmann::json& j) {
       r.eps.push_back(std::stod(key));
       r.counts.push_back(n.get<int>());
     }
+    expert_noise_from_json(j, r);
     r.seconds = j.at("seconds").get<double>();
     if (j.contains("delta")) r.has_delta = true, delta_fields(r.delta, Reader{j.at("delta")});
     if (j.contains("plot")) plot_fields(r, Reader{j.at("plot")});
@@ -219,6 +244,28 @@ double min_tested_maxcos(const MatrixResult& r) {
   return m;
 }
 
+// The matrices.csv columns of experts and the noise floor: `expert` (empty for a matrix that
+// is none) and, where any record has a noise floor, its count at each eps.
+bool any_noise_floor(const AnalyzeResult& res) {
+  return std::any_of(res.records.begin(), res.records.end(),
+                     [](const MatrixResult& r) { return r.has_noise_floor; });
+}
+
+std::string expert_noise_header(const AnalyzeResult& res, bool noise) {
+  std::string h = ",expert";
+  if (noise)
+    for (double e : res.eps) h += ",noise_floor_eps_" + eps_key(e);
+  return h;
+}
+
+std::string expert_noise_cells(const AnalyzeResult& res, const MatrixResult& r, bool noise) {
+  std::string c = "," + (r.expert >= 0 ? std::to_string(r.expert) : std::string());
+  if (noise)
+    for (double e : res.eps)
+      c += "," + (r.has_noise_floor ? std::to_string(r.noise_floor_at(e)) : std::string());
+  return c;
+}
+
 }  // namespace
 
 std::string build_matrices_csv(const AnalyzeResult& res) {
@@ -229,7 +276,8 @@ std::string build_matrices_csv(const AnalyzeResult& res) {
   const bool deltas = std::any_of(res.records.begin(), res.records.end(),
                                   [](const MatrixResult& r) { return r.has_delta; });
   if (deltas) out << ",delta_fro,delta_rel_fro,delta_spectral,delta_rank,delta_effective_rank";
-  out << "\n";
+  const bool noise = any_noise_floor(res);
+  out << expert_noise_header(res, noise) << "\n";
   for (const auto& r : res.records) {
     out << r.tuned_index << "," << csv_field(res.tuned[r.tuned_index].path) << ","
         << csv_field(r.name) << "," << csv_field(r.tuned_name) << "," << r.layer << ","
@@ -245,7 +293,7 @@ std::string build_matrices_csv(const AnalyzeResult& res) {
       else
         out << ",,,,,";
     }
-    out << "\n";
+    out << expert_noise_cells(res, r, noise) << "\n";
   }
   return out.str();
 }

@@ -1,4 +1,5 @@
 #include <algorithm>
+#include <array>
 #include <cstdio>
 #include <map>
 #include <set>
@@ -61,6 +62,38 @@ void layer_table(std::ostringstream& o, const AnalyzeResult& res, int t, double 
   o << "\n";
 }
 
+// The noise floor of fine-tune t: intruders at eps, how many of them the noise floor explains
+// (per matrix the smaller of its count and its noise floor's), and both by matrix type.
+void noise_floor_lines(std::ostringstream& o, const AnalyzeResult& res, int t, double eps) {
+  std::map<std::string, std::array<int, 3>> by_type;  // intruders, noise floor, explained
+  std::set<std::string> formats;
+  for (const auto& r : res.records) {
+    if (r.tuned_index != t || !r.has_noise_floor) continue;
+    auto& c = by_type[r.type];
+    const int n = r.count_at(eps), nf = r.noise_floor_at(eps);
+    c[0] += n, c[1] += nf, c[2] += std::min(n, nf);
+    formats.insert(r.noise_floor.format);
+  }
+  if (by_type.empty()) return;
+  std::array<int, 3> all{};
+  for (const auto& [_, c] : by_type)
+    for (int i = 0; i < 3; ++i) all[i] += c[i];
+  std::string fmts;
+  for (const auto& f : formats) fmts += (fmts.empty() ? "" : ", ") + f;
+  o << "  " << all[0] << " intruders at eps " << eps_key(eps) << ", of which the noise floor "
+    << "explains " << all[2] << " (the base re-quantised as " << fmts << " alone shows " << all[1]
+    << ")\n";
+  if (by_type.size() < 2) return;
+  char line[320];
+  std::snprintf(line, sizeof line, "  %-42s %9s %12s %10s\n", "noise floor by matrix type",
+                "intruders", "noise floor", "explained");
+  o << line;
+  for (const auto& [type, c] : by_type) {
+    std::snprintf(line, sizeof line, "    %-40s %9d %12d %10d\n", type.c_str(), c[0], c[1], c[2]);
+    o << line;
+  }
+}
+
 }  // namespace
 
 std::string format_summary(const AnalyzeResult& res, double primary_eps, int k) {
@@ -78,6 +111,7 @@ std::string format_summary(const AnalyzeResult& res, double primary_eps, int k) 
         << " null directions of rank-deficient matrices, not tested";
     o << ")\n";
     layer_table(o, res, static_cast<int>(t), primary_eps);
+    noise_floor_lines(o, res, static_cast<int>(t), primary_eps);
   }
   o << "\nIntruders summed over all matrices, by eps:\n";
   o << "  tuned";

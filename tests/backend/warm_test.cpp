@@ -134,14 +134,66 @@ TEST(WarmRoute, GivingUpAndMissingVectorsSayWhy) {
   const Decomposition base = gram->decompose(Dense<double>(w0), Side::Left, 0, "base");
   const Dense<double> w = fine_tune(w0, base.sigma[0], rng);
   detail::WarmOptions o;
-  o.max_products = 1;  // a budget no start block fits
+  o.max_products = 1;  // a budget no start block fits: not even tried
   std::string why;
   EXPECT_FALSE(detail::warm_top(w, base, o, &why));
-  EXPECT_NE(why.find("the warm start stopped at residual "), std::string::npos) << why;
+  EXPECT_NE(why.find(") predicts about "), std::string::npos) << why;
+  EXPECT_NE(why.find("products, past twice the budget of 1"), std::string::npos) << why;
   o.max_products = 0;
   o.side = Side::Right;  // the base was decomposed for its left vectors only
   EXPECT_FALSE(detail::warm_top(w, base, o, &why));
   EXPECT_EQ(why, "the base's decomposition lacks its right vectors");
+}
+
+// A clustered top spectrum (sigma_i = exp(-6 i / n), issue 31) stalls the warm start: the
+// base's spectrum predicts it, and the exact route runs at once, without one product.
+TEST(WarmRoute, ClusteredSpectrumGoesStraightToTheExactRoute) {
+  std::mt19937_64 rng(5);
+  const int64_t n = 512;
+  std::vector<double> s(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) s[i] = std::exp(-6.0 * double(i) / double(n));
+  const Dense<double> w0 =
+      compose_svd(random_orthonormal(n, n, rng), s, random_orthonormal(n, n, rng));
+  auto gram = make_cpu_backend(Precision::F64, "gram64");
+  const Decomposition base = gram->decompose(Dense<double>(w0), Side::Left, 0, "base");
+  const Dense<double> w = fine_tune(w0, base.sigma[0], rng);
+  std::string why;
+  EXPECT_FALSE(detail::warm_top(w, base, detail::WarmOptions{}, &why));
+  EXPECT_NE(why.find("(sigma_26 / sigma_9 = 0.8"), std::string::npos) << why;
+  // A power-law spectrum of the same order is tried (and converges).
+  const Dense<double> v0 = random_weight(n, n, 1.0, rng);
+  const Decomposition vb = gram->decompose(Dense<double>(v0), Side::Left, 0, "base");
+  why.clear();
+  EXPECT_TRUE(detail::warm_top(fine_tune(v0, vb.sigma[0], rng), vb, detail::WarmOptions{}, &why))
+      << why;
+}
+
+// The iteration's own stall check: on an operator whose top eigenvalues lie within 1e-4 of
+// each other, the first steps' rate needs more products than the budget, and it stops within
+// five steps instead of spending the budget.
+TEST(BlockKrylov, StallSeenInTheFirstStepsStopsEarly) {
+  const int64_t n = 600, keep = 10, lead = 26;
+  std::vector<double> diag(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) diag[i] = 1.0 - 1e-4 * double(i);
+  detail::BlockApply apply = [&](const double* x, int64_t cols, double* y) {
+    for (int64_t j = 0; j < cols; ++j)
+      for (int64_t i = 0; i < n; ++i) y[i + j * n] = diag[i] * x[i + j * n];
+  };
+  std::mt19937_64 rng(6);
+  const Dense<double> start = test::gaussian(n, lead, 1.0, rng);
+  detail::KrylovOptions o;
+  o.keep = keep, o.shown = 50, o.restart = 66, o.max_basis = lead + 4 * 66;
+  o.max_products = 400;
+  o.stop_when_stalled = true;
+  const detail::KrylovResult r = detail::block_krylov_top(n, apply, start.data, lead, o);
+  EXPECT_FALSE(r.converged);
+  EXPECT_TRUE(r.stalled);
+  EXPECT_GT(r.projected, 400);
+  EXPECT_LE(r.products, 5 * lead);
+  o.stop_when_stalled = false;  // without the check it spends the budget
+  const detail::KrylovResult full = detail::block_krylov_top(n, apply, start.data, lead, o);
+  EXPECT_FALSE(full.converged);
+  EXPECT_GE(full.products, 400);
 }
 
 // The block the iteration adds after its start: images of vectors that are nearly invariant

@@ -12,7 +12,7 @@
 #include "cuda/cuda_backend.hpp"
 #include "indim/backend.hpp"
 #include "indim/error.hpp"
-#include "require_gpu.hpp"
+#include "gpu_util.hpp"
 
 using namespace indim;
 

@@ -21,14 +21,12 @@
 #include "indim/error.hpp"
 #include "lowrank_products_check.hpp"
 #include "reference.hpp"
-#include "require_gpu.hpp"
+#include "gpu_util.hpp"
 #include "test_util.hpp"
 
 using namespace indim;
 
 namespace {
-
-using test::have_gpu;
 
 struct Shape {
   int64_t out, in;
@@ -318,7 +316,7 @@ TEST(CudaPipeline, MergesOnTheDeviceLikeTheHost) {
 }
 
 TEST(CudaBackend, NoDeviceIsAClearError) {
-  if (have_gpu()) GTEST_SKIP() << "a device is present";
+  if (test::have_gpu()) GTEST_SKIP() << "a device is present";
   try {
     make_cuda_backend(Precision::F32, "gram64", 0);
     FAIL() << "no error";
