@@ -74,13 +74,22 @@ void add_serve(CLI::App& app, ServiceCommands& c) {
   s->add_option("--keep-days", o.keep_days, "Days a finished job's outputs are kept")
       ->capture_default_str()
       ->check(CLI::Range(0.0, 36500.0));
-  s->add_option("--http-threads", o.http_threads, "Connections served at once")
+  s->add_option("--http-threads", o.http_threads,
+                "Requests handled at once (an idle or slow connection takes none)")
       ->capture_default_str()
       ->check(in_range("--http-threads", 2, 256));
   s->add_option("--http-timeout", o.timeout_s,
-                "Seconds a connection may take to send a request or read an answer")
+                "Seconds a client may take to send a request's header, its body, or to take "
+                "each piece of an answer")
       ->capture_default_str()
       ->check(in_range("--http-timeout", 1, 3600));
+  s->add_option("--max-connections", o.max_connections, "HTTP connections open at once")
+      ->capture_default_str()
+      ->check(in_range("--max-connections", 1, 100000));
+  s->add_option("--max-client-connections", o.max_client_connections,
+                "HTTP connections open at once from one address")
+      ->capture_default_str()
+      ->check(in_range("--max-client-connections", 1, 100000));
 }
 
 void add_submit(CLI::App& app, ServiceCommands& c) {

@@ -26,11 +26,13 @@ struct ServeOptions {
   uint64_t cache_max = 20ull << 30;
   uint64_t memory_max = 8ull << 30;  ///< base decompositions kept in memory between jobs
   // Limits.
-  int max_queued = 1000;                        ///< queued jobs beyond which a submission gets 429
-  double keep_days = 30;                        ///< outputs of finished jobs are removed after this
-  int http_threads = 8;                         ///< connections served at once
-  uint64_t max_body = 1ull << 20;               ///< request body bytes (413 beyond)
-  int timeout_s = 30;                           ///< read/write timeout of a connection
+  int max_queued = 1000;             ///< queued jobs beyond which a submission gets 429
+  double keep_days = 30;             ///< outputs of finished jobs are removed after this
+  int http_threads = 8;              ///< requests handled at once (idle connections take none)
+  uint64_t max_body = 1ull << 20;    ///< request body bytes (413 beyond)
+  int timeout_s = 30;                ///< a request's header, its body, each piece of an answer
+  int max_connections = 1024;        ///< HTTP connections open at once
+  int max_client_connections = 128;  ///< of them, from one address
   std::function<void(const std::string&)> log;  ///< one line per event, for stderr
 };
 
