@@ -9,6 +9,7 @@
 #include "indim/error.hpp"
 #include "io/atomic_file.hpp"
 #include "io/regular_file.hpp"
+#include "service/tenants.hpp"
 
 namespace fs = std::filesystem;
 
@@ -40,8 +41,7 @@ std::string error_text(httplib::Error e) { return httplib::to_string(e); }
 std::string read_token(const std::string& file) {
   std::string token;
   if (!file.empty()) {
-    const std::string text = detail::read_regular_file(file, 4096);
-    token = text.substr(0, text.find_first_of("\r\n"));
+    token = service::read_secret_file(file);
   } else if (const char* env = std::getenv("INDIM_TOKEN")) {
     token = env;
   }

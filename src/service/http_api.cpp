@@ -80,44 +80,107 @@ bool method_allowed(Route r, const std::string& method) {
   return method == "GET";
 }
 
-Job job_or_404(Api& api, const std::string& id) {
+bool is_admin(const Api& api, const HttpRequest& req) {
+  for (const Tenant& t : api.options.tenants)
+    if (t.name == req.user) return t.admin;
+  return false;
+}
+
+// A job of another tenant is as absent as one that never was.
+Job job_or_404(Api& api, const HttpRequest& req, const std::string& id) {
   std::optional<Job> j = api.scheduler.get(id);
-  if (!j) throw ApiError(404, "no job " + id);
+  if (!j || (j->tenant != req.user && !is_admin(api, req))) throw ApiError(404, "no job " + id);
   return *j;
 }
 
-HttpResponse post_job(Api& api, const HttpRequest& req) {
-  JobSpec spec = parse_job_spec(req.body);
-  const std::string base = api.roots.confine(spec.base);
-  for (const auto& t : spec.tuned) api.roots.confine(t);
-  const Job j = api.scheduler.submit(spec, base);
-  HttpResponse r = json_response(202, {{"id", j.id}, {"state", state_name(j.state)}});
+// The client's Idempotency-Key: "" when it sent none.
+std::string idempotency_key(const HttpRequest& req) {
+  const std::string key = req.header("idempotency-key");
+  bool printable = !key.empty() && key.size() <= 255;
+  for (const char c : key) printable = printable && c > ' ' && c < 0x7f;
+  if (!key.empty() && !printable)
+    throw ApiError(400, "Idempotency-Key must be 1 to 255 printable ASCII characters");
+  return key;
+}
+
+HttpResponse accepted(const Job& j, bool existing) {
+  HttpResponse r =
+      json_response(existing ? 200 : 202, {{"id", j.id}, {"state", state_name(j.state)}});
   r.headers.emplace_back("Location", "/v1/jobs/" + j.id);
   return r;
 }
 
-HttpResponse list_jobs(Api& api, const HttpRequest& req) {
-  std::optional<JobState> state;
+HttpResponse post_job(Api& api, const HttpRequest& req) {
+  const JobSpec spec = parse_job_spec(req.body);
+  const std::string key = idempotency_key(req);
+  if (!key.empty())
+    if (const std::optional<Job> j = api.scheduler.find_key(req.user, key, spec))
+      return accepted(*j, true);
+  const std::string base = api.roots.confine(spec.base);
+  for (const auto& t : spec.tuned) api.roots.confine(t);
+  const Scheduler::Submitted s = api.scheduler.submit(spec, base, req.user, key);
+  return accepted(s.job, s.existing);
+}
+
+int limit_param(const HttpRequest& req) {
+  const auto text = req.param("limit");
+  if (!text) return 100;
+  const int limit = text->size() <= 4 && !text->empty() &&
+                            text->find_first_not_of("0123456789") == std::string::npos
+                        ? std::stoi(*text)
+                        : 0;
+  if (limit < 1 || limit > 1000) throw ApiError(400, "limit must lie in 1 ... 1000");
+  return limit;
+}
+
+ListQuery list_query(const Api& api, const HttpRequest& req) {
+  ListQuery q;
   if (const auto s = req.param("state")) {
     JobState st;
     if (!parse_state(*s, st))
       throw ApiError(400, "state must be queued, running, done, failed or cancelled");
-    state = st;
+    q.state = st;
   }
-  int limit = 100;
-  if (const auto text = req.param("limit")) {
-    limit = text->size() <= 4 && !text->empty() &&
-                    text->find_first_not_of("0123456789") == std::string::npos
-                ? std::stoi(*text)
-                : 0;
-    if (limit < 1 || limit > 1000) throw ApiError(400, "limit must lie in 1 ... 1000");
+  q.limit = limit_param(req);
+  if (const auto c = req.param("cursor")) {
+    if (c->empty() || c->size() > 18 || c->find_first_not_of("0123456789") != std::string::npos)
+      throw ApiError(400, "cursor must be the \"next\" of an earlier page");
+    q.before = std::stoll(*c);
   }
+  if (!is_admin(api, req)) q.tenant = req.user;
+  return q;
+}
+
+// One page of summaries, newest first, at most kMaxListBytes of them; "next" continues it.
+HttpResponse list_jobs(Api& api, const HttpRequest& req) {
+  const ListQuery q = list_query(api, req);
+  const std::vector<Job> rows = api.scheduler.list(q);
   Json jobs = Json::array();
-  for (const Job& j : api.scheduler.list(state, limit)) jobs.push_back(job_to_json(j));
-  return json_response(200, {{"jobs", jobs}});
+  size_t bytes = 0;
+  int64_t last = 0;
+  bool full = false;
+  for (const Job& j : rows) {
+    if (!j.damage.empty()) {
+      if (api.options.log) api.options.log("listing skips job " + j.id + ": " + j.damage);
+      last = j.seq;
+      continue;
+    }
+    Json item = job_summary_json(j);
+    const size_t size = item.dump(-1, ' ', false, Json::error_handler_t::replace).size() + 2;
+    if (!jobs.empty() && bytes + size > kMaxListBytes) {
+      full = true;
+      break;
+    }
+    bytes += size;
+    last = j.seq;
+    jobs.push_back(std::move(item));
+  }
+  const bool more = full || static_cast<int>(rows.size()) == q.limit;
+  return json_response(200, {{"jobs", jobs}, {"next", more ? Json(std::to_string(last)) : Json()}});
 }
 
 HttpResponse delete_job(Api& api, const HttpRequest& req, const std::string& id) {
+  job_or_404(api, req, id);
   const bool purge = req.param("purge").value_or("") == "true";
   return json_response(200, job_to_json(api.scheduler.cancel(id, purge)));
 }
@@ -152,8 +215,9 @@ class FileSource final : public BodySource {
   uint64_t size_, offset_ = 0;
 };
 
-HttpResponse get_output(Api& api, const std::string& id, const std::string& name) {
-  const Job j = job_or_404(api, id);
+HttpResponse get_output(Api& api, const HttpRequest& req, const std::string& id,
+                        const std::string& name) {
+  const Job j = job_or_404(api, req, id);
   if (j.purged) throw ApiError(410, "job " + j.id + ": its outputs were purged");
   if (j.state != JobState::Done)
     throw ApiError(409,
@@ -203,8 +267,8 @@ class EventSource final : public BodySource {
   std::chrono::steady_clock::time_point last_ = std::chrono::steady_clock::now();
 };
 
-HttpResponse job_events(Api& api, const std::string& id) {
-  job_or_404(api, id);
+HttpResponse job_events(Api& api, const HttpRequest& req, const std::string& id) {
+  job_or_404(api, req, id);
   if (api.streams.load() >= kMaxEventStreams)
     throw ApiError(503, "too many event streams open; poll GET /v1/jobs/" + id + " instead");
   HttpResponse r;
@@ -240,13 +304,17 @@ HttpResponse metrics(Api& api) {
   return r;
 }
 
-// Every endpoint but /healthz needs "Authorization: Bearer <token>".
-std::optional<HttpResponse> authenticate(Api& api, const HttpRequest& req) {
+// Every endpoint but /healthz needs "Authorization: Bearer <token>": the token names the tenant.
+std::optional<HttpResponse> authenticate(Api& api, HttpRequest& req) {
   const std::string header = req.header("authorization");
   const std::string prefix = "Bearer ";
-  if (header.compare(0, prefix.size(), prefix) == 0 &&
-      token_matches(header.substr(prefix.size()), api.options.token))
+  const Tenant* t = header.compare(0, prefix.size(), prefix) == 0
+                        ? find_tenant(api.options.tenants, header.substr(prefix.size()))
+                        : nullptr;
+  if (t != nullptr) {
+    req.user = t->name;
     return std::nullopt;
+  }
   HttpResponse r = error_response(
       401, header.empty() ? "this endpoint needs Authorization: Bearer <token>" : "wrong token");
   r.headers.emplace_back("WWW-Authenticate", "Bearer realm=\"indim\"");
@@ -274,11 +342,11 @@ HttpResponse handle(Api& api, const HttpRequest& req) {
       return req.method == "POST" ? post_job(api, req) : list_jobs(api, req);
     case Route::Job:
       return req.method == "DELETE" ? delete_job(api, req, t.id)
-                                    : json_response(200, job_to_json(job_or_404(api, t.id)));
+                                    : json_response(200, job_to_json(job_or_404(api, req, t.id)));
     case Route::Events:
-      return job_events(api, t.id);
+      return job_events(api, req, t.id);
     case Route::Output:
-      return get_output(api, t.id, t.output);
+      return get_output(api, req, t.id, t.output);
     case Route::Metrics:
       return metrics(api);
     default:

@@ -26,6 +26,8 @@ struct Api {
 
 /// Event streams open at once (503 beyond); each costs a connection, not a thread.
 constexpr int kMaxEventStreams = 64;
+/// Bytes of job summaries in one page of GET /v1/jobs ("next" continues the listing).
+constexpr size_t kMaxListBytes = 1 << 20;
 
 /// The routes, the bearer-token check and the JSON error bodies, for an HttpServer.
 HttpHandlers make_handlers(Api& api);

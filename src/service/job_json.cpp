@@ -44,6 +44,14 @@ Json progress(const Job& job) {
           {"eta_seconds", eta(job)}};
 }
 
+Json error_json(const Job& job) {
+  if (job.state != JobState::Failed) return nullptr;
+  return {{"message", job.error},
+          {"class", job.error_class},
+          {"exit_code", job.exit_code},
+          {"problem", job.problem.empty() ? Json(nullptr) : Json(job.problem)}};
+}
+
 }  // namespace
 
 std::vector<std::string> job_outputs(const Job& job) {
@@ -54,8 +62,26 @@ std::vector<std::string> job_outputs(const Job& job) {
   return out;
 }
 
+Json job_summary_json(const Job& job) {
+  return {{"id", job.id},
+          {"tenant", job.tenant},
+          {"state", state_name(job.state)},
+          {"created", when(job.created)},
+          {"started", when(job.started)},
+          {"finished", when(job.finished)},
+          {"attempts", job.attempts},
+          {"base",
+           job.request.value("base", Json("")).is_string() ? job.request.value("base", "") : ""},
+          {"tuned_count", job.tuned_count},
+          {"progress", progress(job)},
+          {"purged", job.purged},
+          {"error", error_json(job)},
+          {"href", "/v1/jobs/" + job.id}};
+}
+
 Json job_to_json(const Job& job) {
   Json j = {{"id", job.id},
+            {"tenant", job.tenant},
             {"state", state_name(job.state)},
             {"created", when(job.created)},
             {"started", when(job.started)},
@@ -68,12 +94,7 @@ Json job_to_json(const Job& job) {
             {"seconds", job.seconds},
             {"resumed_records", job.resumed_records},
             {"purged", job.purged},
-            {"error", nullptr}};
-  if (job.state == JobState::Failed)
-    j["error"] = {{"message", job.error},
-                  {"class", job.error_class},
-                  {"exit_code", job.exit_code},
-                  {"problem", job.problem.empty() ? Json(nullptr) : Json(job.problem)}};
+            {"error", error_json(job)}};
   Json outputs = Json::object();
   for (const auto& name : job_outputs(job)) outputs[name] = "/v1/jobs/" + job.id + "/" + name;
   j["outputs"] = outputs;

@@ -14,4 +14,8 @@ std::vector<std::string> job_outputs(const Job& job);
 /// a failed job, and the links of a done one's outputs.
 nlohmann::json job_to_json(const Job& job);
 
+/// What a listing shows of a job: no request (its base and the number of fine-tunes only), the
+/// error message cut at 1 KiB, and its link.
+nlohmann::json job_summary_json(const Job& job);
+
 }  // namespace indim::service

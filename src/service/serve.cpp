@@ -1,6 +1,7 @@
 #include "service/serve.hpp"
 
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -21,10 +22,7 @@ namespace indim::service {
 namespace {
 
 void check_options(const ServeOptions& o) {
-  if (o.token.size() < 16)
-    throw UsageError(
-        "serve needs a bearer token of at least 16 characters (--token-file FILE, "
-        "or $INDIM_TOKEN)");
+  check_tenants(o.tenants);
   if (o.state_dir.empty()) throw UsageError("serve needs --state DIR");
   if (o.tls_cert.empty() != o.tls_key.empty())
     throw UsageError("--tls-cert and --tls-key go together");
@@ -117,8 +115,15 @@ int serve(const ServeOptions& given) {
   const RootSet roots(o.roots);
   const auto [host, port] = parse_listen(o.listen);
   std::error_code ec;
+  // Reports, journals and jobs.db are for their tenants only: nothing the service creates is
+  // readable by other users of the node, and a state folder made before is closed too.
+  ::umask(077);
   fs::create_directories(fs::path(o.state_dir) / "jobs", ec);
   if (ec) throw Error(o.state_dir + ": cannot create the state folder: " + ec.message());
+  fs::permissions(o.state_dir, fs::perms::owner_all, ec);
+  if (ec) throw Error(o.state_dir + ": cannot make the state folder private: " + ec.message());
+  // Over a file size limit, a write fails (EFBIG) as on a full disk, instead of killing us.
+  ::signal(SIGXFSZ, SIG_IGN);
   const detail::DirLock lock(o.state_dir, "indim serve");
   if (!is_loopback(host) && o.tls_cert.empty())
     log_line(o, "warning: listening on " + host +

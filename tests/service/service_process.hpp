@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -33,9 +34,13 @@ class ServiceProcess {
       : state_(state) {
     std::filesystem::create_directories(state);
     write_text(state + "/../token", std::string(kToken) + "\n");
-    std::vector<std::string> args = {
-        INDIM_CLI_PATH, "serve", "--listen",     "127.0.0.1:0",       "--root",    root,
-        "--state",      state,   "--token-file", state + "/../token", "--backend", "cpu"};
+    std::filesystem::permissions(state + "/../token", std::filesystem::perms::owner_read |
+                                                          std::filesystem::perms::owner_write);
+    std::vector<std::string> args = {INDIM_CLI_PATH, "serve",   "--listen", "127.0.0.1:0", "--root",
+                                     root,           "--state", state,      "--backend",   "cpu"};
+    // The test token, unless the test gives its tenants (--tokens).
+    if (std::find(extra.begin(), extra.end(), "--tokens") == extra.end())
+      args.insert(args.end(), {"--token-file", state + "/../token"});
     args.insert(args.end(), extra.begin(), extra.end());
     std::filesystem::remove(state + "/serve.json");
     log_ = state + "/../serve-" + std::to_string(++starts_) + ".log";
