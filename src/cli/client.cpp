@@ -1,10 +1,15 @@
 #include "cli/client.hpp"
 
 #include <httplib.h>
+#include <sys/random.h>
 
+#include <cerrno>
+#include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include "indim/error.hpp"
 #include "io/atomic_file.hpp"
@@ -35,6 +40,23 @@ using Json = nlohmann::json;
 }
 
 std::string error_text(httplib::Error e) { return httplib::to_string(e); }
+
+// 128 bits from the kernel's CSPRNG, as hex.
+std::string random_key() {
+  unsigned char bytes[16];
+  for (size_t got = 0; got < sizeof bytes;) {
+    const ssize_t n = ::getrandom(bytes + got, sizeof bytes - got, 0);
+    if (n < 0 && errno != EINTR) throw Error(std::string("getrandom: ") + std::strerror(errno));
+    if (n > 0) got += static_cast<size_t>(n);
+  }
+  std::string out;
+  for (const unsigned char b : bytes) {
+    char hex[3];
+    std::snprintf(hex, sizeof hex, "%02x", b);
+    out += hex;
+  }
+  return out;
+}
 
 }  // namespace
 
@@ -76,7 +98,24 @@ Json ServiceClient::call(const std::string& method, const std::string& path,
   return j;
 }
 
-Json ServiceClient::submit(const Json& request) { return call("POST", "/v1/jobs", request.dump()); }
+// A POST whose answer never came (the service died, the network broke) is sent again with the
+// same Idempotency-Key: the service answers with the job the first one made, if it made one.
+Json ServiceClient::submit(const Json& request) {
+  const httplib::Headers key = {{"Idempotency-Key", random_key()}};
+  const std::string body = request.dump();
+  for (int attempt = 0;; ++attempt) {
+    httplib::Result r = http_->Post("/v1/jobs", key, body, "application/json");
+    if (!r && attempt < 5) {
+      std::this_thread::sleep_for(std::chrono::seconds(1 << attempt));
+      continue;
+    }
+    if (!r) throw Error(url_ + "/v1/jobs: " + error_text(r.error()));
+    if (r->status >= 400) throw_status(r->status, r->body, "POST /v1/jobs");
+    const Json j = Json::parse(r->body, nullptr, false);
+    if (j.is_discarded()) throw Error(url_ + "/v1/jobs: the answer is not JSON");
+    return j;
+  }
+}
 
 bool ServiceClient::healthy(std::string& status) {
   httplib::Result r = http_->Get("/healthz");

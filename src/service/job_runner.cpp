@@ -3,6 +3,7 @@
 #include <filesystem>
 
 #include "indim/error.hpp"
+#include "service/admission.hpp"
 #include "service/api_error.hpp"
 #include "service/job_request.hpp"
 
@@ -57,7 +58,9 @@ AnalyzeOptions job_options(const Job& job, const RunContext& ctx) {
 
 Attempt run_attempt(const Job& job, const RunContext& ctx) {
   try {
-    const AnalyzeResult r = analyze(job_options(job, ctx));
+    const AnalyzeOptions o = job_options(job, ctx);
+    admit(o, ctx.serve);
+    const AnalyzeResult r = analyze(o);
     Attempt a;
     a.resumed_records = r.resumed;
     a.seconds = r.seconds;
