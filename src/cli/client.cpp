@@ -3,6 +3,7 @@
 #include <httplib.h>
 #include <sys/random.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstdlib>
@@ -14,6 +15,7 @@
 #include "indim/error.hpp"
 #include "io/atomic_file.hpp"
 #include "io/regular_file.hpp"
+#include "service/job_json.hpp"
 #include "service/tenants.hpp"
 
 namespace fs = std::filesystem;
@@ -190,14 +192,36 @@ Json ServiceClient::follow(const std::string& id, const std::function<void(const
   return last;
 }
 
+namespace {
+
+// The outputs a job lists, each checked to be one indim writes: a name from the service never
+// chooses where a file goes (a compromised service, or one reached over plain http, could list
+// "../x" or an absolute path).
+std::vector<std::string> checked_output_names(const Json& job) {
+  const std::string id = job.value("id", "");
+  if (id.size() != 16 || id.find_first_not_of("0123456789abcdef") != std::string::npos)
+    throw Error("the service answered with a job id that is not one: \"" + id.substr(0, 40) + "\"");
+  if (!job.contains("outputs") || !job.at("outputs").is_object())
+    throw Error("job " + id + ": the service lists no outputs");
+  const auto& known = service::output_names();
+  std::vector<std::string> names;
+  for (const auto& [name, link] : job.at("outputs").items()) {
+    if (std::find(known.begin(), known.end(), name) == known.end())
+      throw Error("job " + id + ": the service lists an output called \"" + name.substr(0, 80) +
+                  "\", which is none of indim's; nothing was written");
+    if (name != "report.json") names.push_back(name);
+  }
+  return names;
+}
+
+}  // namespace
+
 std::vector<std::string> fetch_outputs(ServiceClient& client, const Json& job,
                                        const std::string& dir) {
+  std::vector<std::string> names = checked_output_names(job);
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec) throw Error(dir + ": cannot create the output folder: " + ec.message());
-  std::vector<std::string> names;
-  for (const auto& [name, link] : job.at("outputs").items())
-    if (name != "report.json") names.push_back(name);
   if (job.at("outputs").contains("report.json"))
     names.push_back("report.json");  // the mark of a whole download
   std::vector<std::string> written;

@@ -54,9 +54,15 @@ Json error_json(const Job& job) {
 
 }  // namespace
 
+const std::vector<std::string>& output_names() {
+  static const std::vector<std::string> names = {"report.json", "matrices.csv", "vectors.csv",
+                                                 "journal.jsonl", "report.html"};
+  return names;
+}
+
 std::vector<std::string> job_outputs(const Job& job) {
   if (job.state != JobState::Done || job.purged) return {};
-  std::vector<std::string> out = {"report.json", "matrices.csv", "vectors.csv", "journal.jsonl"};
+  std::vector<std::string> out(output_names().begin(), output_names().end() - 1);
   if (job.request.contains("options") && job.request["options"].value("html", false))
     out.push_back("report.html");
   return out;

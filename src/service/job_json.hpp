@@ -7,6 +7,9 @@
 
 namespace indim::service {
 
+/// Every output a job may have, by name: what clients write, and nothing else.
+const std::vector<std::string>& output_names();
+
 /// Outputs a done job offers, by name (report.html only when asked for).
 std::vector<std::string> job_outputs(const Job& job);
 
