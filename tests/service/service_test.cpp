@@ -490,6 +490,26 @@ TEST_F(Service, MetricsScrapeInPrometheusTextFormat) {
   EXPECT_NE(r->body.find("indim_jobs_ended_total{state=\"done\"} 1\n"), std::string::npos);
 }
 
+// Prometheus's own checker (Debian's prometheus package, which scripts/setup.sh installs) on
+// what a running service serves, after a job, a failed request and a refused token.
+TEST_F(Service, PromtoolChecksTheMetricsOfARunningService) {
+  ServiceProcess s(models().root, state());
+  ASSERT_TRUE(s.ready()) << s.log();
+  auto c = s.client();
+  wait_state(*c, submit(*c, job_body("small/base", {"small/full"})), "done");
+  EXPECT_EQ(s.client("wrong-token-0123456789abcdef")->Get("/v1/jobs")->status, 401);
+  const std::string scrape = dir_ / "scrape.txt";
+  const auto got =
+      test::run_command("curl -sf -H 'Authorization: Bearer " + std::string(test::kToken) + "' " +
+                        s.url() + "/metrics -o " + scrape + " 2>&1");
+  ASSERT_EQ(got.rc, 0) << got.out;
+  const auto check = test::run_command("promtool check metrics < " + scrape + " 2>&1");
+  EXPECT_EQ(check.rc, 0) << check.out << "\n" << test::read_text(scrape);
+  EXPECT_EQ(check.out, "") << "no lint findings either";
+  EXPECT_NE(test::read_text(scrape).find("indim_http_requests_total{code=\"401\"} 1"),
+            std::string::npos);
+}
+
 TEST_F(Service, AFailedJobSaysWhyAndWhichClassOfError) {
   test::write_text(models().root + "/not-a-checkpoint.safetensors", "hello");
   ServiceProcess s(models().root, state());
