@@ -110,15 +110,32 @@ HttpResponse accepted(const Job& j, bool existing) {
   return r;
 }
 
+// The base and every fine-tune resolved beneath their roots; a fine-tune named twice (by any
+// names) is refused before anything is inspected.
+std::vector<RootSet::Located> locate_paths(const RootSet& roots, const JobSpec& spec) {
+  std::vector<RootSet::Located> at = {roots.locate(spec.base)};
+  for (size_t i = 0; i < spec.tuned.size(); ++i) {
+    at.push_back(roots.locate(spec.tuned[i]));
+    for (size_t j = 0; j < i; ++j)
+      if (at.back().same_as(at[j + 1]))
+        throw ApiError(400, "tuned[" + std::to_string(i) + "] (" + spec.tuned[i].substr(0, 200) +
+                                ") names the same checkpoint as tuned[" + std::to_string(j) +
+                                "] (" + spec.tuned[j].substr(0, 200) + ")");
+  }
+  return at;
+}
+
 HttpResponse post_job(Api& api, const HttpRequest& req) {
   const JobSpec spec = parse_job_spec(req.body);
   const std::string key = idempotency_key(req);
   if (!key.empty())
     if (const std::optional<Job> j = api.scheduler.find_key(req.user, key, spec))
       return accepted(*j, true);
-  const std::string base = api.roots.confine(spec.base);
-  for (const auto& t : spec.tuned) api.roots.confine(t);
-  const Scheduler::Submitted s = api.scheduler.submit(spec, base, req.user, key);
+  const std::vector<RootSet::Located> at = locate_paths(api.roots, spec);
+  InspectBudget budget;
+  for (size_t i = 0; i < at.size(); ++i)
+    api.roots.inspect(i == 0 ? spec.base : spec.tuned[i - 1], at[i], budget);
+  const Scheduler::Submitted s = api.scheduler.submit(spec, at.front().path, req.user, key);
   return accepted(s.job, s.existing);
 }
 

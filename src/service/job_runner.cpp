@@ -33,6 +33,7 @@ AnalyzeOptions job_options(const Job& job, const RunContext& ctx) {
   o.base = ctx.roots.analyze_arg(spec.base);
   for (const auto& t : spec.tuned) o.tuned.push_back(ctx.roots.analyze_arg(t));
   o.hub_caches = ctx.roots.roots();
+  o.files = &ctx.roots.files();  // every file beneath a root's descriptor, as checked
   apply_job_options(spec.options, o);
   o.out_dir = ctx.out_dir;
   o.resume = true;  // a job's folder holds only its own journal: a restart continues it

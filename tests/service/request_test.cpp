@@ -76,6 +76,18 @@ TEST(JobRequest, RefusesWithA400ThatNamesTheField) {
   }
 }
 
+namespace {
+
+// A request path located and inspected as the service does.
+std::string confine(const RootSet& roots, const std::string& path) {
+  InspectBudget budget;
+  const RootSet::Located at = roots.locate(path);
+  roots.inspect(path, at, budget);
+  return at.path;
+}
+
+}  // namespace
+
 TEST(Roots, ConfinesPathsIndexesAndFolderEntries) {
   test::TempDir dir;
   const std::string root = dir / "root", out = dir / "out";
@@ -85,22 +97,24 @@ TEST(Roots, ConfinesPathsIndexesAndFolderEntries) {
   test::write_text(out + "/w.safetensors", "x");
   test::write_text(root + "/ok/inside.index.json", R"({"weight_map": {"a": "model.safetensors"}})");
   test::write_text(root + "/bad.index.json", R"({"weight_map": {"a": "../out/w.safetensors"}})");
+  const std::string canon = std::filesystem::canonical(root).string();
   const RootSet roots({root});
-  EXPECT_EQ(roots.confine("ok"), std::filesystem::canonical(root + "/ok").string());
-  EXPECT_EQ(roots.confine(root + "/ok/model.safetensors"),
-            std::filesystem::canonical(root + "/ok/model.safetensors").string());
-  EXPECT_EQ(status_of([&] { roots.confine("bad.index.json"); }), 403);
-  EXPECT_EQ(status_of([&] { roots.confine(out); }), 403);
-  EXPECT_EQ(status_of([&] { roots.confine("../out/w.safetensors"); }), 403);
-  EXPECT_EQ(status_of([&] { roots.confine("../out/none"); }), 403) << "outside, even if missing";
-  EXPECT_EQ(status_of([&] { roots.confine("none"); }), 400);
+  EXPECT_EQ(confine(roots, "ok"), canon + "/ok");
+  EXPECT_EQ(confine(roots, canon + "/ok/model.safetensors"), canon + "/ok/model.safetensors");
+  EXPECT_EQ(status_of([&] { confine(roots, "bad.index.json"); }), 403);
+  EXPECT_EQ(status_of([&] { confine(roots, out); }), 403);
+  EXPECT_EQ(status_of([&] { confine(roots, "../out/w.safetensors"); }), 403);
+  EXPECT_EQ(status_of([&] { confine(roots, "../out/none"); }), 403) << "outside, even if missing";
+  EXPECT_EQ(status_of([&] { confine(roots, "none"); }), 400);
+  EXPECT_EQ(status_of([&] { confine(roots, std::string("ok\0/x", 5)); }), 400);
+  EXPECT_EQ(status_of([&] { confine(roots, "ok/" + std::string(256, 'n')); }), 400);
   std::filesystem::create_symlink(out + "/w.safetensors", root + "/ok/link.safetensors");
-  EXPECT_EQ(status_of([&] { roots.confine("ok"); }), 403) << "a folder entry that points out";
+  EXPECT_EQ(status_of([&] { confine(roots, "ok"); }), 403) << "a folder entry that points out";
   EXPECT_THROW(RootSet({dir / "missing"}), UsageError);
   EXPECT_THROW(RootSet(std::vector<std::string>{}), UsageError);
   // A root "/root" does not admit "/rootother".
   std::filesystem::create_directories(root + "other");
-  EXPECT_EQ(status_of([&] { roots.confine(root + "other"); }), 403);
+  EXPECT_EQ(status_of([&] { confine(roots, root + "other"); }), 403);
 }
 
 TEST(Token, MatchesOnlyTheWholeToken) {
