@@ -135,6 +135,10 @@ HttpResponse post_job(Api& api, const HttpRequest& req) {
   InspectBudget budget;
   for (size_t i = 0; i < at.size(); ++i)
     api.roots.inspect(i == 0 ? spec.base : spec.tuned[i - 1], at[i], budget);
+  if (req.client_gone && req.client_gone())  // it gave up while its paths were checked
+    throw ApiError(400,
+                   "the client closed its connection before the job was queued; nothing "
+                   "was queued");
   const Scheduler::Submitted s = api.scheduler.submit(spec, at.front().path, req.user, key);
   return accepted(s.job, s.existing);
 }

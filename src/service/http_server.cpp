@@ -12,6 +12,7 @@
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
 #include <cctype>
+#include <cerrno>
 #include <cstdio>
 #include <map>
 #include <mutex>
@@ -306,6 +307,12 @@ class Session {
   // The body read: the request goes to a worker, its answer comes back here.
   void dispatch() {
     req_->body = std::move(parser_->get().body());
+    // Nothing reads the socket while a worker has the request: a peek sees the client's close.
+    req_->client_gone = [fd = lowest().socket().native_handle()] {
+      char c;
+      const ssize_t n = ::recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+      return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+    };
     lowest().expires_never();
     net::post(srv_.pool, [s = shared()] {
       HttpResponse r;

@@ -37,6 +37,8 @@ struct HttpRequest {
   std::vector<std::pair<std::string, std::string>> headers;  ///< names in lower case
   std::string body;
   std::string user;  ///< set by `screen`: who the request is from
+  /// True once the client has closed its connection (a handler may then drop its work).
+  std::function<bool()> client_gone;
 
   /// The first field called `lower_name` ("" when there is none).
   std::string header(const std::string& lower_name) const;

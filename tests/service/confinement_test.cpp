@@ -9,6 +9,7 @@
 
 #include "hub_cache.hpp"
 #include "indim/demo.hpp"
+#include "raw_socket.hpp"
 #include "service_process.hpp"
 
 using namespace indim;
@@ -227,9 +228,23 @@ TEST_F(ServiceConfinement, ARequestsCheckingWorkIsBoundedAndPathsDeduplicated) {
   for (int i = 0; i <= 100000; ++i) map["t" + std::to_string(i)] = "s" + std::to_string(i);
   test::write_text(root() + "/wide/model.safetensors.index.json",
                    Json({{"weight_map", map}}).dump());
+  fs::create_directories(root() + "/wide-but-allowed");  // 90000 shards: checked, slowly
+  map.erase("t0");
+  for (int i = 1; i <= 10000; ++i) map.erase("t" + std::to_string(i));
+  test::write_text(root() + "/wide-but-allowed/model.safetensors.index.json",
+                   Json({{"weight_map", map}}).dump());
   ServiceProcess s(root(), state());
   ASSERT_TRUE(s.ready()) << s.log();
   auto c = s.client();
+  {  // a client that gives up while its paths are checked: nothing is queued for it
+    test::RawSocket quitter(test::port_of(s.url()));
+    const std::string body = job("m/base", {"wide-but-allowed"}).dump();
+    ASSERT_TRUE(quitter.send_all(
+        "POST /v1/jobs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + std::string(test::kToken) +
+        "\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body));
+  }
+  std::this_thread::sleep_for(std::chrono::seconds(3));
+  EXPECT_NE(s.log().find("POST /v1/jobs 400"), std::string::npos) << s.log();
   std::vector<std::string> same(1024, "m/full");  // one folder named 1024 times in 10 KiB
   const auto t0 = std::chrono::steady_clock::now();
   const auto dup = post(*c, job("m/base", same));
