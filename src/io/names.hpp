@@ -32,12 +32,13 @@ inline bool is_utf8(std::string_view s) {
   return true;
 }
 
-/// `s` with every byte that is not printable ASCII as \xNN: a name a message can quote.
+/// `s` with every byte that is not printable ASCII, and the backslash, as \xNN: a name a
+/// message or a log line can quote without a reader mistaking it for something else.
 inline std::string shown_name(const std::string& s) {
   std::string out;
   for (const char c : s) {
     const auto u = static_cast<unsigned char>(c);
-    if (u >= 0x20 && u < 0x7f) {
+    if (u >= 0x20 && u < 0x7f && c != '\\') {
       out += c;
     } else {
       char buf[8];

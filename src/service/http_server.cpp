@@ -18,6 +18,7 @@
 #include <mutex>
 
 #include "indim/error.hpp"
+#include "io/names.hpp"
 #include "service/api_error.hpp"
 
 namespace indim::service {
@@ -115,20 +116,7 @@ std::optional<std::string> HttpRequest::param(const std::string& name) const {
   return std::nullopt;
 }
 
-std::string log_escape(const std::string& text) {
-  std::string out;
-  for (const char c : text) {
-    const auto u = static_cast<unsigned char>(c);
-    if (u >= 0x20 && u < 0x7f && c != '\\') {
-      out += c;
-    } else {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\x%02x", u);
-      out += buf;
-    }
-  }
-  return out;
-}
+std::string log_escape(const std::string& text) { return detail::shown_name(text); }
 
 // Members in the order of their lifetimes: sessions die with the io_context and reach back to
 // the counts, the limits, the handlers and the TLS context, which therefore outlive it.

@@ -68,7 +68,11 @@ std::vector<std::string> job_outputs(const Job& job) {
   return out;
 }
 
-Json job_summary_json(const Job& job) {
+namespace {
+
+// What every view of a job shows: whose, its state, when, how far, how it failed.
+Json common_fields(const Job& job) {
+  const Json base = job.request.value("base", Json(""));
   return {{"id", job.id},
           {"tenant", job.tenant},
           {"state", state_name(job.state)},
@@ -76,31 +80,27 @@ Json job_summary_json(const Job& job) {
           {"started", when(job.started)},
           {"finished", when(job.finished)},
           {"attempts", job.attempts},
-          {"base",
-           job.request.value("base", Json("")).is_string() ? job.request.value("base", "") : ""},
-          {"tuned_count", job.tuned_count},
+          {"base", base.is_string() ? base : Json("")},
           {"progress", progress(job)},
           {"purged", job.purged},
-          {"error", error_json(job)},
-          {"href", "/v1/jobs/" + job.id}};
+          {"error", error_json(job)}};
+}
+
+}  // namespace
+
+Json job_summary_json(const Job& job) {
+  Json j = common_fields(job);
+  j["tuned_count"] = job.tuned_count;
+  j["href"] = "/v1/jobs/" + job.id;
+  return j;
 }
 
 Json job_to_json(const Job& job) {
-  Json j = {{"id", job.id},
-            {"tenant", job.tenant},
-            {"state", state_name(job.state)},
-            {"created", when(job.created)},
-            {"started", when(job.started)},
-            {"finished", when(job.finished)},
-            {"attempts", job.attempts},
-            {"base", job.request.value("base", "")},
-            {"tuned", job.request.value("tuned", Json::array())},
-            {"options", job.request.value("options", Json::object())},
-            {"progress", progress(job)},
-            {"seconds", job.seconds},
-            {"resumed_records", job.resumed_records},
-            {"purged", job.purged},
-            {"error", error_json(job)}};
+  Json j = common_fields(job);
+  j["tuned"] = job.request.value("tuned", Json::array());
+  j["options"] = job.request.value("options", Json::object());
+  j["seconds"] = job.seconds;
+  j["resumed_records"] = job.resumed_records;
   Json outputs = Json::object();
   for (const auto& name : job_outputs(job)) outputs[name] = "/v1/jobs/" + job.id + "/" + name;
   j["outputs"] = outputs;

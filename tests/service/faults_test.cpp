@@ -9,9 +9,8 @@
 #include <fstream>
 #include <thread>
 
-#include "indim/demo.hpp"
 #include "service/job_store.hpp"
-#include "service_process.hpp"
+#include "service_jobs.hpp"
 
 using namespace indim;
 using test::body_of;
@@ -21,56 +20,10 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct Models {
-  test::TempDir dir;
-  std::string root;
-  Models() {
-    root = dir / "root";
-    DemoOptions s;
-    s.hidden = 64, s.intermediate = 128, s.kv_dim = 32, s.layers = 1;
-    generate_demo(root + "/small", s);
-    DemoOptions b;
-    b.hidden = 256, b.intermediate = 640, b.kv_dim = 128, b.layers = 6;
-    generate_demo(root + "/big", b);
-  }
-};
-
-Models& models() {
-  static Models m;
-  return m;
-}
-
 const Json kSmall = {{"base", "small/base"}, {"tuned", {"small/full"}}};
-const Json kSlow = {{"base", "big/base"},
-                    {"tuned", {"big/full"}},
-                    {"options", {{"side", "both"}, {"algo", "gesdd"}, {"precision", "fp64"}}}};
+const Json kSlow = {{"base", "big/base"}, {"tuned", {"big/full"}}, {"options", test::kSlowOptions}};
 
-std::string submit(httplib::Client& c, const Json& body) {
-  const auto r = c.Post("/v1/jobs", body.dump(), "application/json");
-  if (!r || r->status != 202) {
-    ADD_FAILURE() << "submit: " << (r ? r->status : -1) << " " << (r ? r->body : "");
-    return "";
-  }
-  return body_of(r).at("id");
-}
-
-template <typename Pred>
-Json wait_job(httplib::Client& c, const std::string& id, Pred done,
-              std::chrono::seconds limit = std::chrono::seconds(120)) {
-  const auto until = std::chrono::steady_clock::now() + limit;
-  Json j;
-  while (std::chrono::steady_clock::now() < until) {
-    j = body_of(c.Get("/v1/jobs/" + id));
-    if (j.is_object() && done(j)) return j;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  ADD_FAILURE() << "job " << id << " did not get there in time: " << j.dump();
-  return j;
-}
-
-Json wait_state(httplib::Client& c, const std::string& id, const std::string& state) {
-  return wait_job(c, id, [&](const Json& j) { return j.value("state", "") == state; });
-}
+std::string root() { return test::demo_models().dir.str(); }
 
 bool running_with_units(const Json& j) {
   return j.value("state", "") == "running" && j["progress"].value("units_done", 0) >= 1;
@@ -102,7 +55,7 @@ void sql(const std::string& db, const std::string& statement) {
 
 class ServiceFaults : public ::testing::Test {
  protected:
-  void SetUp() override { models(); }
+  void SetUp() override { test::demo_models(); }
   std::string state() const { return dir_ / "state"; }
   std::string db() const { return state() + "/jobs.db"; }
   test::TempDir dir_;
@@ -111,15 +64,15 @@ class ServiceFaults : public ::testing::Test {
 }  // namespace
 
 TEST_F(ServiceFaults, AJobWhoseEndCannotBeRecordedConvergesOnceWritesSucceedAgain) {
-  ServiceProcess s(models().root, state());
+  ServiceProcess s(root(), state());
   ASSERT_TRUE(s.ready()) << s.log();
   auto c = s.client();
-  const std::string id = submit(*c, kSlow);
-  wait_job(*c, id, running_with_units);
+  const std::string id = test::submit_job(*c, kSlow);
+  test::wait_job(*c, id, running_with_units);
   // Every write past the first byte of a file now fails (EFBIG), as on a full disk: the job's
   // journal, and the database's record of the job's end.
   set_file_size_limit(s.pid(), 1);
-  const Json ended = wait_state(*c, id, "failed");
+  const Json ended = test::wait_state(*c, id, "failed");
   EXPECT_NE(ended["error"].value("message", "").find("journal"), std::string::npos) << ended;
   const auto cancel = c->Delete("/v1/jobs/" + id);
   ASSERT_TRUE(cancel);
@@ -131,32 +84,32 @@ TEST_F(ServiceFaults, AJobWhoseEndCannotBeRecordedConvergesOnceWritesSucceedAgai
   for (int i = 0; i < 200 && (stored = stored_state(db(), id)) != "failed"; ++i)
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   EXPECT_EQ(stored, "failed") << s.log();
-  wait_state(*c, submit(*c, kSmall), "done");  // and the queue moves on
+  test::wait_state(*c, test::submit_job(*c, kSmall), "done");  // and the queue moves on
 }
 
 TEST_F(ServiceFaults, AJobRunningAtMaxAttemptsDeathsFailsAndTheQueueMovesOn) {
   std::string id, next;
   for (int death = 1; death <= 3; ++death) {
-    ServiceProcess s(models().root, state());
+    ServiceProcess s(root(), state());
     ASSERT_TRUE(s.ready()) << s.log();
     auto c = s.client();
     if (death == 1) {
-      id = submit(*c, kSlow);
-      next = submit(*c, kSmall);
+      id = test::submit_job(*c, kSlow);
+      next = test::submit_job(*c, kSmall);
     }
-    wait_job(*c, id, running_with_units);
+    test::wait_job(*c, id, running_with_units);
     EXPECT_EQ(s.stop(SIGKILL, std::chrono::seconds(10)), 128 + SIGKILL);
   }
-  ServiceProcess s(models().root, state());
+  ServiceProcess s(root(), state());
   ASSERT_TRUE(s.ready()) << s.log();
   auto c = s.client();
-  const Json j = wait_state(*c, id, "failed");
+  const Json j = test::wait_state(*c, id, "failed");
   EXPECT_EQ(j["attempts"], 3);
   EXPECT_NE(j["error"].value("message", "").find("stopped while running this job 3 times"),
             std::string::npos)
       << j;
   EXPECT_EQ(j["error"]["exit_code"], 3);
-  wait_state(*c, next, "done");
+  test::wait_state(*c, next, "done");
 }
 
 TEST_F(ServiceFaults, AJobThatCanNeverFitInMemoryFailsBeforeItStarts) {
@@ -175,8 +128,8 @@ TEST_F(ServiceFaults, AJobThatCanNeverFitInMemoryFailsBeforeItStarts) {
   ASSERT_TRUE(s.ready()) << s.log();
   auto c = s.client();
   const auto t0 = std::chrono::steady_clock::now();
-  const std::string id = submit(*c, {{"base", "base"}, {"tuned", {"tuned"}}});
-  const Json j = wait_state(*c, id, "failed");
+  const std::string id = test::submit_job(*c, {{"base", "base"}, {"tuned", {"tuned"}}});
+  const Json j = test::wait_state(*c, id, "failed");
   EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 30.0);
   const std::string message = j["error"].value("message", "");
   EXPECT_NE(message.find("model.layers.0.mlp.down_proj.weight' [8192, 8192]"), std::string::npos)
@@ -192,7 +145,7 @@ TEST_F(ServiceFaults, ARetriedPostWithAnIdempotencyKeyGetsTheFirstJobAlsoAfterKi
   const httplib::Headers key = {{"Idempotency-Key", "3f2a-retry-of-a-lost-answer"}};
   std::string id;
   {
-    ServiceProcess s(models().root, state());
+    ServiceProcess s(root(), state());
     ASSERT_TRUE(s.ready()) << s.log();
     auto c = s.client();
     const auto first = c->Post("/v1/jobs", key, kSmall.dump(), "application/json");
@@ -213,7 +166,7 @@ TEST_F(ServiceFaults, ARetriedPostWithAnIdempotencyKeyGetsTheFirstJobAlsoAfterKi
     EXPECT_EQ(bad->status, 400);
     s.stop(SIGKILL, std::chrono::seconds(10));
   }
-  ServiceProcess s(models().root, state());
+  ServiceProcess s(root(), state());
   ASSERT_TRUE(s.ready()) << s.log();
   auto c = s.client();
   const auto retried = c->Post("/v1/jobs", key, kSmall.dump(), "application/json");
@@ -225,12 +178,12 @@ TEST_F(ServiceFaults, ARetriedPostWithAnIdempotencyKeyGetsTheFirstJobAlsoAfterKi
 TEST_F(ServiceFaults, AStoredRowThatDoesNotParseIsSkippedInListingsAndFailedInItsOwnGet) {
   std::string good, torn, queued;
   {
-    ServiceProcess s(models().root, state());
+    ServiceProcess s(root(), state());
     ASSERT_TRUE(s.ready()) << s.log();
     auto c = s.client();
-    good = submit(*c, kSmall);
-    torn = submit(*c, kSmall);
-    wait_state(*c, torn, "done");
+    good = test::submit_job(*c, kSmall);
+    torn = test::submit_job(*c, kSmall);
+    test::wait_state(*c, torn, "done");
     ASSERT_EQ(s.stop(SIGTERM, std::chrono::seconds(30)), 0);
   }
   sql(db(), "UPDATE jobs SET request = '{\"base\": ' WHERE id = '" + torn + "'");
@@ -242,7 +195,7 @@ TEST_F(ServiceFaults, AStoredRowThatDoesNotParseIsSkippedInListingsAndFailedInIt
           queued +
           "', 'queued', 'garbage', 'b', 1, 0, 0, 0, '', '', '', 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, "
           "'default')");
-  ServiceProcess s(models().root, state());
+  ServiceProcess s(root(), state());
   ASSERT_TRUE(s.ready()) << s.log();
   auto c = s.client();
   const auto list = c->Get("/v1/jobs");
@@ -257,20 +210,20 @@ TEST_F(ServiceFaults, AStoredRowThatDoesNotParseIsSkippedInListingsAndFailedInIt
             std::string::npos)
       << t;
   const Json q =
-      wait_job(*c, queued, [](const Json& j) { return j.value("state", "") == "failed"; });
+      test::wait_job(*c, queued, [](const Json& j) { return j.value("state", "") == "failed"; });
   EXPECT_EQ(stored_state(db(), queued), "failed") << "the dispatcher failed it, not ran it";
   EXPECT_NE(s.log().find("listing skips job " + torn), std::string::npos) << s.log();
 }
 
 TEST_F(ServiceFaults, ListingsPageByCursorAndLeaveTheRequestToTheJobsOwnGet) {
-  ServiceProcess s(models().root, state());
+  ServiceProcess s(root(), state());
   ASSERT_TRUE(s.ready()) << s.log();
   auto c = s.client();
   Json heavy = kSmall;  // a 300 KB request, as a listing used to echo it
   for (int i = 0; i < 256; ++i)
     heavy["options"]["exclude"].push_back("x" + std::to_string(i) + std::string(1200, 'a'));
   std::vector<std::string> ids;
-  for (int i = 0; i < 5; ++i) ids.insert(ids.begin(), submit(*c, heavy));
+  for (int i = 0; i < 5; ++i) ids.insert(ids.begin(), test::submit_job(*c, heavy));
   std::vector<std::string> seen;
   std::string next;
   for (int page = 0; page < 10; ++page) {
@@ -294,13 +247,13 @@ TEST_F(ServiceFaults, ListingsPageByCursorAndLeaveTheRequestToTheJobsOwnGet) {
 }
 
 TEST_F(ServiceFaults, RetentionKeepsAtMostKeepJobsEndedJobs) {
-  ServiceProcess s(models().root, state(), {"--keep-jobs", "2"});
+  ServiceProcess s(root(), state(), {"--keep-jobs", "2"});
   ASSERT_TRUE(s.ready()) << s.log();
   auto c = s.client();
   std::vector<std::string> ids;
   for (int i = 0; i < 3; ++i) {
-    ids.push_back(submit(*c, kSmall));
-    wait_state(*c, ids.back(), "done");
+    ids.push_back(test::submit_job(*c, kSmall));
+    test::wait_state(*c, ids.back(), "done");
   }
   EXPECT_EQ(c->Get("/v1/jobs/" + ids[0])->status, 404);
   EXPECT_FALSE(fs::exists(state() + "/jobs/" + ids[0]));

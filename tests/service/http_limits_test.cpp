@@ -8,9 +8,8 @@
 #include <filesystem>
 #include <thread>
 
-#include "indim/demo.hpp"
 #include "raw_socket.hpp"
-#include "service_process.hpp"
+#include "service_jobs.hpp"
 
 using namespace indim;
 using test::body_of;
@@ -21,33 +20,13 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-struct SmallModel {
-  test::TempDir dir;
-  std::string root;
-  SmallModel() {
-    root = dir / "root";
-    DemoOptions s;
-    s.hidden = 64, s.intermediate = 128, s.kv_dim = 32, s.layers = 1;
-    generate_demo(root + "/small", s);
-  }
-};
-
-SmallModel& model() {
-  static SmallModel m;
-  return m;
-}
-
 const Json kJob = {{"base", "small/base"}, {"tuned", {"small/full"}}};
 
+std::string root() { return test::demo_models().dir.str(); }
+
 std::string submit_and_finish(httplib::Client& c, const Json& body = kJob) {
-  const auto r = c.Post("/v1/jobs", body.dump(), "application/json");
-  if (!r || r->status != 202) return "";
-  const std::string id = body_of(r).at("id");
-  for (int i = 0; i < 3000; ++i) {
-    const Json j = body_of(c.Get("/v1/jobs/" + id));
-    if (j.is_object() && j.value("state", "") == "done") break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
+  const std::string id = test::submit_job(c, body);
+  if (!id.empty()) test::wait_state(c, id, "done");
   return id;
 }
 
@@ -73,7 +52,7 @@ std::string status_line(const std::string& answer) { return answer.substr(0, ans
 
 class ServiceHttp : public ::testing::Test {
  protected:
-  void SetUp() override { model(); }
+  void SetUp() override { test::demo_models(); }
   std::string state() const { return dir_ / "state"; }
   test::TempDir dir_;
 };
@@ -81,8 +60,7 @@ class ServiceHttp : public ::testing::Test {
 }  // namespace
 
 TEST_F(ServiceHttp, IdleAndSlowlorisConnectionsLeaveHealthzAndJobsAnswering) {
-  ServiceProcess s(model().root, state(),
-                   {"--http-threads", "2", "--max-client-connections", "1000"});
+  ServiceProcess s(root(), state(), {"--http-threads", "2", "--max-client-connections", "1000"});
   ASSERT_TRUE(s.ready()) << s.log();
   const std::string id = submit_and_finish(*s.client());
   ASSERT_FALSE(id.empty()) << s.log();
@@ -119,7 +97,7 @@ TEST_F(ServiceHttp, IdleAndSlowlorisConnectionsLeaveHealthzAndJobsAnswering) {
 }
 
 TEST_F(ServiceHttp, HeaderFloodsGet431AfterABoundedNumberOfBytes) {
-  ServiceProcess s(model().root, state());
+  ServiceProcess s(root(), state());
   ASSERT_TRUE(s.ready()) << s.log();
   const int port = test::port_of(s.url());
   const uint64_t before = test::resident_bytes(s.pid());
@@ -149,7 +127,7 @@ TEST_F(ServiceHttp, HeaderFloodsGet431AfterABoundedNumberOfBytes) {
 }
 
 TEST_F(ServiceHttp, AmbiguousFramingIsRefusedNotRouted) {
-  ServiceProcess s(model().root, state());
+  ServiceProcess s(root(), state());
   ASSERT_TRUE(s.ready()) << s.log();
   const std::string auth = std::string("Authorization: Bearer ") + test::kToken + "\r\n";
   const std::string body = kJob.dump();
@@ -170,7 +148,7 @@ TEST_F(ServiceHttp, AmbiguousFramingIsRefusedNotRouted) {
 }
 
 TEST_F(ServiceHttp, TakesAJsonBodyWhateverItsContentTypeAndAnswersExpectContinue) {
-  ServiceProcess s(model().root, state());
+  ServiceProcess s(root(), state());
   ASSERT_TRUE(s.ready()) << s.log();
   Json big = kJob;
   for (int i = 0; i < 200; ++i)
@@ -201,7 +179,7 @@ TEST_F(ServiceHttp, TakesAJsonBodyWhateverItsContentTypeAndAnswersExpectContinue
 }
 
 TEST_F(ServiceHttp, KeptAliveConnectionsAnswerWithoutANagleDelay) {
-  ServiceProcess s(model().root, state());
+  ServiceProcess s(root(), state());
   ASSERT_TRUE(s.ready()) << s.log();
   auto c = s.client();
   const std::string id = submit_and_finish(*c);
@@ -216,7 +194,7 @@ TEST_F(ServiceHttp, KeptAliveConnectionsAnswerWithoutANagleDelay) {
 TEST_F(ServiceHttp, TheLogEscapesWhatClientsSend) {
   const std::string evil = "evil\nFORGED line \x1b[2J";
   std::filesystem::create_directories(dir_ / "root");
-  std::filesystem::copy(model().root + "/small", dir_ / ("root/" + evil),
+  std::filesystem::copy(root() + "/small", dir_ / ("root/" + evil),
                         std::filesystem::copy_options::recursive);
   ServiceProcess s(dir_ / "root", state());
   ASSERT_TRUE(s.ready()) << s.log();
@@ -234,7 +212,7 @@ TEST_F(ServiceHttp, TheLogEscapesWhatClientsSend) {
 }
 
 TEST_F(ServiceHttp, SlowReadersEventStreamsAndStalledRequestsTakeNoThread) {
-  ServiceProcess s(model().root, state(), {"--http-threads", "2"});
+  ServiceProcess s(root(), state(), {"--http-threads", "2"});
   ASSERT_TRUE(s.ready()) << s.log();
   Json html = kJob;
   html["options"] = {{"html", true}};
@@ -269,8 +247,7 @@ TEST_F(ServiceHttp, BareConnectsToATlsListenerTakeNoThread) {
       "subjectAltName=IP:127.0.0.1 -keyout " +
       key + " -out " + cert + " 2>&1");
   ASSERT_EQ(made.rc, 0) << made.out;
-  ServiceProcess s(model().root, state(),
-                   {"--tls-cert", cert, "--tls-key", key, "--http-threads", "2"});
+  ServiceProcess s(root(), state(), {"--tls-cert", cert, "--tls-key", key, "--http-threads", "2"});
   ASSERT_TRUE(s.ready()) << s.log();
   std::vector<RawSocket> bare;
   for (int i = 0; i < 16; ++i) bare.emplace_back(test::port_of(s.url()));
@@ -286,7 +263,7 @@ TEST_F(ServiceHttp, BareConnectsToATlsListenerTakeNoThread) {
 }
 
 TEST_F(ServiceHttp, RefusesConnectionsBeyondThePerClientLimit) {
-  ServiceProcess s(model().root, state(), {"--max-client-connections", "4"});
+  ServiceProcess s(root(), state(), {"--max-client-connections", "4"});
   ASSERT_TRUE(s.ready()) << s.log();
   const int port = test::port_of(s.url());
   std::vector<RawSocket> held;

@@ -13,7 +13,7 @@
 
 #include "hub_cache.hpp"
 #include "indim/demo.hpp"
-#include "service_process.hpp"
+#include "service_jobs.hpp"
 
 using namespace indim;
 using test::body_of;
@@ -58,35 +58,11 @@ httplib::Result post(httplib::Client& c, const Json& body) {
   return c.Post("/v1/jobs", body.dump(), "application/json");
 }
 
-std::string submit(httplib::Client& c, const Json& body) {
-  const auto r = post(c, body);
-  if (!r || r->status != 202) {
-    ADD_FAILURE() << "submit: " << (r ? r->status : -1) << " " << (r ? r->body : "");
-    return {};
-  }
-  return body_of(r).at("id").get<std::string>();
-}
+std::string submit(httplib::Client& c, const Json& body) { return test::submit_job(c, body); }
+using test::wait_job;
+using test::wait_state;
 
 Json job(httplib::Client& c, const std::string& id) { return body_of(c.Get("/v1/jobs/" + id)); }
-
-// Polls until `done(job)` or `limit`; the last state.
-template <typename Pred>
-Json wait_job(httplib::Client& c, const std::string& id, Pred done,
-              std::chrono::seconds limit = std::chrono::seconds(120)) {
-  const auto until = std::chrono::steady_clock::now() + limit;
-  Json j;
-  while (std::chrono::steady_clock::now() < until) {
-    j = job(c, id);
-    if (j.is_object() && done(j)) return j;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  ADD_FAILURE() << "job " << id << " did not get there in time: " << j.dump();
-  return j;
-}
-
-Json wait_state(httplib::Client& c, const std::string& id, const std::string& state) {
-  return wait_job(c, id, [&](const Json& j) { return j.value("state", "") == state; });
-}
 
 bool has_units_done(const Json& j, int n) {
   return j.value("state", "") == "running" && j["progress"].value("units_done", 0) >= n;

@@ -6,8 +6,7 @@
 #include <filesystem>
 #include <thread>
 
-#include "indim/demo.hpp"
-#include "service_process.hpp"
+#include "service_jobs.hpp"
 
 using namespace indim;
 using test::body_of;
@@ -21,22 +20,6 @@ constexpr const char* kAlice = "alice-token-0123456789abcdef";
 constexpr const char* kBob = "bob-token-0123456789abcdef";
 constexpr const char* kOps = "ops-token-0123456789abcdef";
 
-struct SmallModel {
-  test::TempDir dir;
-  std::string root;
-  SmallModel() {
-    root = dir / "root";
-    DemoOptions s;
-    s.hidden = 64, s.intermediate = 128, s.kv_dim = 32, s.layers = 1;
-    generate_demo(root + "/small", s);
-  }
-};
-
-SmallModel& model() {
-  static SmallModel m;
-  return m;
-}
-
 const Json kJob = {{"base", "small/base"}, {"tuned", {"small/full"}}};
 
 void write_secret(const std::string& path, const std::string& text, fs::perms perms) {
@@ -45,13 +28,8 @@ void write_secret(const std::string& path, const std::string& text, fs::perms pe
 }
 
 std::string submit_done(httplib::Client& c) {
-  const auto r = c.Post("/v1/jobs", kJob.dump(), "application/json");
-  if (!r || r->status != 202) return "";
-  const std::string id = body_of(r).at("id");
-  for (int i = 0; i < 3000; ++i) {
-    if (body_of(c.Get("/v1/jobs/" + id)).value("state", "") == "done") break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
+  const std::string id = test::submit_job(c, kJob);
+  if (!id.empty()) test::wait_state(c, id, "done");
   return id;
 }
 
@@ -71,7 +49,7 @@ unsigned mode_of(const std::string& path) {
 class ServiceTenants : public ::testing::Test {
  protected:
   void SetUp() override {
-    model();
+    test::demo_models();
     write_secret(
         tokens(),
         std::string("# name token\nalice ") + kAlice + "\nbob " + kBob + "\n\nops " + kOps + "\n",
@@ -85,7 +63,8 @@ class ServiceTenants : public ::testing::Test {
 }  // namespace
 
 TEST_F(ServiceTenants, EachTenantSeesFetchesAndCancelsOnlyItsOwnJobsAndAdminsSeeAll) {
-  ServiceProcess s(model().root, state(), {"--tokens", tokens(), "--admins", "ops"});
+  ServiceProcess s(test::demo_models().dir.str(), state(),
+                   {"--tokens", tokens(), "--admins", "ops"});
   ASSERT_TRUE(s.ready()) << s.log();
   auto alice = s.client(kAlice), bob = s.client(kBob), ops = s.client(kOps);
   const std::string a = submit_done(*alice), b = submit_done(*bob);
@@ -115,7 +94,7 @@ TEST_F(ServiceTenants, EachTenantSeesFetchesAndCancelsOnlyItsOwnJobsAndAdminsSee
 }
 
 TEST_F(ServiceTenants, AnIdempotencyKeyBelongsToItsTenant) {
-  ServiceProcess s(model().root, state(), {"--tokens", tokens()});
+  ServiceProcess s(test::demo_models().dir.str(), state(), {"--tokens", tokens()});
   ASSERT_TRUE(s.ready()) << s.log();
   const httplib::Headers key = {{"Idempotency-Key", "retry-7f3a"}};
   const auto a = s.client(kAlice)->Post("/v1/jobs", key, kJob.dump(), "application/json");
@@ -128,7 +107,7 @@ TEST_F(ServiceTenants, AnIdempotencyKeyBelongsToItsTenant) {
 
 TEST_F(ServiceTenants, TheStateIsPrivateToTheServiceUser) {
   const mode_t old = ::umask(022);
-  ServiceProcess s(model().root, state());
+  ServiceProcess s(test::demo_models().dir.str(), state());
   ::umask(old);
   ASSERT_TRUE(s.ready()) << s.log();
   const std::string id = submit_done(*s.client());
@@ -150,14 +129,15 @@ TEST_F(ServiceTenants, TokenFilesOthersCanReadAreRefused) {
                fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read |
                    fs::perms::others_read);
   const std::string cli = INDIM_CLI_PATH;
-  const auto serve = test::run_command(cli + " serve --root " + model().root + " --state " +
-                                       state() + " --token-file " + open_token + " 2>&1");
+  const auto serve =
+      test::run_command(cli + " serve --root " + test::demo_models().dir.str() + " --state " +
+                        state() + " --token-file " + open_token + " 2>&1");
   EXPECT_EQ(serve.rc, 1) << serve.out;
   EXPECT_NE(serve.out.find(open_token + ": permissions 0644"), std::string::npos) << serve.out;
   EXPECT_NE(serve.out.find("chmod 600"), std::string::npos) << serve.out;
   fs::permissions(tokens(), fs::perms::group_read, fs::perm_options::add);
-  const auto shared = test::run_command(cli + " serve --root " + model().root + " --state " +
-                                        state() + " --tokens " + tokens() + " 2>&1");
+  const auto shared = test::run_command(cli + " serve --root " + test::demo_models().dir.str() +
+                                        " --state " + state() + " --tokens " + tokens() + " 2>&1");
   EXPECT_EQ(shared.rc, 1) << shared.out;
   EXPECT_NE(shared.out.find(tokens() + ": permissions 0640"), std::string::npos) << shared.out;
   const auto client = test::run_command(cli + " jobs ls --server http://127.0.0.1:9 --token-file " +
@@ -175,15 +155,16 @@ TEST_F(ServiceTenants, ABadTokensFileIsAUsageErrorNamingTheLine) {
            {"alice\n", ":1: expected NAME TOKEN"},
            {"al/ice " + std::string(kAlice) + "\n", ":1: a tenant name"}}) {
     write_secret(tokens(), text, fs::perms::owner_read | fs::perms::owner_write);
-    const auto r = test::run_command(cli + " serve --root " + model().root + " --state " + state() +
-                                     " --tokens " + tokens() + " 2>&1");
+    const auto r = test::run_command(cli + " serve --root " + test::demo_models().dir.str() +
+                                     " --state " + state() + " --tokens " + tokens() + " 2>&1");
     EXPECT_EQ(r.rc, 1) << text << r.out;
     EXPECT_NE(r.out.find(says), std::string::npos) << r.out;
   }
   write_secret(tokens(), "alice " + std::string(kAlice) + "\n",
                fs::perms::owner_read | fs::perms::owner_write);
-  const auto r = test::run_command(cli + " serve --root " + model().root + " --state " + state() +
-                                   " --tokens " + tokens() + " --admins bob 2>&1");
+  const auto r =
+      test::run_command(cli + " serve --root " + test::demo_models().dir.str() + " --state " +
+                        state() + " --tokens " + tokens() + " --admins bob 2>&1");
   EXPECT_EQ(r.rc, 1) << r.out;
   EXPECT_NE(r.out.find("--admins bob: no tenant"), std::string::npos) << r.out;
 }
