@@ -13,6 +13,10 @@
 
 namespace indim {
 
+namespace detail {
+class FileSource;
+}  // namespace detail
+
 /// @brief The eps values every summary shows: 0.1, 0.2, ..., 0.9.
 std::vector<double> eps_sweep();
 /// @brief The user's eps values merged with the sweep, sorted, duplicates removed.
@@ -190,6 +194,9 @@ struct AnalyzeOptions {
   double lowrank_tol = 0;  ///< its certificate bound (LowRankProblem::tol); 0: the default
   /// Hub caches where ORG/NAME[@REV] ids resolve (see hub.hpp); empty: the environment's.
   std::vector<std::string> hub_caches;
+  /// Optional: where every input file is opened from (the service's: only beneath its roots,
+  /// by descriptor); nullptr: the paths as given. Must outlive the run.
+  const detail::FileSource* files = nullptr;
   std::string cache_dir;  ///< base decomposition cache; empty: none
   /// Optional: base decompositions kept in memory across runs (the service), looked up before
   /// the cache directory and filled from it.

@@ -15,6 +15,7 @@ namespace indim {
 struct QuantRef;
 namespace detail {
 struct QuantStore;
+class FileSource;
 }  // namespace detail
 
 /// @brief A tensor of a checkpoint: the file that holds it and its header entry; for a
@@ -30,11 +31,15 @@ struct TensorRef {
 class Checkpoint {
  public:
   /// @brief Opens a `.safetensors` file, a `*.safetensors.index.json`, or a directory holding
-  /// either (an index is preferred; several loose files without an index are an error).
+  /// either (an index is preferred; several loose files without an index are an error), every
+  /// file through `files` (nullptr: as the path says; the source must outlive the checkpoint).
   /// Throws indim::BadInput naming the file and the problem.
-  static Checkpoint open(const std::string& path);
+  static Checkpoint open(const std::string& path, const detail::FileSource* files = nullptr);
 
   const std::string& path() const { return path_; }
+  /// @brief Where its files were opened from (nullptr: as their paths say); files read beside
+  /// it (config.json) come from there too.
+  const detail::FileSource* source() const { return source_; }
   /// "safetensors" or "sharded".
   const std::string& kind() const { return kind_; }
   const std::vector<std::shared_ptr<SafetensorsFile>>& files() const { return files_; }
@@ -53,6 +58,7 @@ class Checkpoint {
   void pair_scales();
 
   std::string path_, kind_;
+  const detail::FileSource* source_ = nullptr;
   std::vector<std::shared_ptr<SafetensorsFile>> files_;
   std::map<std::string, TensorRef> tensors_;
   std::shared_ptr<const detail::QuantStore> quant_;

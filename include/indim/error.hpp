@@ -34,6 +34,7 @@ enum class InputProblem {
   Overflow,         ///< finite values whose decomposition overflows the working precision
   Changed,          ///< a file changed or shrank while being read
   NothingSelected,  ///< no matrix selected for analysis
+  Forbidden,        ///< a path, or a file read through it, outside the folders it is confined to
 };
 /// @brief "not-found", "not-a-file", ...: the kind as JSON and logs spell it.
 const char* input_problem_name(InputProblem p);

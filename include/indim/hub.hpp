@@ -8,6 +8,10 @@
 
 namespace indim {
 
+namespace detail {
+class FileSource;
+}  // namespace detail
+
 /// @brief What an id resolved to.
 struct HubModel {
   std::string id;                  ///< as given: "meta-llama/Llama-3.1-8B@main"
@@ -26,10 +30,12 @@ std::string hub_cache_dir();
 /// @brief True when `arg` has the form ORG/NAME[/SUB...][@REV] (it may still be a local path).
 bool looks_like_hub_id(const std::string& arg);
 
-/// @brief Resolves `id` in the first of `caches` that holds its repo (empty: hub_cache_dir()).
-/// Throws indim::BadInput (not-found) naming the folders looked in and the revision, with how to
+/// @brief Resolves `id` in the first of `caches` that holds its repo (empty: hub_cache_dir()),
+/// reading refs and listing the snapshot through `files` (nullptr: as the paths say). Throws
+/// indim::BadInput (not-found) naming the folders looked in and the revision, with how to
 /// download it; (malformed) for an id with characters no hub repo has.
-HubModel resolve_hub_id(const std::string& id, const std::vector<std::string>& caches = {});
+HubModel resolve_hub_id(const std::string& id, const std::vector<std::string>& caches = {},
+                        const detail::FileSource* files = nullptr);
 
 /// @brief A checkpoint argument: a path that exists is a path; otherwise, when it looks like an
 /// id, the id resolved; else the path as given (for the reader to report).
@@ -37,6 +43,7 @@ struct InputPath {
   std::string path;
   std::optional<HubModel> hub;
 };
-InputPath resolve_input(const std::string& arg, const std::vector<std::string>& caches = {});
+InputPath resolve_input(const std::string& arg, const std::vector<std::string>& caches = {},
+                        const detail::FileSource* files = nullptr);
 
 }  // namespace indim

@@ -54,10 +54,12 @@ struct LoraModule {
 /// @brief An opened, validated PEFT LoRA adapter folder.
 class Adapter {
  public:
-  /// @brief True when `path` is a directory holding adapter_config.json.
-  static bool is_adapter_dir(const std::string& path);
-  /// @brief Opens and validates the folder. Throws indim::BadInput naming file, tensor, problem.
-  static Adapter open(const std::string& dir);
+  /// @brief True when `path` is a directory holding adapter_config.json (looked at through
+  /// `files`; nullptr: as the path says).
+  static bool is_adapter_dir(const std::string& path, const detail::FileSource* files = nullptr);
+  /// @brief Opens and validates the folder, every file through `files` (nullptr: as the paths
+  /// say). Throws indim::BadInput naming file, tensor, problem.
+  static Adapter open(const std::string& dir, const detail::FileSource* files = nullptr);
 
   const std::string& path() const { return path_; }
   const LoraConfig& config() const { return config_; }

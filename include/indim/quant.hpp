@@ -13,6 +13,10 @@
 
 namespace indim {
 
+namespace detail {
+class FileSource;
+}  // namespace detail
+
 /// @brief The scales of one quantised matrix [rows, cols] (stored orientation): scale (i, j)
 /// multiplies the codes of rows [i br, (i + 1) br) and columns [j bc, (j + 1) bc) (ragged at
 /// the edges). One scale for the tensor is a grid of 1 x 1, one per output channel rows x 1.
@@ -62,10 +66,11 @@ struct QuantConfig {
   bool ue8m0 = false;                          ///< scale_fmt "ue8m0"
 };
 
-/// @brief Reads `quantization_config` from the config.json in `dir`, when there is one.
-/// Throws indim::BadInput for a config.json that is not JSON or a block size that is not two
-/// positive integers.
-QuantConfig read_quant_config(const std::string& dir);
+/// @brief Reads `quantization_config` from the config.json in `dir`, when there is one, opened
+/// through `files` (nullptr: by its path; a service passes the job's confined source). Throws
+/// indim::BadInput for a config.json that is not JSON or a block size that is not two positive
+/// integers.
+QuantConfig read_quant_config(const std::string& dir, const detail::FileSource* files = nullptr);
 
 /// @brief n minifloat codes (`dtype`; F4 packed two per byte, low nibble first) at src, from
 /// code `first`, as float.

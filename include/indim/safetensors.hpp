@@ -40,16 +40,21 @@ SafetensorsHeader parse_safetensors(const uint8_t* data, uint64_t size, const st
 
 namespace detail {
 class MappedFile;
+class FileSource;
 }  // namespace detail
 
 /// @brief A validated, read-only, memory-mapped safetensors file.
 class SafetensorsFile {
  public:
-  /// @brief Maps and validates `path`. Throws indim::BadInput naming the file and problem.
-  static std::shared_ptr<SafetensorsFile> open(const std::string& path);
+  /// @brief Maps and validates `path`, opened through `files` (nullptr: as the path says).
+  /// Throws indim::BadInput naming the file and problem.
+  static std::shared_ptr<SafetensorsFile> open(const std::string& path,
+                                               const detail::FileSource* files = nullptr);
 
   const std::string& path() const { return path_; }
   uint64_t file_size() const;
+  /// @brief Its modification time when it was opened (seconds since the epoch).
+  int64_t mtime() const;
   const SafetensorsHeader& header() const { return header_; }
   const std::vector<TensorInfo>& tensors() const { return header_.tensors; }
   /// @brief The entry called `name`, or nullptr.

@@ -12,8 +12,9 @@ namespace indim {
 
 class TunedInput {
  public:
-  /// @brief Opens an adapter folder (it holds adapter_config.json) or a checkpoint.
-  static TunedInput open(const std::string& path);
+  /// @brief Opens an adapter folder (it holds adapter_config.json) or a checkpoint, every file
+  /// through `files` (nullptr: as the paths say).
+  static TunedInput open(const std::string& path, const detail::FileSource* files = nullptr);
 
   const std::string& path() const { return path_; }
   bool is_adapter() const { return adapter_ != nullptr; }

@@ -1,14 +1,22 @@
 #include "cli/client.hpp"
 
 #include <httplib.h>
+#include <sys/random.h>
 
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include "indim/error.hpp"
 #include "io/atomic_file.hpp"
 #include "io/regular_file.hpp"
+#include "service/job_json.hpp"
+#include "service/tenants.hpp"
 
 namespace fs = std::filesystem;
 
@@ -35,13 +43,29 @@ using Json = nlohmann::json;
 
 std::string error_text(httplib::Error e) { return httplib::to_string(e); }
 
+// 128 bits from the kernel's CSPRNG, as hex.
+std::string random_key() {
+  unsigned char bytes[16];
+  for (size_t got = 0; got < sizeof bytes;) {
+    const ssize_t n = ::getrandom(bytes + got, sizeof bytes - got, 0);
+    if (n < 0 && errno != EINTR) throw Error(std::string("getrandom: ") + std::strerror(errno));
+    if (n > 0) got += static_cast<size_t>(n);
+  }
+  std::string out;
+  for (const unsigned char b : bytes) {
+    char hex[3];
+    std::snprintf(hex, sizeof hex, "%02x", b);
+    out += hex;
+  }
+  return out;
+}
+
 }  // namespace
 
 std::string read_token(const std::string& file) {
   std::string token;
   if (!file.empty()) {
-    const std::string text = detail::read_regular_file(file, 4096);
-    token = text.substr(0, text.find_first_of("\r\n"));
+    token = service::read_secret_file(file);
   } else if (const char* env = std::getenv("INDIM_TOKEN")) {
     token = env;
   }
@@ -76,7 +100,24 @@ Json ServiceClient::call(const std::string& method, const std::string& path,
   return j;
 }
 
-Json ServiceClient::submit(const Json& request) { return call("POST", "/v1/jobs", request.dump()); }
+// A POST whose answer never came (the service died, the network broke) is sent again with the
+// same Idempotency-Key: the service answers with the job the first one made, if it made one.
+Json ServiceClient::submit(const Json& request) {
+  const httplib::Headers key = {{"Idempotency-Key", random_key()}};
+  const std::string body = request.dump();
+  for (int attempt = 0;; ++attempt) {
+    httplib::Result r = http_->Post("/v1/jobs", key, body, "application/json");
+    if (!r && attempt < 5) {
+      std::this_thread::sleep_for(std::chrono::seconds(1 << attempt));
+      continue;
+    }
+    if (!r) throw Error(url_ + "/v1/jobs: " + error_text(r.error()));
+    if (r->status >= 400) throw_status(r->status, r->body, "POST /v1/jobs");
+    const Json j = Json::parse(r->body, nullptr, false);
+    if (j.is_discarded()) throw Error(url_ + "/v1/jobs: the answer is not JSON");
+    return j;
+  }
+}
 
 bool ServiceClient::healthy(std::string& status) {
   httplib::Result r = http_->Get("/healthz");
@@ -151,14 +192,36 @@ Json ServiceClient::follow(const std::string& id, const std::function<void(const
   return last;
 }
 
+namespace {
+
+// The outputs a job lists, each checked to be one indim writes: a name from the service never
+// chooses where a file goes (a compromised service, or one reached over plain http, could list
+// "../x" or an absolute path).
+std::vector<std::string> checked_output_names(const Json& job) {
+  const std::string id = job.value("id", "");
+  if (id.size() != 16 || id.find_first_not_of("0123456789abcdef") != std::string::npos)
+    throw Error("the service answered with a job id that is not one: \"" + id.substr(0, 40) + "\"");
+  if (!job.contains("outputs") || !job.at("outputs").is_object())
+    throw Error("job " + id + ": the service lists no outputs");
+  const auto& known = service::output_names();
+  std::vector<std::string> names;
+  for (const auto& [name, link] : job.at("outputs").items()) {
+    if (std::find(known.begin(), known.end(), name) == known.end())
+      throw Error("job " + id + ": the service lists an output called \"" + name.substr(0, 80) +
+                  "\", which is none of indim's; nothing was written");
+    if (name != "report.json") names.push_back(name);
+  }
+  return names;
+}
+
+}  // namespace
+
 std::vector<std::string> fetch_outputs(ServiceClient& client, const Json& job,
                                        const std::string& dir) {
+  std::vector<std::string> names = checked_output_names(job);
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec) throw Error(dir + ": cannot create the output folder: " + ec.message());
-  std::vector<std::string> names;
-  for (const auto& [name, link] : job.at("outputs").items())
-    if (name != "report.json") names.push_back(name);
   if (job.at("outputs").contains("report.json"))
     names.push_back("report.json");  // the mark of a whole download
   std::vector<std::string> written;

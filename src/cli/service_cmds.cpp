@@ -45,7 +45,10 @@ void add_serve(CLI::App& app, ServiceCommands& c) {
   s->add_option("--state", o.state_dir, "Folder of the job database, job outputs and cache")
       ->required();
   s->add_option("--token-file", c.serve_token_file,
-                "File holding the bearer token (else $INDIM_TOKEN)");
+                "File holding the bearer token (else $INDIM_TOKEN): one tenant, who sees all jobs");
+  s->add_option("--tokens", c.tokens_file,
+                "File of tenants, one \"NAME TOKEN\" per line: each sees only its own jobs");
+  s->add_option("--admins", c.admins, "Tenants of --tokens who see every job")->delimiter(',');
   s->add_option("--tls-cert", o.tls_cert, "PEM certificate: serve HTTPS");
   s->add_option("--tls-key", o.tls_key, "PEM private key of --tls-cert");
   s->add_option("--backend", o.backend, "Compute backend: " + backends_help())
@@ -74,13 +77,31 @@ void add_serve(CLI::App& app, ServiceCommands& c) {
   s->add_option("--keep-days", o.keep_days, "Days a finished job's outputs are kept")
       ->capture_default_str()
       ->check(CLI::Range(0.0, 36500.0));
-  s->add_option("--http-threads", o.http_threads, "Connections served at once")
+  s->add_option("--keep-jobs", o.keep_jobs, "Ended jobs kept; the oldest beyond are removed")
+      ->capture_default_str()
+      ->check(in_range("--keep-jobs", 1, 10000000));
+  s->add_option("--max-attempts", o.max_attempts,
+                "Deaths of the service a job may be running in before it is failed")
+      ->capture_default_str()
+      ->check(in_range("--max-attempts", 1, 1000));
+  s->add_option("--job-memory", c.job_memory,
+                "Host memory a job may need (K, M, G, T); default: the node's physical memory");
+  s->add_option("--http-threads", o.http_threads,
+                "Requests handled at once (an idle or slow connection takes none)")
       ->capture_default_str()
       ->check(in_range("--http-threads", 2, 256));
   s->add_option("--http-timeout", o.timeout_s,
-                "Seconds a connection may take to send a request or read an answer")
+                "Seconds a client may take to send a request's header, its body, or to take "
+                "each piece of an answer")
       ->capture_default_str()
       ->check(in_range("--http-timeout", 1, 3600));
+  s->add_option("--max-connections", o.max_connections, "HTTP connections open at once")
+      ->capture_default_str()
+      ->check(in_range("--max-connections", 1, 100000));
+  s->add_option("--max-client-connections", o.max_client_connections,
+                "HTTP connections open at once from one address")
+      ->capture_default_str()
+      ->check(in_range("--max-client-connections", 1, 100000));
 }
 
 void add_submit(CLI::App& app, ServiceCommands& c) {
@@ -138,7 +159,17 @@ int cmd_health(const ClientFlags& f) {
 
 service::ServeOptions serve_options(ServiceCommands& c) {
   service::ServeOptions o = c.serve;
-  o.token = read_token(c.serve_token_file);
+  if (!c.tokens_file.empty()) {
+    if (!c.serve_token_file.empty())
+      throw UsageError("--tokens and --token-file: give one (a single token is one tenant)");
+    o.tenants = service::read_tenants(c.tokens_file);
+    service::mark_admins(o.tenants, c.admins);
+  } else {
+    if (!c.admins.empty()) throw UsageError("--admins names tenants of --tokens");
+    o.tenants = {{service::kDefaultTenant, read_token(c.serve_token_file), true}};
+  }
+  if (!c.job_memory.empty())
+    o.job_memory = DecompositionCache::parse_size(c.job_memory, "--job-memory");
   o.cache_max = DecompositionCache::parse_size(c.cache_max, "--cache-max");
   o.memory_max = DecompositionCache::parse_size(c.memory_max, "--memory-cache");
   o.log = [](const std::string& line) {

@@ -18,7 +18,8 @@ struct ClientFlags {
 
 struct ServiceCommands {
   service::ServeOptions serve;
-  std::string serve_token_file, cache_max = "20G", memory_max = "8G";
+  std::string serve_token_file, tokens_file, cache_max = "20G", memory_max = "8G", job_memory;
+  std::vector<std::string> admins;
   CLI::App* serve_cmd = nullptr;
 
   ClientFlags submit_client;

@@ -7,6 +7,7 @@
 
 #include "indim/error.hpp"
 #include "io/atomic_file.hpp"
+#include "io/file_source.hpp"
 #include "io/json_strict.hpp"
 #include "io/names.hpp"
 #include "io/quant_store.hpp"
@@ -18,49 +19,54 @@ namespace indim {
 
 namespace {
 
-bool present(const fs::path& p) {
-  return detail::path_kind(p.string()) != detail::PathKind::Missing;
+constexpr size_t kMaxDirectoryEntries = 1000000;  // entries of a checkpoint folder read at most
+
+bool present(const detail::FileSource& src, const fs::path& p) {
+  return src.kind(p.string()) != detail::PathKind::Missing;
 }
 
 // Beside a shard index, a .safetensors file the index does not name would be silently ignored:
 // refuse the directory as ambiguous (checked once the index itself has been read and validated).
-void refuse_unlisted(const std::string& dir, const std::string& index,
+void refuse_unlisted(const detail::FileSource& src, const std::string& dir,
+                     const std::string& index,
                      const std::map<std::string, std::string>& weight_map) {
   std::set<std::string> listed;
   for (const auto& [tensor, shard] : weight_map) listed.insert(shard);
   std::vector<std::string> extra;
-  std::error_code ec;
-  for (const auto& e : fs::directory_iterator(dir, ec)) {
-    const std::string name = e.path().filename().string();
+  for (const auto& name : src.list(dir, kMaxDirectoryEntries))
     if (detail::ends_with(name, ".safetensors") && !listed.count(name))
-      extra.push_back(e.path().string());
-  }
+      extra.push_back((fs::path(dir) / name).string());
   std::sort(extra.begin(), extra.end());
   if (!extra.empty())
     throw BadInput(InputProblem::Ambiguous,
-                   dir + ": ambiguous: holds the shard index " + index + " and " + extra[0] +
-                       ", which the index does not list" +
+                   dir + ": ambiguous: holds the shard index " + index + " and " +
+                       detail::shown_name(extra[0]) + ", which the index does not list" +
                        (extra.size() > 1 ? " (and " + std::to_string(extra.size() - 1) + " more)"
                                          : std::string()) +
                        "; name the index or the file to analyse");
 }
 
+// A file the reader would take must have a name report.json can hold.
+void check_utf8(const std::string& dir, const std::string& name) {
+  if (!detail::is_utf8(name))
+    throw BadInput(
+        InputProblem::Malformed,
+        dir + "/" + detail::shown_name(name) +
+            ": the file name is not UTF-8, which indim's reports cannot hold; rename it");
+}
+
 // Finds the checkpoint file inside a directory: the one index, else the one safetensors file.
-std::string resolve_directory(const std::string& dir) {
+std::string resolve_directory(const detail::FileSource& src, const std::string& dir) {
   std::vector<std::string> indexes, files;
-  std::error_code ec;
-  for (const auto& e : fs::directory_iterator(dir, ec)) {
-    const std::string name = e.path().filename().string();
-    if (detail::ends_with(name, ".safetensors.index.json"))
-      indexes.push_back(e.path().string());
-    else if (detail::ends_with(name, ".safetensors"))
-      files.push_back(e.path().string());
+  for (const auto& name : src.list(dir, kMaxDirectoryEntries)) {
+    const bool index = detail::ends_with(name, ".safetensors.index.json");
+    if (!index && !detail::ends_with(name, ".safetensors")) continue;
+    check_utf8(dir, name);
+    (index ? indexes : files).push_back((fs::path(dir) / name).string());
   }
-  if (ec)
-    throw BadInput(InputProblem::NotFound, dir + ": cannot list the directory: " + ec.message());
   std::sort(indexes.begin(), indexes.end());
   std::sort(files.begin(), files.end());
-  if (present(fs::path(dir) / "adapter_config.json"))
+  if (present(src, fs::path(dir) / "adapter_config.json"))
     throw BadInput(InputProblem::Ambiguous,
                    dir +
                        ": this is a PEFT adapter folder (adapter_config.json); an adapter is a "
@@ -72,7 +78,7 @@ std::string resolve_directory(const std::string& dir) {
   if (files.size() == 1) return files[0];
   if (files.empty()) {
     for (const char* legacy : {"pytorch_model.bin", "pytorch_model.bin.index.json"})
-      if (present(fs::path(dir) / legacy))
+      if (present(src, fs::path(dir) / legacy))
         throw BadInput(
             InputProblem::Ambiguous,
             dir + ": holds " + legacy +
@@ -95,16 +101,18 @@ void check_shard_name(const std::string& index, const std::string& tensor,
 
 }  // namespace
 
-Checkpoint Checkpoint::open(const std::string& path) {
-  const detail::PathKind kind = detail::path_kind(path);
+Checkpoint Checkpoint::open(const std::string& path, const detail::FileSource* files) {
+  const detail::FileSource& src = detail::files_or_plain(files);
+  const detail::PathKind kind = src.kind(path);
   if (kind == detail::PathKind::Missing)
     throw BadInput(InputProblem::NotFound, path + ": no such file or directory");
-  std::string file = kind == detail::PathKind::Directory ? resolve_directory(path) : path;
+  std::string file = kind == detail::PathKind::Directory ? resolve_directory(src, path) : path;
   Checkpoint c;
   c.path_ = path;
+  c.source_ = files;
   if (!detail::ends_with(file, ".index.json")) {
     c.kind_ = "safetensors";
-    c.files_.push_back(SafetensorsFile::open(file));
+    c.files_.push_back(SafetensorsFile::open(file, files));
     for (const auto& t : c.files_[0]->tensors()) c.tensors_[t.name] = {c.files_[0].get(), &t};
     c.pair_scales();
     return c;
@@ -112,17 +120,17 @@ Checkpoint Checkpoint::open(const std::string& path) {
 
   c.kind_ = "sharded";
   const auto weight_map =
-      parse_shard_index(detail::read_regular_file(file, detail::kMaxShardIndexBytes), file);
+      parse_shard_index(detail::read_file(src, file, detail::kMaxShardIndexBytes), file);
   const fs::path dir = fs::path(file).parent_path();
   std::map<std::string, size_t> shard_of_file;
   for (const auto& [tensor, shard] : weight_map) {
     auto it = shard_of_file.find(shard);
     if (it == shard_of_file.end()) {
       const fs::path sp = dir / shard;
-      if (!present(sp))
+      if (!present(src, sp))
         throw BadInput(InputProblem::Malformed,
                        file + ": tensor '" + tensor + "': shard " + shard + " does not exist");
-      c.files_.push_back(SafetensorsFile::open(sp.string()));
+      c.files_.push_back(SafetensorsFile::open(sp.string(), files));
       it = shard_of_file.emplace(shard, c.files_.size() - 1).first;
     }
     const SafetensorsFile* sf = c.files_[it->second].get();
@@ -132,7 +140,7 @@ Checkpoint Checkpoint::open(const std::string& path) {
                                                   shard + ", which does not contain it");
     c.tensors_[tensor] = {sf, info, nullptr};
   }
-  if (kind == detail::PathKind::Directory) refuse_unlisted(path, file, weight_map);
+  if (kind == detail::PathKind::Directory) refuse_unlisted(src, path, file, weight_map);
   // A tensor stored in two shards is ambiguous even if the index names only one of them.
   std::map<std::string, std::string> seen;
   for (const auto& f : c.files_)

@@ -6,6 +6,7 @@
 #include <filesystem>
 
 #include "indim/error.hpp"
+#include "io/file_source.hpp"
 #include "io/regular_file.hpp"
 #include "plan/regex.hpp"
 
@@ -48,10 +49,11 @@ std::string download_hint(const HubModel& m) {
 }
 
 // The commit `revision` names in `repo_dir`: itself when it is one, else refs/<revision>.
-std::string commit_of(const std::string& repo_dir, const HubModel& m) {
+std::string commit_of(const detail::FileSource& src, const std::string& repo_dir,
+                      const HubModel& m) {
   const std::string ref = (fs::path(repo_dir) / "refs" / m.revision).string();
-  if (detail::path_kind(ref) == detail::PathKind::File) {
-    std::string text = detail::read_regular_file(ref, 4096);
+  if (src.kind(ref) == detail::PathKind::File) {
+    std::string text = detail::read_file(src, ref, 4096);
     text.erase(std::find_if(text.rbegin(), text.rend(),
                             [](char c) { return !std::isspace(static_cast<unsigned char>(c)); })
                    .base(),
@@ -65,12 +67,8 @@ std::string commit_of(const std::string& repo_dir, const HubModel& m) {
                                              download_hint(m));
 }
 
-std::vector<std::string> entries(const std::string& dir) {
-  std::vector<std::string> out;
-  std::error_code ec;
-  for (fs::directory_iterator it(dir, ec), end; !ec && it != end && out.size() < 100000;
-       it.increment(ec))
-    out.push_back(it->path().filename().string());
+std::vector<std::string> entries(const detail::FileSource& src, const std::string& dir) {
+  std::vector<std::string> out = src.list(dir, 100000);
   std::sort(out.begin(), out.end());
   return out;
 }
@@ -90,7 +88,9 @@ bool looks_like_hub_id(const std::string& arg) {
   return arg.size() < 1024 && id_pattern().full_match(arg) && !has_dot_component(arg);
 }
 
-HubModel resolve_hub_id(const std::string& id, const std::vector<std::string>& caches) {
+HubModel resolve_hub_id(const std::string& id, const std::vector<std::string>& caches,
+                        const detail::FileSource* files) {
+  const detail::FileSource& src = detail::files_or_plain(files);
   HubModel m;
   m.id = id;
   std::string org, name, sub, rev;
@@ -109,16 +109,17 @@ HubModel resolve_hub_id(const std::string& id, const std::vector<std::string>& c
   for (const auto& root : roots) {
     const std::string repo_dir = (fs::path(root) / ("models--" + org + "--" + name)).string();
     looked += (looked.empty() ? "" : ", ") + repo_dir;
-    if (detail::path_kind(repo_dir) != detail::PathKind::Directory) continue;
-    m.commit = commit_of(repo_dir, m);
+    if (src.kind(repo_dir) != detail::PathKind::Directory) continue;
+    m.commit = commit_of(src, repo_dir, m);
     fs::path snap = fs::path(repo_dir) / "snapshots" / m.commit;
     if (!m.subfolder.empty()) snap /= m.subfolder;
     m.path = snap.string();
-    if (detail::path_kind(m.path) == detail::PathKind::Missing)
+    const detail::PathKind kind = src.kind(m.path);
+    if (kind == detail::PathKind::Missing)
       throw BadInput(InputProblem::NotFound, id + ": revision " + m.revision + " is commit " +
                                                  m.commit + ", but " + m.path +
                                                  " is not in the cache" + download_hint(m));
-    if (detail::path_kind(m.path) == detail::PathKind::Directory) m.files = entries(m.path);
+    if (kind == detail::PathKind::Directory) m.files = entries(src, m.path);
     return m;
   }
   throw BadInput(InputProblem::NotFound,
@@ -126,11 +127,14 @@ HubModel resolve_hub_id(const std::string& id, const std::vector<std::string>& c
                      looked + ", revision " + m.revision + ")" + download_hint(m));
 }
 
-InputPath resolve_input(const std::string& arg, const std::vector<std::string>& caches) {
+InputPath resolve_input(const std::string& arg, const std::vector<std::string>& caches,
+                        const detail::FileSource* files) {
   InputPath in;
   in.path = arg;
-  if (detail::path_kind(arg) != detail::PathKind::Missing || !looks_like_hub_id(arg)) return in;
-  in.hub = resolve_hub_id(arg, caches);
+  if (detail::files_or_plain(files).kind(arg) != detail::PathKind::Missing ||
+      !looks_like_hub_id(arg))
+    return in;
+  in.hub = resolve_hub_id(arg, caches, files);
   in.path = in.hub->path;
   return in;
 }

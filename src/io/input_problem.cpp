@@ -26,6 +26,8 @@ const char* input_problem_name(InputProblem p) {
       return "changed";
     case InputProblem::NothingSelected:
       return "nothing-selected";
+    case InputProblem::Forbidden:
+      return "forbidden";
     default:
       return "other";
   }

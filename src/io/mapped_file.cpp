@@ -91,8 +91,8 @@ int64_t mtime_ns(const struct stat& st) {
 
 }  // namespace
 
-MappedFile::MappedFile(const std::string& path) {
-  fd_ = open_regular(path, &size_);
+MappedFile::MappedFile(const std::string& path, const FileSource& files) {
+  fd_ = files.open_file(path, &size_);
   struct stat st {};
   if (::fstat(fd_.get(), &st) == 0) mtime_ns_ = mtime_ns(st);
   if (size_ == 0) return;  // mmap of 0 bytes fails; an empty file is caught by the parser

@@ -7,14 +7,16 @@
 #include <cstdint>
 #include <string>
 
+#include "io/file_source.hpp"
 #include "io/regular_file.hpp"
 
 namespace indim::detail {
 
 class MappedFile {
  public:
-  /// Maps `path` read-only. Throws indim::BadInput when it cannot be opened or is not a file.
-  explicit MappedFile(const std::string& path);
+  /// Maps `path`, opened through `files`, read-only. Throws indim::BadInput when it cannot be
+  /// opened or is not a file.
+  explicit MappedFile(const std::string& path, const FileSource& files = plain_files());
   ~MappedFile();
   MappedFile(const MappedFile&) = delete;
   MappedFile& operator=(const MappedFile&) = delete;
@@ -28,6 +30,8 @@ class MappedFile {
   /// Throws indim::BadInput("<what>: ...") when the file's size or modification time changed
   /// since it was mapped, or a read found a page gone.
   void check_intact(const std::string& what) const;
+  /// The modification time when it was mapped (ns since the epoch).
+  int64_t modified_ns() const { return mtime_ns_; }
 
  private:
   Fd fd_;

@@ -6,6 +6,7 @@
 
 #include "indim/error.hpp"
 #include "indim/match.hpp"
+#include "io/file_source.hpp"
 #include "io/json_strict.hpp"
 #include "io/regular_file.hpp"
 #include "plan/regex.hpp"
@@ -162,27 +163,27 @@ LoraConfig parse_adapter_config(std::string_view text, const std::string& path) 
   return c;
 }
 
-bool Adapter::is_adapter_dir(const std::string& path) {
-  return detail::path_kind(path) == detail::PathKind::Directory &&
-         detail::path_kind((fs::path(path) / "adapter_config.json").string()) !=
-             detail::PathKind::Missing;
+bool Adapter::is_adapter_dir(const std::string& path, const detail::FileSource* files) {
+  const detail::FileSource& src = detail::files_or_plain(files);
+  return src.kind(path) == detail::PathKind::Directory &&
+         src.kind((fs::path(path) / "adapter_config.json").string()) != detail::PathKind::Missing;
 }
 
-Adapter Adapter::open(const std::string& dir) {
+Adapter Adapter::open(const std::string& dir, const detail::FileSource* files) {
+  const detail::FileSource& src = detail::files_or_plain(files);
   Adapter a;
   a.path_ = dir;
   const std::string cfg = (fs::path(dir) / "adapter_config.json").string();
-  a.config_ = parse_adapter_config(detail::read_regular_file(cfg, detail::kMaxConfigBytes), cfg);
+  a.config_ = parse_adapter_config(detail::read_file(src, cfg, detail::kMaxConfigBytes), cfg);
   const fs::path weights = fs::path(dir) / "adapter_model.safetensors";
-  if (detail::path_kind(weights.string()) == detail::PathKind::Missing) {
-    if (detail::path_kind((fs::path(dir) / "adapter_model.bin").string()) !=
-        detail::PathKind::Missing)
+  if (src.kind(weights.string()) == detail::PathKind::Missing) {
+    if (src.kind((fs::path(dir) / "adapter_model.bin").string()) != detail::PathKind::Missing)
       bad(dir,
           "holds adapter_model.bin (PyTorch pickle), which indim does not read; save the "
           "adapter with safe_serialization=True");
     bad(dir, "no adapter_model.safetensors");
   }
-  a.weights_ = Checkpoint::open(weights.string());
+  a.weights_ = Checkpoint::open(weights.string(), files);
   const std::string wpath = weights.string();
 
   std::string adapter_name;
@@ -240,13 +241,13 @@ Adapter Adapter::open(const std::string& dir) {
 
 namespace indim {
 
-TunedInput TunedInput::open(const std::string& path) {
+TunedInput TunedInput::open(const std::string& path, const detail::FileSource* files) {
   TunedInput t;
   t.path_ = path;
-  if (Adapter::is_adapter_dir(path))
-    t.adapter_ = std::make_shared<Adapter>(Adapter::open(path));
+  if (Adapter::is_adapter_dir(path, files))
+    t.adapter_ = std::make_shared<Adapter>(Adapter::open(path, files));
   else
-    t.ckpt_ = std::make_shared<Checkpoint>(Checkpoint::open(path));
+    t.ckpt_ = std::make_shared<Checkpoint>(Checkpoint::open(path, files));
   return t;
 }
 

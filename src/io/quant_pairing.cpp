@@ -9,6 +9,7 @@
 #include <set>
 
 #include "indim/error.hpp"
+#include "io/file_source.hpp"
 #include "io/json_strict.hpp"
 #include "io/names.hpp"
 #include "io/quant_store.hpp"
@@ -210,11 +211,13 @@ class Pairing {
 
 }  // namespace
 
-QuantConfig read_quant_config(const std::string& dir) {
+QuantConfig read_quant_config(const std::string& dir, const detail::FileSource* files) {
   QuantConfig c;
+  const detail::FileSource& src = detail::files_or_plain(files);
   const fs::path cfg = fs::path(dir) / "config.json";
-  if (detail::path_kind(cfg.string()) == detail::PathKind::Missing) return c;
-  const nlohmann::json j = detail::read_json_file(cfg.string(), detail::kMaxConfigBytes);
+  if (src.kind(cfg.string()) == detail::PathKind::Missing) return c;
+  const nlohmann::json j = detail::parse_json_strict(
+      detail::read_file(src, cfg.string(), detail::kMaxConfigBytes), cfg.string());
   if (!j.is_object() || !j.contains("quantization_config")) return c;
   const nlohmann::json& q = j["quantization_config"];
   if (!q.is_object()) return c;
@@ -243,10 +246,11 @@ QuantConfig read_quant_config(const std::string& dir) {
 
 void Checkpoint::pair_scales() {
   auto store = std::make_shared<detail::QuantStore>();
-  const std::string dir = detail::path_kind(path_) == detail::PathKind::Directory
+  // config.json beside the checkpoint, read where its files came from (a confined source).
+  const std::string dir = detail::files_or_plain(source_).kind(path_) == detail::PathKind::Directory
                               ? path_
                               : fs::path(path_).parent_path().string();
-  store->config = read_quant_config(dir.empty() ? "." : dir);
+  store->config = read_quant_config(dir.empty() ? "." : dir, source_);
   Pairing(tensors_, *store).run();
   quant_ = std::move(store);
 }

@@ -69,7 +69,12 @@ Fd open_regular(const std::string& path, uint64_t* size) {
 
 std::string read_regular_file(const std::string& path, uint64_t max_bytes) {
   uint64_t size = 0;
-  Fd f = open_regular(path, &size);
+  const Fd f = open_regular(path, &size);
+  return read_open_file(f, path, size, max_bytes);
+}
+
+std::string read_open_file(const Fd& f, const std::string& path, uint64_t size,
+                           uint64_t max_bytes) {
   if (size > max_bytes)
     throw BadInput(InputProblem::TooLarge, path + ": " + std::to_string(size) +
                                                " bytes, over the limit of " +

@@ -24,6 +24,12 @@ class Fd {
   Fd(const Fd&) = delete;
   Fd& operator=(const Fd&) = delete;
   int get() const { return fd_; }
+  /// Gives the descriptor up without closing it.
+  int release() {
+    const int fd = fd_;
+    fd_ = -1;
+    return fd;
+  }
 
  private:
   int fd_;
@@ -36,6 +42,8 @@ Fd open_regular(const std::string& path, uint64_t* size = nullptr);
 /// The whole of a regular file of at most `max_bytes` bytes. Throws indim::BadInput naming the
 /// file when it is missing, not a regular file, or larger (saying the limit).
 std::string read_regular_file(const std::string& path, uint64_t max_bytes);
+/// The same of a file opened already, of `size` bytes, called `path` in messages.
+std::string read_open_file(const Fd& f, const std::string& path, uint64_t size, uint64_t max_bytes);
 
 /// Documented limits on the JSON files indim reads.
 constexpr uint64_t kMaxShardIndexBytes = 64ull << 20;  ///< *.safetensors.index.json

@@ -180,10 +180,11 @@ SafetensorsHeader parse_safetensors(const uint8_t* data, uint64_t size, const st
   return h;
 }
 
-std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) {
+std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path,
+                                                       const detail::FileSource* files) {
   std::shared_ptr<SafetensorsFile> f(new SafetensorsFile());
   f->path_ = path;
-  f->map_ = std::make_shared<detail::MappedFile>(path);
+  f->map_ = std::make_shared<detail::MappedFile>(path, detail::files_or_plain(files));
   f->header_ = parse_safetensors(f->map_->data(), f->map_->size(), path);
   for (size_t i = 0; i < f->header_.tensors.size(); ++i)
     f->index_.emplace(f->header_.tensors[i].name, i);
@@ -191,6 +192,8 @@ std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) 
 }
 
 uint64_t SafetensorsFile::file_size() const { return map_->size(); }
+
+int64_t SafetensorsFile::mtime() const { return map_->modified_ns() / 1000000000; }
 
 const TensorInfo* SafetensorsFile::find(const std::string& name) const {
   auto it = index_.find(name);

@@ -1,9 +1,8 @@
 #include "pipeline/inputs.hpp"
 
-#include <sys/stat.h>
-
 #include "indim/error.hpp"
 #include "indim/quant.hpp"
+#include "io/names.hpp"
 
 namespace indim::detail {
 
@@ -66,12 +65,26 @@ InputInfo checkpoint_info(const Checkpoint& c) {
   in.kind = c.kind();
   in.tensors = c.tensors().size();
   in.bytes = c.total_bytes();
-  for (const auto& f : c.files()) {
-    struct stat st {};
-    ::stat(f->path().c_str(), &st);
-    in.files.push_back({f->path(), f->file_size(), static_cast<int64_t>(st.st_mtime)});
-  }
+  for (const auto& f : c.files()) in.files.push_back({f->path(), f->file_size(), f->mtime()});
   return in;
+}
+
+void check_name(const std::string& name) {
+  if (!is_utf8(name))
+    throw BadInput(
+        InputProblem::Malformed,
+        shown_name(name) + ": the name is not UTF-8, which indim's reports cannot hold; rename it");
+}
+
+// Every name the report will hold: the arguments and every file read.
+void check_names(const AnalyzeOptions& o, const RunInputs& in) {
+  check_name(o.base);
+  for (const auto& t : o.tuned) check_name(t);
+  for (const auto& f : in.base.files()) check_name(f->path());
+  for (const auto& t : in.tuned) {
+    check_name(t.path());
+    for (const auto& f : t.checkpoint().files()) check_name(f->path());
+  }
 }
 
 InputInfo tuned_info(const TunedInput& t) {
@@ -97,14 +110,15 @@ void describe_hub(InputInfo& in, const InputPath& p) {
 }  // namespace
 
 RunInputs::RunInputs(const AnalyzeOptions& o, const std::function<void(const std::string&)>& note)
-    : base_path(resolve_input(o.base, o.hub_caches)),
-      base(Checkpoint::open(base_path.path)),
+    : base_path(resolve_input(o.base, o.hub_caches, o.files)),
+      base(Checkpoint::open(base_path.path, o.files)),
       layout(detect_layout(base)) {
   for (const auto& p : o.tuned) {
-    tuned_paths.push_back(resolve_input(p, o.hub_caches));
-    tuned.push_back(TunedInput::open(tuned_paths.back().path));
+    tuned_paths.push_back(resolve_input(p, o.hub_caches, o.files));
+    tuned.push_back(TunedInput::open(tuned_paths.back().path, o.files));
     tables.push_back(tuned.back().match(base, o.select, layout));
   }
+  check_names(o, *this);
   for (const auto& w : base.warnings()) note("warning: " + w);
   for (const auto& t : tuned) {
     for (const auto& w : t.checkpoint().warnings()) note("warning: " + w);

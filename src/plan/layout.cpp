@@ -3,6 +3,7 @@
 #include <filesystem>
 
 #include "indim/error.hpp"
+#include "io/file_source.hpp"
 #include "io/json_strict.hpp"
 #include "io/names.hpp"
 #include "io/regular_file.hpp"
@@ -130,12 +131,14 @@ std::vector<MatrixPart> ModelLayout::parts(const std::string& name,
 ModelLayout detect_layout(const Checkpoint& c) {
   ModelLayout l;
   l.source = "default";
-  fs::path dir = detail::path_kind(c.path()) == detail::PathKind::Directory
+  const detail::FileSource& src = detail::files_or_plain(c.source());  // where c's files came from
+  fs::path dir = src.kind(c.path()) == detail::PathKind::Directory
                      ? fs::path(c.path())
                      : fs::path(c.path()).parent_path();
   const fs::path cfg = dir / "config.json";
-  if (detail::path_kind(cfg.string()) != detail::PathKind::Missing) {
-    nlohmann::json j = detail::read_json_file(cfg.string(), detail::kMaxConfigBytes);
+  if (src.kind(cfg.string()) != detail::PathKind::Missing) {
+    nlohmann::json j = detail::parse_json_strict(
+        detail::read_file(src, cfg.string(), detail::kMaxConfigBytes), cfg.string());
     if (j.is_object() && j.contains("model_type") && j["model_type"].is_string()) {
       l.model_type = j["model_type"].get<std::string>();
       l.source = "config.json";

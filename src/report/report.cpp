@@ -222,9 +222,12 @@ nlohmann::ordered_json build_report(const AnalyzeResult& res, double primary_eps
 }
 
 namespace {
+// A text cell. One that a spreadsheet would run as a formula (it starts with = + - @, a tab or
+// a carriage return: OWASP's CSV injection) is written as text: a leading ' and quoted.
 std::string csv_field(const std::string& s) {
-  if (s.find_first_of(",\"\n") == std::string::npos) return s;
-  std::string q = "\"";
+  const bool formula = !s.empty() && std::string("=+-@\t\r").find(s[0]) != std::string::npos;
+  if (!formula && s.find_first_of(",\"\n\r") == std::string::npos) return s;
+  std::string q = formula ? "\"'" : "\"";
   for (char c : s) q += c == '"' ? std::string("\"\"") : std::string(1, c);
   return q + "\"";
 }

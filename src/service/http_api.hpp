@@ -1,18 +1,16 @@
-// The service's HTTP/JSON API on cpp-httplib: authentication, limits, and one handler per
-// endpoint (docs/service-api.yaml describes them).
+// The service's HTTP/JSON API: authentication, routing, and one handler per endpoint
+// (docs/service-api.yaml describes them), as handlers of the event-driven HttpServer.
 #pragma once
 
 #include <atomic>
 #include <string>
 
+#include "service/http_server.hpp"
 #include "service/metrics.hpp"
 #include "service/roots.hpp"
 #include "service/scheduler.hpp"
 #include "service/serve_options.hpp"
-
-namespace httplib {
-class Server;
-}
+#include "service/tenants.hpp"
 
 namespace indim::service {
 
@@ -22,13 +20,16 @@ struct Api {
   const RootSet& roots;
   Metrics& metrics;
   JobStore& store;
-  std::atomic<int> streams{0};  ///< event streams open now (each holds a connection thread)
+  const HttpServer* server = nullptr;  ///< its connection count goes into the metrics
+  std::atomic<int> streams{0};         ///< event streams open now
 };
 
-/// Installs the routes, the bearer-token check, the limits and the error bodies on `server`.
-void install_api(httplib::Server& server, Api& api);
+/// Event streams open at once (503 beyond); each costs a connection, not a thread.
+constexpr int kMaxEventStreams = 64;
+/// Bytes of job summaries in one page of GET /v1/jobs ("next" continues the listing).
+constexpr size_t kMaxListBytes = 1 << 20;
 
-/// True when `given` equals `expected`, in time that depends only on their lengths.
-bool token_matches(const std::string& given, const std::string& expected);
+/// The routes, the bearer-token check and the JSON error bodies, for an HttpServer.
+HttpHandlers make_handlers(Api& api);
 
 }  // namespace indim::service

@@ -38,6 +38,13 @@ struct Job {
   double seconds = 0;  ///< the last attempt's run time
   bool purged = false;
   JobProgress progress;
+  std::string tenant;    ///< who submitted it
+  std::string idem_key;  ///< the client's Idempotency-Key, "" when none
+  int crashes = 0;       ///< attempts the service died in (found running at a start)
+  /// Why the stored row could not be read (its request is not JSON, its state unknown): such a
+  /// job shows as failed with this reason, and listings skip it.
+  std::string damage;
+  int tuned_count = 0;  ///< of a listing's summary, which leaves the request out
 };
 
 }  // namespace indim::service

@@ -44,36 +44,63 @@ Json progress(const Job& job) {
           {"eta_seconds", eta(job)}};
 }
 
+Json error_json(const Job& job) {
+  if (job.state != JobState::Failed) return nullptr;
+  return {{"message", job.error},
+          {"class", job.error_class},
+          {"exit_code", job.exit_code},
+          {"problem", job.problem.empty() ? Json(nullptr) : Json(job.problem)}};
+}
+
 }  // namespace
+
+const std::vector<std::string>& output_names() {
+  static const std::vector<std::string> names = {"report.json", "matrices.csv", "vectors.csv",
+                                                 "journal.jsonl", "report.html"};
+  return names;
+}
 
 std::vector<std::string> job_outputs(const Job& job) {
   if (job.state != JobState::Done || job.purged) return {};
-  std::vector<std::string> out = {"report.json", "matrices.csv", "vectors.csv", "journal.jsonl"};
+  std::vector<std::string> out(output_names().begin(), output_names().end() - 1);
   if (job.request.contains("options") && job.request["options"].value("html", false))
     out.push_back("report.html");
   return out;
 }
 
+namespace {
+
+// What every view of a job shows: whose, its state, when, how far, how it failed.
+Json common_fields(const Job& job) {
+  const Json base = job.request.value("base", Json(""));
+  return {{"id", job.id},
+          {"tenant", job.tenant},
+          {"state", state_name(job.state)},
+          {"created", when(job.created)},
+          {"started", when(job.started)},
+          {"finished", when(job.finished)},
+          {"attempts", job.attempts},
+          {"base", base.is_string() ? base : Json("")},
+          {"progress", progress(job)},
+          {"purged", job.purged},
+          {"error", error_json(job)}};
+}
+
+}  // namespace
+
+Json job_summary_json(const Job& job) {
+  Json j = common_fields(job);
+  j["tuned_count"] = job.tuned_count;
+  j["href"] = "/v1/jobs/" + job.id;
+  return j;
+}
+
 Json job_to_json(const Job& job) {
-  Json j = {{"id", job.id},
-            {"state", state_name(job.state)},
-            {"created", when(job.created)},
-            {"started", when(job.started)},
-            {"finished", when(job.finished)},
-            {"attempts", job.attempts},
-            {"base", job.request.value("base", "")},
-            {"tuned", job.request.value("tuned", Json::array())},
-            {"options", job.request.value("options", Json::object())},
-            {"progress", progress(job)},
-            {"seconds", job.seconds},
-            {"resumed_records", job.resumed_records},
-            {"purged", job.purged},
-            {"error", nullptr}};
-  if (job.state == JobState::Failed)
-    j["error"] = {{"message", job.error},
-                  {"class", job.error_class},
-                  {"exit_code", job.exit_code},
-                  {"problem", job.problem.empty() ? Json(nullptr) : Json(job.problem)}};
+  Json j = common_fields(job);
+  j["tuned"] = job.request.value("tuned", Json::array());
+  j["options"] = job.request.value("options", Json::object());
+  j["seconds"] = job.seconds;
+  j["resumed_records"] = job.resumed_records;
   Json outputs = Json::object();
   for (const auto& name : job_outputs(job)) outputs[name] = "/v1/jobs/" + job.id + "/" + name;
   j["outputs"] = outputs;

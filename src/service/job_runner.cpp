@@ -3,6 +3,7 @@
 #include <filesystem>
 
 #include "indim/error.hpp"
+#include "service/admission.hpp"
 #include "service/api_error.hpp"
 #include "service/job_request.hpp"
 
@@ -32,6 +33,7 @@ AnalyzeOptions job_options(const Job& job, const RunContext& ctx) {
   o.base = ctx.roots.analyze_arg(spec.base);
   for (const auto& t : spec.tuned) o.tuned.push_back(ctx.roots.analyze_arg(t));
   o.hub_caches = ctx.roots.roots();
+  o.files = &ctx.roots.files();  // every file beneath a root's descriptor, as checked
   apply_job_options(spec.options, o);
   o.out_dir = ctx.out_dir;
   o.resume = true;  // a job's folder holds only its own journal: a restart continues it
@@ -57,7 +59,9 @@ AnalyzeOptions job_options(const Job& job, const RunContext& ctx) {
 
 Attempt run_attempt(const Job& job, const RunContext& ctx) {
   try {
-    const AnalyzeResult r = analyze(job_options(job, ctx));
+    const AnalyzeOptions o = job_options(job, ctx);
+    admit(o, ctx.serve);
+    const AnalyzeResult r = analyze(o);
     Attempt a;
     a.resumed_records = r.resumed;
     a.seconds = r.seconds;

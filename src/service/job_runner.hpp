@@ -1,6 +1,6 @@
-// One attempt at a job: its paths confined to the roots again (files may have changed since it
-// was queued), then `indim analyze` with the job's options into its folder under --state,
-// resuming from that folder's journal.
+// One attempt at a job: admitted against the node's memory, then `indim analyze` with the job's
+// options into its folder under --state, resuming from that folder's journal, every input file
+// opened beneath the roots' directory descriptors (nothing is resolved by name outside them).
 #pragma once
 
 #include <string>

@@ -90,6 +90,8 @@ std::string Metrics::render(const MetricsSnapshot& s) const {
   family(out, "indim_gpu_memory_total_bytes", "gauge", "Memory per CUDA device.");
   for (const auto& d : s.devices)
     out << "indim_gpu_memory_total_bytes{device=\"" << d.device << "\"} " << d.total_bytes << "\n";
+  family(out, "indim_http_connections", "gauge", "HTTP connections open.");
+  out << "indim_http_connections " << s.connections << "\n";
   family(out, "indim_http_requests_total", "counter", "HTTP requests answered, by status.");
   for (const auto& [status, n] : requests_)
     out << "indim_http_requests_total{code=\"" << status << "\"} " << n << "\n";

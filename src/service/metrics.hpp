@@ -19,6 +19,7 @@ struct MetricsSnapshot {
   bool workers_up = false, draining = false;
   DecompositionMemory::Stats memory;
   std::vector<DeviceMemoryInfo> devices;
+  int connections = 0;  ///< HTTP connections open
 };
 
 class Metrics {

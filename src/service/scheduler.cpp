@@ -1,10 +1,14 @@
 #include "service/scheduler.hpp"
 
+#include <sys/random.h>
+
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <functional>
 #include <map>
-#include <random>
 
+#include "indim/error.hpp"
 #include "service/api_error.hpp"
 #include "service/job_runner.hpp"
 
@@ -18,14 +22,22 @@ double now_seconds() {
   return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
+// 64 bits from the kernel's CSPRNG: an id says nothing about the ids of other jobs.
 std::string new_job_id() {
-  static std::mt19937_64 gen{std::random_device{}()};
-  static std::mutex mu;
-  std::lock_guard<std::mutex> lock(mu);
+  uint64_t v = 0;
+  for (size_t got = 0; got < sizeof v;) {
+    const ssize_t n = ::getrandom(reinterpret_cast<char*>(&v) + got, sizeof v - got, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw Error(std::string("getrandom: ") + std::strerror(errno));
+    got += static_cast<size_t>(n);
+  }
   char buf[17];
-  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(gen()));
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(v));
   return buf;
 }
+
+constexpr auto kReconcileEvery = std::chrono::seconds(30);
+constexpr auto kSweepEvery = std::chrono::hours(1);
 
 // The running job's observer: its live progress, and the metrics of each unit it computes.
 class ProgressObserver final : public RunObserver {
@@ -85,13 +97,32 @@ Scheduler::~Scheduler() { drain(); }
 void Scheduler::start() {
   std::lock_guard<std::mutex> lock(mu_);
   for (Job& j : store_.in_state(JobState::Running)) {  // the last process died with them
+    ++j.crashes;
+    requeue_or_fail(j);
+  }
+  started_ = true;
+  thread_ = std::thread([this] { dispatch(); });
+}
+
+// A job found running at a start: queued again (its journal resumes it), unless the service
+// died under it max_attempts times: then it is what kills the service, and it fails.
+void Scheduler::requeue_or_fail(Job& j) {
+  if (j.crashes < options_.max_attempts) {
     j.state = JobState::Queued;
     store_.update(j);
     if (options_.log)
       options_.log("job " + j.id + " requeued: it was running when the service stopped");
+    return;
   }
-  started_ = true;
-  thread_ = std::thread([this] { dispatch(); });
+  j.state = JobState::Failed;
+  j.finished = now_seconds();
+  j.error = "the service stopped while running this job " + std::to_string(j.crashes) +
+            " times (--max-attempts " + std::to_string(options_.max_attempts) +
+            "); it is not started again";
+  j.error_class = "runtime", j.exit_code = kExitRuntime, j.problem = "";
+  store_.update(j);
+  metrics_.job_ended("failed");
+  if (options_.log) options_.log("job " + j.id + " failed: " + j.error);
 }
 
 void Scheduler::changed() {
@@ -99,9 +130,12 @@ void Scheduler::changed() {
   changed_.notify_all();
 }
 
-Job Scheduler::submit(const JobSpec& spec, const std::string& resolved_base) {
+Scheduler::Submitted Scheduler::submit(const JobSpec& spec, const std::string& resolved_base,
+                                       const std::string& tenant, const std::string& key) {
   std::lock_guard<std::mutex> lock(mu_);
   if (stopping_) throw ApiError(503, "the service is draining; submit again once it is back");
+  if (!key.empty())
+    if (std::optional<Job> j = existing(tenant, key, spec)) return {*j, true};
   if (store_.count(JobState::Queued) >= options_.max_queued)
     throw ApiError(429, std::to_string(options_.max_queued) +
                             " jobs are queued already (--max-queued); submit again later");
@@ -110,27 +144,52 @@ Job Scheduler::submit(const JobSpec& spec, const std::string& resolved_base) {
   j.request = spec_to_json(spec);
   j.base = resolved_base;
   j.created = now_seconds();
+  j.tenant = tenant;
+  j.idem_key = key;
   store_.insert(j);
   changed();
   wake_.notify_all();
   if (options_.log)
-    options_.log("job " + j.id + " queued: " + std::to_string(spec.tuned.size()) +
-                 " fine-tune(s) of " + resolved_base);
+    options_.log("job " + j.id + " queued for " + tenant + ": " +
+                 std::to_string(spec.tuned.size()) + " fine-tune(s) of " + resolved_base);
+  return {j, false};
+}
+
+// With mu_ held.
+std::optional<Job> Scheduler::existing(const std::string& tenant, const std::string& key,
+                                       const JobSpec& spec) const {
+  std::optional<Job> j = store_.find_key(tenant, key);
+  if (j && j->request != spec_to_json(spec))
+    throw ApiError(409, "Idempotency-Key " + key + " was sent with another request (job " + j->id +
+                            "); use a new key for a new job");
   return j;
+}
+
+std::optional<Job> Scheduler::find_key(const std::string& tenant, const std::string& key,
+                                       const JobSpec& spec) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return existing(tenant, key, spec);
 }
 
 std::optional<Job> Scheduler::get(const std::string& id) const {
   std::lock_guard<std::mutex> lock(mu_);
   std::optional<Job> j = store_.get(id);
+  if (const auto p = pending_.find(id); j && p != pending_.end()) j = p->second;
   if (j && live_ && live_->id == id) j->progress = live_->progress;
   return j;
 }
 
-std::vector<Job> Scheduler::list(const std::optional<JobState>& state, int limit) const {
+std::vector<Job> Scheduler::list(const ListQuery& query) const {
   std::lock_guard<std::mutex> lock(mu_);
-  std::vector<Job> jobs = store_.list(state, limit);
-  for (Job& j : jobs)
+  std::vector<Job> jobs = store_.list(query);
+  for (Job& j : jobs) {
+    if (const auto p = pending_.find(j.id); p != pending_.end()) {
+      const Job& e = p->second;
+      j.state = e.state, j.finished = e.finished, j.seconds = e.seconds, j.progress = e.progress;
+      j.error = e.error, j.error_class = e.error_class, j.exit_code = e.exit_code;
+    }
     if (live_ && live_->id == j.id) j.progress = live_->progress;
+  }
   return jobs;
 }
 
@@ -138,6 +197,7 @@ Job Scheduler::cancel(const std::string& id, bool purge) {
   std::lock_guard<std::mutex> lock(mu_);
   std::optional<Job> j = store_.get(id);
   if (!j) throw ApiError(404, "no job " + id);
+  if (const auto p = pending_.find(id); p != pending_.end()) return p->second;  // it ended
   if (live_ && live_->id == id) {
     live_->user_cancel = true;
     live_->purge = live_->purge || purge;
@@ -207,11 +267,46 @@ void Scheduler::sweep_retention() {
   for (JobState s : {JobState::Done, JobState::Failed, JobState::Cancelled})
     for (Job& j : store_.in_state(s))
       if (!j.purged && j.finished > 0 && j.finished < before) purge_dir(j);
+  trim_ended();
 }
 
-// The queued job on the base used last, else the oldest; marked running. With mu_ held.
+// With mu_ held.
+void Scheduler::trim_ended() {
+  for (const std::string& id : store_.ended_beyond(options_.keep_jobs)) {
+    std::error_code ec;
+    fs::remove_all(job_dir(id), ec);
+    store_.remove(id);
+    if (options_.log) options_.log("job " + id + " removed (over --keep-jobs)");
+  }
+}
+
+void Scheduler::reconcile() {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (Job& j : store_.in_state(JobState::Running)) {
+    if ((live_ && live_->id == j.id) || pending_.count(j.id) > 0) continue;
+    j.state = JobState::Queued;
+    store_.update(j);
+    changed();
+    if (options_.log)
+      options_.log("job " + j.id + " requeued: its record said running, but nothing ran it");
+  }
+}
+
+// The queued job on the base used last, else the oldest; marked running. A row that cannot
+// be read is marked failed with the reason instead. With mu_ held.
 std::optional<Job> Scheduler::next_job() {
   std::vector<Job> queued = store_.in_state(JobState::Queued);
+  for (auto it = queued.begin(); it != queued.end();)
+    if (!it->damage.empty()) {
+      it->state = JobState::Failed;
+      it->finished = now_seconds();
+      it->error = "job " + it->id + ": " + it->damage;
+      it->error_class = "runtime", it->exit_code = kExitRuntime;
+      store_.update(*it);
+      it = queued.erase(it);
+    } else {
+      ++it;
+    }
   if (queued.empty()) return std::nullopt;
   auto pick = queued.begin();
   for (auto it = queued.begin(); it != queued.end(); ++it)
@@ -231,18 +326,35 @@ std::optional<Job> Scheduler::next_job() {
   return j;
 }
 
+// Retention hourly (and at start), reconciliation every kReconcileEvery.
+void Scheduler::housekeeping(std::chrono::steady_clock::time_point& swept,
+                             std::chrono::steady_clock::time_point& reconciled) {
+  const auto now = std::chrono::steady_clock::now();
+  if (now - swept > kSweepEvery) {
+    sweep_retention();
+    swept = now;
+  }
+  if (now - reconciled > kReconcileEvery) {
+    reconcile();
+    reconciled = now;
+  }
+}
+
 void Scheduler::dispatch() {
-  // At start, then hourly (not "an hour after the steady clock's epoch": that is boot time).
-  std::optional<std::chrono::steady_clock::time_point> swept;
+  // "Never swept": the steady clock's epoch is boot time, so subtract the period instead.
+  auto swept = std::chrono::steady_clock::now() - kSweepEvery * 2;
+  auto reconciled = std::chrono::steady_clock::now();
   for (;;) {
     std::optional<Job> job;
     try {
-      if (!swept || std::chrono::steady_clock::now() - *swept > std::chrono::hours(1)) {
-        sweep_retention();
-        swept = std::chrono::steady_clock::now();
-      }
+      housekeeping(swept, reconciled);
       std::unique_lock<std::mutex> lock(mu_);
-      if (!stopping_ && !(job = next_job())) wake_.wait_for(lock, std::chrono::seconds(5));
+      // An end not yet recorded comes first: no job starts on a database that takes nothing.
+      const bool recorded = record_pending();
+      if (!stopping_ && recorded && !(job = next_job()))
+        wake_.wait_for(lock, std::chrono::seconds(5));
+      else if (!stopping_ && !recorded)
+        wake_.wait_for(lock, std::chrono::seconds(1));
       if (stopping_ && !job) return;
     } catch (const std::exception& e) {  // the database failed: say so, try again later
       if (options_.log) options_.log(std::string("dispatcher: ") + e.what());
@@ -270,11 +382,7 @@ void Scheduler::run(Job job) {
       metrics_);
   const RunContext ctx{options_, roots_, &memory_, job_dir(job.id), &observer, &live->token};
   const Attempt a = run_attempt(job, ctx);
-  try {
-    finish(job, a, /*drained=*/!live->user_cancel);
-  } catch (const std::exception& e) {
-    if (options_.log) options_.log("job " + job.id + ": cannot record its end: " + e.what());
-  }
+  finish(job, a, /*drained=*/!live->user_cancel);
 }
 
 void Scheduler::finish(Job& job, const Attempt& a, bool drained) {
@@ -288,15 +396,44 @@ void Scheduler::finish(Job& job, const Attempt& a, bool drained) {
   job.exit_code = a.exit_code;
   if (job.state == JobState::Queued) job.error.clear();
   if (is_terminal(job.state)) job.finished = now_seconds();
-  store_.update(job);
   last_base_ = job.base;
   if (is_terminal(job.state)) metrics_.job_ended(state_name(job.state));
-  if (live->purge && is_terminal(job.state)) purge_dir(job);
+  record_end(job);
+  if (pending_.count(job.id) == 0 && is_terminal(job.state)) {
+    if (live->purge) purge_dir(job);
+    trim_ended();
+  }
   changed();
   if (options_.log)
     options_.log("job " + job.id + " " + state_name(job.state) +
                  (job.state == JobState::Queued ? " again (drained; its journal resumes it)" : "") +
                  (job.error.empty() ? "" : ": " + job.error));
+}
+
+// The end of a job into the database; when it cannot take it (a full disk), the job is kept in
+// pending_, shown as ended, and its record retried before anything else starts.
+void Scheduler::record_end(const Job& job) {
+  try {
+    store_.update(job);
+  } catch (const std::exception& e) {
+    pending_[job.id] = job;
+    if (options_.log)
+      options_.log("job " + job.id + ": cannot record its end yet (retrying): " + e.what());
+  }
+}
+
+bool Scheduler::record_pending() {
+  for (auto it = pending_.begin(); it != pending_.end();) {
+    try {
+      store_.update(it->second);
+    } catch (const std::exception&) {
+      return false;
+    }
+    if (options_.log) options_.log("job " + it->first + ": its end is recorded");
+    it = pending_.erase(it);
+    changed();
+  }
+  return true;
 }
 
 }  // namespace indim::service

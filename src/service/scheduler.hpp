@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -32,14 +33,25 @@ class Scheduler {
   Scheduler& operator=(const Scheduler&) = delete;
 
   /// Jobs left running by a previous process go back to the queue (their journals resume
-  /// them); the dispatcher starts.
+  /// them), or fail once they were running at max_attempts deaths; the dispatcher starts.
   void start();
-  /// Stores a queued job (durable before this returns) and wakes the dispatcher. Throws
-  /// ApiError 429 when max_queued jobs wait already, 503 while draining.
-  Job submit(const JobSpec& spec, const std::string& resolved_base);
-  /// The job with its live progress when it runs.
+  struct Submitted {
+    Job job;
+    bool existing = false;  ///< the job submitted earlier with the same Idempotency-Key
+  };
+  /// Stores a queued job of `tenant` (durable before this returns) and wakes the dispatcher.
+  /// With an Idempotency-Key `key` that `tenant` used before, returns that job instead (409 when
+  /// its request differs). Throws ApiError 429 when max_queued jobs wait already, 503 while
+  /// draining.
+  Submitted submit(const JobSpec& spec, const std::string& resolved_base, const std::string& tenant,
+                   const std::string& key = "");
+  /// The job `tenant` submitted with `key` (409 when its request differs from `spec`'s).
+  std::optional<Job> find_key(const std::string& tenant, const std::string& key,
+                              const JobSpec& spec) const;
+  /// The job with its live progress when it runs (and its end, while recording it is retried).
   std::optional<Job> get(const std::string& id) const;
-  std::vector<Job> list(const std::optional<JobState>& state, int limit) const;
+  /// Summaries (JobStore::list), with live progress.
+  std::vector<Job> list(const ListQuery& query) const;
   /// Cancels a queued job at once, a running one at its next unit (the state says "running"
   /// until it stops). `purge` also removes its folder once it is not running. Throws ApiError
   /// 404 for an unknown id.
@@ -56,8 +68,11 @@ class Scheduler {
   bool workers_up() const;
   /// The folder of a job's outputs and journal.
   std::string job_dir(const std::string& id) const;
-  /// Removes the outputs of jobs that ended more than keep_days ago.
+  /// Removes the outputs of jobs that ended more than keep_days ago, and the jobs that ended
+  /// before the newest keep_jobs whole.
   void sweep_retention();
+  /// Rows marked running that no worker runs go back to the queue (a record that was lost).
+  void reconcile();
   DecompositionMemory& memory() { return memory_; }
 
  private:
@@ -66,6 +81,14 @@ class Scheduler {
   std::optional<Job> next_job();
   void run(Job job);
   void finish(Job& job, const Attempt& a, bool drained);
+  void record_end(const Job& job);  // with mu_ held
+  void trim_ended();                // with mu_ held
+  bool record_pending();            // with mu_ held; true when nothing is left to record
+  void requeue_or_fail(Job& job);   // with mu_ held
+  std::optional<Job> existing(const std::string& tenant, const std::string& key,
+                              const JobSpec& spec) const;  // with mu_ held
+  void housekeeping(std::chrono::steady_clock::time_point& swept,
+                    std::chrono::steady_clock::time_point& reconciled);
   void changed();  // with mu_ held
   void purge_dir(Job& job);
 
@@ -80,6 +103,8 @@ class Scheduler {
   bool stopping_ = false, started_ = false;
   std::string last_base_;
   std::shared_ptr<Live> live_;  ///< the running job, if any
+  /// Ended jobs whose end the database has not taken yet (a full disk): retried, and shown.
+  std::map<std::string, Job> pending_;
   std::thread thread_;
 };
 

@@ -1,7 +1,7 @@
 #include "service/serve.hpp"
 
-#include <httplib.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -13,6 +13,7 @@
 #include "io/atomic_file.hpp"
 #include "io/dir_lock.hpp"
 #include "service/http_api.hpp"
+#include "service/http_server.hpp"
 
 namespace fs = std::filesystem;
 
@@ -21,34 +22,21 @@ namespace indim::service {
 namespace {
 
 void check_options(const ServeOptions& o) {
-  if (o.token.size() < 16)
-    throw UsageError(
-        "serve needs a bearer token of at least 16 characters (--token-file FILE, "
-        "or $INDIM_TOKEN)");
+  check_tenants(o.tenants);
   if (o.state_dir.empty()) throw UsageError("serve needs --state DIR");
   if (o.tls_cert.empty() != o.tls_key.empty())
     throw UsageError("--tls-cert and --tls-key go together");
 }
 
-std::unique_ptr<httplib::Server> make_server(const ServeOptions& o) {
-  std::unique_ptr<httplib::Server> s;
-  if (o.tls_cert.empty()) {
-    s = std::make_unique<httplib::Server>();
-  } else {
-    auto ssl = std::make_unique<httplib::SSLServer>(o.tls_cert.c_str(), o.tls_key.c_str());
-    if (!ssl->is_valid())
-      throw UsageError("--tls-cert " + o.tls_cert + " / --tls-key " + o.tls_key +
-                       ": not a usable certificate and key (PEM)");
-    s = std::move(ssl);
-  }
-  const int threads = std::max(2, o.http_threads);
-  s->new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
-  s->set_payload_max_length(o.max_body);
-  s->set_read_timeout(o.timeout_s, 0);
-  s->set_write_timeout(o.timeout_s, 0);
-  s->set_keep_alive_timeout(2);
-  s->set_keep_alive_max_count(100);
-  return s;
+HttpLimits http_limits(const ServeOptions& o) {
+  HttpLimits l;
+  l.max_body = o.max_body;
+  l.header_timeout = l.body_timeout = l.write_timeout = std::chrono::seconds(o.timeout_s);
+  l.idle_timeout = std::chrono::seconds(std::min(5, o.timeout_s));
+  l.max_connections = o.max_connections;
+  l.max_client_connections = o.max_client_connections;
+  l.workers = std::max(2, o.http_threads);
+  return l;
 }
 
 // Where clients reach the service, for scripts and tests: <state>/serve.json.
@@ -113,13 +101,29 @@ bool is_loopback(const std::string& host) {
   return host == "localhost" || host == "::1" || host.rfind("127.", 0) == 0;
 }
 
-int serve(const ServeOptions& o) {
+// What the service logs may quote a request (a path, a target): escaped, so that no client
+// can forge a line or send the terminal an escape sequence.
+ServeOptions with_escaped_log(const ServeOptions& given) {
+  ServeOptions o = given;
+  if (given.log) o.log = [log = given.log](const std::string& line) { log(log_escape(line)); };
+  return o;
+}
+
+int serve(const ServeOptions& given) {
+  const ServeOptions o = with_escaped_log(given);
   check_options(o);
   const RootSet roots(o.roots);
   const auto [host, port] = parse_listen(o.listen);
   std::error_code ec;
+  // Reports, journals and jobs.db are for their tenants only: nothing the service creates is
+  // readable by other users of the node, and a state folder made before is closed too.
+  ::umask(077);
   fs::create_directories(fs::path(o.state_dir) / "jobs", ec);
   if (ec) throw Error(o.state_dir + ": cannot create the state folder: " + ec.message());
+  fs::permissions(o.state_dir, fs::perms::owner_all, ec);
+  if (ec) throw Error(o.state_dir + ": cannot make the state folder private: " + ec.message());
+  // Over a file size limit, a write fails (EFBIG) as on a full disk, instead of killing us.
+  ::signal(SIGXFSZ, SIG_IGN);
   const detail::DirLock lock(o.state_dir, "indim serve");
   if (!is_loopback(host) && o.tls_cert.empty())
     log_line(o, "warning: listening on " + host +
@@ -129,12 +133,9 @@ int serve(const ServeOptions& o) {
   Metrics metrics;
   Scheduler scheduler(o, store, roots, metrics);
   Api api{o, scheduler, roots, metrics, store};
-  std::unique_ptr<httplib::Server> server = make_server(o);
-  install_api(*server, api);
-  const int bound =
-      port == 0 ? server->bind_to_any_port(host) : (server->bind_to_port(host, port) ? port : -1);
-  if (bound < 0)
-    throw Error("--listen " + o.listen + ": cannot bind (in use, or not an address of this host)");
+  HttpServer server(http_limits(o), make_handlers(api), o.tls_cert, o.tls_key);
+  api.server = &server;
+  const int bound = server.bind(host, port);
 
   catch_stop_signals();
   std::thread stopper([&] {
@@ -143,17 +144,16 @@ int serve(const ServeOptions& o) {
       log_line(o, std::string("received ") + (sig == SIGTERM ? "SIGTERM" : "SIGINT") +
                       ": draining (no new jobs; the running one stops after its units in flight)");
     scheduler.drain();
-    server->stop();
+    server.stop();
   });
   scheduler.start();
   const std::string url = write_endpoint(o, host, bound);
   log_line(o, "listening on " + url + " (state " + o.state_dir + ")");
-  const bool listened = server->listen_after_bind();
-  if (!listened) on_stop_signal(0);
+  server.run();
   stopper.join();
   fs::remove(fs::path(o.state_dir) / "serve.json", ec);
   log_line(o, "stopped");
-  return listened ? 0 : 3;
+  return 0;
 }
 
 }  // namespace indim::service

@@ -125,19 +125,21 @@ class Serve(unittest.TestCase):
             for probe in ("livenessProbe", "readinessProbe"):
                 self.assertEqual(c[probe]["httpGet"], {"path": "/healthz", "port": port["name"]})
             self.assertEqual(c["resources"]["limits"]["nvidia.com/gpu"], 1)
-            vols = {v["name"]: v for v in pod["spec"]["volumes"]}
-            mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
-            self.assertEqual(vols["token"]["secret"]["secretName"], secret["metadata"]["name"])
+            (env,) = c["env"]
+            self.assertEqual(env["name"], "INDIM_TOKEN")
+            self.assertEqual(env["valueFrom"]["secretKeyRef"],
+                             {"name": secret["metadata"]["name"], "key": "token"})
             args = c["args"]
-            self.assertEqual(str(Path(args[args.index("--token-file") + 1]).parent), mounts["token"])
+            self.assertNotIn("--token-file", args)
             self.assertEqual(args[args.index("--listen") + 1], f"0.0.0.0:{port['containerPort']}")
-            # The same arguments start a server (on loopback here, the token file where the
-            # Secret is mounted in the pod): they are a valid command line.
-            run = [a.replace("/etc/indim/token", str(data / "token")) for a in args]
+            # The same arguments and the Secret's token in the environment start a server (on
+            # loopback here): they are a valid command line.
+            run = list(args)
             run[run.index("--listen") + 1] = "127.0.0.1:0"
             (data / "models").mkdir()
             server = subprocess.Popen([INDIM, *run, "--backend", "cpu"], stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.STDOUT)
+                                      stderr=subprocess.STDOUT,
+                                      env={**os.environ, "INDIM_TOKEN": secret["stringData"]["token"]})
             try:
                 info = data / "state" / "serve.json"
                 for _ in range(200):

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # A private single-node Slurm cluster for the tests, everything under one folder:
-#   slurm_cluster.sh start DIR   munged (as the munge user), slurmctld and slurmd on loopback
-#                                ports; prints the SLURM_CONF to export
+#   slurm_cluster.sh start DIR [--cpu-only]   munged (as the munge user), slurmctld and slurmd
+#                                on loopback ports; prints the SLURM_CONF to export
 #   slurm_cluster.sh stop DIR    stops them by their pid files (bounded wait, then SIGKILL)
-# The node has two fake GPUs (character devices made with mknod) so jobs can ask --gres=gpu:1.
+# The node has two fake GPUs (character devices made with mknod) so jobs can ask --gres=gpu:1;
+# with --cpu-only it has none and knows no GPU resource at all, as a CPU cluster.
 set -euo pipefail
 cmd=${1:?start or stop}
 dir=$(realpath -m "${2:?folder}")
+cpu_only=${3:-}
 
 free_port() {
   /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
@@ -36,7 +38,13 @@ write_conf() {
   cpus=$(nproc)
   mem=$(($(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 / 2))
   mkdir -p "$dir/state" "$dir/spool" "$dir/log" "$dir/gpu"
-  for i in 0 1; do [ -c "$dir/gpu/nvidia$i" ] || mknod "$dir/gpu/nvidia$i" c 195 "$i"; done
+  local gres_types="GresTypes=gpu" node_gres="Gres=gpu:2"
+  if [ "$cpu_only" = --cpu-only ]; then
+    gres_types="" node_gres=""
+  else
+    for i in 0 1; do [ -c "$dir/gpu/nvidia$i" ] || mknod "$dir/gpu/nvidia$i" c 195 "$i"; done
+    printf 'AutoDetect=off\nName=gpu File=%s/gpu/nvidia[0-1]\n' "$dir" >"$dir/gres.conf"
+  fi
   cat >"$dir/slurm.conf" <<CONF
 ClusterName=indimtest
 SlurmctldHost=$node(127.0.0.1)
@@ -63,12 +71,11 @@ SchedulerType=sched/backfill
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 ReturnToService=2
-GresTypes=gpu
+$gres_types
 MinJobAge=600
-NodeName=$node NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem Gres=gpu:2 State=UNKNOWN
+NodeName=$node NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem $node_gres State=UNKNOWN
 PartitionName=debug Nodes=$node Default=YES MaxTime=INFINITE State=UP
 CONF
-  printf 'AutoDetect=off\nName=gpu File=%s/gpu/nvidia[0-1]\n' "$dir" >"$dir/gres.conf"
 }
 
 stop_pid() {  # pid file

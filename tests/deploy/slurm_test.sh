@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # deploy/slurm/submit.sh on a real single-node Slurm cluster started here: a job array of shards
 # (each with --gres=gpu:1 on fake GPUs) and the merge job after it; the merged report must equal
-# an unsharded run's. Skips (77) where Slurm or munge is not installed or we are not root.
+# an unsharded run's. Then the same cluster without GPUs: --gres none must run there. Skips (77)
+# where Slurm or munge is not installed or we are not root.
 #   slurm_test.sh PYTHON INDIM
 set -euo pipefail
 python=$1 indim=$2
@@ -14,8 +15,10 @@ done
 tmp=$(mktemp -d /tmp/indim-slurm-XXXXXX)
 chmod 755 "$tmp"  # munged runs as the munge user and must reach its folder
 cluster="$tmp/cluster"
+cpu_cluster="$tmp/cpu-cluster"
 cleanup() {
   "$root/tests/deploy/slurm_cluster.sh" stop "$cluster" || true
+  "$root/tests/deploy/slurm_cluster.sh" stop "$cpu_cluster" || true
   rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -67,4 +70,23 @@ assert [s["index"] for s in timing["shards"]] == [0, 1, 2], timing
 assert len(whole["matrices"]) == sum(s["matrices"] for s in timing["shards"]), timing
 print("merged report of", len(whole["matrices"]), "records equals the unsharded run's")
 PY
+
+# A cluster that knows no GPU: --gres none must ask for none (sbatch refuses any gres there).
+wait_jobs() {  # job ids, comma-separated
+  for _ in $(seq 600); do
+    [ -z "$(squeue -h -j "$1" 2>/dev/null)" ] && return 0
+    sleep 0.5
+  done
+  echo "FAIL: jobs $1 still queued after 300 s"; squeue; exit 1
+}
+"$root/tests/deploy/slurm_cluster.sh" stop "$cluster"
+SLURM_CONF=$("$root/tests/deploy/slurm_cluster.sh" start "$cpu_cluster" --cpu-only)
+ids=$(INDIM="$indim" "$root/deploy/slurm/submit.sh" --shards 2 --gres none --out "$tmp/cpu-run" \
+  "${inputs[@]}" -- "${analyze[@]}") || { echo "FAIL: submit.sh --gres none on a CPU cluster"; exit 1; }
+wait_jobs "$(awk '/^shards /{print $2}' <<<"$ids"),$(awk '/^merge /{print $2}' <<<"$ids")"
+for i in 0 1; do
+  grep -q "indim shard $i/2 on .* (GPU none)" "$tmp/cpu-run/logs/shard-$i.out" ||
+    { echo "FAIL: shard $i of the CPU run:"; cat "$tmp/cpu-run/logs/shard-$i.out"; exit 1; }
+done
+[ -f "$tmp/cpu-run/report.json" ] || { echo "FAIL: no merged report of the CPU run"; exit 1; }
 echo "PASS"

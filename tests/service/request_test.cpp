@@ -1,6 +1,7 @@
 // The service's parts on their own: request checks, root confinement, the token check, the
 // listen address, the job database across reopening, and the metrics text.
 #include <gtest/gtest.h>
+#include <sqlite3.h>
 
 #include <filesystem>
 
@@ -75,6 +76,18 @@ TEST(JobRequest, RefusesWithA400ThatNamesTheField) {
   }
 }
 
+namespace {
+
+// A request path located and inspected as the service does.
+std::string confine(const RootSet& roots, const std::string& path) {
+  InspectBudget budget;
+  const RootSet::Located at = roots.locate(path);
+  roots.inspect(path, at, budget);
+  return at.path;
+}
+
+}  // namespace
+
 TEST(Roots, ConfinesPathsIndexesAndFolderEntries) {
   test::TempDir dir;
   const std::string root = dir / "root", out = dir / "out";
@@ -84,22 +97,24 @@ TEST(Roots, ConfinesPathsIndexesAndFolderEntries) {
   test::write_text(out + "/w.safetensors", "x");
   test::write_text(root + "/ok/inside.index.json", R"({"weight_map": {"a": "model.safetensors"}})");
   test::write_text(root + "/bad.index.json", R"({"weight_map": {"a": "../out/w.safetensors"}})");
+  const std::string canon = std::filesystem::canonical(root).string();
   const RootSet roots({root});
-  EXPECT_EQ(roots.confine("ok"), std::filesystem::canonical(root + "/ok").string());
-  EXPECT_EQ(roots.confine(root + "/ok/model.safetensors"),
-            std::filesystem::canonical(root + "/ok/model.safetensors").string());
-  EXPECT_EQ(status_of([&] { roots.confine("bad.index.json"); }), 403);
-  EXPECT_EQ(status_of([&] { roots.confine(out); }), 403);
-  EXPECT_EQ(status_of([&] { roots.confine("../out/w.safetensors"); }), 403);
-  EXPECT_EQ(status_of([&] { roots.confine("../out/none"); }), 403) << "outside, even if missing";
-  EXPECT_EQ(status_of([&] { roots.confine("none"); }), 400);
+  EXPECT_EQ(confine(roots, "ok"), canon + "/ok");
+  EXPECT_EQ(confine(roots, canon + "/ok/model.safetensors"), canon + "/ok/model.safetensors");
+  EXPECT_EQ(status_of([&] { confine(roots, "bad.index.json"); }), 403);
+  EXPECT_EQ(status_of([&] { confine(roots, out); }), 403);
+  EXPECT_EQ(status_of([&] { confine(roots, "../out/w.safetensors"); }), 403);
+  EXPECT_EQ(status_of([&] { confine(roots, "../out/none"); }), 403) << "outside, even if missing";
+  EXPECT_EQ(status_of([&] { confine(roots, "none"); }), 400);
+  EXPECT_EQ(status_of([&] { confine(roots, std::string("ok\0/x", 5)); }), 400);
+  EXPECT_EQ(status_of([&] { confine(roots, "ok/" + std::string(256, 'n')); }), 400);
   std::filesystem::create_symlink(out + "/w.safetensors", root + "/ok/link.safetensors");
-  EXPECT_EQ(status_of([&] { roots.confine("ok"); }), 403) << "a folder entry that points out";
+  EXPECT_EQ(status_of([&] { confine(roots, "ok"); }), 403) << "a folder entry that points out";
   EXPECT_THROW(RootSet({dir / "missing"}), UsageError);
   EXPECT_THROW(RootSet(std::vector<std::string>{}), UsageError);
   // A root "/root" does not admit "/rootother".
   std::filesystem::create_directories(root + "other");
-  EXPECT_EQ(status_of([&] { roots.confine(root + "other"); }), 403);
+  EXPECT_EQ(status_of([&] { confine(roots, root + "other"); }), 403);
 }
 
 TEST(Token, MatchesOnlyTheWholeToken) {
@@ -150,11 +165,78 @@ TEST(JobStore, KeepsJobsAcrossReopeningNewestFirst) {
   EXPECT_EQ(j.exit_code, 2);
   EXPECT_EQ(j.progress.units_total, 7);
   EXPECT_EQ(j.request["base"], "b");
-  const auto all = store.list(std::nullopt, 10);
+  const auto all = store.list({});
   ASSERT_EQ(all.size(), 3u);
   EXPECT_EQ(all.front().id, "job2");
-  EXPECT_EQ(store.list(JobState::Queued, 10).size(), 2u);
+  ListQuery queued;
+  queued.state = JobState::Queued;
+  EXPECT_EQ(store.list(queued).size(), 2u);
   EXPECT_EQ(store.in_state(JobState::Queued).front().id, "job0");
   EXPECT_EQ(store.count(JobState::Failed), 1);
   EXPECT_FALSE(store.get("nope").has_value());
+}
+
+TEST(JobStore, ListsSummariesByTenantAndCursorAndSkipsNothingItCannotRead) {
+  test::TempDir dir;
+  const std::string path = dir / "jobs.db";
+  {  // a database of the first schema, without tenants: opening it adds the columns
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+    ASSERT_EQ(sqlite3_exec(db,
+                           "CREATE TABLE jobs (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT "
+                           "UNIQUE NOT NULL, state TEXT NOT NULL, request TEXT NOT NULL, base TEXT "
+                           "NOT NULL, created REAL NOT NULL, started REAL NOT NULL, finished REAL "
+                           "NOT NULL, attempts INTEGER NOT NULL, error TEXT NOT NULL, error_class "
+                           "TEXT NOT NULL, problem TEXT NOT NULL, exit_code INTEGER NOT NULL, "
+                           "resumed_records INTEGER NOT NULL, seconds REAL NOT NULL, purged "
+                           "INTEGER NOT NULL, units_done INTEGER NOT NULL, units_total INTEGER NOT "
+                           "NULL, cost_done REAL NOT NULL, cost_total REAL NOT NULL, units_resumed "
+                           "INTEGER NOT NULL, cost_resumed REAL NOT NULL);"
+                           "INSERT INTO jobs VALUES (NULL, 'old', 'done', '{\"base\": \"b\", "
+                           "\"tuned\": [\"t\"], \"options\": {}}', 'b', 1, 1, 1, 1, '', '', '', "
+                           "0, 0, 0, 0, 0, 0, 0, 0, 0, 0);"
+                           "INSERT INTO jobs VALUES (NULL, 'torn', 'queued', 'not json', 'b', 1, "
+                           "0, 0, 0, '', '', '', 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);",
+                           nullptr, nullptr, nullptr),
+              SQLITE_OK);
+    sqlite3_close(db);
+  }
+  JobStore store(path);
+  for (int i = 0; i < 4; ++i) {
+    Job j;
+    j.id = "job" + std::to_string(i);
+    j.tenant = i % 2 ? "bob" : "alice";
+    j.request = {{"base", "b" + std::to_string(i)},
+                 {"tuned", {"t1", "t2"}},
+                 {"options", {{"pad", std::string(4096, 'x')}}}};
+    store.insert(j);
+  }
+  EXPECT_EQ(store.get("old")->tenant, "");
+  const Job torn = *store.get("torn");
+  EXPECT_EQ(torn.state, JobState::Failed);
+  EXPECT_NE(torn.error.find("not a JSON object"), std::string::npos) << torn.error;
+  ListQuery alice;
+  alice.tenant = "alice";
+  const auto mine = store.list(alice);
+  ASSERT_EQ(mine.size(), 2u);
+  EXPECT_EQ(mine[0].id, "job2");
+  EXPECT_EQ(mine[0].request, (nlohmann::json{{"base", "b2"}, {"tuned_count", 2}}));
+  EXPECT_EQ(mine[0].tuned_count, 2);
+  ListQuery page;
+  page.limit = 2;
+  const auto first = store.list(page);
+  ASSERT_EQ(first.size(), 2u);
+  page.before = first.back().seq;
+  const auto second = store.list(page);
+  ASSERT_EQ(second.size(), 2u);
+  EXPECT_EQ(second[0].id, "job1");
+  EXPECT_EQ(second[1].id, "job0");
+  page.before = second.back().seq;
+  const auto third = store.list(page);
+  ASSERT_EQ(third.size(), 2u);
+  EXPECT_EQ(third[0].id, "torn");
+  EXPECT_FALSE(third[0].damage.empty());
+  EXPECT_EQ(store.ended_beyond(0), std::vector<std::string>{"old"});
+  store.remove("old");
+  EXPECT_FALSE(store.get("old"));
 }

@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -26,16 +27,20 @@ constexpr const char* kToken = "test-token-0123456789abcdef";
 
 class ServiceProcess {
  public:
-  /// Starts `indim serve --root ROOT --state STATE` with the test token and `extra` flags;
-  /// ready() says whether it wrote serve.json in time.
+  /// Starts `indim serve --root ROOT --state STATE` with the test token and `extra` flags, in
+  /// `cwd` when given; ready() says whether it wrote serve.json in time.
   ServiceProcess(const std::string& root, const std::string& state,
-                 std::vector<std::string> extra = {})
+                 std::vector<std::string> extra = {}, const std::string& cwd = "")
       : state_(state) {
     std::filesystem::create_directories(state);
     write_text(state + "/../token", std::string(kToken) + "\n");
-    std::vector<std::string> args = {
-        INDIM_CLI_PATH, "serve", "--listen",     "127.0.0.1:0",       "--root",    root,
-        "--state",      state,   "--token-file", state + "/../token", "--backend", "cpu"};
+    std::filesystem::permissions(state + "/../token", std::filesystem::perms::owner_read |
+                                                          std::filesystem::perms::owner_write);
+    std::vector<std::string> args = {INDIM_CLI_PATH, "serve",   "--listen", "127.0.0.1:0", "--root",
+                                     root,           "--state", state,      "--backend",   "cpu"};
+    // The test token, unless the test gives its tenants (--tokens).
+    if (std::find(extra.begin(), extra.end(), "--tokens") == extra.end())
+      args.insert(args.end(), {"--token-file", state + "/../token"});
     args.insert(args.end(), extra.begin(), extra.end());
     std::filesystem::remove(state + "/serve.json");
     log_ = state + "/../serve-" + std::to_string(++starts_) + ".log";
@@ -44,6 +49,7 @@ class ServiceProcess {
     posix_spawn_file_actions_addopen(&fa, STDERR_FILENO, log_.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
                                      0644);
     posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, "/dev/null", O_WRONLY, 0);
+    if (!cwd.empty()) posix_spawn_file_actions_addchdir_np(&fa, cwd.c_str());
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);

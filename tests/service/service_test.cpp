@@ -13,7 +13,7 @@
 
 #include "hub_cache.hpp"
 #include "indim/demo.hpp"
-#include "service_process.hpp"
+#include "service_jobs.hpp"
 
 using namespace indim;
 using test::body_of;
@@ -58,35 +58,11 @@ httplib::Result post(httplib::Client& c, const Json& body) {
   return c.Post("/v1/jobs", body.dump(), "application/json");
 }
 
-std::string submit(httplib::Client& c, const Json& body) {
-  const auto r = post(c, body);
-  if (!r || r->status != 202) {
-    ADD_FAILURE() << "submit: " << (r ? r->status : -1) << " " << (r ? r->body : "");
-    return {};
-  }
-  return body_of(r).at("id").get<std::string>();
-}
+std::string submit(httplib::Client& c, const Json& body) { return test::submit_job(c, body); }
+using test::wait_job;
+using test::wait_state;
 
 Json job(httplib::Client& c, const std::string& id) { return body_of(c.Get("/v1/jobs/" + id)); }
-
-// Polls until `done(job)` or `limit`; the last state.
-template <typename Pred>
-Json wait_job(httplib::Client& c, const std::string& id, Pred done,
-              std::chrono::seconds limit = std::chrono::seconds(120)) {
-  const auto until = std::chrono::steady_clock::now() + limit;
-  Json j;
-  while (std::chrono::steady_clock::now() < until) {
-    j = job(c, id);
-    if (j.is_object() && done(j)) return j;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  ADD_FAILURE() << "job " << id << " did not get there in time: " << j.dump();
-  return j;
-}
-
-Json wait_state(httplib::Client& c, const std::string& id, const std::string& state) {
-  return wait_job(c, id, [&](const Json& j) { return j.value("state", "") == state; });
-}
 
 bool has_units_done(const Json& j, int n) {
   return j.value("state", "") == "running" && j["progress"].value("units_done", 0) >= n;
@@ -489,6 +465,26 @@ TEST_F(Service, MetricsScrapeInPrometheusTextFormat) {
   EXPECT_GT(count, 0);
   EXPECT_NE(r->body.find("indim_jobs{state=\"done\"} 1\n"), std::string::npos);
   EXPECT_NE(r->body.find("indim_jobs_ended_total{state=\"done\"} 1\n"), std::string::npos);
+}
+
+// Prometheus's own checker (Debian's prometheus package, which scripts/setup.sh installs) on
+// what a running service serves, after a job, a failed request and a refused token.
+TEST_F(Service, PromtoolChecksTheMetricsOfARunningService) {
+  ServiceProcess s(models().root, state());
+  ASSERT_TRUE(s.ready()) << s.log();
+  auto c = s.client();
+  wait_state(*c, submit(*c, job_body("small/base", {"small/full"})), "done");
+  EXPECT_EQ(s.client("wrong-token-0123456789abcdef")->Get("/v1/jobs")->status, 401);
+  const std::string scrape = dir_ / "scrape.txt";
+  const auto got =
+      test::run_command("curl -sf -H 'Authorization: Bearer " + std::string(test::kToken) + "' " +
+                        s.url() + "/metrics -o " + scrape + " 2>&1");
+  ASSERT_EQ(got.rc, 0) << got.out;
+  const auto check = test::run_command("promtool check metrics < " + scrape + " 2>&1");
+  EXPECT_EQ(check.rc, 0) << check.out << "\n" << test::read_text(scrape);
+  EXPECT_EQ(check.out, "") << "no lint findings either";
+  EXPECT_NE(test::read_text(scrape).find("indim_http_requests_total{code=\"401\"} 1"),
+            std::string::npos);
 }
 
 TEST_F(Service, AFailedJobSaysWhyAndWhichClassOfError) {

@@ -1,0 +1,80 @@
+#include "service/admission.hpp"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+
+#include "indim/backend.hpp"
+#include "indim/error.hpp"
+#include "pipeline/inputs.hpp"
+
+namespace indim::service {
+
+namespace {
+
+std::string gib(uint64_t bytes) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f GiB", static_cast<double>(bytes) / (1ull << 30));
+  return buf;
+}
+
+// The algorithm whose working set bounds the job's: as asked, else the backends' default.
+std::string algo_of(const AnalyzeOptions& o) { return o.algo == "auto" ? "gram64" : o.algo; }
+
+bool may_use_cuda(const AnalyzeOptions& o) {
+  return o.backend == "cuda" || (o.backend == "auto" && !cuda_memory_info().empty());
+}
+
+uint64_t largest_device(const AnalyzeOptions& o) {
+  uint64_t best = 0;
+  for (const DeviceMemoryInfo& d : cuda_memory_info()) best = std::max(best, d.total_bytes);
+  return o.gpu_mem > 0 ? std::min(best, o.gpu_mem) : best;
+}
+
+}  // namespace
+
+uint64_t physical_memory() {
+  const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGESIZE);
+  return pages > 0 && page > 0 ? static_cast<uint64_t>(pages) * static_cast<uint64_t>(page) : 0;
+}
+
+MemoryNeed memory_need(const AnalyzeOptions& o) {
+  const detail::RunInputs in(o, [](const std::string&) {});
+  MemoryNeed need;
+  for (const MatchTable& table : in.tables)
+    for (const MatchedPair& p : table.pairs) {
+      const std::vector<uint64_t>& shape = p.base.info->shape;
+      if (!p.selected || shape.size() < 2) continue;
+      const auto rows = static_cast<int64_t>(shape[shape.size() - 2]);
+      const auto cols = static_cast<int64_t>(shape.back());
+      const uint64_t bytes = cuda_bytes_needed(algo_of(o), o.precision, rows, cols, 0);
+      if (bytes <= need.device) continue;
+      need.device = bytes;
+      need.tensor = p.base_name;
+      need.shape = shape;
+    }
+  need.host = need.device * static_cast<uint64_t>(std::max(1, o.workers));
+  return need;
+}
+
+void admit(const AnalyzeOptions& o, const ServeOptions& serve) {
+  const MemoryNeed need = memory_need(o);
+  const std::string matrix = "tensor '" + need.tensor + "' " + shape_text(need.shape);
+  const uint64_t host = serve.job_memory > 0 ? serve.job_memory : physical_memory();
+  if (host > 0 && need.host > host)
+    throw BadInput(InputProblem::TooLarge,
+                   "the job needs about " + gib(need.host) + " of host memory for " + matrix +
+                       " (" + std::to_string(std::max(1, o.workers)) + " worker(s)), over the " +
+                       gib(host) + " a job may use here (--job-memory); it can never run on " +
+                       "this service");
+  if (!may_use_cuda(o)) return;
+  const uint64_t device = largest_device(o);
+  if (device > 0 && need.device > device)
+    throw BadInput(InputProblem::TooLarge,
+                   "the job needs about " + gib(need.device) + " of GPU memory for " + matrix +
+                       ", over the " + gib(device) + " of the largest device (or --gpu-mem); " +
+                       "it can never run on this service");
+}
+
+}  // namespace indim::service
