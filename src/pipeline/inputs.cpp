@@ -8,7 +8,7 @@ namespace indim::detail {
 
 namespace {
 
-constexpr const char* kSchemaVersion = "1.1";
+constexpr const char* kSchemaVersion = "1.2";
 
 void check_pair(const MatchedPair& p) {
   if (!p.shapes_equal)
