@@ -107,6 +107,7 @@ const char* content_type(const std::string& name) {
   if (name == "report.html") return "text/html; charset=utf-8";
   if (name == "matrices.csv" || name == "vectors.csv") return "text/csv; charset=utf-8";
   if (name == "journal.jsonl") return "application/x-ndjson";
+  if (name == "mitigation.tar") return "application/x-tar";
   return kJson;
 }
 
@@ -230,7 +231,7 @@ void install_api(httplib::Server& s, Api& api) {
   s.Delete(kJobPath, guarded([&api](const auto& req, auto& res) { delete_job(api, req, res); }));
   s.Get(std::string(kJobPath) + "/events",
         guarded([&api](const auto& req, auto& res) { job_events(api, req, res); }));
-  s.Get(std::string(kJobPath) + R"(/([a-z]+\.(?:json|csv|html|jsonl)))",
+  s.Get(std::string(kJobPath) + R"(/([a-z]+\.(?:json|csv|html|jsonl|tar)))",
         guarded([&api](const auto& req, auto& res) { get_output(api, req, res); }));
   s.Get("/healthz", [&api](const auto&, auto& res) { healthz(api, res); });
   s.Get("/metrics", guarded([&api](const auto&, auto& res) { metrics(api, res); }));

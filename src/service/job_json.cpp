@@ -51,6 +51,8 @@ std::vector<std::string> job_outputs(const Job& job) {
   std::vector<std::string> out = {"report.json", "matrices.csv", "vectors.csv", "journal.jsonl"};
   if (job.request.contains("options") && job.request["options"].value("html", false))
     out.push_back("report.html");
+  if (job.request.value("kind", "analyze") == "mitigate")  // the variant folders as one archive
+    out.insert(out.end(), {"mitigation.json", "mitigation.tar"});
   return out;
 }
 
@@ -61,6 +63,7 @@ Json job_to_json(const Job& job) {
             {"started", when(job.started)},
             {"finished", when(job.finished)},
             {"attempts", job.attempts},
+            {"kind", job.request.value("kind", "analyze")},
             {"base", job.request.value("base", "")},
             {"tuned", job.request.value("tuned", Json::array())},
             {"options", job.request.value("options", Json::object())},
