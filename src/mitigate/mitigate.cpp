@@ -126,7 +126,6 @@ std::vector<MitigationRecord> mitigate_matrices(const MitigateOptions& o, const 
             p, it->second, specs, outs, rank_spec < 0 ? p.lora->r : rank_spec, adapter->config()));
       else
         records.push_back(detail::mitigate_tensor(p, part, it->second, specs, outs));
-      if (a.note) a.note("mitigated " + name);
     }
   }
   return records;

@@ -309,6 +309,13 @@ std::string num(double v) {
 // A number for pandas: NaN (a null direction) as an empty cell.
 std::string cell(double v) { return std::isnan(v) ? std::string() : num(v); }
 
+// A measure for pandas, read as a float even when every value is whole ("0.0", not "0").
+std::string real(double v) {
+  std::string s = cell(v);
+  if (!s.empty() && s.find_first_of(".eEn") == std::string::npos) s += ".0";
+  return s;
+}
+
 double min_tested_maxcos(const MatrixResult& r) {
   double m = std::numeric_limits<double>::quiet_NaN();
   for (double c : r.maxcos)
@@ -340,11 +347,11 @@ std::string build_matrices_csv(const AnalyzeResult& res) {
         << (r.identical ? "true" : "false") << "," << num(r.seconds) << "," << csv_field(r.route)
         << "," << cell(min_tested_maxcos(r));
     for (double e : res.eps) out << "," << r.count_at(e);
-    out << "," << res.tuned[r.tuned_index].step << "," << num(r.sigma_share_at(primary)) << ","
-        << num(r.update_share_at(primary)) << "," << cell(r.subspace_overlap) << ","
-        << cell(r.null_maxcos) << "," << num(r.update_fro);
-    for (double e : res.eps) out << "," << num(r.sigma_share_at(e));
-    for (double e : res.eps) out << "," << num(r.update_share_at(e));
+    out << "," << res.tuned[r.tuned_index].step << "," << real(r.sigma_share_at(primary)) << ","
+        << real(r.update_share_at(primary)) << "," << real(r.subspace_overlap) << ","
+        << real(r.null_maxcos) << "," << real(r.update_fro);
+    for (double e : res.eps) out << "," << real(r.sigma_share_at(e));
+    for (double e : res.eps) out << "," << real(r.update_share_at(e));
     if (deltas) {
       if (r.has_delta)
         out << "," << num(r.delta.fro) << "," << num(r.delta.rel_fro) << ","
@@ -370,8 +377,8 @@ std::string build_vectors_csv(const AnalyzeResult& res, double primary_eps) {
           << num(r.sigma[j]) << "," << num(r.sigma_ratio[j]) << "," << cell(r.maxcos[j]) << ","
           << (null ? std::string() : std::to_string(r.argmax[j])) << ","
           << (null ? "true" : "false") << "," << (r.maxcos[j] < primary_eps ? "true" : "false")
-          << "," << cell(i < r.update_energy.size() ? r.update_energy[i] : nan) << ","
-          << cell(i < r.principal_cos.size() ? r.principal_cos[i] : nan) << "\n";
+          << "," << real(i < r.update_energy.size() ? r.update_energy[i] : nan) << ","
+          << real(i < r.principal_cos.size() ? r.principal_cos[i] : nan) << "\n";
     }
   return out.str();
 }
