@@ -1,23 +1,16 @@
 #include "mitigate/variants.hpp"
 
-#include <cblas.h>
 #include <lapacke.h>
 
 #include <algorithm>
 #include <cmath>
 
+#include "backend/row_gemm.hpp"
 #include "indim/error.hpp"
 
 namespace indim::detail {
 
 namespace {
-
-void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, double alpha, const double* a,
-          int64_t lda, const double* b, int64_t ldb, double beta, double* c, int64_t ldc) {
-  if (m == 0 || n == 0) return;
-  cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, m, n,
-              k, alpha, a, lda, b, ldb, beta, c, ldc);
-}
 
 double dot(const std::vector<double>& x, const std::vector<double>& y) {
   double s = 0;
@@ -30,8 +23,8 @@ double dot(const std::vector<double>& x, const std::vector<double>& y) {
 double lambda_update_sq(const MatrixStart& s, double lambda) {
   const double k = 1 - lambda;
   std::vector<double> utu(static_cast<size_t>(s.q * s.q)), ug(static_cast<size_t>(s.q * s.n));
-  gemm(true, false, s.q, s.q, s.m, 1.0, s.u.data(), s.q, s.u.data(), s.q, 0.0, utu.data(), s.q);
-  gemm(false, false, s.q, s.n, s.q, 1.0, utu.data(), s.q, s.g.data(), s.n, 0.0, ug.data(), s.n);
+  row_gemm(true, false, s.q, s.q, s.m, 1.0, s.u.data(), s.q, s.u.data(), s.q, 0.0, utu.data(), s.q);
+  row_gemm(false, false, s.q, s.n, s.q, 1.0, utu.data(), s.q, s.g.data(), s.n, 0.0, ug.data(), s.n);
   double cross = 0;
   for (size_t i = 0; i < s.g.size(); ++i) cross += (s.g[i] - s.g0[i]) * s.g[i];
   const double v = s.dw_fro * s.dw_fro - 2 * k * cross + k * k * dot(s.g, ug);
@@ -77,8 +70,9 @@ MatrixStart dense_start(const Dense<double>& w0, const Dense<double>& w, std::ve
   s.m = w.rows, s.n = w.cols, s.q = q, s.u = std::move(u);
   s.g.assign(static_cast<size_t>(q * s.n), 0.0);
   s.g0.assign(s.g.size(), 0.0);
-  gemm(true, false, q, s.n, s.m, 1.0, s.u.data(), q, w.data.data(), s.n, 0.0, s.g.data(), s.n);
-  gemm(true, false, q, s.n, s.m, 1.0, s.u.data(), q, w0.data.data(), s.n, 0.0, s.g0.data(), s.n);
+  row_gemm(true, false, q, s.n, s.m, 1.0, s.u.data(), q, w.data.data(), s.n, 0.0, s.g.data(), s.n);
+  row_gemm(true, false, q, s.n, s.m, 1.0, s.u.data(), q, w0.data.data(), s.n, 0.0, s.g0.data(),
+           s.n);
   double dw = 0, ww = 0;
   for (size_t i = 0; i < w.data.size(); ++i) {
     const double d = w.data[i] - w0.data[i];
@@ -93,8 +87,8 @@ Dense<double> dense_variant(const MatrixStart& s, const Dense<double>& w0, const
   out.variant = v.kind, out.lambda = v.lambda, out.factor = control_factor(s, v);
   Dense<double> x = w;  // W_L = W - (1 - L) U G, unless a shrink, which needs only W
   if (v.kind != "shrink")
-    gemm(false, false, s.m, s.n, s.q, -(1 - v.lambda), s.u.data(), s.q, s.g.data(), s.n, 1.0,
-         x.data.data(), s.n);
+    row_gemm(false, false, s.m, s.n, s.q, -(1 - v.lambda), s.u.data(), s.q, s.g.data(), s.n, 1.0,
+             x.data.data(), s.n);
   double upd = 0, change = 0;
   for (size_t i = 0; i < x.data.size(); ++i) {
     if (out.factor != 1) x.data[i] = w0.data[i] + out.factor * (x.data[i] - w0.data[i]);
@@ -104,7 +98,8 @@ Dense<double> dense_variant(const MatrixStart& s, const Dense<double>& w0, const
   out.update_fro = std::sqrt(upd);
   out.rel_change = s.w_fro > 0 ? std::sqrt(change) / s.w_fro : 0.0;
   std::vector<double> ux(static_cast<size_t>(s.q * s.n));
-  gemm(true, false, s.q, s.n, s.m, 1.0, s.u.data(), s.q, x.data.data(), s.n, 0.0, ux.data(), s.n);
+  row_gemm(true, false, s.q, s.n, s.m, 1.0, s.u.data(), s.q, x.data.data(), s.n, 0.0, ux.data(),
+           s.n);
   out.sigma_after = row_norms(ux, s.q, s.n);
   return x;
 }
@@ -112,8 +107,8 @@ Dense<double> dense_variant(const MatrixStart& s, const Dense<double>& w0, const
 double factors_fro(const Factors& f) {
   const int64_t r = f.rank(), m = f.b.rows, n = f.a.cols;
   std::vector<double> bb(static_cast<size_t>(r * r)), aa(static_cast<size_t>(r * r));
-  gemm(true, false, r, r, m, 1.0, f.b.data.data(), r, f.b.data.data(), r, 0.0, bb.data(), r);
-  gemm(false, true, r, r, n, 1.0, f.a.data.data(), n, f.a.data.data(), n, 0.0, aa.data(), r);
+  row_gemm(true, false, r, r, m, 1.0, f.b.data.data(), r, f.b.data.data(), r, 0.0, bb.data(), r);
+  row_gemm(false, true, r, r, n, 1.0, f.a.data.data(), n, f.a.data.data(), n, 0.0, aa.data(), r);
   return std::fabs(f.scale) * std::sqrt(std::max(dot(bb, aa), 0.0));
 }
 
@@ -123,15 +118,18 @@ MatrixStart factor_start(const Dense<double>& w0, const Factors& f, std::vector<
   s.m = w0.rows, s.n = w0.cols, s.q = q, s.u = std::move(u);
   const int64_t r = f.rank();
   s.g0.assign(static_cast<size_t>(q * s.n), 0.0);
-  gemm(true, false, q, s.n, s.m, 1.0, s.u.data(), q, w0.data.data(), s.n, 0.0, s.g0.data(), s.n);
+  row_gemm(true, false, q, s.n, s.m, 1.0, s.u.data(), q, w0.data.data(), s.n, 0.0, s.g0.data(),
+           s.n);
   std::vector<double> ub(static_cast<size_t>(q * r));  // G = G0 + s (U^T B) A
-  gemm(true, false, q, r, s.m, 1.0, s.u.data(), q, f.b.data.data(), r, 0.0, ub.data(), r);
+  row_gemm(true, false, q, r, s.m, 1.0, s.u.data(), q, f.b.data.data(), r, 0.0, ub.data(), r);
   s.g = s.g0;
-  gemm(false, false, q, s.n, r, f.scale, ub.data(), r, f.a.data.data(), s.n, 1.0, s.g.data(), s.n);
+  row_gemm(false, false, q, s.n, r, f.scale, ub.data(), r, f.a.data.data(), s.n, 1.0, s.g.data(),
+           s.n);
   s.dw_fro = factors_fro(f);
   // ||W||^2 = ||W0||^2 + 2 s <W0, B A> + ||s B A||^2, with <W0, B A> = <W0 A^T, B>.
   std::vector<double> wa(static_cast<size_t>(s.m * r));
-  gemm(false, true, s.m, r, s.n, 1.0, w0.data.data(), s.n, f.a.data.data(), s.n, 0.0, wa.data(), r);
+  row_gemm(false, true, s.m, r, s.n, 1.0, w0.data.data(), s.n, f.a.data.data(), s.n, 0.0, wa.data(),
+           r);
   const double w0_sq = dot(w0.data, w0.data);
   s.w_fro = std::sqrt(std::max(w0_sq + 2 * f.scale * dot(wa, f.b.data) + s.dw_fro * s.dw_fro, 0.0));
   return s;
@@ -185,7 +183,7 @@ Factors truncated(const Factors& f, int64_t k, double& lost) {
   const std::vector<double> rb = qr(qb, m, r), ra = qr(qa, n, r);
   std::vector<double> core(static_cast<size_t>(r * r)), sv(static_cast<size_t>(r)),
       x(static_cast<size_t>(r * r)), yt(static_cast<size_t>(r * r));
-  gemm(false, true, r, r, r, 1.0, rb.data(), r, ra.data(), r, 0.0, core.data(), r);
+  row_gemm(false, true, r, r, r, 1.0, rb.data(), r, ra.data(), r, 0.0, core.data(), r);
   const lapack_int lr = static_cast<lapack_int>(r);
   if (LAPACKE_dgesdd(LAPACK_ROW_MAJOR, 'S', lr, lr, core.data(), lr, sv.data(), x.data(), lr,
                      yt.data(), lr) != 0)
@@ -201,8 +199,8 @@ Factors truncated(const Factors& f, int64_t k, double& lost) {
     for (int64_t l = 0; l < k; ++l)
       xs[i * k + l] = x[i * r + l] * std::sqrt(sv[l]),
                  ys[l * r + i] = yt[l * r + i] * std::sqrt(sv[l]);
-  gemm(false, false, m, k, r, 1.0, qb.data(), r, xs.data(), k, 0.0, out.b.data.data(), k);
-  gemm(false, true, k, n, r, 1.0, ys.data(), r, qa.data(), r, 0.0, out.a.data.data(), n);
+  row_gemm(false, false, m, k, r, 1.0, qb.data(), r, xs.data(), k, 0.0, out.b.data.data(), k);
+  row_gemm(false, true, k, n, r, 1.0, ys.data(), r, qa.data(), r, 0.0, out.a.data.data(), n);
   return out;
 }
 
@@ -240,10 +238,10 @@ Factors factor_variant(const MatrixStart& s, const Factors& f, const VariantSpec
   out.rel_change = s.w_fro > 0 ? change_fro(x, f) / s.w_fro : 0.0;
   // u_i^T W_new = G0 + s' (U^T B') A'
   std::vector<double> ub(static_cast<size_t>(s.q * x.rank())), ux = s.g0;
-  gemm(true, false, s.q, x.rank(), s.m, 1.0, s.u.data(), s.q, x.b.data.data(), x.rank(), 0.0,
-       ub.data(), x.rank());
-  gemm(false, false, s.q, s.n, x.rank(), x.scale, ub.data(), x.rank(), x.a.data.data(), s.n, 1.0,
-       ux.data(), s.n);
+  row_gemm(true, false, s.q, x.rank(), s.m, 1.0, s.u.data(), s.q, x.b.data.data(), x.rank(), 0.0,
+           ub.data(), x.rank());
+  row_gemm(false, false, s.q, s.n, x.rank(), x.scale, ub.data(), x.rank(), x.a.data.data(), s.n,
+           1.0, ux.data(), s.n);
   out.sigma_after = row_norms(ux, s.q, s.n);
   return x;
 }

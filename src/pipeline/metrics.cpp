@@ -1,6 +1,5 @@
 #include "pipeline/metrics.hpp"
 
-#include <cblas.h>
 #include <lapacke.h>
 
 #include <algorithm>
@@ -9,6 +8,7 @@
 #include <limits>
 
 #include "backend/host_matrix.hpp"
+#include "backend/row_gemm.hpp"
 #include "indim/peft.hpp"
 #include "pipeline/decompose.hpp"
 #include "pipeline/merge.hpp"
@@ -16,12 +16,6 @@
 namespace indim::detail {
 
 namespace {
-
-void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, double alpha, const double* a,
-          int64_t lda, const double* b, int64_t ldb, double beta, double* c, int64_t ldc) {
-  cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, m, n,
-              k, alpha, a, lda, b, ldb, beta, c, ldc);
-}
 
 // The update's energy along k vectors: along[j] = ||y_j^T D||^2 or ||D y_j||^2, and ||D||_F^2.
 struct Energy {
@@ -47,10 +41,11 @@ Energy energy_by_blocks(int64_t rows, int64_t cols, const DiffRows& diff,
     diff(r0, n, d.data());
     for (int64_t i = 0; i < n * cols; ++i) e.fro_sq += d[i] * d[i];
     if (row_vectors) {  // z [k, cols] += y[r0 .. r0 + n)^T D_block
-      gemm(true, false, k, cols, n, 1.0, y.data() + r0 * k, k, d.data(), cols, 1.0, z.data(), cols);
+      row_gemm(true, false, k, cols, n, 1.0, y.data() + r0 * k, k, d.data(), cols, 1.0, z.data(),
+               cols);
       continue;
     }
-    gemm(false, false, n, k, cols, 1.0, d.data(), cols, y.data(), k, 0.0, z.data(), k);
+    row_gemm(false, false, n, k, cols, 1.0, d.data(), cols, y.data(), k, 0.0, z.data(), k);
     for (int64_t i = 0; i < n; ++i)
       for (int64_t j = 0; j < k; ++j) e.along[j] += z[i * k + j] * z[i * k + j];
   }
@@ -104,21 +99,21 @@ Energy lora_energy(const WorkUnit& u, const std::vector<double>& y, int64_t k, b
   e.along.assign(static_cast<size_t>(k), 0.0);
   std::vector<double> small(static_cast<size_t>(r * k)), z;
   if (left) {  // small [k, r] = y^T B, z [k, n] = s small A
-    gemm(true, false, k, r, m, 1.0, y.data(), k, b.data.data(), r, 0.0, small.data(), r);
+    row_gemm(true, false, k, r, m, 1.0, y.data(), k, b.data.data(), r, 0.0, small.data(), r);
     z.resize(static_cast<size_t>(k * n));
-    gemm(false, false, k, n, r, up.scale, small.data(), r, a.data.data(), n, 0.0, z.data(), n);
+    row_gemm(false, false, k, n, r, up.scale, small.data(), r, a.data.data(), n, 0.0, z.data(), n);
     for (int64_t j = 0; j < k; ++j)
       for (int64_t c = 0; c < n; ++c) e.along[j] += z[j * n + c] * z[j * n + c];
   } else {  // small [r, k] = A y, z [m, k] = s B small
-    gemm(false, false, r, k, n, 1.0, a.data.data(), n, y.data(), k, 0.0, small.data(), k);
+    row_gemm(false, false, r, k, n, 1.0, a.data.data(), n, y.data(), k, 0.0, small.data(), k);
     z.resize(static_cast<size_t>(m * k));
-    gemm(false, false, m, k, r, up.scale, b.data.data(), r, small.data(), k, 0.0, z.data(), k);
+    row_gemm(false, false, m, k, r, up.scale, b.data.data(), r, small.data(), k, 0.0, z.data(), k);
     for (int64_t i = 0; i < m; ++i)
       for (int64_t j = 0; j < k; ++j) e.along[j] += z[i * k + j] * z[i * k + j];
   }
   std::vector<double> bb(static_cast<size_t>(r * r)), aa(static_cast<size_t>(r * r));
-  gemm(true, false, r, r, m, 1.0, b.data.data(), r, b.data.data(), r, 0.0, bb.data(), r);
-  gemm(false, true, r, r, n, 1.0, a.data.data(), n, a.data.data(), n, 0.0, aa.data(), r);
+  row_gemm(true, false, r, r, m, 1.0, b.data.data(), r, b.data.data(), r, 0.0, bb.data(), r);
+  row_gemm(false, true, r, r, n, 1.0, a.data.data(), n, a.data.data(), n, 0.0, aa.data(), r);
   for (size_t i = 0; i < bb.size(); ++i) e.fro_sq += bb[i] * aa[i];
   e.fro_sq = std::max(0.0, e.fro_sq) * up.scale * up.scale;
   return e;
@@ -152,12 +147,12 @@ std::vector<double> leading_columns(const Vectors& v, int64_t count) {
 double subspace_overlap(const std::vector<double>& y, const std::vector<double>& x, int64_t dim,
                         int64_t t, std::vector<double>* cosines) {
   std::vector<double> m(static_cast<size_t>(t * t));
-  gemm(true, false, t, t, dim, 1.0, y.data(), t, x.data(), t, 0.0, m.data(), t);
+  row_gemm(true, false, t, t, dim, 1.0, y.data(), t, x.data(), t, 0.0, m.data(), t);
   double fro = 0;
   for (double c : m) fro += c * c;
   if (cosines != nullptr) {  // the singular values of M: square roots of M^T M's eigenvalues
     std::vector<double> mtm(static_cast<size_t>(t * t)), ev(static_cast<size_t>(t));
-    gemm(true, false, t, t, t, 1.0, m.data(), t, m.data(), t, 0.0, mtm.data(), t);
+    row_gemm(true, false, t, t, t, 1.0, m.data(), t, m.data(), t, 0.0, mtm.data(), t);
     const lapack_int n = static_cast<lapack_int>(t);
     cosines->assign(static_cast<size_t>(t), std::numeric_limits<double>::quiet_NaN());
     if (LAPACKE_dsyevd(LAPACK_ROW_MAJOR, 'N', 'U', n, mtm.data(), n, ev.data()) == 0)

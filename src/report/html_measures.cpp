@@ -12,10 +12,10 @@ std::string share(double v) { return std::isnan(v) ? std::string("-") : fmt("%.3
 
 void measures_row(std::ostringstream& o, const std::string& who, const std::string& type,
                   const GroupTotals& g) {
-  o << "<tr><td>" << esc(who) << "</td><td>" << esc(type) << "</td><td>" << g.matrices
-    << "</td><td>" << g.intruders << "</td><td>" << share(g.sigma_share) << "</td><td>"
-    << share(g.update_share) << "</td><td>" << share(g.subspace_overlap) << "</td><td>"
-    << share(g.null_maxcos) << "</td></tr>";
+  o << "<tr class=\"measures-row\"><td>" << esc(who) << "</td><td>" << esc(type) << "</td><td>"
+    << g.matrices << "</td><td>" << g.intruders << "</td><td>" << share(g.sigma_share)
+    << "</td><td>" << share(g.update_share) << "</td><td>" << share(g.subspace_overlap)
+    << "</td><td>" << share(g.null_maxcos) << "</td></tr>";
 }
 
 }  // namespace

@@ -40,14 +40,6 @@ Dense<double> kept(Dense<double> m, DType d = DType::F32) {
   return m;
 }
 
-Dense<double> matmul(const Dense<double>& a, const Dense<double>& b) {
-  Dense<double> c{a.rows, b.cols, std::vector<double>(static_cast<size_t>(a.rows * b.cols))};
-  for (int64_t i = 0; i < a.rows; ++i)
-    for (int64_t l = 0; l < a.cols; ++l)
-      for (int64_t j = 0; j < b.cols; ++j) c.at(i, j) += a.at(i, l) * b.at(l, j);
-  return c;
-}
-
 Dense<double> sub(const Dense<double>& a, const Dense<double>& b) {
   Dense<double> c = a;
   for (size_t i = 0; i < c.data.size(); ++i) c.data[i] -= b.data[i];
@@ -84,7 +76,7 @@ struct Reference {
           std::vector<double>(static_cast<size_t>(w.rows) * idx.size())};
     for (int64_t i = 0; i < w.rows; ++i)
       for (size_t l = 0; l < idx.size(); ++l) ui.at(i, static_cast<int64_t>(l)) = u.at(i, idx[l]);
-    for (int j : idx) sigma.push_back(fro(matmul(test::transpose(column(u, j)), w)));
+    for (int j : idx) sigma.push_back(fro(test::matmul(test::transpose(column(u, j)), w)));
   }
   static Dense<double> column(const Dense<double>& u, int j) {
     Dense<double> c{u.rows, 1, std::vector<double>(static_cast<size_t>(u.rows))};
@@ -93,7 +85,7 @@ struct Reference {
   }
   int64_t q() const { return ui.cols; }
   Dense<double> intruders(double lambda) const {  // W + (L - 1) U_I U_I^T W
-    Dense<double> p = matmul(ui, matmul(test::transpose(ui), w));
+    Dense<double> p = test::matmul(ui, test::matmul(test::transpose(ui), w));
     Dense<double> x = w;
     for (size_t i = 0; i < x.data.size(); ++i) x.data[i] -= (1 - lambda) * p.data[i];
     return x;
@@ -134,7 +126,7 @@ Dense<double> tuned_from(const Dense<double>& w0, int q, double strength, std::m
   Dense<double> w = w0;
   const Dense<double> b = random_orthonormal(w0.rows, q, rng);
   const Dense<double> a = test::transpose(random_orthonormal(w0.cols, q, rng));
-  const Dense<double> ba = matmul(b, a), noise = test::gaussian(w0.rows, w0.cols, 0.003, rng);
+  const Dense<double> ba = test::matmul(b, a), noise = test::gaussian(w0.rows, w0.cols, 0.003, rng);
   for (size_t i = 0; i < w.data.size(); ++i) w.data[i] += strength * ba.data[i] + noise.data[i];
   return w;
 }
@@ -328,7 +320,7 @@ struct AdapterCase {
   double scale() const { return rslora ? alpha / 2.0 : alpha / r; }
   // The update as analysed ([out, in]); embeddings (B A)^T.
   static Dense<double> update(const Dense<double>& a, const Dense<double>& b, double s, bool emb) {
-    Dense<double> ba = matmul(b, a);
+    Dense<double> ba = test::matmul(b, a);
     if (emb) ba = test::transpose(ba);
     for (double& x : ba.data) x *= s;
     return ba;
@@ -422,6 +414,41 @@ TEST_P(MitigateAdapter, ExactUpdateThroughRankAndAlphaPatterns) {
 
 INSTANTIATE_TEST_SUITE_P(Scaling, MitigateAdapter, ::testing::Values(false, true),
                          [](const auto& info) { return info.param ? "rslora" : "plain"; });
+
+TEST(MitigateAdapterConv1D, Gpt2FactorsKeepPeftsOrientation) {
+  test::TempDir dir;
+  std::mt19937_64 rng(17);
+  const Dense<double> w0 = kept(random_weight(96, 96, 1.0, rng));  // analysed [out, in]
+  const Dense<double> a = kept(test::gaussian(4, 96, 0.6, rng)),
+                      b = kept(test::gaussian(96, 4, 0.6, rng));
+  fs::create_directories(dir / "gpt2");
+  write_safetensors(dir / "gpt2/model.safetensors",
+                    {stored("h.0.attn.c_proj.weight", test::transpose(w0))});  // stored [in, out]
+  test::write_text(dir / "gpt2/config.json", R"({"model_type":"gpt2"})");
+  fs::create_directories(dir / "lora");
+  write_safetensors(dir / "lora/adapter_model.safetensors",
+                    {stored("base_model.model.h.0.attn.c_proj.lora_A.weight", a),
+                     stored("base_model.model.h.0.attn.c_proj.lora_B.weight", b)});
+  test::write_text(dir / "lora/adapter_config.json",
+                   R"({"peft_type":"LORA","r":4,"lora_alpha":8,"fan_in_fan_out":true})");
+  MitigateOptions o = options(dir / "gpt2", dir / "lora", dir / "out");
+  o.analysis.select.include = {"c_proj"};
+  o.lambdas = {0};
+  const MitigationResult r = mitigate(o);
+  ASSERT_EQ(r.records.size(), 1u);
+  EXPECT_TRUE(r.records[0].conv1d);
+  Dense<double> w = w0;  // W = W0 + s B A as analysed
+  const Dense<double> d = AdapterCase::update(a, b, 2.0, false);
+  for (size_t i = 0; i < w.data.size(); ++i) w.data[i] += d.data[i];
+  const Reference ref(w0, w, 8, 0.5);
+  for (const char* kind : kinds) {
+    int64_t rank = 0;
+    const Dense<double> got =
+        written_update(dir / "out/" + std::string(kind) + "-0", "h.0.attn.c_proj", &rank);
+    const Dense<double> want = sub(ref.variant(kind, 0), w0);
+    EXPECT_LE(max_abs_diff(got, want), 1e-5 * fro(want)) << kind;
+  }
+}
 
 TEST(MitigateAdapterRank, TruncatedAsPeftDoesWithItsErrorReported) {
   AdapterCase c(false);

@@ -35,14 +35,6 @@ Dense<double> rounded(Dense<double> m) {  // what F32 storage keeps
   return m;
 }
 
-Dense<double> matmul(const Dense<double>& a, const Dense<double>& b) {
-  Dense<double> c{a.rows, b.cols, std::vector<double>(static_cast<size_t>(a.rows * b.cols))};
-  for (int64_t i = 0; i < a.rows; ++i)
-    for (int64_t l = 0; l < a.cols; ++l)
-      for (int64_t j = 0; j < b.cols; ++j) c.at(i, j) += a.at(i, l) * b.at(l, j);
-  return c;
-}
-
 // The measures of one matrix, computed here in fp64 from W0 and W as analysed ([out, in]).
 struct RefMeasures {
   std::vector<double> maxcos, sigma, energy, cosines;
@@ -137,7 +129,7 @@ class Measures : public ::testing::Test {
     for (const Case& c : cases_) {
       base.push_back(f32(c.name + ".weight", c.w0));
       Dense<double> w = c.w0;
-      const Dense<double> ba = matmul(c.b, c.a);
+      const Dense<double> ba = test::matmul(c.b, c.a);
       for (size_t i = 0; i < w.data.size(); ++i) w.data[i] += s * ba.data[i] + c.noise.data[i];
       full.push_back(f32(c.name + ".weight", w));
       full_w_.push_back(rounded(w));
@@ -151,7 +143,7 @@ class Measures : public ::testing::Test {
       adapter.push_back(f32("base_model.model." + c.name + ".lora_A.weight", a4));
       adapter.push_back(f32("base_model.model." + c.name + ".lora_B.weight", b4));
       Dense<double> merged = c.w0;
-      const Dense<double> ba4 = matmul(rounded(b4), rounded(a4));
+      const Dense<double> ba4 = test::matmul(rounded(b4), rounded(a4));
       for (size_t i = 0; i < merged.data.size(); ++i) merged.data[i] += s * ba4.data[i];
       lora_w_.push_back(merged);
     }
@@ -242,6 +234,15 @@ TEST_F(Measures, OutputsCarryThemAndTotalsAverageThem) {
   const std::string vec = test::read_text(dir_ / "out/vectors.csv");
   EXPECT_NE(vec.find(",update_share,principal_cos\n"), std::string::npos);
   EXPECT_NE(format_summary(res, 0.5, 6).find("intruder_update_share"), std::string::npos);
+  EXPECT_EQ(format_summary(res, 0.5, 6).find("warning: eps"), std::string::npos);
+  // At these small shapes a random direction scores up to ~0.3: an eps of 0.1 lies below.
+  AnalyzeResult low = res;
+  low.header.eps = {0.1};
+  EXPECT_NE(format_summary(low, 0.1, 6)
+                .find("warning: eps 0.1 lies below null_maxcos for 6 "
+                      "matrices"),
+            std::string::npos)
+      << format_summary(low, 0.1, 6);
 }
 
 TEST(NullMaxcos, ExactWhereTheLawIsKnown) {
