@@ -73,6 +73,15 @@ inline Dense<double> gaussian(int64_t rows, int64_t cols, double sd, std::mt1993
   return m;
 }
 
+/// a b by plain loops.
+inline Dense<double> matmul(const Dense<double>& a, const Dense<double>& b) {
+  Dense<double> c{a.rows, b.cols, std::vector<double>(static_cast<size_t>(a.rows * b.cols))};
+  for (int64_t i = 0; i < a.rows; ++i)
+    for (int64_t l = 0; l < a.cols; ++l)
+      for (int64_t j = 0; j < b.cols; ++j) c.at(i, j) += a.at(i, l) * b.at(l, j);
+  return c;
+}
+
 template <typename T>
 Dense<T> cast(const Dense<double>& w) {
   return {w.rows, w.cols, std::vector<T>(w.data.begin(), w.data.end())};

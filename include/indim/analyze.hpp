@@ -83,9 +83,26 @@ struct MatrixResult {
   };
   bool has_noise_floor = false;
   NoiseFloor noise_floor;
-  int count_at(double e) const;
   /// @brief The noise floor's count at eps e (0 without one).
   int noise_floor_at(double e) const;
+  // Calibrated measures (docs/report-schema.md), computed on the host from the decompositions
+  // whatever the backend or route.
+  /// Per tested vector j < k: ||y_j^T (W - W0)||^2 / ||W - W0||_F^2 (right side:
+  /// ||(W - W0) y_j||^2 / ...), the share of the update's energy along y_j; 0 when W = W0.
+  std::vector<double> update_energy;
+  double update_fro = 0;  ///< ||W - W0||_F
+  /// ||Y_t^T X_t||_F^2 / t over the t = k - null_directions tested vectors Y and the base's
+  /// top t vectors X: the mean squared cosine of their principal angles; NaN when t = 0.
+  double subspace_overlap = 0;
+  std::vector<double> principal_cos;  ///< those t cosines, descending
+  /// 99th percentile of max |cos| of a random unit vector against the base's vectors on this
+  /// side (null_maxcos(dim, count)): where "entirely new" lies for this shape.
+  double null_maxcos = 0;
+  int count_at(double e) const;
+  /// Sum of sigma_j^2 over the intruders at e, over the sum of sigma_j^2 over j < k.
+  double sigma_share_at(double e) const;
+  /// Sum of update_energy over the intruders at e: ||U_I U_I^T (W - W0)||_F^2 / ||W - W0||_F^2.
+  double update_share_at(double e) const;
 };
 
 /// @brief Base vectors and singular values kept per matrix for plots.
@@ -98,6 +115,12 @@ double null_floor(int64_t rows, int64_t cols, Precision precision);
 /// @brief Marks the top-k directions with sigma_j < floor * sigma_0 as null (see MatrixResult)
 /// and recounts.
 void mark_null_directions(MatrixResult& r, double floor, const std::vector<double>& eps);
+
+/// @brief Where a direction with nothing in common with the base lands: the 99th percentile of
+/// max_i |<x, b_i>| for x uniformly random on the unit sphere of R^m against p orthonormal
+/// vectors b_i (1 <= p <= m). It depends on (m, p) only; computed once per pair and process from
+/// 4000 fixed-seed draws (the same value on every machine). NaN outside that range.
+double null_maxcos(int64_t m, int64_t p);
 
 /// @brief Fills eps/counts of `r` from its maxcos for the given eps grid.
 void count_intruders(MatrixResult& r, const std::vector<double>& eps);
@@ -201,14 +224,20 @@ struct AnalyzeOptions {
   /// Optional: base decompositions kept in memory across runs (the service), looked up before
   /// the cache directory and filled from it.
   DecompositionMemory* memory = nullptr;
-  uint64_t cache_max = 20ull << 30;              ///< its size bound in bytes
-  bool html = false;                             ///< also write report.html
+  uint64_t cache_max = 20ull << 30;  ///< its size bound in bytes
+  bool html = false;                 ///< also write report.html
+  std::string html_appendix;  ///< a section report.html adds before its table (indim mitigate's)
   std::vector<std::string> plot_matrices;        ///< regexes: matrices drawn in detail in the HTML
   int plot_top = 4;                              ///< else the N with most intruders per fine-tune
   ProgressFn progress;                           ///< optional: per record (matrix and side)
   RunObserver* observer = nullptr;               ///< optional: per unit, with costs
   const CancelToken* cancel = nullptr;           ///< optional
   std::function<void(const std::string&)> note;  ///< optional: lines for stderr
+  /// Optional: each new record (not those resumed from the journal) with the tuned
+  /// decomposition it was made from (nullptr for a tensor identical to its base), called from
+  /// the worker that made it, possibly several at once. indim mitigate keeps its intruders'
+  /// vectors this way.
+  std::function<void(const MatrixResult&, const Decomposition*)> on_record;
   /// Optional, for library users with a backend of their own (and for tests): makes each of
   /// the `workers` backends in place of `backend`, `algo`, `devices` and `streams`.
   std::function<std::unique_ptr<Backend>()> backend_factory;
@@ -220,6 +249,13 @@ struct TunedSummary {
   std::vector<double> eps;
   std::vector<int> totals;  ///< intruders summed over matrices, per eps
   int null_directions = 0;  ///< summed over matrices: tested neither as intruders nor matches
+  /// Training step: the number in the fine-tune's name (checkpoint-500: 500) when every
+  /// fine-tune's name has one and they differ, else its position (AnalyzeResult::steps_from).
+  int64_t step = 0;
+  /// Means over matrices, per eps: MatrixResult::sigma_share_at and update_share_at.
+  std::vector<double> sigma_share, update_share;
+  double subspace_overlap = 0;  ///< mean over matrices where it is defined (NaN: none)
+  double null_maxcos = 0;       ///< the largest over matrices
 };
 
 /// @brief A checkpoint or adapter as the run read it (report.json "inputs").
@@ -280,6 +316,7 @@ struct RunHeader {
 struct AnalyzeResult {
   std::vector<MatrixResult> records;  ///< plan order
   std::vector<TunedSummary> tuned;
+  std::string steps_from;  ///< "names" (numbers in the fine-tunes' names) or "order"
   std::vector<double> eps;
   std::string backend;
   double seconds = 0;

@@ -10,6 +10,7 @@
 #include "indim/hub.hpp"
 #include "indim/layout.hpp"
 #include "indim/match.hpp"
+#include "indim/mitigate.hpp"
 #include "indim/peft.hpp"
 #include "indim/quant.hpp"
 #include "indim/report.hpp"

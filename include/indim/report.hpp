@@ -21,6 +21,7 @@ struct HtmlOptions {
   int k = 10;
   std::vector<std::string> plot_matrices;  ///< regexes; empty: the plot_top worst per fine-tune
   int plot_top = 4;
+  std::string appendix;  ///< HTML of a section added before the table (indim mitigate's)
 };
 
 /// @brief A self-contained HTML report (inline SVG, CSS and JavaScript, no network): summary,

@@ -1,6 +1,6 @@
-// indim command line: analyze, merge, inspect, demo, cache, bench, serve, submit, jobs, health.
-// Exit codes: 0 ok, 1 usage, 2 bad input, 3 runtime failure, 4 --fail-on-intruders exceeded, 130
-// interrupted (resumable).
+// indim command line: analyze, merge, mitigate, inspect, demo, cache, bench, serve, submit, jobs,
+// health. Exit codes: 0 ok, 1 usage, 2 bad input, 3 runtime failure, 4 --fail-on-intruders
+// exceeded, 130 interrupted (resumable).
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <ctime>
@@ -10,6 +10,7 @@
 #include "cli/bench.hpp"
 #include "cli/interrupt.hpp"
 #include "cli/merge_cmd.hpp"
+#include "cli/mitigate_cmd.hpp"
 #include "cli/options.hpp"
 #include "cli/progress.hpp"
 #include "cli/registry_help.hpp"
@@ -308,6 +309,8 @@ struct Commands {
   CLI::App* bench_cmd = nullptr;
   cli::ServiceCommands service;
   cli::MergeCommand merge;
+  AnalyzeArgs m;  // mitigate's analysis and compute flags
+  cli::MitigateCommand mitigate;
 };
 
 void add_analyze(CLI::App& app, Commands& c) {
@@ -332,6 +335,23 @@ void add_analyze(CLI::App& app, Commands& c) {
       ->add_option("--fail-on-intruders", c.a.fail_on,
                    "Exit 4 when the total at the primary eps exceeds N")
       ->check(cli::in_range("--fail-on-intruders", 0, 2147483647));
+}
+
+void add_mitigate(CLI::App& app, Commands& c) {
+  CLI::App* cmd = c.mitigate.cmd = app.add_subcommand(
+      "mitigate",
+      "Scale a fine-tune's intruder dimensions by lambda (and write the controls): one "
+      "checkpoint or PEFT adapter folder per variant and lambda");
+  cmd->add_option("base", c.m.base, "Base checkpoint: file, shard index, directory, or hub id")
+      ->required();
+  cmd->add_option("tuned", c.m.tuned, "The fine-tuned checkpoint or PEFT adapter folder")
+      ->required()
+      ->expected(1);
+  c.m.out = "mitigated";
+  cmd->add_option("--out", c.m.out, "Output directory: one folder per variant and lambda")
+      ->capture_default_str();
+  add_compute_options(cmd, c.m);
+  cli::add_mitigate_options(cmd, c.mitigate);
 }
 
 void add_inspect(CLI::App& app, Commands& c) {
@@ -406,6 +426,7 @@ int run_parsed(Commands& c) {
     if (ran) return rc;
     if (*c.analyze_cmd) return cmd_analyze(c.a);
     if (*c.merge.cmd) return cli::run_merge(c.merge);
+    if (*c.mitigate.cmd) return cli::run_mitigate(c.mitigate, to_options(c.m));
     if (*c.inspect_cmd) return cmd_inspect(c.ibase, c.ituned, c.isel);
     if (*c.bench_cmd) return cli::run_bench(c.bench);
     if (*c.cache_cmd) return cmd_cache(c.cache_dir, c.cache_ls->parsed(), c.cache_clear->parsed());
@@ -442,6 +463,7 @@ int main(int argc, char** argv) {
   Commands c;
   add_analyze(app, c);
   cli::add_merge_command(app, c.merge);
+  add_mitigate(app, c);
   add_inspect(app, c);
   add_demo(app, c);
   add_cache(app, c);

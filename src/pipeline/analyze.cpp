@@ -113,7 +113,7 @@ AnalyzeResult run(const AnalyzeOptions& o, std::unique_ptr<detail::DirLock>& loc
     res.header.shard = detail::make_shard_plan(plan, o.shard, detail::header_to_json(res.header));
     detail::keep_shard(plan, res.header.shard);
   }
-  lock = lock_out_dir(o.out_dir);
+  if (!lock) lock = lock_out_dir(o.out_dir);  // unless the caller holds it (indim mitigate)
   detail::output_paths(res, o);
   detail::Journal journal(res.journal, detail::header_to_json(res.header), o.resume);
   std::optional<DecompositionCache> cache = open_cache(o);
@@ -139,6 +139,14 @@ AnalyzeResult analyze_only(const AnalyzeOptions& o) {
   std::unique_ptr<detail::DirLock> lock;
   return run(o, lock);
 }
+
+namespace detail {
+
+AnalyzeResult analyze_holding_lock(const AnalyzeOptions& o, std::unique_ptr<DirLock>& lock) {
+  return run(o, lock);
+}
+
+}  // namespace detail
 
 AnalyzeResult analyze(const AnalyzeOptions& o) {
   std::unique_ptr<detail::DirLock> lock;

@@ -8,7 +8,7 @@ namespace indim::detail {
 
 namespace {
 
-constexpr const char* kSchemaVersion = "1.1";
+constexpr const char* kSchemaVersion = "1.2";
 
 // gpt-oss stores its MXFP4 experts [E, out, in] (`_blocks`) but its dense ones, as transformers
 // writes a fine-tune, [E, in, out]: one against the other would compare W with W^T (silently,

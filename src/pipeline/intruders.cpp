@@ -45,6 +45,22 @@ int MatrixResult::noise_floor_at(double e) const {
   return n;
 }
 
+double MatrixResult::sigma_share_at(double e) const {
+  double all = 0, in = 0;
+  for (size_t j = 0; j < sigma.size(); ++j) {
+    all += sigma[j] * sigma[j];
+    if (j < maxcos.size() && maxcos[j] < e) in += sigma[j] * sigma[j];
+  }
+  return all > 0 ? in / all : 0.0;
+}
+
+double MatrixResult::update_share_at(double e) const {
+  double in = 0;
+  for (size_t j = 0; j < update_energy.size() && j < maxcos.size(); ++j)
+    if (maxcos[j] < e) in += update_energy[j];
+  return std::min(in, 1.0);
+}
+
 void count_intruders(MatrixResult& r, const std::vector<double>& eps) {
   r.eps = eps;
   r.counts.clear();

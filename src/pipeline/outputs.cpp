@@ -7,7 +7,9 @@
 #include "indim/report.hpp"
 #include "io/atomic_file.hpp"
 #include "io/dir_lock.hpp"
+#include "pipeline/steps.hpp"
 #include "report/report.hpp"
+#include "report/totals.hpp"
 
 namespace fs = std::filesystem;
 
@@ -16,21 +18,33 @@ namespace indim::detail {
 void collect_records(AnalyzeResult& res, const std::vector<std::string>& tuned_paths,
                      const std::vector<std::string>& entries, const std::vector<Side>& sides,
                      const std::map<RecordKey, MatrixResult>& records) {
+  const std::vector<int64_t> steps = fine_tune_steps(tuned_paths, &res.steps_from);
   for (size_t t = 0; t < tuned_paths.size(); ++t) {
     TunedSummary sum;
     sum.path = tuned_paths[t];
+    sum.step = steps[t];
     sum.eps = res.eps;
-    sum.totals.assign(res.eps.size(), 0);
+    std::vector<GroupTotals> per_eps(res.eps.size());
     for (const std::string& name : entries)
       for (Side s : sides) {
         auto it = records.find({static_cast<int>(t), name, side_name(s)});
         if (it == records.end()) continue;
         res.records.push_back(it->second);
-        ++sum.matrices;
-        sum.null_directions += it->second.null_directions;
-        for (size_t i = 0; i < res.eps.size(); ++i)
-          sum.totals[i] += it->second.count_at(res.eps[i]);
+        for (size_t i = 0; i < res.eps.size(); ++i) per_eps[i].add(it->second, res.eps[i]);
       }
+    for (GroupTotals& g : per_eps) {
+      g.finish();
+      sum.totals.push_back(g.intruders);
+      sum.sigma_share.push_back(g.sigma_share);
+      sum.update_share.push_back(g.update_share);
+    }
+    if (!per_eps.empty()) {
+      const GroupTotals& g = per_eps.front();
+      sum.matrices = g.matrices;
+      sum.null_directions = g.null_directions;
+      sum.subspace_overlap = g.subspace_overlap;
+      sum.null_maxcos = g.null_maxcos;
+    }
     res.tuned.push_back(sum);
   }
 }
@@ -58,7 +72,7 @@ void write_outputs_locked(AnalyzeResult& res, const AnalyzeOptions& o) {
   outputs.emplace_back(res.matrices_csv, build_matrices_csv(res));
   outputs.emplace_back(res.vectors_csv, build_vectors_csv(res, o.eps.front()));
   if (o.html) {
-    HtmlOptions h{o.eps.front(), o.k, o.plot_matrices, o.plot_top};
+    HtmlOptions h{o.eps.front(), o.k, o.plot_matrices, o.plot_top, o.html_appendix};
     outputs.emplace_back(res.report_html, format_html(res, h));
   }
   outputs.emplace_back(res.report_json, build_report(res, o.eps.front()).dump(2) + "\n");

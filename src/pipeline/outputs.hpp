@@ -1,6 +1,9 @@
 // The results stage (see outputs.cpp).
 #pragma once
 
+#include <map>
+#include <memory>
+
 #include "indim/analyze.hpp"
 #include "pipeline/run_state.hpp"
 #include "plan/plan.hpp"
@@ -20,5 +23,10 @@ void collect_records(AnalyzeResult& res, const std::vector<std::string>& tuned_p
 void output_paths(AnalyzeResult& res, const AnalyzeOptions& o);
 /// write_outputs for a caller that already holds the lock on o.out_dir.
 void write_outputs_locked(AnalyzeResult& res, const AnalyzeOptions& o);
+
+class DirLock;
+/// analyze_only for a caller that holds (non-null `lock`) or wants to keep the lock on
+/// o.out_dir: an empty `lock` is taken there and left to the caller.
+AnalyzeResult analyze_holding_lock(const AnalyzeOptions& o, std::unique_ptr<DirLock>& lock);
 
 }  // namespace indim::detail

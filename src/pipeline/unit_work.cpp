@@ -9,6 +9,7 @@
 #include "indim/quant.hpp"
 #include "pipeline/decompose.hpp"
 #include "pipeline/intruders.hpp"
+#include "pipeline/metrics.hpp"
 #include "pipeline/noise_floor.hpp"
 
 namespace indim::detail {
@@ -163,10 +164,12 @@ void UnitWork::run_entry(Backend& backend, const PlanEntry& entry, size_t index)
       MatrixResult r = same ? identical_record(*base.d, s, k, eps)
                             : intruder_record(backend, *tuned, *base.d, s, k, eps);
       mark_null_directions(r, null_floor(u.rows, u.cols, backend.precision()), eps);
+      add_metrics(r, u, same ? nullptr : &*tuned, *base.d, s);
       r.k_clamped = k < o.k;
       describe(r, u, base.cached, secs / static_cast<double>(sides.size()));
       r.route = same ? "identical" : tuned->route;
       if (delta) r.has_delta = true, r.delta = *delta;
+      if (o.on_record) o.on_record(r, same ? nullptr : &*tuned);
       records.push_back(std::move(r));
     }
     if (noise_floor_applies(u, o.noise_floor)) add_noise_floor(backend, u, *base.d, k, o, records);

@@ -115,20 +115,20 @@ AnalyzeOptions make_options(const std::string& base, const std::vector<std::stri
   return o;
 }
 
-// Runs `o` on a thread of its own; the caller's thread waits, reporting progress and taking
-// Ctrl-C, and rethrows what the run threw.
-AnalyzeResult run_waiting(AnalyzeOptions& o, CancelToken& token, const py::object& on_progress) {
+// Runs `work` with `o` (an analysis, or a mitigation around one) on a thread of its own; the
+// caller's thread waits, reporting progress and taking Ctrl-C, and rethrows what it threw.
+void run_waiting(AnalyzeOptions& o, CancelToken& token, const py::object& on_progress,
+                 const std::function<void(const AnalyzeOptions&)>& work) {
   QueueObserver observer;
   o.observer = &observer;
   o.cancel = &token;
   std::mutex mu;
   std::condition_variable cv;
   bool finished = false;
-  AnalyzeResult result;
   std::exception_ptr error;
   std::thread worker([&] {
     try {
-      result = analyze_only(o);
+      work(o);
     } catch (...) {
       error = std::current_exception();
     }
@@ -166,7 +166,6 @@ AnalyzeResult run_waiting(AnalyzeOptions& o, CancelToken& token, const py::objec
     throw py::error_already_set();
   }
   if (error) std::rethrow_exception(error);
-  return result;
 }
 
 PyResult py_analyze(const std::string& base, const std::vector<std::string>& tuned,
@@ -175,9 +174,39 @@ PyResult py_analyze(const std::string& base, const std::vector<std::string>& tun
   PyResult r;
   r.options = make_options(base, tuned, analysis, compute);
   CancelToken own;
-  r.result = run_waiting(r.options, cancel != nullptr ? *cancel : own, progress);
+  run_waiting(r.options, cancel != nullptr ? *cancel : own, progress,
+              [&r](const AnalyzeOptions& o) { r.result = analyze_only(o); });
   r.options.observer = nullptr, r.options.cancel = nullptr;
   return r;
+}
+
+// indim mitigate: the analysis' options as analyze() takes them, the mitigation's in
+// `mitigation` (out, lambdas, controls, adapter_rank). Returns the analysis as a Result and the
+// folders and mitigation.json written.
+py::dict py_mitigate(const std::string& base, const std::string& tuned, const py::dict& analysis,
+                     const py::dict& compute, const py::dict& mitigation,
+                     const py::object& progress, CancelToken* cancel) {
+  PyResult r;
+  r.options = make_options(base, {tuned}, analysis, compute);
+  MitigateOptions m;
+  m.out_dir = mitigation["out"].cast<std::string>();
+  m.lambdas = mitigation["lambdas"].cast<std::vector<double>>();
+  m.controls = mitigation["controls"].cast<std::vector<std::string>>();
+  m.adapter_rank = mitigation["adapter_rank"].cast<std::string>();
+  MitigationResult done;
+  CancelToken own;
+  run_waiting(r.options, cancel != nullptr ? *cancel : own, progress, [&](const AnalyzeOptions& o) {
+    m.analysis = o;
+    done = mitigate(m);
+  });
+  r.options.observer = nullptr, r.options.cancel = nullptr;
+  r.options.out_dir = m.out_dir;
+  r.result = std::move(done.analysis);
+  py::dict out;
+  out["analysis"] = py::cast(std::move(r));
+  out["variant_dirs"] = done.variant_dirs;
+  out["mitigation_json"] = done.mitigation_json;
+  return out;
 }
 
 py::dict pair_row(const MatchedPair& p) {
@@ -292,6 +321,8 @@ PYBIND11_MODULE(_indim, m) {
            py::call_guard<py::gil_scoped_release>());
   m.def("analyze", &py_analyze, py::arg("base"), py::arg("tuned"), py::arg("analysis"),
         py::arg("compute"), py::arg("progress"), py::arg("cancel"));
+  m.def("mitigate", &py_mitigate, py::arg("base"), py::arg("tuned"), py::arg("analysis"),
+        py::arg("compute"), py::arg("mitigation"), py::arg("progress"), py::arg("cancel"));
   m.def("inspect", &py_inspect, py::arg("base"), py::arg("tuned"), py::arg("include"),
         py::arg("exclude"), py::arg("split_fused"));
   m.def("generate_demo", &py_demo, py::arg("dir"), py::arg("hidden"), py::arg("intermediate"),

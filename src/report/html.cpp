@@ -13,65 +13,17 @@
 #include "indim/error.hpp"
 #include "indim/report.hpp"
 #include "plan/regex.hpp"
+#include "report/html_sections.hpp"
+#include "report/html_util.hpp"
 
 namespace indim {
 
 namespace {
 
-std::string esc(const std::string& s) {
-  std::string o;
-  for (char c : s) {
-    switch (c) {
-      case '&':
-        o += "&amp;";
-        break;
-      case '<':
-        o += "&lt;";
-        break;
-      case '>':
-        o += "&gt;";
-        break;
-      case '"':
-        o += "&quot;";
-        break;
-      case '\'':
-        o += "&#39;";
-        break;
-      default:
-        o += c;
-    }
-  }
-  return o;
-}
-
-std::string fmt(const char* f, double v) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, f, v);
-  return buf;
-}
-
-// Linear interpolation through colour stops; t in [0, 1].
-std::string ramp(double t, const std::vector<std::array<int, 3>>& stops) {
-  t = std::clamp(std::isfinite(t) ? t : 0.0, 0.0, 1.0);
-  const double x = t * static_cast<double>(stops.size() - 1);
-  const size_t i = std::min(static_cast<size_t>(x), stops.size() - 2);
-  const double f = x - static_cast<double>(i);
-  char buf[16];
-  int c[3];
-  for (int k = 0; k < 3; ++k)
-    c[k] = static_cast<int>(std::lround(stops[i][k] + f * (stops[i + 1][k] - stops[i][k])));
-  std::snprintf(buf, sizeof buf, "#%02x%02x%02x", c[0], c[1], c[2]);
-  return buf;
-}
-std::string count_colour(double t) {
-  return ramp(t, {{{255, 255, 255}}, {{253, 212, 158}}, {{239, 101, 72}}, {{127, 0, 0}}});
-}
-std::string cos_colour(double t) {  // viridis-like: dark = no match, yellow = same direction
-  return ramp(
-      t, {{{68, 1, 84}}, {{59, 82, 139}}, {{33, 145, 140}}, {{94, 201, 98}}, {{253, 231, 37}}});
-}
-const char* kPalette[] = {"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e",
-                          "#9467bd", "#8c564b", "#e377c2", "#17becf"};
+using detail::html::cos_colour;
+using detail::html::count_colour;
+using detail::html::esc;
+using detail::html::fmt;
 
 std::string tuned_label(const AnalyzeResult& r, size_t t) {
   return "[" + std::to_string(t) + "] " + r.tuned[t].path;
@@ -291,7 +243,7 @@ void eps_sweep_chart(std::ostringstream& o, const AnalyzeResult& res) {
   o << "<text x=\"" << (left + w - right) / 2 << "\" y=\"" << h - 6
     << "\" text-anchor=\"middle\" class=\"lbl\">eps</text>";
   for (size_t t = 0; t < res.tuned.size(); ++t) {
-    const char* col = kPalette[t % 8];
+    const char* col = detail::html::palette(t);
     o << "<polyline fill=\"none\" stroke=\"" << col << "\" stroke-width=\"2\" points=\"";
     for (size_t e = 0; e < res.eps.size(); ++e)
       o << fmt("%.1f", X(res.eps[e])) << "," << fmt("%.1f", Y(res.tuned[t].totals[e])) << " ";
@@ -435,6 +387,7 @@ void matrix_plots(std::ostringstream& o, const AnalyzeResult& res, const HtmlOpt
       << "</h3><div class=\"row\">";
     cos_heatmap(o, *r, opt.primary_eps);
     spectrum(o, *r, opt.primary_eps);
+    detail::html::maxcos_plot(o, *r, opt.primary_eps);
     o << "</div></div>";
   }
   if (picks.empty()) o << "<p>No matrix chosen.</p>";
@@ -447,14 +400,14 @@ void matrix_table(std::ostringstream& o, const AnalyzeResult& res, double eps) {
        "<th>name</th><th>layer</th><th>type</th><th>side</th><th>shape</th><th>dtype</th>"
        "<th>intruders (eps "
     << eps_key(eps) << ")</th><th>min max|cos|</th><th>identical</th><th>seconds</th>"
-    << "<th>route</th></tr></thead><tbody>";
+    << "<th>route</th>" << detail::html::measure_headers() << "</tr></thead><tbody>";
   for (const auto& r : res.records) {
     o << "<tr><td>" << r.tuned_index << "</td><td>" << esc(r.name) << "</td><td>" << r.layer
       << "</td><td>" << esc(r.type) << "</td><td>" << r.side << "</td><td data-v=\""
       << r.shape[0] * r.shape[1] << "\">" << r.shape[0] << "x" << r.shape[1] << "</td><td>"
       << r.dtype << "</td><td>" << r.count_at(eps) << "</td><td>" << fmt("%.4f", min_maxcos(r))
       << "</td><td>" << (r.identical ? "yes" : "") << "</td><td>" << fmt("%.3f", r.seconds)
-      << "</td><td>" << esc(r.route) << "</td></tr>";
+      << "</td><td>" << esc(r.route) << "</td>" << detail::html::measure_cells(r, eps) << "</tr>";
   }
   o << "</tbody></table></section>\n";
 }
@@ -503,8 +456,11 @@ std::string format_html(const AnalyzeResult& res, const HtmlOptions& opt) {
   layer_heatmaps(o, res, opt.primary_eps);
   expert_heatmaps(o, res, opt.primary_eps);
   noise_floor_table(o, res, opt.primary_eps);
+  detail::html::measures_section(o, res, opt.primary_eps);
   eps_sweep_chart(o, res);
+  detail::html::trajectory_section(o, res, opt.primary_eps);
   matrix_plots(o, res, opt);
+  o << opt.appendix;
   matrix_table(o, res, opt.primary_eps);
   o << "<p class=\"lbl\">indim " << INDIM_VERSION << "</p>" << kScript << "</body></html>\n";
   return o.str();

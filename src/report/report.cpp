@@ -9,6 +9,7 @@
 
 #include "indim/error.hpp"
 #include "report/records.hpp"
+#include "report/totals.hpp"
 
 namespace indim::detail {
 
@@ -85,6 +86,50 @@ struct Reader {
   }
 };
 
+// A number that may be NaN (undefined): written as null, read back as NaN.
+nlohmann::ordered_json maybe(double v) {
+  return std::isnan(v) ? nlohmann::ordered_json(nullptr) : nlohmann::ordered_json(v);
+}
+double maybe_from(const nlohmann::json& j) {
+  return j.is_null() ? std::numeric_limits<double>::quiet_NaN() : j.get<double>();
+}
+
+// The calibrated measures computed per record (kept in the journal).
+void write_metrics(const MatrixResult& r, nlohmann::ordered_json& j) {
+  j["update_energy"] = r.update_energy;
+  nlohmann::ordered_json cosines = nlohmann::ordered_json::array();
+  for (double c : r.principal_cos) cosines.push_back(maybe(c));
+  j["principal_cos"] = cosines;
+  j["subspace_overlap"] = maybe(r.subspace_overlap);
+  j["null_maxcos"] = maybe(r.null_maxcos);
+  j["update_fro"] = r.update_fro;
+}
+
+void read_metrics(const nlohmann::json& j, MatrixResult& r) {
+  if (j.contains("update_energy"))
+    r.update_energy = j.at("update_energy").get<std::vector<double>>();
+  if (j.contains("principal_cos"))
+    for (const auto& c : j.at("principal_cos")) r.principal_cos.push_back(maybe_from(c));
+  if (j.contains("subspace_overlap")) r.subspace_overlap = maybe_from(j.at("subspace_overlap"));
+  if (j.contains("null_maxcos")) r.null_maxcos = maybe_from(j.at("null_maxcos"));
+  if (j.contains("update_fro")) r.update_fro = j.at("update_fro").get<double>();
+}
+
+// The measures at the primary eps and per eps of the grid (report.json only: they follow from
+// the record's sigma, maxcos and update_energy).
+void write_shares(const MatrixResult& r, double primary_eps, nlohmann::ordered_json& j) {
+  j["intruder_sigma_share"] = r.sigma_share_at(primary_eps);
+  j["intruder_update_share"] = r.update_share_at(primary_eps);
+  nlohmann::ordered_json sigma = nlohmann::ordered_json::object(),
+                         update = nlohmann::ordered_json::object();
+  for (double e : r.eps) {
+    sigma[eps_key(e)] = r.sigma_share_at(e);
+    update[eps_key(e)] = r.update_share_at(e);
+  }
+  j["sigma_share"] = sigma;
+  j["update_share"] = update;
+}
+
 nlohmann::ordered_json intruder_list(const MatrixResult& r, double primary_eps) {
   nlohmann::ordered_json list = nlohmann::ordered_json::array();
   for (int i = 0; i < r.k; ++i)
@@ -103,6 +148,9 @@ void check_lengths(const MatrixResult& r) {
   if (r.maxcos.size() != static_cast<size_t>(r.k) || r.argmax.size() != r.maxcos.size() ||
       r.sigma.size() != r.maxcos.size() || r.sigma_ratio.size() != r.maxcos.size())
     throw Error("array lengths differ from k");
+  if (!r.update_energy.empty() && r.update_energy.size() != r.maxcos.size())
+    throw Error("update_energy's length differs from k");
+  if (r.principal_cos.size() > r.maxcos.size()) throw Error("principal_cos is longer than k");
 }
 
 // The expert a record is, and its noise floor: written only where they apply.
@@ -138,6 +186,8 @@ nlohmann::ordered_json record_to_json(const MatrixResult& r, double primary_eps,
   nlohmann::ordered_json counts = nlohmann::ordered_json::object();
   for (size_t i = 0; i < r.eps.size(); ++i) counts[eps_key(r.eps[i])] = r.counts[i];
   j["counts"] = counts;
+  if (primary_eps > 0) write_shares(r, primary_eps, j);
+  write_metrics(r, j);
   if (primary_eps > 0) j["intruders"] = intruder_list(r, primary_eps);
   expert_noise_to_json(r, j);
   j["seconds"] = r.seconds;
@@ -158,6 +208,7 @@ MatrixResult record_from_json(const nlohmann::json& j) {
       r.counts.push_back(n.get<int>());
     }
     expert_noise_from_json(j, r);
+    read_metrics(j, r);
     r.seconds = j.at("seconds").get<double>();
     if (j.contains("delta")) r.has_delta = true, delta_fields(r.delta, Reader{j.at("delta")});
     if (j.contains("plot")) plot_fields(r, Reader{j.at("plot")});
@@ -187,6 +238,59 @@ nlohmann::ordered_json timing_json(const AnalyzeResult& res) {
   return t;
 }
 
+// A group's figures at the primary eps (docs/report-schema.md, "tuned[]").
+nlohmann::ordered_json group_json(const GroupTotals& g) {
+  return {{"matrices", g.matrices},
+          {"intruders", g.intruders},
+          {"intruder_sigma_share", g.sigma_share},
+          {"intruder_update_share", g.update_share},
+          {"subspace_overlap", maybe(g.subspace_overlap)},
+          {"null_maxcos", g.null_maxcos}};
+}
+
+nlohmann::ordered_json per_eps(const std::vector<double>& eps, const std::vector<double>& v) {
+  nlohmann::ordered_json o = nlohmann::ordered_json::object();
+  for (size_t e = 0; e < eps.size() && e < v.size(); ++e) o[eps_key(eps[e])] = v[e];
+  return o;
+}
+
+// One fine-tune's totals: counts and mean shares per eps, and its layers and matrix types.
+nlohmann::ordered_json tuned_json(const AnalyzeResult& res, int t, double primary_eps) {
+  const TunedSummary& s = res.tuned[t];
+  nlohmann::ordered_json totals = nlohmann::ordered_json::object();
+  for (size_t e = 0; e < res.eps.size(); ++e) totals[eps_key(res.eps[e])] = s.totals[e];
+  nlohmann::ordered_json layers = nlohmann::ordered_json::array(),
+                         types = nlohmann::ordered_json::array();
+  for (const auto& [layer, g] : totals_by_layer(res, t, primary_eps)) {
+    nlohmann::ordered_json row = {{"layer", layer}};
+    row.update(group_json(g));
+    layers.push_back(row);
+  }
+  for (const auto& [type, g] : totals_by_type(res, t, primary_eps)) {
+    nlohmann::ordered_json row = {{"type", type}};
+    row.update(group_json(g));
+    types.push_back(row);
+  }
+  GroupTotals all;
+  for (const MatrixResult& r : res.records)
+    if (r.tuned_index == t) all.add(r, primary_eps);
+  all.finish();
+  return {{"index", t},
+          {"path", s.path},
+          {"step", s.step},
+          {"matrices", s.matrices},
+          {"intruders", totals},
+          {"null_directions", s.null_directions},
+          {"intruder_sigma_share", all.sigma_share},
+          {"intruder_update_share", all.update_share},
+          {"subspace_overlap", maybe(s.subspace_overlap)},
+          {"null_maxcos", s.null_maxcos},
+          {"sigma_share", per_eps(res.eps, s.sigma_share)},
+          {"update_share", per_eps(res.eps, s.update_share)},
+          {"by_layer", layers},
+          {"by_type", types}};
+}
+
 }  // namespace
 
 nlohmann::ordered_json build_report(const AnalyzeResult& res, double primary_eps) {
@@ -203,17 +307,10 @@ nlohmann::ordered_json build_report(const AnalyzeResult& res, double primary_eps
   j["settings"]["primary_eps"] = primary_eps;
   if (header.contains("shard")) j["shard"] = header.at("shard");
   j["timing"] = timing_json(res);
+  j["steps_from"] = res.steps_from.empty() ? "order" : res.steps_from;
   nlohmann::ordered_json tuned = nlohmann::ordered_json::array();
-  for (size_t t = 0; t < res.tuned.size(); ++t) {
-    nlohmann::ordered_json totals = nlohmann::ordered_json::object();
-    for (size_t e = 0; e < res.eps.size(); ++e)
-      totals[eps_key(res.eps[e])] = res.tuned[t].totals[e];
-    tuned.push_back({{"index", t},
-                     {"path", res.tuned[t].path},
-                     {"matrices", res.tuned[t].matrices},
-                     {"intruders", totals},
-                     {"null_directions", res.tuned[t].null_directions}});
-  }
+  for (size_t t = 0; t < res.tuned.size(); ++t)
+    tuned.push_back(tuned_json(res, static_cast<int>(t), primary_eps));
   j["tuned"] = tuned;
   nlohmann::ordered_json mats = nlohmann::ordered_json::array();
   for (const auto& r : res.records) mats.push_back(record_to_json(r, primary_eps, false));
@@ -239,6 +336,13 @@ std::string num(double v) {
 
 // A number for pandas: NaN (a null direction) as an empty cell.
 std::string cell(double v) { return std::isnan(v) ? std::string() : num(v); }
+
+// A measure for pandas, read as a float even when every value is whole ("0.0", not "0").
+std::string real(double v) {
+  std::string s = cell(v);
+  if (!s.empty() && s.find_first_of(".eEn") == std::string::npos) s += ".0";
+  return s;
+}
 
 double min_tested_maxcos(const MatrixResult& r) {
   double m = std::numeric_limits<double>::quiet_NaN();
@@ -276,6 +380,11 @@ std::string build_matrices_csv(const AnalyzeResult& res) {
   out << "tuned_index,tuned_path,name,tuned_name,layer,type,rows,cols,dtype,side,k,"
          "null_directions,identical,seconds,route,min_maxcos";
   for (double e : res.eps) out << ",intruders_eps_" << eps_key(e);
+  out << ",step,intruder_sigma_share,intruder_update_share,subspace_overlap,null_maxcos,"
+         "update_fro";
+  for (double e : res.eps) out << ",sigma_share_eps_" << eps_key(e);
+  for (double e : res.eps) out << ",update_share_eps_" << eps_key(e);
+  const double primary = res.header.eps.empty() ? 0.5 : res.header.eps.front();
   const bool deltas = std::any_of(res.records.begin(), res.records.end(),
                                   [](const MatrixResult& r) { return r.has_delta; });
   if (deltas) out << ",delta_fro,delta_rel_fro,delta_spectral,delta_rank,delta_effective_rank";
@@ -289,6 +398,11 @@ std::string build_matrices_csv(const AnalyzeResult& res) {
         << (r.identical ? "true" : "false") << "," << num(r.seconds) << "," << csv_field(r.route)
         << "," << cell(min_tested_maxcos(r));
     for (double e : res.eps) out << "," << r.count_at(e);
+    out << "," << res.tuned[r.tuned_index].step << "," << real(r.sigma_share_at(primary)) << ","
+        << real(r.update_share_at(primary)) << "," << real(r.subspace_overlap) << ","
+        << real(r.null_maxcos) << "," << real(r.update_fro);
+    for (double e : res.eps) out << "," << real(r.sigma_share_at(e));
+    for (double e : res.eps) out << "," << real(r.update_share_at(e));
     if (deltas) {
       if (r.has_delta)
         out << "," << num(r.delta.fro) << "," << num(r.delta.rel_fro) << ","
@@ -303,15 +417,19 @@ std::string build_matrices_csv(const AnalyzeResult& res) {
 
 std::string build_vectors_csv(const AnalyzeResult& res, double primary_eps) {
   std::ostringstream out;
-  out << "tuned_index,name,side,j,sigma,sigma_ratio,maxcos,argmax,null,intruder\n";
+  out << "tuned_index,name,side,j,sigma,sigma_ratio,maxcos,argmax,null,intruder,update_share,"
+         "principal_cos\n";
+  const double nan = std::numeric_limits<double>::quiet_NaN();
   for (const auto& r : res.records)
     for (int j = 0; j < r.k; ++j) {
       const bool null = std::isnan(r.maxcos[j]);
+      const size_t i = static_cast<size_t>(j);
       out << r.tuned_index << "," << csv_field(r.name) << "," << r.side << "," << j << ","
           << num(r.sigma[j]) << "," << num(r.sigma_ratio[j]) << "," << cell(r.maxcos[j]) << ","
           << (null ? std::string() : std::to_string(r.argmax[j])) << ","
           << (null ? "true" : "false") << "," << (r.maxcos[j] < primary_eps ? "true" : "false")
-          << "\n";
+          << "," << real(i < r.update_energy.size() ? r.update_energy[i] : nan) << ","
+          << real(i < r.principal_cos.size() ? r.principal_cos[i] : nan) << "\n";
     }
   return out.str();
 }

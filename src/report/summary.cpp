@@ -1,11 +1,13 @@
 #include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstdio>
 #include <map>
 #include <set>
 #include <sstream>
 
 #include "indim/report.hpp"
+#include "report/totals.hpp"
 
 namespace indim {
 
@@ -94,6 +96,65 @@ void noise_floor_lines(std::ostringstream& o, const AnalyzeResult& res, int t, d
   }
 }
 
+std::string fixed(double v, const char* f = "%.3f") {
+  if (std::isnan(v)) return "-";
+  char buf[32];
+  std::snprintf(buf, sizeof buf, f, v);
+  return buf;
+}
+
+// The calibrated measures of one fine-tune at `eps`: overall, then per matrix type.
+void measures_table(std::ostringstream& o, const AnalyzeResult& res, int t, double eps) {
+  const auto types = detail::totals_by_type(res, t, eps);
+  detail::GroupTotals all;
+  for (const auto& r : res.records)
+    if (r.tuned_index == t) all.add(r, eps);
+  all.finish();
+  o << "  at eps " << eps_key(eps) << ": intruder_sigma_share " << fixed(all.sigma_share)
+    << ", intruder_update_share " << fixed(all.update_share) << ", subspace_overlap "
+    << fixed(all.subspace_overlap) << " (means over matrices), null_maxcos up to "
+    << fixed(all.null_maxcos) << "\n";
+  std::vector<std::string> names;
+  for (const auto& [type, g] : types) names.push_back(type);
+  size_t w = 4;
+  for (const auto& n : names) w = std::max(w, short_type(n, names).size());
+  o << "  ";
+  pad(o, "type", w);
+  o << "  matrices  intruders  sigma_share  update_share  overlap  null_maxcos\n";
+  for (const auto& [type, g] : types) {
+    o << "  ";
+    pad(o, short_type(type, names), w);
+    pad(o, std::to_string(g.matrices), 10);
+    pad(o, std::to_string(g.intruders), 11);
+    pad(o, fixed(g.sigma_share), 13);
+    pad(o, fixed(g.update_share), 14);
+    pad(o, fixed(g.subspace_overlap), 9);
+    pad(o, fixed(g.null_maxcos), 13);
+    o << "\n";
+  }
+}
+
+// Where an eps the user gave lies below null_maxcos: a direction as unrelated to the base as a
+// random one scores up to null_maxcos, so at that eps it would not count as an intruder.
+void null_warnings(std::ostringstream& o, const AnalyzeResult& res) {
+  const MatrixResult* worst = nullptr;
+  for (const auto& r : res.records)
+    if (!std::isnan(r.null_maxcos) && (worst == nullptr || r.null_maxcos > worst->null_maxcos))
+      worst = &r;
+  if (worst == nullptr) return;
+  std::set<std::string> said;
+  for (double e : res.header.eps) {
+    if (!(e < worst->null_maxcos) || !said.insert(eps_key(e)).second) continue;
+    int below = 0;
+    for (const auto& r : res.records) below += e < r.null_maxcos ? 1 : 0;
+    o << "\nwarning: eps " << eps_key(e) << " lies below null_maxcos for " << below
+      << " matrices (up to " << fixed(worst->null_maxcos) << ", " << worst->name << " ["
+      << worst->shape[0] << " x " << worst->shape[1] << "]): a random direction scores up to "
+      << "that against their base, so at this eps even a direction as new as a random one is "
+         "not counted as an intruder\n";
+  }
+}
+
 }  // namespace
 
 std::string format_summary(const AnalyzeResult& res, double primary_eps, int k) {
@@ -109,8 +170,11 @@ std::string format_summary(const AnalyzeResult& res, double primary_eps, int k) 
     if (res.tuned[t].null_directions > 0)
       o << "; " << res.tuned[t].null_directions
         << " null directions of rank-deficient matrices, not tested";
-    o << ")\n";
+    o << ")";
+    if (res.tuned.size() > 1) o << ", step " << res.tuned[t].step;
+    o << "\n";
     layer_table(o, res, static_cast<int>(t), primary_eps);
+    measures_table(o, res, static_cast<int>(t), primary_eps);
     noise_floor_lines(o, res, static_cast<int>(t), primary_eps);
   }
   o << "\nIntruders summed over all matrices, by eps:\n";
@@ -123,6 +187,7 @@ std::string format_summary(const AnalyzeResult& res, double primary_eps, int k) 
     for (int n : res.tuned[t].totals) pad(o, std::to_string(n), 7);
     o << "\n";
   }
+  null_warnings(o, res);
   return o.str();
 }
 

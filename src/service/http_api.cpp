@@ -39,14 +39,14 @@ bool is_job_id(const std::string& s) {
   return s.size() == 16 && s.find_first_not_of("0123456789abcdef") == std::string::npos;
 }
 
-// [a-z]+ "." (json|csv|html|jsonl)
+// [a-z]+ "." (json|csv|html|jsonl|tar)
 bool is_output_name(const std::string& s) {
   const size_t dot = s.find('.');
   if (dot == 0 || dot == std::string::npos) return false;
   for (size_t i = 0; i < dot; ++i)
     if (s[i] < 'a' || s[i] > 'z') return false;
   const std::string ext = s.substr(dot + 1);
-  return ext == "json" || ext == "csv" || ext == "html" || ext == "jsonl";
+  return ext == "json" || ext == "csv" || ext == "html" || ext == "jsonl" || ext == "tar";
 }
 
 Target parse_target(const std::string& path) {
@@ -210,6 +210,7 @@ const char* content_type(const std::string& name) {
   if (name == "report.html") return "text/html; charset=utf-8";
   if (name == "matrices.csv" || name == "vectors.csv") return "text/csv; charset=utf-8";
   if (name == "journal.jsonl") return "application/x-ndjson";
+  if (name == "mitigation.tar") return "application/x-tar";
   return kJson;
 }
 

@@ -65,6 +65,8 @@ std::vector<std::string> job_outputs(const Job& job) {
   std::vector<std::string> out(output_names().begin(), output_names().end() - 1);
   if (job.request.contains("options") && job.request["options"].value("html", false))
     out.push_back("report.html");
+  if (job.request.value("kind", "analyze") == "mitigate")  // the variant folders as one archive
+    out.insert(out.end(), {"mitigation.json", "mitigation.tar"});
   return out;
 }
 
@@ -73,6 +75,7 @@ namespace {
 // What every view of a job shows: whose, its state, when, how far, how it failed.
 Json common_fields(const Job& job) {
   const Json base = job.request.value("base", Json(""));
+  const Json kind = job.request.value("kind", Json("analyze"));
   return {{"id", job.id},
           {"tenant", job.tenant},
           {"state", state_name(job.state)},
@@ -80,6 +83,7 @@ Json common_fields(const Job& job) {
           {"started", when(job.started)},
           {"finished", when(job.finished)},
           {"attempts", job.attempts},
+          {"kind", kind.is_string() ? kind : Json("analyze")},
           {"base", base.is_string() ? base : Json("")},
           {"progress", progress(job)},
           {"purged", job.purged},

@@ -123,6 +123,71 @@ Json check_job_options(const Json& given) {
 
 namespace {
 
+Json lambdas(const std::string& name, const Json& v) {
+  Json list = v.is_number() ? Json::array({v}) : v;
+  if (!list.is_array() || list.empty() || list.size() > 16)
+    refuse(name, "must be a number or a list of 1 to 16 numbers in [0, 1]");
+  for (const Json& l : list)
+    if (!l.is_number() || !(l.get<double>() >= 0.0 && l.get<double>() <= 1.0))
+      refuse(name, "values must lie in [0, 1], not " + l.dump().substr(0, 40));
+  return list;
+}
+
+Json controls(const std::string& name, const Json& v) {
+  if (!v.is_array() || v.size() > 2) refuse(name, "must be a list of shrink and rescale");
+  for (const Json& c : v)
+    if (c != "shrink" && c != "rescale")
+      refuse(name, "holds shrink and rescale only, not " + c.dump().substr(0, 40));
+  return v;
+}
+
+Json adapter_rank(const std::string& name, const Json& v) {
+  if (v.is_number_integer() && v.get<long long>() >= 1 && v.get<long long>() <= (1 << 20))
+    return std::to_string(v.get<long long>());
+  if (v == "exact" || v == "r") return v;
+  refuse(name, "must be \"exact\", \"r\" or a rank from 1, not " + v.dump().substr(0, 40));
+}
+
+const std::map<std::string, Option>& mitigation_options() {
+  static const std::map<std::string, Option> table = {
+      {"lambda", {Json::array({0.75}), lambdas}},
+      {"controls", {Json::array({"shrink", "rescale"}), controls}},
+      {"adapter_rank", {"exact", adapter_rank}},
+  };
+  return table;
+}
+
+}  // namespace
+
+Json check_mitigation_options(const Json& given, Json& rest) {
+  if (!given.is_object()) throw ApiError(400, "options must be an object");
+  rest = Json::object();
+  Json out = Json::object();
+  const auto& table = mitigation_options();
+  for (const auto& [name, value] : given.items())
+    if (table.count(name) == 0) rest[name] = value;
+  for (const auto& [name, opt] : table)
+    out[name] = given.contains(name) ? opt.check(name, given.at(name)) : opt.fallback;
+  return out;
+}
+
+namespace {
+
+// The options of a job of `kind`: a mitigate job's mitigation options, checked apart, then
+// the analysis' (side left, nothing split: the intervention scales whole left directions).
+Json job_options_of(const std::string& kind, const Json& given) {
+  if (kind == "analyze") return check_job_options(given);
+  Json rest;
+  Json out = check_mitigation_options(given, rest);
+  Json analysis = check_job_options(rest);
+  if (analysis.at("side") != "left")
+    throw ApiError(400, "options.side: a mitigate job scales left directions");
+  if (analysis.at("split_fused") == true)
+    throw ApiError(400, "options.split_fused: a mitigate job treats fused matrices whole");
+  out.update(analysis);
+  return out;
+}
+
 std::string path_field(const Json& v, const std::string& what) {
   if (!v.is_string() || v.get<std::string>().empty() || v.get<std::string>().size() > 4096)
     throw ApiError(400, what + " must be a path (a non-empty string of at most 4096 bytes)");
@@ -146,26 +211,36 @@ JobSpec parse_job_spec(std::string_view body) {
   }
   if (!j.is_object()) throw ApiError(400, "the request body must be a JSON object");
   for (const auto& [key, value] : j.items())
-    if (key != "base" && key != "tuned" && key != "options")
-      throw ApiError(
-          400, "unknown field \"" + key.substr(0, 64) + "\"; a job has base, tuned and options");
+    if (key != "base" && key != "tuned" && key != "options" && key != "kind")
+      throw ApiError(400, "unknown field \"" + key.substr(0, 64) +
+                              "\"; a job has kind, base, tuned and options");
+  JobSpec spec;
+  if (j.contains("kind")) {
+    if (j.at("kind") != "analyze" && j.at("kind") != "mitigate")
+      throw ApiError(400, "\"kind\" must be \"analyze\" or \"mitigate\"");
+    spec.kind = j.at("kind").get<std::string>();
+  }
   if (!j.contains("base")) throw ApiError(400, "a job needs \"base\"");
   if (!j.contains("tuned") || !j.at("tuned").is_array() || j.at("tuned").empty() ||
       j.at("tuned").size() > 1024)
     throw ApiError(400, "\"tuned\" must be a list of 1 to 1024 paths");
-  JobSpec spec;
   spec.base = path_field(j.at("base"), "base");
   for (const Json& t : j.at("tuned")) spec.tuned.push_back(path_field(t, "each of tuned"));
-  spec.options = check_job_options(j.value("options", Json::object()));
+  if (spec.kind == "mitigate" && spec.tuned.size() != 1)
+    throw ApiError(400, "a mitigate job takes one fine-tune in \"tuned\"");
+  spec.options = job_options_of(spec.kind, j.value("options", Json::object()));
   return spec;
 }
 
 Json spec_to_json(const JobSpec& spec) {
-  return {{"base", spec.base}, {"tuned", spec.tuned}, {"options", spec.options}};
+  Json j = {{"base", spec.base}, {"tuned", spec.tuned}, {"options", spec.options}};
+  if (spec.kind != "analyze") j["kind"] = spec.kind;
+  return j;
 }
 
 JobSpec spec_from_json(const Json& j) {
   JobSpec spec;
+  spec.kind = j.value("kind", "analyze");
   spec.base = j.at("base").get<std::string>();
   spec.tuned = strings(j.at("tuned"));
   spec.options = j.at("options");
@@ -189,6 +264,13 @@ void apply_job_options(const Json& opt, AnalyzeOptions& o) {
   o.delta = opt.at("delta").get<bool>();
   o.lowrank = opt.at("lowrank").get<bool>();
   o.lowrank_tol = opt.at("lowrank_tol").get<double>();
+}
+
+void apply_mitigation_options(const Json& opt, MitigateOptions& m) {
+  m.lambdas.clear();
+  for (const Json& l : opt.at("lambda")) m.lambdas.push_back(l.get<double>());
+  m.controls = strings(opt.at("controls"));
+  m.adapter_rank = opt.at("adapter_rank").get<std::string>();
 }
 
 }  // namespace indim::service

@@ -8,16 +8,29 @@
 #include <vector>
 
 #include "indim/analyze.hpp"
+#include "indim/mitigate.hpp"
 
 namespace indim::service {
 
 struct JobSpec {
+  std::string kind = "analyze";  ///< or "mitigate" (indim mitigate: one fine-tune)
   std::string base;
   std::vector<std::string> tuned;
   /// Every option the service takes, by its CLI name (k, eps, precision, side, algo, include,
-  /// exclude, split_fused, html, plot_matrices, plot_top, delta), defaults filled in.
+  /// exclude, split_fused, html, plot_matrices, plot_top, delta), defaults filled in; for a
+  /// mitigate job also lambda, controls and adapter_rank.
   nlohmann::json options;
 };
+
+/// @brief The mitigation's options of a mitigate job's `options` (`lambda`: a number or a list
+/// of 1 ... 16 in [0, 1]; `controls`: a list of "shrink" and "rescale"; `adapter_rank`: "exact",
+/// "r" or a whole number), checked, defaults filled in; the other options stay in `rest`.
+/// Throws ApiError 400 naming "options.NAME".
+nlohmann::json check_mitigation_options(const nlohmann::json& given, nlohmann::json& rest);
+
+/// @brief Sets a mitigate job's mitigation options on `m` (`analysis` and `out_dir` are the
+/// caller's).
+void apply_mitigation_options(const nlohmann::json& options, MitigateOptions& m);
 
 /// @brief Parses and checks a request body (at most 64 levels deep, no duplicate keys, no
 /// unknown fields, every value in its CLI range). Throws ApiError 400 with the reason.

@@ -3,6 +3,7 @@
 #include <filesystem>
 
 #include "indim/error.hpp"
+#include "io/tar_writer.hpp"
 #include "service/admission.hpp"
 #include "service/api_error.hpp"
 #include "service/job_request.hpp"
@@ -57,10 +58,35 @@ AnalyzeOptions job_options(const Job& job, const RunContext& ctx) {
   return o;
 }
 
+namespace {
+
+// A mitigate job: `indim mitigate` into the job's folder, its variant folders then packed into
+// mitigation.tar (the folders stay for per-file use). It starts over on a restart.
+Attempt run_mitigate(const Job& job, const RunContext& ctx) {
+  MitigateOptions m;
+  m.analysis = job_options(job, ctx);
+  m.out_dir = ctx.out_dir;
+  apply_mitigation_options(spec_from_json(job.request).options, m);
+  const MitigationResult r = mitigate(m);
+  std::vector<std::string> files;
+  for (const std::string& d : r.variant_dirs) {
+    const std::vector<std::string> f =
+        detail::files_under(ctx.out_dir, fs::path(d).filename().string());
+    files.insert(files.end(), f.begin(), f.end());
+  }
+  detail::write_tar((fs::path(ctx.out_dir) / "mitigation.tar").string(), ctx.out_dir, files);
+  Attempt a;
+  a.seconds = r.seconds;
+  return a;
+}
+
+}  // namespace
+
 Attempt run_attempt(const Job& job, const RunContext& ctx) {
   try {
     const AnalyzeOptions o = job_options(job, ctx);
     admit(o, ctx.serve);
+    if (spec_from_json(job.request).kind == "mitigate") return run_mitigate(job, ctx);
     const AnalyzeResult r = analyze(o);
     Attempt a;
     a.resumed_records = r.resumed;

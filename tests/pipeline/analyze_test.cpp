@@ -97,7 +97,7 @@ TEST_P(DemoTrio, ReportMatchesIndependentComputation) {
   // report.json
   std::ifstream rf(res.report_json);
   nlohmann::json report = nlohmann::json::parse(rf);
-  EXPECT_EQ(report["schema_version"], "1.1");
+  EXPECT_EQ(report["schema_version"], "1.2");
   EXPECT_EQ(report["settings"]["k"], 10);
   EXPECT_EQ(report["inputs"]["base"]["kind"], "sharded");
   ASSERT_EQ(report["matrices"].size(), 28u);

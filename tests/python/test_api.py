@@ -50,6 +50,46 @@ def cli_analyze(out, base, tuned, *flags):
     return out
 
 
+def without_times(value):
+    if isinstance(value, dict):
+        return {k: without_times(v) for k, v in value.items()
+                if k not in ("seconds", "created", "path")}
+    if isinstance(value, list):
+        return [without_times(v) for v in value]
+    if isinstance(value, float):
+        return round(value, 6)
+    return value
+
+
+class Mitigate(unittest.TestCase):
+    def test_the_folders_and_figures_equal_the_clis(self):
+        with tempfile.TemporaryDirectory() as d:
+            m = indim.mitigate(SMALL["base"], SMALL["lora_adapter"], os.path.join(d, "py"),
+                               lambdas=[0.5, 0], backend="cpu", no_cache=True, progress=False)
+            subprocess.run([CLI, "mitigate", SMALL["base"], SMALL["lora_adapter"], "--out",
+                            os.path.join(d, "cli"), "--lambda", "0.5,0", "--backend", "cpu",
+                            "--no-cache", "-q"], check=True, stdout=subprocess.DEVNULL)
+            with open(os.path.join(d, "cli", "mitigation.json")) as f:
+                cli = json.load(f)
+            self.assertEqual(without_times(m.report["matrices"]), without_times(cli["matrices"]))
+            self.assertEqual(sorted(m.folders), ["intruders-0", "intruders-0.5", "rescale-0",
+                                                 "rescale-0.5", "shrink-0", "shrink-0.5"])
+            for name, folder in m.folders.items():
+                self.assertTrue(os.path.isfile(os.path.join(folder, "adapter_config.json")), name)
+            rows = m.matrices
+            self.assertGreater(len(rows), 0)
+            self.assertEqual(len(rows), 6 * len(m.report["matrices"]))
+            self.assertEqual(set(rows["variant"]), set(m.folders))
+            self.assertIsInstance(m.analysis, indim.Result)
+            self.assertGreater(int(m.analysis.matrices["intruders_eps_0.5"].sum()), 0)
+
+    def test_bad_options_are_usage_errors(self):
+        with tempfile.TemporaryDirectory() as d:
+            with self.assertRaises(indim.UsageError):
+                indim.mitigate(SMALL["base"], SMALL["lora_adapter"], d, lambdas=[2],
+                               backend="cpu", no_cache=True, progress=False)
+
+
 class Analyze(unittest.TestCase):
     def test_the_report_equals_the_clis(self):
         tuned = [SMALL["full"], SMALL["lora_adapter"]]
@@ -84,8 +124,14 @@ class Analyze(unittest.TestCase):
             self.assertEqual(str(m[column].dtype), "int64", column)
         self.assertEqual(str(m["identical"].dtype), "bool")
         self.assertEqual(str(m["min_maxcos"].dtype), "float64")
+        for column in ("intruder_sigma_share", "intruder_update_share", "subspace_overlap",
+                       "null_maxcos", "update_fro", "sigma_share_eps_0.5"):
+            self.assertEqual(str(m[column].dtype), "float64", column)
+        self.assertEqual(str(m["step"].dtype), "int64")
+        self.assertTrue(((m["subspace_overlap"] >= 0) & (m["subspace_overlap"] <= 1)).all())
         v = r.vectors
         self.assertEqual(str(v["maxcos"].dtype), "float64")
+        self.assertEqual(str(v["update_share"].dtype), "float64")
         self.assertEqual(len(v), int(m["k"].sum()))
         t = r.totals
         self.assertEqual(sorted(set(t["eps"])), [e / 10 for e in range(1, 10)])

@@ -97,11 +97,12 @@ TEST_F(Browser, DemoReportLoadsWithMarksAndWithoutScripts) {
   EXPECT_EQ(html.find("https://"), std::string::npos) << "no network";
   EXPECT_EQ(html.find("<script src"), std::string::npos);
 
-  int intruders = 0, sigma_pts = 0, plotted = 0;
+  int intruders = 0, sigma_pts = 0, plotted = 0, tested = 0;
   for (const auto& r : res.records)
     if (std::regex_search(r.name, std::regex(o.plot_matrices[0]))) {
       intruders += r.count_at(0.5);
       sigma_pts += static_cast<int>(r.sigma_head.size());
+      tested += r.k - r.null_directions;
       ++plotted;
     }
   ASSERT_EQ(plotted, 4);  // q and v of layer 1, for each fine-tune
@@ -118,6 +119,15 @@ TEST_F(Browser, DemoReportLoadsWithMarksAndWithoutScripts) {
   EXPECT_EQ(count(p.dom, "intruder-sigma"), static_cast<size_t>(intruders));
   EXPECT_EQ(count(p.dom, "class=\"sigma-pt"), static_cast<size_t>(sigma_pts));
   EXPECT_EQ(count(p.dom, "<tr><td>"), res.records.size() + 2);  // matrix rows + totals rows
+  // The measures: per fine-tune a row for all and one per type; max |cos| with its null line.
+  EXPECT_EQ(count(p.dom, "class=\"measures-row\""), 2u * (1u + 7u));
+  EXPECT_EQ(count(p.dom, "class=\"maxcos-pt\""), static_cast<size_t>(tested));
+  EXPECT_EQ(count(p.dom, "class=\"null-line\""), 4u);
+  // The trajectory view of the two fine-tunes: per type, per layer, and their eps sweeps.
+  EXPECT_EQ(count(p.dom, "class=\"traj-count-pt\""), 7u * 2u);
+  EXPECT_EQ(count(p.dom, "class=\"traj-share-pt\""), 7u * 2u);
+  EXPECT_EQ(count(p.dom, "class=\"traj-layer-cell\""), 3u * 2u);
+  EXPECT_EQ(count(p.dom, "class=\"traj-sweep-cell\""), 2u * 9u);
   ASSERT_TRUE(fs::exists(dir_ / "report.png"));
   EXPECT_GT(fs::file_size(dir_ / "report.png"), 20000u);
   EXPECT_EQ(test::read_text(dir_ / "report.png").substr(1, 3), "PNG");

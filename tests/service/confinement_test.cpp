@@ -230,3 +230,55 @@ TEST_F(ServiceConfinement, ARequestsCheckingWorkIsBoundedAndPathsDeduplicated) {
       << wide->body;
   EXPECT_EQ(body_of(c->Get("/v1/jobs"))["jobs"].size(), 0u) << "nothing was queued";
 }
+
+// A mitigate job copies the files a loader reads beside the adapter (tokenizer, card) into each
+// variant folder. A link out of the root is refused at submission; one put there after the
+// check is read through the root's descriptor, so its target reaches neither the job's folder
+// nor its archive.
+TEST_F(ServiceConfinement, MitigateCopiesOnlyCompanionFilesInsideTheRoot) {
+  const std::string adapter = root() + "/m/lora-adapter";
+  test::write_text(adapter + "/README.md", "an adapter's card\n");
+  fs::copy(test::demo_models().big, root() + "/big", fs::copy_options::recursive);
+  ServiceProcess s(root(), state());
+  ASSERT_TRUE(s.ready()) << s.log();
+  auto c = s.client();
+  Json body = job("m/base", {"m/lora-adapter"});
+  body["kind"] = "mitigate";
+  body["options"] = {{"lambda", Json::array({0})}, {"controls", Json::array({"shrink"})}};
+  fs::create_symlink(outside() + "/secret.txt", adapter + "/tokenizer.json");
+  const auto refused = post(*c, body);
+  EXPECT_EQ(refused->status, 403) << refused->body;
+  EXPECT_EQ(refused->body.find(kSecret), std::string::npos);
+  fs::remove(adapter + "/tokenizer.json");
+
+  const auto slow =
+      post(*c, {{"base", "big/base"},
+                {"tuned", {"big/full"}},
+                {"options", {{"side", "both"}, {"algo", "gesdd"}, {"precision", "fp64"}}}});
+  ASSERT_EQ(slow->status, 202) << slow->body;
+  const auto r = post(*c, body);
+  ASSERT_EQ(r->status, 202) << r->body;
+  const std::string id = body_of(r)["id"];
+  fs::create_symlink(outside() + "/secret.txt", adapter + "/tokenizer.json");  // while it waits
+  const Json j = test::wait_ended(*c, id);
+  EXPECT_EQ(body_of(c->Get("/v1/jobs/" + body_of(slow)["id"].get<std::string>()))["state"], "done")
+      << "the link came while the job waited behind this one";
+  for (const auto& e : fs::recursive_directory_iterator(state() + "/jobs/" + id))
+    if (e.is_regular_file())
+      EXPECT_EQ(test::read_text(e.path()).find(kSecret), std::string::npos) << e.path();
+  if (j["state"] == "failed") {  // the start's re-check refused the folder
+    EXPECT_EQ(j["error"]["problem"], "forbidden") << j.dump();
+    return;
+  }
+  ASSERT_EQ(j["state"], "done") << j.dump();
+  for (const std::string variant : {"intruders-0", "shrink-0"}) {
+    const std::string folder = state() + "/jobs/" + id + "/" + variant;
+    EXPECT_EQ(test::read_text(folder + "/README.md"), "an adapter's card\n") << variant;
+    EXPECT_FALSE(fs::exists(fs::symlink_status(folder + "/tokenizer.json"))) << variant;
+  }
+  const auto tar = c->Get("/v1/jobs/" + id + "/mitigation.tar");
+  ASSERT_EQ(tar->status, 200) << tar->body;
+  EXPECT_NE(tar->body.find("intruders-0/README.md"), std::string::npos);
+  EXPECT_EQ(tar->body.find("tokenizer.json"), std::string::npos);
+  EXPECT_EQ(tar->body.find(kSecret), std::string::npos);
+}

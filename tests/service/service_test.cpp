@@ -656,3 +656,61 @@ TEST_F(Service, ResolvesHubIdsOnlyInsideItsRoots) {
   EXPECT_EQ(absent->status, 400) << absent->body;
   EXPECT_NE(body_of(absent).value("error", "").find("hub cache"), std::string::npos);
 }
+
+// A mitigate job: the same folders and figures as `indim mitigate`, mitigation.json per file and
+// the variant folders as one tar archive; its own options checked.
+TEST_F(Service, MitigateJobWritesTheVariantsAsAnArchive) {
+  ServiceProcess s(models().root, state());
+  ASSERT_TRUE(s.ready()) << s.log();
+  auto c = s.client();
+  Json body = job_body("small/base", {"small/lora-adapter"},
+                       {{"lambda", Json::array({0.5, 0})}, {"controls", Json::array({"shrink"})}});
+  body["kind"] = "mitigate";
+  const std::string id = submit(*c, body);
+  ASSERT_FALSE(id.empty());
+  const Json j = wait_state(*c, id, "done");
+  EXPECT_EQ(j["kind"], "mitigate");
+  EXPECT_EQ(j["options"]["adapter_rank"], "exact");
+  const auto tar = c->Get("/v1/jobs/" + id + "/mitigation.tar");
+  ASSERT_TRUE(tar);
+  ASSERT_EQ(tar->status, 200) << tar->body;
+  EXPECT_EQ(tar->get_header_value("Content-Type"), "application/x-tar");
+  const std::string archive = dir_ / "m.tar";
+  test::write_text(archive, tar->body);
+  const std::string unpacked = dir_ / "unpacked";
+  std::filesystem::create_directories(unpacked);
+  ASSERT_EQ(test::run_command("tar -xf " + archive + " -C " + unpacked).rc, 0);
+  for (const std::string f :
+       {"intruders-0.5/adapter_model.safetensors", "intruders-0/adapter_config.json",
+        "shrink-0/adapter_model.safetensors", "shrink-0.5/adapter_config.json"})
+    EXPECT_EQ(test::read_text(unpacked + "/" + f),
+              test::read_text(state() + "/jobs/" + id + "/" + f))
+        << f;
+  EXPECT_FALSE(std::filesystem::exists(unpacked + "/rescale-0"));
+  const Json mine = Json::parse(c->Get("/v1/jobs/" + id + "/mitigation.json")->body);
+  const std::string cli = std::string(INDIM_CLI_PATH) + " mitigate " + models().small.base + " " +
+                          models().small.lora_adapter +
+                          " --backend cpu --no-cache --workers 1 -q --lambda " +
+                          "0.5,0 --controls shrink --out " + (dir_ / "cli") + " >/dev/null 2>&1";
+  ASSERT_EQ(test::run_command(cli).rc, 0) << cli;
+  const Json ref = Json::parse(test::read_text(dir_ / "cli/mitigation.json"));
+  EXPECT_EQ(comparable(mine["matrices"]), comparable(ref["matrices"]));
+  EXPECT_GT(mine["matrices"].size(), 0u);
+
+  auto refused = [&](Json b) { return post(*c, b)->status; };
+  Json bad = body;
+  bad["kind"] = "bogus";
+  EXPECT_EQ(refused(bad), 400);
+  bad = body;
+  bad["tuned"] = {"small/lora-adapter", "small/full"};
+  EXPECT_EQ(refused(bad), 400);
+  bad = body;
+  bad["options"]["lambda"] = 2;
+  EXPECT_EQ(refused(bad), 400);
+  bad = body;
+  bad["options"]["side"] = "right";
+  EXPECT_EQ(refused(bad), 400);
+  bad = job_body("small/base", {"small/full"}, {{"lambda", 0.5}});  // an analyze job has none
+  EXPECT_EQ(refused(bad), 400);
+  EXPECT_EQ(s.stop(SIGTERM, std::chrono::seconds(30)), 0) << s.log();
+}

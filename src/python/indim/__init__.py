@@ -6,6 +6,9 @@
     r.totals            # intruders per fine-tune and eps
     r.report            # report.json as a dict
     r.write("results/", html=True)
+    m = indim.mitigate("base/", "lora/", "mitigated/", lambdas=[0.75, 0])
+    m.folders           # variant -> folder, each loadable as the fine-tune was
+    m.matrices          # one row per matrix and variant: mitigation.json's figures
 
 The options are `indim analyze`'s, by the same names and with the same defaults and checks.
 The work runs with the GIL released; Ctrl-C stops it (KeyboardInterrupt), as does
@@ -22,7 +25,8 @@ from . import _indim
 from ._indim import BadInput, CancelToken, Cancelled, Error, RuntimeFailure, UsageError
 
 __version__ = _indim.__version__
-__all__ = ["analyze", "inspect", "generate_demo", "Result", "Inspection", "CancelToken",
+__all__ = ["analyze", "mitigate", "inspect", "generate_demo", "Result", "Mitigation",
+           "Inspection", "CancelToken",
            "Error", "UsageError", "BadInput", "RuntimeFailure", "Cancelled"]
 
 
@@ -175,6 +179,68 @@ def analyze(base, tuned, *, k=10, eps=0.5, precision="fp32", side="left", backen
         if tmp is not None:
             tmp.cleanup()
     return Result(native)
+
+
+class Mitigation:
+    """The outcome of mitigate(): the variant folders, mitigation.json, and the analysis."""
+
+    def __init__(self, native):
+        self.analysis = Result(native["analysis"])
+        self.report = json.load(open(native["mitigation_json"]))
+        self.folders = {os.path.basename(d): d for d in native["variant_dirs"]}
+
+    @property
+    def matrices(self):
+        """One row per changed matrix and variant: intruders, sigma before and after, norms."""
+        rows = []
+        for m in self.report["matrices"]:
+            for v in m["variants"]:
+                rows.append({"name": m["name"], "layer": m["layer"], "type": m["type"],
+                             "variant": v["variant"], "kind": v["kind"], "lambda": v["lambda"],
+                             "factor": v["factor"], "intruders": len(m["intruders"]),
+                             "sigma_before": [i["sigma"] for i in m["intruders"]],
+                             "sigma_after": v["sigma_after"], "update_fro_before": m["update_fro"],
+                             "update_fro_after": v["update_fro"], "rel_change": v["rel_change"],
+                             "rank": v.get("rank"), "truncation_error": v.get("truncation_error")})
+        return _rows(rows)
+
+    def __repr__(self):
+        return "<indim.Mitigation: {} matrices changed, {} folders>".format(
+            len(self.report["matrices"]), len(self.folders))
+
+
+def mitigate(base, tuned, out, *, lambdas=0.75, controls=("shrink", "rescale"),
+             adapter_rank="exact", k=10, eps=0.5, precision="fp32", backend="auto", algo="auto",
+             include=None, exclude=None, lowrank=True, lowrank_tol=0.0, html=False,
+             plot_matrices=None, plot_top=4, cache=None, no_cache=False, cache_max="20G",
+             devices=None, gpu_mem=0, workers=1, streams=1, progress=True, cancel=None):
+    """Scales the fine-tune's intruder dimensions by each lambda, as `indim mitigate` does, and
+    writes the controls (shrink, rescale; controls=() for none): one folder per variant and
+    lambda under `out`, each a checkpoint (or PEFT adapter, exact or with adapter_rank "r" or a
+    number cut as PEFT cuts it) loadable as `tuned` was; mitigation.json and the analysis' report
+    beside them. Returns a Mitigation.
+    """
+    lambdas = [lambdas] if isinstance(lambdas, (int, float)) else list(lambdas)
+    analysis = {"k": k, "eps": eps if isinstance(eps, (int, float)) else list(eps),
+                "precision": precision, "side": "left", "algo": algo,
+                "include": _patterns(include), "exclude": _patterns(exclude),
+                "split_fused": False, "delta": False, "lowrank": lowrank,
+                "lowrank_tol": lowrank_tol, "html": html,
+                "plot_matrices": _patterns(plot_matrices), "plot_top": plot_top}
+    compute = {"backend": backend, "devices": devices, "gpu_mem": gpu_mem, "workers": workers,
+               "streams": streams, "resume": False, "out": os.fspath(out),
+               "cache": "" if no_cache else os.fspath(cache or _indim.default_cache_dir()),
+               "cache_max": str(cache_max)}
+    mitigation = {"out": os.fspath(out), "lambdas": [float(x) for x in lambdas],
+                  "controls": list(controls), "adapter_rank": str(adapter_rank)}
+    callback, bar = _progress_callback(progress)
+    try:
+        native = _indim.mitigate(os.fspath(base), os.fspath(tuned), analysis, compute,
+                                 mitigation, callback, cancel)
+    finally:
+        if bar is not None:
+            bar.close()
+    return Mitigation(native)
 
 
 class Inspection:

@@ -1,0 +1,61 @@
+#include "mitigate/encode.hpp"
+
+#include <cmath>
+#include <cstring>
+
+#include "indim/error.hpp"
+
+namespace indim::detail {
+
+namespace {
+
+// x rounded to `bits` significant bits (ties to even), where the target format keeps that many
+// for a normal value of x's size; smaller values (the format's subnormals, below 2^min_exp)
+// are left to the fp32 conversion, which rounds them once too.
+double round_bits(double x, int bits, int min_exp) {
+  if (x == 0 || !std::isfinite(x)) return x;
+  int e = 0;
+  const double m = std::frexp(x, &e);  // x = m 2^e, 0.5 <= |m| < 1
+  if (e - 1 < min_exp) return x;
+  return std::ldexp(std::nearbyint(std::ldexp(m, bits)), e - bits);
+}
+
+template <typename T>
+void put(uint8_t* out, size_t i, T v) {
+  std::memcpy(out + i * sizeof(T), &v, sizeof(T));
+}
+
+}  // namespace
+
+bool encodable(DType t) {
+  return t == DType::F64 || t == DType::F32 || t == DType::F16 || t == DType::BF16;
+}
+
+void encode_values(const double* v, size_t n, DType t, uint8_t* out) {
+  switch (t) {
+    case DType::F64:
+      for (size_t i = 0; i < n; ++i) put(out, i, v[i]);
+      return;
+    case DType::F32:
+      for (size_t i = 0; i < n; ++i) put(out, i, static_cast<float>(v[i]));
+      return;
+    case DType::BF16:  // 8 significant bits; fp32's exponent range
+      for (size_t i = 0; i < n; ++i)
+        put(out, i, float_to_bf16(static_cast<float>(round_bits(v[i], 8, -126))));
+      return;
+    case DType::F16:  // 11 significant bits; normal from 2^-14
+      for (size_t i = 0; i < n; ++i)
+        put(out, i, float_to_fp16(static_cast<float>(round_bits(v[i], 11, -14))));
+      return;
+    default:
+      throw Error(std::string("cannot write values as ") + dtype_name(t));
+  }
+}
+
+std::vector<uint8_t> encode_values(const std::vector<double>& values, DType t) {
+  std::vector<uint8_t> out(values.size() * static_cast<size_t>(dtype_bits(t) / 8));
+  encode_values(values.data(), values.size(), t, out.data());
+  return out;
+}
+
+}  // namespace indim::detail
