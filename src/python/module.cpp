@@ -103,7 +103,17 @@ AnalyzeOptions make_options(const std::string& base, const std::vector<std::stri
   o.backend = compute["backend"].cast<std::string>();
   if (!compute["devices"].is_none()) o.devices = compute["devices"].cast<std::vector<int>>();
   o.gpu_mem = compute["gpu_mem"].cast<uint64_t>();
-  o.workers = compute["workers"].cast<int>();
+  const py::object workers = compute["workers"];
+  if (py::isinstance<py::str>(workers)) {
+    if (workers.cast<std::string>() != "auto")
+      throw UsageError("workers must be \"auto\" or a number from 1 to 256");
+    o.workers = 0;  // as --workers auto: from the matrix sizes, the cores and the memory
+  } else {
+    o.workers = workers.cast<int>();
+    if (o.workers < 1 || o.workers > 256)
+      throw UsageError("workers must be \"auto\" or a number from 1 to 256, not " +
+                       std::to_string(o.workers));
+  }
   o.streams = compute["streams"].cast<int>();
   o.cache_dir = compute["cache"].cast<std::string>();
   o.cache_max =

@@ -100,6 +100,7 @@ const std::map<std::string, Option>& known_options() {
       {"delta", {false, boolean}},
       {"lowrank", {true, boolean}},
       {"lowrank_tol", {0.0, tolerance}},
+      {"noise_floor", {"auto", one_of({"auto", "on", "off"})}},
   };
   return table;
 }
@@ -264,6 +265,10 @@ void apply_job_options(const Json& opt, AnalyzeOptions& o) {
   o.delta = opt.at("delta").get<bool>();
   o.lowrank = opt.at("lowrank").get<bool>();
   o.lowrank_tol = opt.at("lowrank_tol").get<double>();
+  const std::string floor = opt.at("noise_floor").get<std::string>();
+  o.noise_floor = floor == "on"    ? AnalyzeOptions::NoiseFloorMode::On
+                  : floor == "off" ? AnalyzeOptions::NoiseFloorMode::Off
+                                   : AnalyzeOptions::NoiseFloorMode::Auto;
 }
 
 void apply_mitigation_options(const Json& opt, MitigateOptions& m) {

@@ -94,9 +94,9 @@ class Analyze(unittest.TestCase):
     def test_the_report_equals_the_clis(self):
         tuned = [SMALL["full"], SMALL["lora_adapter"]]
         r = indim.analyze(SMALL["base"], tuned, k=8, eps=[0.5, 0.3], html=True, backend="cpu",
-                          no_cache=True, progress=False)
+                          no_cache=True, progress=False, workers=1)
         with tempfile.TemporaryDirectory() as d:
-            # One worker, as the Python default: BLAS's thread count moves sigma's last bits.
+            # One worker on both sides: BLAS's thread count moves sigma's last bits.
             ref = cli_analyze(os.path.join(d, "cli"), SMALL["base"], tuned, "--k", "8",
                               "--eps", "0.5,0.3", "--html", "--workers", "1")
             with open(os.path.join(ref, "report.json")) as f:
@@ -113,6 +113,21 @@ class Analyze(unittest.TestCase):
         self.assertEqual(list(r.matrices["intruders_eps_0.5"]),
                          [int(row["intruders_eps_0.5"]) for row in cli_rows])
         self.assertIn("Intruder dimensions: top k=8", r.summary)
+
+    def test_the_noise_floor_on_request_and_auto_workers(self):
+        on = indim.analyze(SMALL["base"], SMALL["full"], noise_floor="on", backend="cpu",
+                           no_cache=True, progress=False)
+        records = on.report["matrices"]
+        self.assertGreater(len(records), 0)
+        for rec in records:  # a bf16 fine-tune: the base re-quantised in bf16
+            self.assertEqual(rec["noise_floor"]["format"], "BF16", rec["name"])
+            self.assertEqual(len(rec["noise_floor"]["maxcos"]), 10)
+        self.assertIn("noise_floor_eps_0.5", on.matrices.columns)
+        off = indim.analyze(SMALL["base"], SMALL["full"], backend="cpu", no_cache=True,
+                            progress=False)  # auto: neither side quantised
+        self.assertTrue(all("noise_floor" not in rec for rec in off.report["matrices"]))
+        self.assertEqual([r["intruders"] for r in records],
+                         [r["intruders"] for r in off.report["matrices"]])
 
     def test_dataframes_have_the_csv_columns_and_real_dtypes(self):
         r = indim.analyze(SMALL["base"], SMALL["full"], backend="cpu", no_cache=True,
@@ -160,7 +175,9 @@ class Analyze(unittest.TestCase):
                 self.assertIn("in use", str(busy.exception))
         for kwargs, says in ((dict(k=0), "k:"), (dict(precision="fp16"), "precision"),
                              (dict(include="("), "include"), (dict(eps=[2.0]), "eps"),
-                             (dict(backend="tpu"), "backend")):
+                             (dict(backend="tpu"), "backend"),
+                             (dict(noise_floor="maybe"), "noise_floor"),
+                             (dict(workers="many"), "workers"), (dict(workers=0), "workers")):
             with self.assertRaises(indim.UsageError, msg=str(kwargs)) as usage:
                 indim.analyze(SMALL["base"], SMALL["full"], **kwargs)
             self.assertIn(says, str(usage.exception))

@@ -34,7 +34,7 @@ TEST(JobRequest, FillsDefaultsAndSetsTheAnalyzeOptions) {
   const JobSpec s = parse_job_spec(
       R"({"base": "b", "tuned": ["t1", "t2"], "options": {"k": 4, "eps": [0.3, 0.6],
           "side": "both", "precision": "fp64", "include": "q_proj", "html": true,
-          "lowrank": false, "lowrank_tol": 1e-8}})");
+          "lowrank": false, "lowrank_tol": 1e-8, "noise_floor": "on"}})");
   EXPECT_EQ(s.base, "b");
   EXPECT_EQ(s.tuned, (std::vector<std::string>{"t1", "t2"}));
   EXPECT_EQ(s.options["algo"], "auto");
@@ -50,11 +50,17 @@ TEST(JobRequest, FillsDefaultsAndSetsTheAnalyzeOptions) {
   EXPECT_FALSE(o.delta);
   EXPECT_FALSE(o.lowrank);
   EXPECT_EQ(o.lowrank_tol, 1e-8);
+  EXPECT_EQ(o.noise_floor, AnalyzeOptions::NoiseFloorMode::On);
   const JobSpec d = parse_job_spec(R"({"base": "b", "tuned": ["t"]})");
   EXPECT_EQ(d.options["k"], 10);
   EXPECT_EQ(d.options["eps"], nlohmann::json::array({0.5}));
   EXPECT_EQ(d.options["lowrank"], true);
   EXPECT_EQ(d.options["lowrank_tol"], 0.0);
+  EXPECT_EQ(d.options["noise_floor"], "auto");
+  AnalyzeOptions od;
+  od.noise_floor = AnalyzeOptions::NoiseFloorMode::Off;
+  apply_job_options(d.options, od);
+  EXPECT_EQ(od.noise_floor, AnalyzeOptions::NoiseFloorMode::Auto);
 }
 
 TEST(JobRequest, RefusesWithA400ThatNamesTheField) {
@@ -64,6 +70,8 @@ TEST(JobRequest, RefusesWithA400ThatNamesTheField) {
         R"({"base": "b", "tuned": ["t"], "options": {"lowrank": "yes"}})",
         R"({"base": "b", "tuned": ["t"], "options": {"lowrank_tol": -1e-3}})",
         R"({"base": "b", "tuned": ["t"], "options": {"lowrank_tol": 1.5}})",
+        R"({"base": "b", "tuned": ["t"], "options": {"noise_floor": true}})",
+        R"({"base": "b", "tuned": ["t"], "options": {"noise_floor": "maybe"}})",
         R"J({"base": "b", "tuned": ["t"], "options": {"exclude": ["a", "(?=x)"]}})J",
         R"({"base": "", "tuned": ["t"]})", "null", "\"text\"", ""}) {
     EXPECT_EQ(status_of([&] { parse_job_spec(body); }), 400) << body;

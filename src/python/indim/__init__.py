@@ -142,9 +142,9 @@ class Result:
 
 def analyze(base, tuned, *, k=10, eps=0.5, precision="fp32", side="left", backend="auto",
             algo="auto", include=None, exclude=None, split_fused=False, delta=False, lowrank=True,
-            lowrank_tol=0.0, html=False, plot_matrices=None, plot_top=4, cache=None, no_cache=False, cache_max="20G",
-            devices=None, gpu_mem=0, workers=1, streams=1, resume=False, out=None,
-            progress=True, cancel=None):
+            lowrank_tol=0.0, noise_floor="auto", html=False, plot_matrices=None, plot_top=4,
+            cache=None, no_cache=False, cache_max="20G", devices=None, gpu_mem=0, workers="auto",
+            streams=1, resume=False, out=None, progress=True, cancel=None):
     """Compares fine-tunes against their base, as `indim analyze` does; returns a Result.
 
     base, tuned: paths (file, shard index, folder, PEFT adapter folder) or hub ids
@@ -152,13 +152,14 @@ def analyze(base, tuned, *, k=10, eps=0.5, precision="fp32", side="left", backen
     one by default; with resume=True a journal there is continued). progress: True for a tqdm
     bar (when tqdm is importable), a callable (done, total, cost_done, cost_total, name), or
     False. cancel: a CancelToken another thread may cancel (raises indim.Cancelled).
+    noise_floor: "auto" (measured where either side is quantised), "on" or "off".
     """
     tuned = [tuned] if isinstance(tuned, (str, os.PathLike)) else list(tuned)
     analysis = {"k": k, "eps": eps if isinstance(eps, (int, float)) else list(eps),
                 "precision": precision, "side": side, "algo": algo,
                 "include": _patterns(include), "exclude": _patterns(exclude),
                 "split_fused": split_fused, "delta": delta, "lowrank": lowrank,
-                "lowrank_tol": lowrank_tol, "html": html,
+                "lowrank_tol": lowrank_tol, "noise_floor": noise_floor, "html": html,
                 "plot_matrices": _patterns(plot_matrices), "plot_top": plot_top}
     tmp = None
     if out is None:
@@ -211,9 +212,9 @@ class Mitigation:
 
 def mitigate(base, tuned, out, *, lambdas=0.75, controls=("shrink", "rescale"),
              adapter_rank="exact", k=10, eps=0.5, precision="fp32", backend="auto", algo="auto",
-             include=None, exclude=None, lowrank=True, lowrank_tol=0.0, html=False,
-             plot_matrices=None, plot_top=4, cache=None, no_cache=False, cache_max="20G",
-             devices=None, gpu_mem=0, workers=1, streams=1, progress=True, cancel=None):
+             include=None, exclude=None, lowrank=True, lowrank_tol=0.0, noise_floor="auto",
+             html=False, plot_matrices=None, plot_top=4, cache=None, no_cache=False, cache_max="20G",
+             devices=None, gpu_mem=0, workers="auto", streams=1, progress=True, cancel=None):
     """Scales the fine-tune's intruder dimensions by each lambda, as `indim mitigate` does, and
     writes the controls (shrink, rescale; controls=() for none): one folder per variant and
     lambda under `out`, each a checkpoint (or PEFT adapter, exact or with adapter_rank "r" or a
@@ -225,7 +226,7 @@ def mitigate(base, tuned, out, *, lambdas=0.75, controls=("shrink", "rescale"),
                 "precision": precision, "side": "left", "algo": algo,
                 "include": _patterns(include), "exclude": _patterns(exclude),
                 "split_fused": False, "delta": False, "lowrank": lowrank,
-                "lowrank_tol": lowrank_tol, "html": html,
+                "lowrank_tol": lowrank_tol, "noise_floor": noise_floor, "html": html,
                 "plot_matrices": _patterns(plot_matrices), "plot_top": plot_top}
     compute = {"backend": backend, "devices": devices, "gpu_mem": gpu_mem, "workers": workers,
                "streams": streams, "resume": False, "out": os.fspath(out),
