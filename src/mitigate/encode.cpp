@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <limits>
 
 #include "indim/error.hpp"
 
@@ -50,6 +51,19 @@ void encode_values(const double* v, size_t n, DType t, uint8_t* out) {
     default:
       throw Error(std::string("cannot write values as ") + dtype_name(t));
   }
+}
+
+size_t first_overflow(const std::vector<double>& values, DType t) {
+  // The largest finite magnitude that rounds into the format: its largest value plus half a
+  // step of its last binade (ties to even go to the infinity beyond).
+  double limit = std::numeric_limits<double>::infinity();
+  if (t == DType::F32 || t == DType::BF16)
+    limit = std::ldexp(2.0 - std::ldexp(1.0, t == DType::F32 ? -24 : -8), 127);
+  else if (t == DType::F16)
+    limit = 65520.0;  // 65504 + 16
+  for (size_t i = 0; i < values.size(); ++i)
+    if (std::isfinite(values[i]) && std::fabs(values[i]) >= limit) return i;
+  return values.size();
 }
 
 std::vector<uint8_t> encode_values(const std::vector<double>& values, DType t) {

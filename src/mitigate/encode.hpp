@@ -16,6 +16,10 @@ bool encodable(DType t);
 /// dtype encodable() refuses.
 void encode_values(const double* values, size_t n, DType t, uint8_t* out);
 
+/// The first of `values` that is finite but beyond `t`'s range once rounded to it (it would be
+/// written as an infinity), or values.size() when every one fits.
+size_t first_overflow(const std::vector<double>& values, DType t);
+
 /// The same into a fresh buffer.
 std::vector<uint8_t> encode_values(const std::vector<double>& values, DType t);
 

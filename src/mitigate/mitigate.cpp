@@ -10,12 +10,13 @@
 #include <mutex>
 
 #include "indim/error.hpp"
-#include "indim/hub.hpp"
 #include "indim/tuned.hpp"
 #include "io/atomic_file.hpp"
 #include "io/dir_lock.hpp"
+#include "mitigate/encode.hpp"
 #include "mitigate/mitigate_matrix.hpp"
 #include "mitigate/mitigation_report.hpp"
+#include "mitigate/variant_folder.hpp"
 #include "pipeline/inputs.hpp"
 #include "pipeline/outputs.hpp"
 
@@ -55,15 +56,27 @@ void validate(const MitigateOptions& o) {
   parse_adapter_rank(o.adapter_rank);
 }
 
-// DoRA rescales the merged rows: its update is no product of factors, so no adapter can carry
-// the intervention exactly. Refused before any work.
-void refuse_dora(const AnalyzeOptions& a) {
-  const TunedInput t = TunedInput::open(resolve_input(a.tuned.front(), a.hub_caches).path);
+// What no variant can be written for, refused before any work: a DoRA adapter (it rescales the
+// merged rows: its update is no product of factors, so no adapter carries the intervention
+// exactly), and a selected tensor of the fine-tune stored quantised (FP8, MXFP4: its codes and
+// scales would have to be quantised anew, which is no longer the fine-tune's own format).
+void refuse_unwritable(const detail::RunInputs& in) {
+  const TunedInput& t = in.tuned.front();
   if (t.adapter() != nullptr && t.adapter()->config().use_dora)
     throw BadInput(InputProblem::Unsupported,
                    t.path() +
                        ": a DoRA adapter (use_dora) cannot carry the intervention as "
                        "factors; merge it into a full checkpoint first");
+  for (const MatchedPair& p : in.tables.front().pairs)
+    if (p.selected && p.shapes_equal && p.lora == nullptr &&
+        (p.tuned.quant != nullptr || !detail::encodable(p.tuned.info->dtype)))
+      throw BadInput(InputProblem::Unsupported,
+                     p.tuned.file->path() + ": tensor '" + p.tuned.info->name + "' is stored as " +
+                         dtype_name(p.tuned.info->dtype) +
+                         (p.tuned.quant != nullptr ? " with scales" : "") +
+                         "; indim mitigate writes variants of BF16, F16, F32 and F64 weights and "
+                         "of LoRA adapters (indim analyze reads this fine-tune; dequantise it, "
+                         "or --exclude the tensor, to mitigate)");
 }
 
 // The intruders of each new left-side record, with their vectors in fp64, by record name.
@@ -139,7 +152,6 @@ MitigationResult mitigate(const MitigateOptions& o) {
   AnalyzeOptions a = o.analysis;
   a.out_dir = o.out_dir;
   a.resume = false;
-  refuse_dora(a);
   Keeper keeper(a.eps.front());
   const auto user_hook = a.on_record;
   a.on_record = [&](const MatrixResult& r, const Decomposition* d) {
@@ -147,11 +159,11 @@ MitigationResult mitigate(const MitigateOptions& o) {
     if (user_hook) user_hook(r, d);
   };
   std::unique_ptr<detail::DirLock> lock = lock_out(o.out_dir);
+  detail::remove_unpublished_folders(o.out_dir);  // a killed run's; the lock keeps out others
+  const detail::RunInputs in(a, [](const std::string&) {});  // the analysis notes its warnings
+  refuse_unwritable(in);
   MitigationResult res;
   res.analysis = detail::analyze_holding_lock(a, lock);
-  const detail::RunInputs in(a, [&](const std::string& s) {
-    if (a.note) a.note(s);
-  });
   const std::vector<detail::VariantSpec> specs = detail::variant_specs(o);
   detail::VariantOuts outs;
   for (const auto& v : specs)

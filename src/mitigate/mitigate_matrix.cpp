@@ -1,8 +1,11 @@
 #include "mitigate/mitigate_matrix.hpp"
 
 #include <cmath>
+#include <cstdio>
 
+#include "backend/finite.hpp"
 #include "backend/host_matrix.hpp"
+#include "indim/error.hpp"
 #include "indim/peft.hpp"
 #include "mitigate/encode.hpp"
 #include "pipeline/merge.hpp"
@@ -52,6 +55,20 @@ void scatter(const Dense<double>& x, bool conv1d, const std::vector<int64_t>& ro
   }
 }
 
+// A variant the checkpoint's dtype cannot hold (a control's rescaling of an F16 tensor can pass
+// 65504) is refused rather than written with an infinity; nothing is published.
+void refuse_overflow(const Dense<double>& m, DType dtype, const VariantSpec& v, const TensorRef& t,
+                     int64_t slice) {
+  const size_t bad = first_overflow(m.data, dtype);
+  if (bad == m.data.size()) return;
+  char value[32];
+  std::snprintf(value, sizeof value, "%.6g", m.data[bad]);
+  throw BadInput(InputProblem::Overflow,
+                 t.file->path() + ": tensor '" + t.info->name + "' in variant " + v.folder() +
+                     " would hold " + value + " at " + matrix_index_text(bad, m.cols, slice) +
+                     ", beyond " + dtype_name(dtype) + "'s range; no variant was written");
+}
+
 }  // namespace
 
 MitigationRecord mitigate_tensor(const MatchedPair& p, const MatrixPart& part,
@@ -75,6 +92,7 @@ MitigationRecord mitigate_tensor(const MatchedPair& p, const MatrixPart& part,
     Dense<double> now{s.rows, s.cols, std::vector<double>(count)};
     convert_elements(outs[i]->read(p.tuned, offset, bytes).data(), dtype, count, now.data.data());
     scatter(x, p.conv1d, part.rows, now);
+    refuse_overflow(now, dtype, specs[i], p.tuned, part.slice);
     outs[i]->write(p.tuned, offset, encode_values(now.data, dtype));
     rec.variants.push_back(std::move(m));
   }

@@ -81,6 +81,20 @@ void VariantFolder::publish() {
   if (had) fs::remove_all(old, ec);
 }
 
+void remove_unpublished_folders(const std::string& out_dir) {
+  std::error_code ec;
+  for (fs::directory_iterator it(out_dir, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    const size_t tmp = name.rfind(".tmp.");
+    if (name.size() < 2 || name[0] != '.' || tmp == std::string::npos || tmp == 0 ||
+        name.find_first_not_of("0123456789", tmp + 5) != std::string::npos ||
+        tmp + 5 == name.size() || !it->is_directory(ec) || it->is_symlink(ec))
+      continue;
+    std::error_code gone;
+    fs::remove_all(it->path(), gone);
+  }
+}
+
 std::vector<std::string> companion_files(const FileSource& files, const std::string& dir,
                                          const std::set<std::string>& skip) {
   std::vector<std::string> out;

@@ -37,6 +37,10 @@ class VariantFolder {
   bool published_ = false;
 };
 
+/// Removes the folders a run killed before publishing left in `out_dir` (".<name>.tmp.<pid>",
+/// each a whole checkpoint's copy). The caller holds the folder's lock, so no run writes there.
+void remove_unpublished_folders(const std::string& out_dir);
+
 /// The files beside a checkpoint or adapter in `dir` that a loader reads with it (config.json,
 /// tokenizer files, generation_config.json, README.md, ...), listed and checked through `files`:
 /// regular files, not hidden, not weights of any format (safetensors, PyTorch, TensorFlow,

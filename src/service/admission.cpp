@@ -1,15 +1,21 @@
 #include "service/admission.hpp"
 
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
+#include <filesystem>
+#include <limits>
 
 #include "indim/backend.hpp"
 #include "indim/error.hpp"
+#include "indim/tuned.hpp"
 #include "pipeline/inputs.hpp"
 
 namespace indim::service {
+
+namespace fs = std::filesystem;
 
 namespace {
 
@@ -32,6 +38,18 @@ uint64_t largest_device(const AnalyzeOptions& o) {
   return o.gpu_mem > 0 ? std::min(best, o.gpu_mem) : best;
 }
 
+// Bytes free to an unprivileged writer on the file system of `dir` (or of its nearest existing
+// parent); the largest value when it cannot be asked.
+uint64_t free_disk(const std::string& dir) {
+  std::error_code ec;
+  fs::path p = fs::absolute(dir, ec);
+  while (!p.empty() && !fs::exists(p, ec) && p.has_parent_path() && p != p.parent_path())
+    p = p.parent_path();
+  struct statvfs st {};
+  if (::statvfs(p.c_str(), &st) != 0) return std::numeric_limits<uint64_t>::max();
+  return static_cast<uint64_t>(st.f_bavail) * static_cast<uint64_t>(st.f_frsize);
+}
+
 }  // namespace
 
 uint64_t physical_memory() {
@@ -39,15 +57,17 @@ uint64_t physical_memory() {
   return pages > 0 && page > 0 ? static_cast<uint64_t>(pages) * static_cast<uint64_t>(page) : 0;
 }
 
-MemoryNeed memory_need(const AnalyzeOptions& o) {
+MemoryNeed memory_need(const AnalyzeOptions& o, const MitigateOptions* m) {
   const detail::RunInputs in(o, [](const std::string&) {});
   MemoryNeed need;
+  uint64_t largest = 0;  // elements of the largest selected matrix
   for (const MatchTable& table : in.tables)
     for (const MatchedPair& p : table.pairs) {
       const std::vector<uint64_t>& shape = p.base.info->shape;
       if (!p.selected || shape.size() < 2) continue;
       const auto rows = static_cast<int64_t>(shape[shape.size() - 2]);
       const auto cols = static_cast<int64_t>(shape.back());
+      largest = std::max(largest, static_cast<uint64_t>(rows) * static_cast<uint64_t>(cols));
       const uint64_t bytes = cuda_bytes_needed(algo_of(o), o.precision, rows, cols, 0);
       if (bytes <= need.device) continue;
       need.device = bytes;
@@ -55,11 +75,16 @@ MemoryNeed memory_need(const AnalyzeOptions& o) {
       need.shape = shape;
     }
   need.host = need.device * static_cast<uint64_t>(std::max(1, o.workers));
+  if (m == nullptr) return need;
+  need.host = std::max(need.host, 5 * sizeof(double) * largest);
+  const TunedInput& t = in.tuned.front();
+  const uint64_t copy = t.checkpoint().total_bytes() * (t.is_adapter() ? 4 : 1);
+  need.disk = 2 * copy * m->lambdas.size() * (1 + m->controls.size());
   return need;
 }
 
-void admit(const AnalyzeOptions& o, const ServeOptions& serve) {
-  const MemoryNeed need = memory_need(o);
+void admit(const AnalyzeOptions& o, const ServeOptions& serve, const MitigateOptions* m) {
+  const MemoryNeed need = memory_need(o, m);
   const std::string matrix = "tensor '" + need.tensor + "' " + shape_text(need.shape);
   const uint64_t host = serve.job_memory > 0 ? serve.job_memory : physical_memory();
   if (host > 0 && need.host > host)
@@ -68,6 +93,16 @@ void admit(const AnalyzeOptions& o, const ServeOptions& serve) {
                        " (" + std::to_string(std::max(1, o.workers)) + " worker(s)), over the " +
                        gib(host) + " a job may use here (--job-memory); it can never run on " +
                        "this service");
+  if (m != nullptr) {
+    const uint64_t free = free_disk(m->out_dir);
+    if (need.disk > free)
+      throw BadInput(InputProblem::TooLarge,
+                     "the job's variants need about " + gib(need.disk) + " of disk (" +
+                         std::to_string(m->lambdas.size()) + " lambda(s), each with its " +
+                         "controls, as folders and as mitigation.tar), over the " + gib(free) +
+                         " free for the service's state; fewer lambdas or controls, or " +
+                         "--include, make it smaller");
+  }
   if (!may_use_cuda(o)) return;
   const uint64_t device = largest_device(o);
   if (device > 0 && need.device > device)

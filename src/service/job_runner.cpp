@@ -67,6 +67,7 @@ Attempt run_mitigate(const Job& job, const RunContext& ctx) {
   m.analysis = job_options(job, ctx);
   m.out_dir = ctx.out_dir;
   apply_mitigation_options(spec_from_json(job.request).options, m);
+  admit(m.analysis, ctx.serve, &m);
   const MitigationResult r = mitigate(m);
   std::vector<std::string> files;
   for (const std::string& d : r.variant_dirs) {
@@ -84,9 +85,9 @@ Attempt run_mitigate(const Job& job, const RunContext& ctx) {
 
 Attempt run_attempt(const Job& job, const RunContext& ctx) {
   try {
+    if (spec_from_json(job.request).kind == "mitigate") return run_mitigate(job, ctx);
     const AnalyzeOptions o = job_options(job, ctx);
     admit(o, ctx.serve);
-    if (spec_from_json(job.request).kind == "mitigate") return run_mitigate(job, ctx);
     const AnalyzeResult r = analyze(o);
     Attempt a;
     a.resumed_records = r.resumed;

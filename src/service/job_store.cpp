@@ -48,7 +48,8 @@ constexpr const char* kColumns =
 // A listing's columns: the request (up to 1 MiB) replaced by what a summary shows of it.
 constexpr const char* kSummaryColumns =
     "seq, id, state, CASE WHEN json_valid(request) THEN json_object('base', "
-    "json_extract(request, '$.base'), 'tuned_count', json_array_length(request, '$.tuned')) "
+    "json_extract(request, '$.base'), 'tuned_count', json_array_length(request, '$.tuned'), "
+    "'kind', coalesce(json_extract(request, '$.kind'), 'analyze')) "
     "ELSE 'not json' END, base, created, started, finished, attempts, substr(error, 1, 1024), "
     "error_class, problem, exit_code, resumed_records, seconds, purged, units_done, units_total, "
     "cost_done, cost_total, units_resumed, cost_resumed, tenant, idem_key, crashes";

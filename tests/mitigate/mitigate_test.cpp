@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 #include <lapacke.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -16,7 +17,9 @@
 #include "indim/demo.hpp"
 #include "indim/error.hpp"
 #include "indim/peft.hpp"
+#include "indim/quant.hpp"
 #include "pipeline/merge.hpp"
+#include "quant_util.hpp"
 #include "reference.hpp"
 #include "test_util.hpp"
 
@@ -510,4 +513,103 @@ TEST(MitigateRefusals, DoraOptionsAndTheCli) {
   EXPECT_TRUE(fs::exists(c.dir / "cli/intruders-0/adapter_model.safetensors"));
   EXPECT_FALSE(fs::exists(c.dir / "cli/shrink-0"));
   EXPECT_TRUE(fs::exists(c.dir / "cli/mitigation.json"));
+}
+
+// A fine-tune stored in FP8 (codes with block scales) has no variant mitigate can write in its
+// own format: refused before the analysis, naming the tensor, exit 2, nothing left in --out.
+TEST(MitigateRefusals, AQuantisedFineTuneBeforeAnyWork) {
+  test::TempDir dir;
+  std::mt19937_64 rng(11);
+  const std::string name = "model.layers.0.self_attn.q_proj.weight";
+  const Dense<double> w0 = kept(random_weight(64, 64, 1.0, rng));
+  const Dense<double> w = tuned_from(w0, 2, 3.0, rng);
+  write_safetensors(dir / "base.safetensors", {stored(name, w0)});
+  fs::create_directories(dir / "fp8");
+  const Quantised q = quantise_fp8(w.data, 64, 64, DType::F8_E4M3, 32, 32);
+  write_safetensors(dir / "fp8/model.safetensors",
+                    test::fp8_tensors(name, q, DType::F8_E4M3, 64, 64));
+  test::write_text(dir / "fp8/config.json",
+                   R"({"quantization_config":{"quant_method":"fp8","fmt":"e4m3",)"
+                   R"("weight_block_size":[32,32]}})");
+  try {
+    mitigate(options(dir / "base.safetensors", dir / "fp8", dir / "out"));
+    FAIL() << "an FP8 fine-tune was mitigated";
+  } catch (const BadInput& e) {
+    EXPECT_EQ(e.problem(), InputProblem::Unsupported);
+    EXPECT_NE(std::string(e.what()).find("'" + name + "' is stored as F8_E4M3 with scales"),
+              std::string::npos)
+        << e.what();
+  }
+  for (const auto& e : fs::directory_iterator(dir / "out"))  // no journal, no variant copy
+    EXPECT_EQ(e.path().filename().string().find(".indim"), 0u) << e.path();
+  const test::CommandResult res = test::run_command(
+      std::string(INDIM_CLI_PATH) + " mitigate " + (dir / "base.safetensors") + " " +
+      (dir / "fp8") + " --backend cpu --no-cache --out " + (dir / "cli") + " 2>&1");
+  EXPECT_EQ(res.rc, 2) << res.out;
+  EXPECT_NE(res.out.find("F8_E4M3"), std::string::npos) << res.out;
+}
+
+// The rescale control of an F16 tensor can pass 65504 (a huge intruder removed, a small rest
+// scaled up to its norm): the variant is refused, naming it and the element, and no folder
+// is published; never written with an infinity.
+TEST(MitigateRefusals, AVariantBeyondItsDtypesRangeIsNeverWritten) {
+  test::TempDir dir;
+  std::mt19937_64 rng(13);
+  const std::string name = "model.layers.0.mlp.down_proj.weight";
+  const Dense<double> w0 = kept(random_weight(64, 64, 1.0, rng), DType::F16);
+  const Dense<double> u = random_orthonormal(64, 1, rng), v = random_orthonormal(64, 1, rng);
+  Dense<double> w = w0;
+  for (int64_t i = 0; i < 64; ++i)
+    for (int64_t j = 0; j < 64; ++j) w.at(i, j) += 3e5 * u.data[i] * v.data[j];
+  w.at(3, 5) += 1000;
+  w = kept(w, DType::F16);
+  ASSERT_LT(*std::max_element(w.data.begin(), w.data.end()), 65504.0);
+  write_safetensors(dir / "base.safetensors", {stored(name, w0, DType::F16)});
+  write_safetensors(dir / "tuned.safetensors", {stored(name, w, DType::F16)});
+  MitigateOptions o = options(dir / "base.safetensors", dir / "tuned.safetensors", dir / "out");
+  o.analysis.k = 1;
+  o.lambdas = {0};
+  o.controls = {"rescale"};
+  try {
+    mitigate(o);
+    FAIL() << "a variant beyond F16 was written";
+  } catch (const BadInput& e) {
+    EXPECT_EQ(e.problem(), InputProblem::Overflow);
+    const std::string what = e.what();
+    EXPECT_NE(what.find("'" + name + "' in variant rescale-0 would hold"), std::string::npos)
+        << what;
+    EXPECT_NE(what.find("beyond F16's range"), std::string::npos) << what;
+  }
+  for (const char* folder : {"intruders-0", "rescale-0"})
+    EXPECT_FALSE(fs::exists(dir / ("out/" + std::string(folder)))) << folder;
+  for (const auto& e : fs::directory_iterator(dir / "out"))
+    EXPECT_EQ(e.path().filename().string().find(".rescale"), std::string::npos) << e.path();
+}
+
+// A run killed before publishing leaves ".<variant>.tmp.<pid>" folders, each a checkpoint's
+// copy; the next run into the same --out (holding its lock) removes them, and nothing else.
+TEST(Mitigate, AKilledRunsUnpublishedFoldersGoWithTheNextRun) {
+  test::TempDir dir;
+  std::mt19937_64 rng(17);
+  const std::string name = "model.layers.0.self_attn.q_proj.weight";
+  const Dense<double> w0 = kept(random_weight(48, 32, 1.0, rng));
+  write_safetensors(dir / "base.safetensors", {stored(name, w0)});
+  write_safetensors(dir / "tuned.safetensors", {stored(name, kept(tuned_from(w0, 2, 1.5, rng)))});
+  for (const char* stale : {".intruders-0.tmp.4242", ".shrink-0.25.tmp.1"}) {
+    const std::string folder = dir / ("out/" + std::string(stale));
+    fs::create_directories(folder);
+    test::write_text(folder + "/model.safetensors", "a partial copy");
+  }
+  fs::create_directories(dir / "out/.notes.tmp.draft");  // not a pid: not ours
+  fs::create_directories(dir / "out/keep");
+  MitigateOptions o = options(dir / "base.safetensors", dir / "tuned.safetensors", dir / "out");
+  o.lambdas = {0};
+  o.controls = {};
+  const MitigationResult r = mitigate(o);
+  EXPECT_EQ(r.variant_dirs.size(), 1u);
+  EXPECT_FALSE(fs::exists(dir / "out/.intruders-0.tmp.4242"));
+  EXPECT_FALSE(fs::exists(dir / "out/.shrink-0.25.tmp.1"));
+  EXPECT_TRUE(fs::exists(dir / "out/.notes.tmp.draft"));
+  EXPECT_TRUE(fs::exists(dir / "out/keep"));
+  EXPECT_TRUE(fs::exists(dir / "out/intruders-0/tuned.safetensors"));
 }

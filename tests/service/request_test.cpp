@@ -5,7 +5,10 @@
 
 #include <filesystem>
 
+#include "indim/checkpoint.hpp"
 #include "indim/error.hpp"
+#include "indim/mitigate.hpp"
+#include "service/admission.hpp"
 #include "service/api_error.hpp"
 #include "service/http_api.hpp"
 #include "service/job_request.hpp"
@@ -16,6 +19,7 @@
 
 using namespace indim;
 using namespace indim::service;
+namespace fs = std::filesystem;
 
 namespace {
 
@@ -217,6 +221,7 @@ TEST(JobStore, ListsSummariesByTenantAndCursorAndSkipsNothingItCannotRead) {
     j.request = {{"base", "b" + std::to_string(i)},
                  {"tuned", {"t1", "t2"}},
                  {"options", {{"pad", std::string(4096, 'x')}}}};
+    if (i == 3) j.request["kind"] = "mitigate";
     store.insert(j);
   }
   EXPECT_EQ(store.get("old")->tenant, "");
@@ -228,8 +233,16 @@ TEST(JobStore, ListsSummariesByTenantAndCursorAndSkipsNothingItCannotRead) {
   const auto mine = store.list(alice);
   ASSERT_EQ(mine.size(), 2u);
   EXPECT_EQ(mine[0].id, "job2");
-  EXPECT_EQ(mine[0].request, (nlohmann::json{{"base", "b2"}, {"tuned_count", 2}}));
+  EXPECT_EQ(mine[0].request,
+            (nlohmann::json{{"base", "b2"}, {"tuned_count", 2}, {"kind", "analyze"}}));
   EXPECT_EQ(mine[0].tuned_count, 2);
+  const auto bobs = store.list([] {
+    ListQuery q;
+    q.tenant = "bob";
+    return q;
+  }());
+  ASSERT_EQ(bobs.size(), 2u);
+  EXPECT_EQ(bobs[0].request["kind"], "mitigate") << "a listing says a mitigate job's kind";
   ListQuery page;
   page.limit = 2;
   const auto first = store.list(page);
@@ -247,4 +260,68 @@ TEST(JobStore, ListsSummariesByTenantAndCursorAndSkipsNothingItCannotRead) {
   EXPECT_EQ(store.ended_beyond(0), std::vector<std::string>{"old"});
   store.remove("old");
   EXPECT_FALSE(store.get("old"));
+}
+
+namespace {
+
+// A checkpoint of one F32 matrix [n, n] as a sparse file: its size on paper, nothing on disk.
+std::string sparse_checkpoint(const std::string& dir, uint64_t n) {
+  fs::create_directories(dir);
+  const uint64_t bytes = n * n * 4;
+  const std::string header = R"({"model.layers.0.mlp.down_proj.weight":{"dtype":"F32","shape":[)" +
+                             std::to_string(n) + "," + std::to_string(n) +
+                             R"(],"data_offsets":[0,)" + std::to_string(bytes) + "]}}";
+  const std::string path = dir + "/model.safetensors";
+  test::write_bytes(path, test::st_image(header, 0));
+  fs::resize_file(path, 8 + header.size() + bytes);
+  return path;
+}
+
+}  // namespace
+
+// A mitigate job's peak is also its fp64 copies of the largest matrix, made after the analysis,
+// and its variants take disk (folders and the archive): admission counts both.
+TEST(Admission, AMitigateJobCountsItsCopiesAndItsVariantsDisk) {
+  test::TempDir dir;
+  AnalyzeOptions o;
+  o.base = sparse_checkpoint(dir / "base", 8192);
+  o.tuned = {sparse_checkpoint(dir / "tuned", 8192)};
+  o.backend = "cpu";
+  o.workers = 1;
+  MitigateOptions m;
+  m.analysis = o;
+  m.out_dir = dir / "out";
+  m.lambdas = {0.5, 0};
+  m.controls = {"shrink"};
+  const MemoryNeed analysis = memory_need(o), mitigation = memory_need(o, &m);
+  EXPECT_EQ(analysis.disk, 0u);
+  EXPECT_EQ(mitigation.host, std::max<uint64_t>(analysis.host, 5ull * 8 * 8192 * 8192));
+  const uint64_t copy = Checkpoint::open(o.tuned[0]).total_bytes();
+  EXPECT_GE(copy, 8192ull * 8192 * 4);
+  EXPECT_EQ(mitigation.disk, 2 * copy * 2 * (1 + 1)) << "folders and tar, 2 lambdas, 1 control";
+  ServeOptions serve;
+  serve.job_memory = mitigation.host - 1;
+  try {
+    admit(o, serve, &m);
+    FAIL() << "admitted past --job-memory";
+  } catch (const BadInput& e) {
+    EXPECT_EQ(e.problem(), InputProblem::TooLarge);
+    EXPECT_NE(std::string(e.what()).find("of host memory"), std::string::npos) << e.what();
+  }
+  if (analysis.host < serve.job_memory) EXPECT_NO_THROW(admit(o, serve));
+  // 16 GiB on paper, 16 lambdas with both controls: 1.5 TiB of variants, more than any test disk.
+  o.base = sparse_checkpoint(dir / "huge-base", 65536);
+  o.tuned = {sparse_checkpoint(dir / "huge-tuned", 65536)};
+  m.analysis = o;
+  m.lambdas.clear();
+  for (int i = 0; i < 16; ++i) m.lambdas.push_back(i / 16.0);
+  m.controls = {"shrink", "rescale"};
+  serve.job_memory = ~0ull;
+  try {
+    admit(o, serve, &m);
+    FAIL() << "admitted past the free disk";
+  } catch (const BadInput& e) {
+    EXPECT_EQ(e.problem(), InputProblem::TooLarge);
+    EXPECT_NE(std::string(e.what()).find("of disk (16 lambda(s)"), std::string::npos) << e.what();
+  }
 }
