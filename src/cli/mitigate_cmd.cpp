@@ -32,6 +32,10 @@ void add_mitigate_options(CLI::App* cmd, MitigateCommand& c) {
                   "Regex of base tensor names to treat (replaces the default selection)");
   cmd->add_option("--exclude", c.exclude, "Regex of base tensor names to leave as they are");
   cmd->add_flag("--html", c.html, "Also write report.html, with the mitigation section");
+  auto* nf = cmd->add_flag("--noise-floor", c.noise_floor,
+                           "Also measure each matrix's noise floor (default where the base is "
+                           "quantised), as indim analyze does");
+  cmd->add_flag("--no-noise-floor", c.no_noise_floor, "Skip the noise floor")->excludes(nf);
   cmd->add_flag("-q,--quiet", c.quiet, "No summary table");
 }
 
@@ -40,6 +44,9 @@ int run_mitigate(const MitigateCommand& c, AnalyzeOptions analysis) {
   analysis.select.include = c.include;
   analysis.select.exclude = c.exclude;
   analysis.html = c.html;
+  analysis.noise_floor = c.noise_floor      ? AnalyzeOptions::NoiseFloorMode::On
+                         : c.no_noise_floor ? AnalyzeOptions::NoiseFloorMode::Off
+                                            : AnalyzeOptions::NoiseFloorMode::Auto;
   o.out_dir = analysis.out_dir;
   o.lambdas = c.lambdas;
   o.controls = c.no_controls ? std::vector<std::string>{} : c.controls;

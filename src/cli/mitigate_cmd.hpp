@@ -17,11 +17,13 @@ struct MitigateCommand {
   std::string adapter_rank = "exact";
   std::vector<std::string> include, exclude;
   bool html = false;
+  bool noise_floor = false, no_noise_floor = false;
   bool quiet = false;
   CLI::App* cmd = nullptr;
 };
 
-/// --lambda, --controls / --no-controls, --adapter-rank, --include, --exclude, --html, --quiet.
+/// --lambda, --controls / --no-controls, --adapter-rank, --include, --exclude, --html,
+/// --noise-floor / --no-noise-floor, --quiet.
 void add_mitigate_options(CLI::App* cmd, MitigateCommand& c);
 
 /// Runs it with `analysis` (base, tuned, out, compute and analysis flags already set), a

@@ -86,6 +86,9 @@ nlohmann::json to_job_options(const AnalysisFlags& f) {
           {"delta", f.delta},
           {"lowrank", !f.no_lowrank},
           {"lowrank_tol", f.lowrank_tol},
+          {"noise_floor", f.noise_floor      ? "on"
+                          : f.no_noise_floor ? "off"
+                                             : "auto"},
           {"html", f.html},
           {"plot_matrices", f.plot_matrices},
           {"plot_top", f.plot_top}};

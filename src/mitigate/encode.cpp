@@ -10,14 +10,17 @@ namespace indim::detail {
 
 namespace {
 
-// x rounded to `bits` significant bits (ties to even), where the target format keeps that many
-// for a normal value of x's size; smaller values (the format's subnormals, below 2^min_exp)
-// are left to the fp32 conversion, which rounds them once too.
+// x rounded (ties to even) to the target format's grid: `bits` significant bits for a normal
+// value of x's size, and below 2^min_exp the subnormals' fixed step 2^(min_exp - bits + 1).
+// The result is exact in fp32, so the conversions after it round nothing again.
 double round_bits(double x, int bits, int min_exp) {
   if (x == 0 || !std::isfinite(x)) return x;
   int e = 0;
   const double m = std::frexp(x, &e);  // x = m 2^e, 0.5 <= |m| < 1
-  if (e - 1 < min_exp) return x;
+  if (e - 1 < min_exp) {
+    const int step = min_exp - bits + 1;
+    return std::ldexp(std::nearbyint(std::ldexp(x, -step)), step);
+  }
   return std::ldexp(std::nearbyint(std::ldexp(m, bits)), e - bits);
 }
 

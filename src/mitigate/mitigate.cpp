@@ -159,9 +159,9 @@ MitigationResult mitigate(const MitigateOptions& o) {
     if (user_hook) user_hook(r, d);
   };
   std::unique_ptr<detail::DirLock> lock = lock_out(o.out_dir);
-  detail::remove_unpublished_folders(o.out_dir);  // a killed run's; the lock keeps out others
   const detail::RunInputs in(a, [](const std::string&) {});  // the analysis notes its warnings
   refuse_unwritable(in);
+  detail::remove_unpublished_folders(o.out_dir);  // a killed run's; the lock keeps out others
   MitigationResult res;
   res.analysis = detail::analyze_holding_lock(a, lock);
   const std::vector<detail::VariantSpec> specs = detail::variant_specs(o);

@@ -5,6 +5,7 @@
 #include <cerrno>
 #include <filesystem>
 #include <fstream>
+#include <regex>
 
 #include "indim/error.hpp"
 #include "io/file_source.hpp"
@@ -82,14 +83,14 @@ void VariantFolder::publish() {
 }
 
 void remove_unpublished_folders(const std::string& out_dir) {
+  // Only the names VariantFolder gives (a variant's folder is <kind>-<lambda>): the temporary
+  // one, and a previous folder moved aside by publish().
+  static const std::regex ours(
+      R"((\.(intruders|shrink|rescale)-[0-9.e+-]+\.tmp|(intruders|shrink|rescale)-[0-9.e+-]+\.old)\.[0-9]+)");
   std::error_code ec;
   for (fs::directory_iterator it(out_dir, ec), end; !ec && it != end; it.increment(ec)) {
     const std::string name = it->path().filename().string();
-    const size_t tmp = name.rfind(".tmp.");
-    if (name.size() < 2 || name[0] != '.' || tmp == std::string::npos || tmp == 0 ||
-        name.find_first_not_of("0123456789", tmp + 5) != std::string::npos ||
-        tmp + 5 == name.size() || !it->is_directory(ec) || it->is_symlink(ec))
-      continue;
+    if (!std::regex_match(name, ours) || it->is_symlink(ec) || !it->is_directory(ec)) continue;
     std::error_code gone;
     fs::remove_all(it->path(), gone);
   }

@@ -37,8 +37,10 @@ class VariantFolder {
   bool published_ = false;
 };
 
-/// Removes the folders a run killed before publishing left in `out_dir` (".<name>.tmp.<pid>",
-/// each a whole checkpoint's copy). The caller holds the folder's lock, so no run writes there.
+/// Removes the folders a killed run left in `out_dir`, each a whole checkpoint's copy: a variant
+/// not yet published (".<variant>.tmp.<pid>") or one moved aside while publishing
+/// ("<variant>.old.<pid>"), variants being <kind>-<lambda>. The caller holds the folder's lock,
+/// so no run writes there.
 void remove_unpublished_folders(const std::string& out_dir);
 
 /// The files beside a checkpoint or adapter in `dir` that a loader reads with it (config.json,

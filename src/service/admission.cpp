@@ -10,6 +10,7 @@
 
 #include "indim/backend.hpp"
 #include "indim/error.hpp"
+#include "indim/peft.hpp"
 #include "indim/tuned.hpp"
 #include "pipeline/inputs.hpp"
 
@@ -50,6 +51,17 @@ uint64_t free_disk(const std::string& dir) {
   return static_cast<uint64_t>(st.f_bavail) * static_cast<uint64_t>(st.f_frsize);
 }
 
+// A variant's weights: the fine-tune's size; an adapter's factors in fp32 (from bf16 at worst)
+// at rank r + k (each module gains up to k intruder directions) over its smallest rank r.
+uint64_t variant_bytes(const TunedInput& t, int k) {
+  const uint64_t bytes = t.checkpoint().total_bytes();
+  if (!t.is_adapter()) return bytes;
+  int r = t.adapter()->config().r;
+  for (const auto& [module, rank] : t.adapter()->config().rank_pattern) r = std::min(r, rank);
+  r = std::max(r, 1);
+  return bytes * 2 * static_cast<uint64_t>(r + std::max(k, 0)) / static_cast<uint64_t>(r);
+}
+
 }  // namespace
 
 uint64_t physical_memory() {
@@ -76,10 +88,9 @@ MemoryNeed memory_need(const AnalyzeOptions& o, const MitigateOptions* m) {
     }
   need.host = need.device * static_cast<uint64_t>(std::max(1, o.workers));
   if (m == nullptr) return need;
-  need.host = std::max(need.host, 5 * sizeof(double) * largest);
-  const TunedInput& t = in.tuned.front();
-  const uint64_t copy = t.checkpoint().total_bytes() * (t.is_adapter() ? 4 : 1);
-  need.disk = 2 * copy * m->lambdas.size() * (1 + m->controls.size());
+  need.host = std::max(need.host, 6 * sizeof(double) * largest);
+  need.disk =
+      2 * variant_bytes(in.tuned.front(), o.k) * m->lambdas.size() * (1 + m->controls.size());
   return need;
 }
 

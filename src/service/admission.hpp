@@ -24,10 +24,10 @@ struct MemoryNeed {
 };
 
 /// The estimate for the inputs and options of `o` (reads headers only). With `m`, a mitigate
-/// job's: its host peak is also five fp64 copies of its largest matrix (the variants are made
-/// one matrix at a time, after the analysis), and every variant is a copy of the fine-tune
-/// (an adapter's up to four times its size: factors in fp32 at up to twice the rank), written
-/// once as a folder and once into mitigation.tar.
+/// job's: its host peak is also six fp64 copies of its largest matrix (the variants are made
+/// one matrix at a time, after the analysis), and every variant is a copy of the fine-tune's
+/// weights (an adapter's factors in fp32 at rank r + k), written once as a folder and once into
+/// mitigation.tar; the companion files (tokenizer, config) are not counted.
 MemoryNeed memory_need(const AnalyzeOptions& o, const MitigateOptions* m = nullptr);
 
 /// The node's physical memory in bytes.

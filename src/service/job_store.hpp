@@ -37,7 +37,7 @@ class JobStore {
   std::optional<Job> get(const std::string& id) const;
   /// The job `tenant` submitted with Idempotency-Key `key`.
   std::optional<Job> find_key(const std::string& tenant, const std::string& key) const;
-  /// Summaries, newest first: the request holds only "base" and "tuned_count", an error
+  /// Summaries, newest first: the request holds only "base", "tuned_count" and "kind", an error
   /// message at most 1 KiB. A row whose request is not JSON comes with `damage` set.
   std::vector<Job> list(const ListQuery& q) const;
   /// Jobs in `state`, oldest first.

@@ -18,6 +18,7 @@
 #include "indim/error.hpp"
 #include "indim/peft.hpp"
 #include "indim/quant.hpp"
+#include "mitigate/encode.hpp"
 #include "pipeline/merge.hpp"
 #include "quant_util.hpp"
 #include "reference.hpp"
@@ -586,8 +587,9 @@ TEST(MitigateRefusals, AVariantBeyondItsDtypesRangeIsNeverWritten) {
     EXPECT_EQ(e.path().filename().string().find(".rescale"), std::string::npos) << e.path();
 }
 
-// A run killed before publishing leaves ".<variant>.tmp.<pid>" folders, each a checkpoint's
-// copy; the next run into the same --out (holding its lock) removes them, and nothing else.
+// A run killed before publishing leaves ".<variant>.tmp.<pid>" folders (or "<variant>.old.<pid>"
+// while publishing), each a checkpoint's copy; the next run into the same --out, its inputs
+// checked and holding the folder's lock, removes them, and nothing else.
 TEST(Mitigate, AKilledRunsUnpublishedFoldersGoWithTheNextRun) {
   test::TempDir dir;
   std::mt19937_64 rng(17);
@@ -600,8 +602,13 @@ TEST(Mitigate, AKilledRunsUnpublishedFoldersGoWithTheNextRun) {
     fs::create_directories(folder);
     test::write_text(folder + "/model.safetensors", "a partial copy");
   }
-  fs::create_directories(dir / "out/.notes.tmp.draft");  // not a pid: not ours
+  fs::create_directories(dir / "out/rescale-0.5.old.77");  // moved aside, never removed
+  fs::create_directories(dir / "out/.notes.tmp.draft");    // not a pid: not ours
+  fs::create_directories(dir / "out/.mydata.tmp.42");      // not a variant's name: not ours
   fs::create_directories(dir / "out/keep");
+  // A run whose inputs fail their checks touches nothing in --out.
+  EXPECT_THROW(mitigate(options(dir / "base.safetensors", dir / "absent", dir / "out")), BadInput);
+  EXPECT_TRUE(fs::exists(dir / "out/.intruders-0.tmp.4242/model.safetensors"));
   MitigateOptions o = options(dir / "base.safetensors", dir / "tuned.safetensors", dir / "out");
   o.lambdas = {0};
   o.controls = {};
@@ -609,7 +616,38 @@ TEST(Mitigate, AKilledRunsUnpublishedFoldersGoWithTheNextRun) {
   EXPECT_EQ(r.variant_dirs.size(), 1u);
   EXPECT_FALSE(fs::exists(dir / "out/.intruders-0.tmp.4242"));
   EXPECT_FALSE(fs::exists(dir / "out/.shrink-0.25.tmp.1"));
+  EXPECT_FALSE(fs::exists(dir / "out/rescale-0.5.old.77"));
   EXPECT_TRUE(fs::exists(dir / "out/.notes.tmp.draft"));
+  EXPECT_TRUE(fs::exists(dir / "out/.mydata.tmp.42"));
   EXPECT_TRUE(fs::exists(dir / "out/keep"));
   EXPECT_TRUE(fs::exists(dir / "out/intruders-0/tuned.safetensors"));
+}
+
+// Changed values are rounded once, straight from fp64 to the stored grid (ties to even),
+// subnormals included; a value is refused only where it would round to an infinity.
+TEST(MitigateEncode, RoundsOnceToTheStoredGridAndFindsOverflow) {
+  auto code = [](double v, DType t) {
+    const std::vector<uint8_t> b = detail::encode_values(std::vector<double>{v}, t);
+    return static_cast<unsigned>(b[0] | (b[1] << 8));
+  };
+  const double f16_step = std::ldexp(1.0, -24), bf16_step = std::ldexp(1.0, -133);
+  EXPECT_EQ(code(f16_step / 2 + std::ldexp(1.0, -50), DType::F16), 0x0001u);
+  EXPECT_EQ(code(f16_step / 2, DType::F16), 0x0000u) << "a tie goes to the even code";
+  EXPECT_EQ(code(1.5 * f16_step - std::ldexp(1.0, -52), DType::F16), 0x0001u);
+  EXPECT_EQ(code(1.5 * f16_step, DType::F16), 0x0002u);
+  EXPECT_EQ(code(-(f16_step / 2 + std::ldexp(1.0, -50)), DType::F16), 0x8001u);
+  EXPECT_EQ(code(bf16_step / 2 + std::ldexp(1.0, -151), DType::BF16), 0x0001u);
+  EXPECT_EQ(code(65519.99, DType::F16), 0x7bffu);
+  EXPECT_EQ(code(1.0 + std::ldexp(1.0, -11), DType::F16), 0x3c00u) << "a normal tie, to even";
+
+  using detail::first_overflow;
+  EXPECT_EQ(first_overflow({1.0, 65519.99, -65519.99}, DType::F16), 3u);
+  EXPECT_EQ(first_overflow({1.0, -65520.0}, DType::F16), 1u);
+  const double f32_limit = std::ldexp(2.0 - std::ldexp(1.0, -24), 127);
+  EXPECT_EQ(first_overflow({std::nextafter(f32_limit, 0.0)}, DType::F32), 1u);
+  EXPECT_EQ(first_overflow({f32_limit}, DType::F32), 0u);
+  const double bf16_limit = std::ldexp(2.0 - std::ldexp(1.0, -8), 127);
+  EXPECT_EQ(first_overflow({std::nextafter(bf16_limit, 0.0)}, DType::BF16), 1u);
+  EXPECT_EQ(first_overflow({-bf16_limit}, DType::BF16), 0u);
+  EXPECT_EQ(first_overflow({1e300}, DType::F64), 1u);
 }

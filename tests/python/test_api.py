@@ -177,7 +177,9 @@ class Analyze(unittest.TestCase):
                              (dict(include="("), "include"), (dict(eps=[2.0]), "eps"),
                              (dict(backend="tpu"), "backend"),
                              (dict(noise_floor="maybe"), "noise_floor"),
-                             (dict(workers="many"), "workers"), (dict(workers=0), "workers")):
+                             (dict(workers="many"), "workers"), (dict(workers=0), "workers"),
+                             (dict(workers=2.0), "workers"), (dict(workers=True), "workers"),
+                             (dict(workers=2**40), "workers")):
             with self.assertRaises(indim.UsageError, msg=str(kwargs)) as usage:
                 indim.analyze(SMALL["base"], SMALL["full"], **kwargs)
             self.assertIn(says, str(usage.exception))

@@ -295,7 +295,7 @@ TEST(Admission, AMitigateJobCountsItsCopiesAndItsVariantsDisk) {
   m.controls = {"shrink"};
   const MemoryNeed analysis = memory_need(o), mitigation = memory_need(o, &m);
   EXPECT_EQ(analysis.disk, 0u);
-  EXPECT_EQ(mitigation.host, std::max<uint64_t>(analysis.host, 5ull * 8 * 8192 * 8192));
+  EXPECT_EQ(mitigation.host, std::max<uint64_t>(analysis.host, 6ull * 8 * 8192 * 8192));
   const uint64_t copy = Checkpoint::open(o.tuned[0]).total_bytes();
   EXPECT_GE(copy, 8192ull * 8192 * 4);
   EXPECT_EQ(mitigation.disk, 2 * copy * 2 * (1 + 1)) << "folders and tar, 2 lambdas, 1 control";

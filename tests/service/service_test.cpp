@@ -524,13 +524,16 @@ TEST_F(Service, TheClientSubmitsWaitsListsShowsAndFetches) {
   ASSERT_TRUE(s.ready()) << s.log();
   const std::string cli = std::string("INDIM_TOKEN=") + test::kToken + " " + INDIM_CLI_PATH;
   const std::string out = dir_ / "client-out";
-  const auto sub = test::run_command(cli + " submit --server " + s.url() +
-                                     " small/base small/full --k 6 --wait -q --out " + out);
+  const auto sub =
+      test::run_command(cli + " submit --server " + s.url() +
+                        " small/base small/full --k 6 --noise-floor --wait -q --out " + out);
   ASSERT_EQ(sub.rc, 0) << sub.out;
   const std::string id = sub.out.substr(0, 16);
   EXPECT_NE(sub.out.find("job " + id + " done"), std::string::npos) << sub.out;
   const Json report = Json::parse(test::read_text(out + "/report.json"));
   EXPECT_EQ(report["settings"]["k"], 6) << report.dump().substr(0, 400);
+  ASSERT_GT(report["matrices"].size(), 0u);
+  EXPECT_EQ(report["matrices"][0]["noise_floor"]["format"], "BF16") << "--noise-floor was sent";
   const auto ls = test::run_command(cli + " jobs ls --server " + s.url());
   EXPECT_EQ(ls.rc, 0);
   EXPECT_NE(ls.out.find(id + "  done"), std::string::npos) << ls.out;

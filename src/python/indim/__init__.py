@@ -47,6 +47,15 @@ def _rows(rows):
     return pandas.DataFrame(list(rows))
 
 
+def _workers(value):
+    """"auto" or a whole number from 1 to 256, as --workers takes."""
+    if value == "auto":
+        return value
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 256:
+        raise UsageError('workers must be "auto" or a number from 1 to 256, not {!r}'.format(value))
+    return value
+
+
 def _patterns(value):
     if value is None:
         return []
@@ -166,7 +175,7 @@ def analyze(base, tuned, *, k=10, eps=0.5, precision="fp32", side="left", backen
         import tempfile
         tmp = tempfile.TemporaryDirectory(prefix="indim-")
         out = tmp.name
-    compute = {"backend": backend, "devices": devices, "gpu_mem": gpu_mem, "workers": workers,
+    compute = {"backend": backend, "devices": devices, "gpu_mem": gpu_mem, "workers": _workers(workers),
                "streams": streams, "resume": resume, "out": os.fspath(out),
                "cache": "" if no_cache else os.fspath(cache or _indim.default_cache_dir()),
                "cache_max": str(cache_max)}
@@ -228,7 +237,7 @@ def mitigate(base, tuned, out, *, lambdas=0.75, controls=("shrink", "rescale"),
                 "split_fused": False, "delta": False, "lowrank": lowrank,
                 "lowrank_tol": lowrank_tol, "noise_floor": noise_floor, "html": html,
                 "plot_matrices": _patterns(plot_matrices), "plot_top": plot_top}
-    compute = {"backend": backend, "devices": devices, "gpu_mem": gpu_mem, "workers": workers,
+    compute = {"backend": backend, "devices": devices, "gpu_mem": gpu_mem, "workers": _workers(workers),
                "streams": streams, "resume": False, "out": os.fspath(out),
                "cache": "" if no_cache else os.fspath(cache or _indim.default_cache_dir()),
                "cache_max": str(cache_max)}
