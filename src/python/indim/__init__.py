@@ -175,8 +175,9 @@ def analyze(base, tuned, *, k=10, eps=0.5, precision="fp32", side="left", backen
         import tempfile
         tmp = tempfile.TemporaryDirectory(prefix="indim-")
         out = tmp.name
-    compute = {"backend": backend, "devices": devices, "gpu_mem": gpu_mem, "workers": _workers(workers),
-               "streams": streams, "resume": resume, "out": os.fspath(out),
+    compute = {"backend": backend, "devices": devices, "gpu_mem": gpu_mem,
+               "workers": _workers(workers), "streams": streams, "resume": resume,
+               "out": os.fspath(out),
                "cache": "" if no_cache else os.fspath(cache or _indim.default_cache_dir()),
                "cache_max": str(cache_max)}
     callback, bar = _progress_callback(progress)
@@ -222,8 +223,9 @@ class Mitigation:
 def mitigate(base, tuned, out, *, lambdas=0.75, controls=("shrink", "rescale"),
              adapter_rank="exact", k=10, eps=0.5, precision="fp32", backend="auto", algo="auto",
              include=None, exclude=None, lowrank=True, lowrank_tol=0.0, noise_floor="auto",
-             html=False, plot_matrices=None, plot_top=4, cache=None, no_cache=False, cache_max="20G",
-             devices=None, gpu_mem=0, workers="auto", streams=1, progress=True, cancel=None):
+             html=False, plot_matrices=None, plot_top=4, cache=None, no_cache=False,
+             cache_max="20G", devices=None, gpu_mem=0, workers="auto", streams=1, progress=True,
+             cancel=None):
     """Scales the fine-tune's intruder dimensions by each lambda, as `indim mitigate` does, and
     writes the controls (shrink, rescale; controls=() for none): one folder per variant and
     lambda under `out`, each a checkpoint (or PEFT adapter, exact or with adapter_rank "r" or a
@@ -237,8 +239,9 @@ def mitigate(base, tuned, out, *, lambdas=0.75, controls=("shrink", "rescale"),
                 "split_fused": False, "delta": False, "lowrank": lowrank,
                 "lowrank_tol": lowrank_tol, "noise_floor": noise_floor, "html": html,
                 "plot_matrices": _patterns(plot_matrices), "plot_top": plot_top}
-    compute = {"backend": backend, "devices": devices, "gpu_mem": gpu_mem, "workers": _workers(workers),
-               "streams": streams, "resume": False, "out": os.fspath(out),
+    compute = {"backend": backend, "devices": devices, "gpu_mem": gpu_mem,
+               "workers": _workers(workers), "streams": streams, "resume": False,
+               "out": os.fspath(out),
                "cache": "" if no_cache else os.fspath(cache or _indim.default_cache_dir()),
                "cache_max": str(cache_max)}
     mitigation = {"out": os.fspath(out), "lambdas": [float(x) for x in lambdas],
