@@ -88,9 +88,7 @@ AnalyzeOptions to_options(const AnalyzeArgs& a) {
   o.select.exclude = a.exclude;
   o.select.split_fused = a.split_fused;
   o.delta = a.delta;
-  o.noise_floor = a.noise_floor      ? AnalyzeOptions::NoiseFloorMode::On
-                  : a.no_noise_floor ? AnalyzeOptions::NoiseFloorMode::Off
-                                     : AnalyzeOptions::NoiseFloorMode::Auto;
+  o.noise_floor = cli::noise_floor_mode(a.noise_floor, a.no_noise_floor);
   o.lowrank = !a.no_lowrank;
   o.lowrank_tol = a.lowrank_tol;
   o.resume = a.resume;

@@ -4,6 +4,7 @@
 #include <iostream>
 
 #include "cli/interrupt.hpp"
+#include "cli/options.hpp"
 #include "cli/progress.hpp"
 #include "indim/report.hpp"
 
@@ -44,9 +45,7 @@ int run_mitigate(const MitigateCommand& c, AnalyzeOptions analysis) {
   analysis.select.include = c.include;
   analysis.select.exclude = c.exclude;
   analysis.html = c.html;
-  analysis.noise_floor = c.noise_floor      ? AnalyzeOptions::NoiseFloorMode::On
-                         : c.no_noise_floor ? AnalyzeOptions::NoiseFloorMode::Off
-                                            : AnalyzeOptions::NoiseFloorMode::Auto;
+  analysis.noise_floor = noise_floor_mode(c.noise_floor, c.no_noise_floor);
   o.out_dir = analysis.out_dir;
   o.lambdas = c.lambdas;
   o.controls = c.no_controls ? std::vector<std::string>{} : c.controls;

@@ -74,6 +74,12 @@ void add_selection_options(CLI::App* cmd, AnalysisFlags& f) {
       ->check(CLI::Range(0.0, 0.999999));
 }
 
+AnalyzeOptions::NoiseFloorMode noise_floor_mode(bool on, bool off) {
+  return on    ? AnalyzeOptions::NoiseFloorMode::On
+         : off ? AnalyzeOptions::NoiseFloorMode::Off
+               : AnalyzeOptions::NoiseFloorMode::Auto;
+}
+
 nlohmann::json to_job_options(const AnalysisFlags& f) {
   return {{"k", f.k},
           {"eps", f.eps},

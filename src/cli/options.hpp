@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "indim/analyze.hpp"
+
 namespace indim::cli {
 
 /// A whole-number option in [lo, hi], refused with a message that names the option and the
@@ -35,6 +37,8 @@ void add_analysis_options(CLI::App* cmd, AnalysisFlags& f);
 /// --include, --exclude, --split-fused, --html, --delta, --noise-floor, --no-noise-floor,
 /// --no-lowrank, --lowrank-tol.
 void add_selection_options(CLI::App* cmd, AnalysisFlags& f);
+/// --noise-floor / --no-noise-floor as the library's mode (neither: Auto).
+AnalyzeOptions::NoiseFloorMode noise_floor_mode(bool on, bool off);
 /// The service's "options" object for these flags (the same names, underscored).
 nlohmann::json to_job_options(const AnalysisFlags& f);
 
