@@ -10,9 +10,9 @@
 #include <gtest/gtest.h>
 
 #include "cuda/cuda_backend.hpp"
+#include "gpu_util.hpp"
 #include "indim/backend.hpp"
 #include "indim/error.hpp"
-#include "gpu_util.hpp"
 
 using namespace indim;
 

@@ -16,12 +16,12 @@
 
 #include "cuda/check.hpp"
 #include "cuda/kernels.cuh"
+#include "gpu_util.hpp"
 #include "indim/analyze.hpp"
 #include "indim/demo.hpp"
 #include "indim/error.hpp"
 #include "lowrank_products_check.hpp"
 #include "reference.hpp"
-#include "gpu_util.hpp"
 #include "test_util.hpp"
 
 using namespace indim;
